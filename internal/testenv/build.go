@@ -1,0 +1,42 @@
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// BuildC compiles the C program src with gcc into a temporary directory and
+// returns the executable's path. Tests use small C targets because their
+// behaviour under ptrace and SEM_UNDO is exactly what the source says, with no
+// runtime threads of their own.
+func BuildC(tb testing.TB, name, src string, flags ...string) string {
+	tb.Helper()
+	gcc := RequireTool(tb, "gcc")
+	dir := tb.TempDir()
+	cfile := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(cfile, []byte(src), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	args := append([]string{"-O1", "-Wall", "-pthread", "-o", out, cfile}, flags...)
+	if b, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
+		tb.Fatalf("gcc %s: %v\n%s", name, err, b)
+	}
+	return out
+}
+
+// BuildGo builds the Go main package at pkg (an import path or a directory)
+// into a temporary directory and returns the executable's path.
+func BuildGo(tb testing.TB, pkg string) string {
+	tb.Helper()
+	goTool := RequireTool(tb, "go")
+	out := filepath.Join(tb.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command(goTool, "build", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}

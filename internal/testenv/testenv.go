@@ -1,0 +1,51 @@
+// Package testenv gates tests on what the machine offers: root, BPF, ptrace,
+// tools. Outside CI a missing feature skips the test with a message naming it;
+// when the CI environment variable is set the same condition fails the test,
+// so CI can never turn green by skipping.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the tests run under CI (the CI variable is set and not
+// "false" or "0").
+func InCI() bool {
+	v, ok := os.LookupEnv("CI")
+	return ok && v != "" && v != "false" && v != "0"
+}
+
+// Missing stops the test because the feature named by what is unavailable:
+// it fails under CI and skips elsewhere. why says what to do about it.
+func Missing(tb testing.TB, what, why string) {
+	tb.Helper()
+	msg := "missing " + what
+	if why != "" {
+		msg += ": " + why
+	}
+	if InCI() {
+		tb.Fatal(msg + " (CI requires it)")
+	}
+	tb.Skip(msg)
+}
+
+// RequireRoot stops the test unless it runs with effective uid 0.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		Missing(tb, "root", "run the tests as root (sudo -E go test ./...)")
+	}
+}
+
+// RequireTool stops the test unless the named program is on PATH and returns
+// its path.
+func RequireTool(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(tb, "program "+name, "install it (see .ci/run for the Debian package)")
+	}
+	return p
+}
