@@ -1,0 +1,114 @@
+// Command semundo reads and writes the System V semaphore undo lists
+// (semadj) of Linux processes: the adjustments the kernel applies when a
+// process that used SEM_UNDO exits.
+//
+// Usage:
+//
+//	semundo show PID...            the seed's /proc/<pid>/semundo format
+//	semundo ps [--json] [--all]    every process that holds adjustments
+//	semundo who SEMID [--ipcns N]  who will adjust a set on exit, and by how much
+//
+// Exit status: 0 success, 1 error, 2 bad usage, 3 missing privilege
+// (root, capabilities, kernel lockdown), 4 the kernel lacks a feature.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/semundo/semundo/reader"
+)
+
+// Exit codes, documented in the README.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitPermission  = 3
+	exitUnsupported = 4
+)
+
+// usageError marks a command line that cannot be run.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+const usage = `usage: semundo COMMAND [ARGS]
+
+Commands:
+  show PID...              print each process's undo list in the seed's format:
+                           "SEMID ADJ0 ADJ1 ..." per set, sorted by SEMID
+  ps [--json] [--all]      list every process holding undo adjustments
+  who SEMID [--ipcns INODE]
+                           the processes that will adjust set SEMID when they exit
+  help                     this text
+
+Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a feature.
+`
+
+type command func(args []string, stdout io.Writer) error
+
+var commands = map[string]command{
+	"show": runShow,
+	"ps":   runPs,
+	"who":  runWho,
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "semundo: unknown command %q (see semundo help)\n", args[0])
+		return exitUsage
+	}
+	err := cmd(args[1:], stdout)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "semundo %s: %v\n", args[0], err)
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, reader.ErrPermission):
+		return exitPermission
+	case errors.Is(err, reader.ErrNotSupported):
+		return exitUnsupported
+	}
+	return exitError
+}
+
+// openReader loads the BPF reader, first checking the privilege it needs so
+// that an unprivileged user gets the plain reason.
+func openReader() (*reader.Reader, error) {
+	if os.Geteuid() != 0 {
+		r, err := reader.Open(nil)
+		if err != nil {
+			if errors.Is(err, reader.ErrPermission) {
+				return nil, fmt.Errorf("reading undo lists needs root (or CAP_BPF and CAP_PERFMON): run it with sudo: %w", reader.ErrPermission)
+			}
+			return nil, err
+		}
+		return r, nil
+	}
+	return reader.Open(nil)
+}

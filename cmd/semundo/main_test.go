@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/testenv"
+)
+
+// binary is the semundo command, built once for all tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	holder.MainWith(m, func() func() {
+		dir, err := os.MkdirTemp("", "semundo-cmd-test")
+		if err != nil {
+			panic(err)
+		}
+		// Readable by the unprivileged user of TestUnprivileged.
+		os.Chmod(dir, 0o755)
+		binary = filepath.Join(dir, "semundo")
+		cmd := exec.Command("go", "build", "-o", binary, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		return func() { os.RemoveAll(dir) }
+	})
+}
+
+// semundo runs the built command and returns stdout, stderr and the exit
+// status.
+func semundo(t *testing.T, cred *syscall.Credential, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestShow(t *testing.T) {
+	testenv.RequireRoot(t)
+	a, b := holder.NewSet(t, 3), holder.NewSet(t, 1)
+	ops := []holder.Op{
+		{Semid: b, Num: 0, Val: 2, Undo: true},
+		{Semid: a, Num: 2, Val: 5, Undo: true},
+		{Semid: a, Num: 0, Val: 1, Undo: true},
+	}
+	h := holder.Start(t, "wait", ops, nil)
+	other := holder.Start(t, "fork", nil, nil)
+
+	want := fmt.Sprintf("%d -1 0 -5\n%d -2\n", a, b)
+	if a > b {
+		want = fmt.Sprintf("%d -2\n%d -1 0 -5\n", b, a)
+	}
+	out, errs, code := semundo(t, nil, "show", fmt.Sprint(h.PID))
+	if code != 0 || out != want {
+		t.Fatalf("show: exit %d, stdout %q, stderr %q; want %q", code, out, errs, want)
+	}
+	// A process without a list prints nothing.
+	out, errs, code = semundo(t, nil, "show", fmt.Sprint(other.Child))
+	if code != 0 || out != "" || errs != "" {
+		t.Fatalf("show of a process without a list: exit %d, %q, %q", code, out, errs)
+	}
+	out, _, code = semundo(t, nil, "show", fmt.Sprint(h.PID), fmt.Sprint(other.Child))
+	wantBoth := fmt.Sprintf("%d:\n%s%d:\n", h.PID, want, other.Child)
+	if code != 0 || out != wantBoth {
+		t.Fatalf("show of two pids: exit %d, %q, want %q", code, out, wantBoth)
+	}
+}
+
+func TestShowErrors(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"show", "999999999"}, 1, "pid 999999999: no such process"},
+		{[]string{"show", "1", "999999999"}, 1, "no such process"},
+		{[]string{"show"}, 2, "at least one PID"},
+		{[]string{"show", "abc"}, 2, "not a pid"},
+		{[]string{"frob"}, 2, "unknown command"},
+		{[]string{"who"}, 2, "needs a SEMID"},
+		{[]string{"ps", "extra"}, 2, "no arguments"},
+	} {
+		out, errs, code := semundo(t, nil, tc.args...)
+		if code != tc.code || out != "" || !strings.Contains(errs, tc.msg) || strings.Count(errs, "\n") != 1 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d, one line with %q", tc.args, code, out, errs, tc.code, tc.msg)
+		}
+	}
+}
+
+func TestPsAndWho(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := holder.NewSet(t, 20)
+	ops := []holder.Op{{Semid: s, Num: 19, Val: 3, Undo: true}, {Semid: s, Num: 0, Val: 1, Undo: true}}
+	h1 := holder.Start(t, "wait", ops, nil)
+	h2 := holder.Start(t, "wait", ops[:1], nil)
+
+	out, errs, code := semundo(t, nil, "ps", "--json")
+	if code != 0 {
+		t.Fatalf("ps --json: exit %d: %s", code, errs)
+	}
+	var lists []jsonList
+	if err := json.Unmarshal([]byte(out), &lists); err != nil {
+		t.Fatalf("ps --json output: %v", err)
+	}
+	found := map[int][]int16{}
+	for _, l := range lists {
+		for _, e := range l.Entries {
+			if int(e.Semid) == s {
+				if e.Nsems != 20 || len(e.Adj) != 20 {
+					t.Errorf("set %d: nsems %d, %d values", s, e.Nsems, len(e.Adj))
+				}
+				found[l.PIDs[0]] = e.Adj
+			}
+		}
+	}
+	if len(found) != 2 || found[h1.PID][19] != -3 || found[h1.PID][0] != -1 || found[h2.PID][0] != 0 {
+		t.Fatalf("ps --json for set %d: %v", s, found)
+	}
+
+	out, _, code = semundo(t, nil, "ps")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf(" %d ", s)) || !strings.Contains(out, "...(+12)") {
+		t.Fatalf("ps table: exit %d:\n%s", code, out)
+	}
+
+	out, _, code = semundo(t, nil, "who", fmt.Sprint(s))
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d ", h1.PID)) || !strings.Contains(out, "0:-1 19:-3") ||
+		!strings.Contains(out, "19:-3") || !strings.Contains(out, fmt.Sprintf("%d ", h2.PID)) {
+		t.Fatalf("who %d: exit %d:\n%s", s, code, out)
+	}
+}
+
+// TestUnprivileged: without root, every reading command fails with one
+// line, exit 3, and prints nothing on stdout.
+func TestUnprivileged(t *testing.T) {
+	testenv.RequireRoot(t)
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	for _, args := range [][]string{{"show", "1"}, {"ps"}, {"ps", "--json"}} {
+		out, errs, code := semundo(t, nobody, args...)
+		if code != 3 || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "root") {
+			t.Errorf("%v as nobody: exit %d, stdout %q, stderr %q; want exit 3 and one line naming root", args, code, out, errs)
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/semundo/semundo/reader"
+)
+
+// shortAdj is how many adjustments a ps row shows before it elides.
+const shortAdj = 8
+
+func runPs(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("ps", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	asJSON := fs.Bool("json", false, "print every value as JSON")
+	all := fs.Bool("all", false, "include lists with no entries (every multi-threaded process has one)")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("ps takes no arguments, got %q", fs.Arg(0))
+	}
+	r, err := openReader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	snap, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	var lists []reader.List
+	for _, l := range snap.Lists {
+		if *all || len(l.Entries) > 0 {
+			lists = append(lists, l)
+		}
+	}
+	if *asJSON {
+		return writeJSON(stdout, lists)
+	}
+	return writeTable(stdout, lists)
+}
+
+func pidsOf(l *reader.List) string {
+	s := make([]string, len(l.Processes))
+	for i, p := range l.Processes {
+		s[i] = strconv.Itoa(p.PID)
+	}
+	return strings.Join(s, ",")
+}
+
+func commOf(l *reader.List) string {
+	if len(l.Processes) == 0 {
+		return "?"
+	}
+	return l.Processes[0].Comm
+}
+
+func writeTable(stdout io.Writer, lists []reader.List) error {
+	w := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "PID\tCOMMAND\tIPCNS\tSEMID\tKEY\tNSEMS\tADJ")
+	for i := range lists {
+		l := &lists[i]
+		if len(l.Entries) == 0 {
+			fmt.Fprintf(w, "%s\t%s\t%d\t-\t-\t-\t-\n", pidsOf(l), commOf(l), l.IPCNS)
+			continue
+		}
+		for _, e := range l.Entries {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t0x%08x\t%d\t%s\n", pidsOf(l), commOf(l), l.IPCNS,
+				e.Semid, uint32(e.Key), len(e.Adj), shortAdjs(e.Adj))
+		}
+	}
+	return w.Flush()
+}
+
+// shortAdjs prints the first adjustments and how many more there are.
+func shortAdjs(adj []int16) string {
+	var b strings.Builder
+	for i, v := range adj {
+		if i == shortAdj {
+			fmt.Fprintf(&b, " ...(+%d)", len(adj)-shortAdj)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.Itoa(int(v)))
+	}
+	return b.String()
+}
+
+// The JSON schema of ps --json, documented in the README.
+type jsonList struct {
+	PIDs      []int         `json:"pids"`
+	Processes []jsonProcess `json:"processes"`
+	IPCNS     uint32        `json:"ipcns"`
+	Entries   []jsonEntry   `json:"entries"`
+}
+
+type jsonProcess struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
+	TIDs []int  `json:"tids"`
+}
+
+type jsonEntry struct {
+	Semid int32   `json:"semid"`
+	Key   int32   `json:"key"`
+	Nsems int     `json:"nsems"`
+	Adj   []int16 `json:"adj"`
+}
+
+func writeJSON(stdout io.Writer, lists []reader.List) error {
+	out := make([]jsonList, 0, len(lists))
+	for _, l := range lists {
+		jl := jsonList{IPCNS: l.IPCNS, PIDs: []int{}, Processes: []jsonProcess{}, Entries: []jsonEntry{}}
+		for _, p := range l.Processes {
+			jl.PIDs = append(jl.PIDs, p.PID)
+			jl.Processes = append(jl.Processes, jsonProcess{PID: p.PID, Comm: p.Comm, TIDs: p.TIDs})
+		}
+		for _, e := range l.Entries {
+			jl.Entries = append(jl.Entries, jsonEntry{Semid: e.Semid, Key: e.Key, Nsems: len(e.Adj), Adj: e.Adj})
+		}
+		out = append(out, jl)
+	}
+	w := bufio.NewWriter(stdout)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	return w.Flush()
+}

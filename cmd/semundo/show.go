@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/semundo/semundo/reader"
+)
+
+// runShow prints each pid's list in the seed's format, all from one scan so
+// that several pids are shown at the same instant.
+func runShow(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("show needs at least one PID")
+	}
+	pids := make([]int, len(args))
+	for i, a := range args {
+		pid, err := strconv.Atoi(a)
+		if err != nil || pid <= 0 {
+			return usagef("%q is not a pid", a)
+		}
+		pids[i] = pid
+	}
+	// Every pid must exist before anything is printed.
+	for _, pid := range pids {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return fmt.Errorf("pid %d: no such process", pid)
+		}
+	}
+	r, err := openReader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	snap, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(stdout)
+	var buf []byte
+	for _, pid := range pids {
+		if len(pids) > 1 {
+			fmt.Fprintf(w, "%d:\n", pid)
+		}
+		buf, err = showList(buf[:0], snap.ByPID(pid))
+		if err != nil {
+			return fmt.Errorf("pid %d: %w", pid, err)
+		}
+		w.Write(buf)
+	}
+	return w.Flush()
+}
+
+func showList(buf []byte, l *reader.List) ([]byte, error) {
+	if l == nil {
+		return buf, nil
+	}
+	return l.Undo().AppendText(buf)
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/semundo/semundo/sysvsem"
+	"golang.org/x/sys/unix"
+)
+
+// runWho prints the processes whose lists hold an entry for one set: what
+// each will add to the set's semaphores when it exits.
+func runWho(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("who", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	ipcns := fs.Uint64("ipcns", 0, "IPC namespace inode of the set (default: semundo's own)")
+	// Accept the flag before or after SEMID.
+	var semidArg string
+	rest := args
+	for len(rest) > 0 {
+		if err := fs.Parse(rest); err != nil {
+			return usagef("%v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if semidArg != "" {
+			return usagef("who takes one SEMID, got %q and %q", semidArg, fs.Arg(0))
+		}
+		semidArg, rest = fs.Arg(0), fs.Args()[1:]
+	}
+	if semidArg == "" {
+		return usagef("who needs a SEMID")
+	}
+	semid, err := strconv.ParseInt(semidArg, 10, 32)
+	if err != nil || semid < 0 {
+		return usagef("%q is not a semid", semidArg)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/ipc", &st); err != nil {
+		return fmt.Errorf("find own IPC namespace: %w", err)
+	}
+	ns := uint32(*ipcns)
+	if ns == 0 {
+		ns = uint32(st.Ino)
+	}
+	// In semundo's own namespace a set that does not exist is an error;
+	// elsewhere it cannot be checked without entering the namespace.
+	if ns == uint32(st.Ino) {
+		if _, err := sysvsem.Stat(int(semid)); errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
+			return fmt.Errorf("set %d does not exist in IPC namespace %d (see ipcs -s)", semid, ns)
+		}
+	}
+	r, err := openReader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	snap, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "PID\tCOMMAND\tADJUSTMENTS ON EXIT (SEM:ADJ)")
+	found := false
+	for i := range snap.Lists {
+		l := &snap.Lists[i]
+		if l.IPCNS != ns {
+			continue
+		}
+		e := l.Entry(int32(semid))
+		if e == nil {
+			continue
+		}
+		found = true
+		var adj []string
+		for num, v := range e.Adj {
+			if v != 0 {
+				adj = append(adj, fmt.Sprintf("%d:%+d", num, v))
+			}
+		}
+		if len(adj) == 0 {
+			adj = []string{"none (all zero)"}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", pidsOf(l), commOf(l), strings.Join(adj, " "))
+	}
+	if !found {
+		fmt.Fprintf(stdout, "no process holds undo adjustments for set %d in IPC namespace %d\n", semid, ns)
+		return nil
+	}
+	return w.Flush()
+}

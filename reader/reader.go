@@ -1,0 +1,352 @@
+package reader
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Errors a Reader returns, to be tested with errors.Is.
+var (
+	// ErrNotSupported: the kernel lacks something the reader needs (BTF,
+	// the BPF task iterator, the BPF ring buffer, System V IPC).
+	ErrNotSupported = errors.New("not supported by this kernel")
+	// ErrPermission: the caller may not load BPF programs.
+	ErrPermission = errors.New("permission denied")
+	// ErrNoProcess: no process has the pid asked for.
+	ErrNoProcess = errors.New("no such process")
+	// ErrIncomplete: a list could not be read whole (too many entries, a
+	// set too large, or a list that kept changing during every retry).
+	ErrIncomplete = errors.New("undo list could not be read whole")
+)
+
+// ringSize is the ring buffer's size. A read of the iterator covers at most
+// 32 KiB of task records, so this bounds the entries those tasks may carry
+// before the reader falls back to one task per read.
+const ringSize = 4 << 20
+
+// retries bounds how often a pass is repeated for lists that changed while
+// they were walked.
+const retries = 8
+
+// Options tune Open. The zero value is right for normal use.
+type Options struct {
+	// Bounded selects the program variant for kernels without bpf_loop
+	// (before 5.17) even where bpf_loop exists, so that tests can cover it.
+	// That variant walks at most 2048 entries per list.
+	Bounded bool
+}
+
+// Reader reads undo lists through a loaded BPF task iterator. It is safe for
+// concurrent use; passes are serialized. Close releases the kernel objects.
+type Reader struct {
+	mu    sync.Mutex
+	coll  *ebpf.Collection
+	iter  *link.Iter
+	ring  *ringbuf.Reader
+	rec   ringbuf.Record
+	procf string
+}
+
+// Open loads and attaches the iterator. It needs root, or CAP_BPF and
+// CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8). opts may be nil.
+func Open(opts *Options) (*Reader, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, fmt.Errorf("kernel BTF (/sys/kernel/btf/vmlinux) is missing: semundo needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF=y: %w", ErrNotSupported)
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil && !errors.Is(err, unix.EPERM) {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF: %w", err)
+	}
+	spec, err := loadIter()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF object: %w", err)
+	}
+	level, err := pidnsLevel("/proc/self/status")
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["pidns_level"].Set(uint32(level)); err != nil {
+		return nil, fmt.Errorf("set pidns_level: %w", err)
+	}
+	spec.Maps["owners"].MaxEntries = ownersSize()
+	spec.Maps["records"].MaxEntries = ringSize
+
+	prog, unused := "semundo_tasks", "semundo_tasks_bounded"
+	if opts.Bounded || features.HaveProgramHelper(ebpf.Tracing, asm.FnLoop) != nil {
+		prog, unused = unused, prog
+	}
+	delete(spec.Programs, unused)
+
+	var lopts ebpf.CollectionOptions
+	if os.Getenv("SEMUNDO_DEBUG_VERIFIER") != "" {
+		lopts.Programs = ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 26}
+	}
+	r := &Reader{procf: "/proc"}
+	r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts)
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if lopts.Programs.LogLevel != 0 && errors.As(err, &ve) {
+			fmt.Fprintf(os.Stderr, "%+v\n", ve)
+		}
+		return nil, loadError(err)
+	}
+	r.iter, err = link.AttachIter(link.IterOptions{Program: r.coll.Programs[prog]})
+	if err != nil {
+		r.coll.Close()
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("attach BPF task iterator: %w (%w)", ErrPermission, err)
+		}
+		return nil, fmt.Errorf("attach BPF task iterator (needs Linux >= 5.8): %w (%w)", ErrNotSupported, err)
+	}
+	r.ring, err = ringbuf.NewReader(r.coll.Maps["records"])
+	if err != nil {
+		r.iter.Close()
+		r.coll.Close()
+		return nil, fmt.Errorf("open BPF ring buffer: %w", err)
+	}
+	return r, nil
+}
+
+func loadError(err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		if l := lockdown(); l != "" && l != "none" {
+			return fmt.Errorf("kernel lockdown (%s) forbids BPF programs that read kernel memory: boot with lockdown=none: %w", l, ErrPermission)
+		}
+		return fmt.Errorf("loading BPF needs root, or CAP_BPF and CAP_PERFMON: %w", ErrPermission)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("load BPF iterator: %w (%w)", ErrNotSupported, err)
+	}
+	return fmt.Errorf("load BPF iterator: %w", err)
+}
+
+// lockdown returns the active kernel lockdown mode, or "" when unknown.
+func lockdown() string {
+	b, err := os.ReadFile("/sys/kernel/security/lockdown")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if i := strings.IndexByte(s, '['); i >= 0 {
+		if j := strings.IndexByte(s[i:], ']'); j > 0 {
+			return s[i+1 : i+j]
+		}
+	}
+	return ""
+}
+
+// ownersSize sizes the map that tells shared lists apart: room for every
+// task twice over, so that the LRU never evicts an entry of the current pass.
+func ownersSize() uint32 {
+	n := uint32(1 << 16)
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return n
+	}
+	// The fourth field is "running/total" scheduling entities.
+	f := strings.Fields(string(b))
+	if len(f) < 4 {
+		return n
+	}
+	_, total, ok := strings.Cut(f[3], "/")
+	if !ok {
+		return n
+	}
+	t, err := strconv.ParseUint(total, 10, 32)
+	if err == nil && uint32(4*t) > n {
+		n = uint32(4 * t)
+	}
+	return n
+}
+
+// pidnsLevel returns the depth of the caller's PID namespace: the number of
+// ids on the NSpid line of /proc/self/status, less one.
+func pidnsLevel(status string) (int, error) {
+	f, err := os.Open(status)
+	if err != nil {
+		return 0, fmt.Errorf("read PID namespace level: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
+			return len(strings.Fields(v)) - 1, nil
+		}
+	}
+	// Kernels before 4.1 have no NSpid line; they are far below 5.8.
+	return 0, nil
+}
+
+// Close detaches the iterator and frees its maps.
+func (r *Reader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	if r.ring != nil {
+		errs = append(errs, r.ring.Close())
+		r.ring = nil
+	}
+	if r.iter != nil {
+		errs = append(errs, r.iter.Close())
+		r.iter = nil
+	}
+	if r.coll != nil {
+		r.coll.Close()
+		r.coll = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Scan reads every undo list of every task in the caller's PID namespace.
+func (r *Reader) Scan() (*Snapshot, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.iter == nil {
+		return nil, errors.New("reader is closed")
+	}
+	snap, err := r.pass(taskSize * 800)
+	if err != nil {
+		return nil, err
+	}
+	for try := 0; try < retries && len(snap.unstable) > 0; try++ {
+		again, err := r.pass(taskSize * 800)
+		if err != nil {
+			return nil, err
+		}
+		snap.merge(again)
+	}
+	if len(snap.unstable) > 0 {
+		var pids []string
+		for id := range snap.unstable {
+			if l := snap.byID(id); l != nil {
+				pids = append(pids, strconv.Itoa(l.PID()))
+			}
+		}
+		return nil, fmt.Errorf("undo list of pid %s changed during each of %d reads; retry: %w", strings.Join(pids, ", "), retries+1, ErrIncomplete)
+	}
+	snap.finish()
+	return snap, nil
+}
+
+// Read returns the undo list of the process (or thread) pid, or nil when it
+// has none. A pid that does not exist is ErrNoProcess.
+func (r *Reader) Read(pid int) (*List, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	if _, err := os.Stat(fmt.Sprintf("%s/%d", r.procf, pid)); err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	snap, err := r.Scan()
+	if err != nil {
+		return nil, err
+	}
+	return snap.ByPID(pid), nil
+}
+
+var taskSize = binary.Size(iterSemundoTask{})
+
+// pass runs the iterator once, reading readSize bytes of task records at a
+// time and draining the ring buffer after each read, so the ring only ever
+// holds the entries of the tasks of one read.
+func (r *Reader) pass(readSize int) (*Snapshot, error) {
+	if err := r.drain(nil); err != nil {
+		return nil, err
+	}
+	it, err := r.iter.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open BPF task iterator: %w", err)
+	}
+	defer it.Close()
+
+	b := newBuilder()
+	buf := make([]byte, readSize)
+	var pending []byte
+	for {
+		n, err := it.Read(buf)
+		if n > 0 {
+			data := buf[:n]
+			if len(pending) > 0 {
+				pending = append(pending, data...)
+				data = pending
+			}
+			rest, perr := b.tasks(data)
+			if perr != nil {
+				return nil, perr
+			}
+			pending = append(pending[:0], rest...)
+			if err := r.drain(b); err != nil {
+				return nil, err
+			}
+		}
+		if err == io.EOF || (n == 0 && err == nil) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read BPF task iterator: %w", err)
+		}
+	}
+	if len(pending) != 0 {
+		return nil, fmt.Errorf("BPF task iterator ended inside a record (%d bytes left)", len(pending))
+	}
+	if err := r.drain(b); err != nil {
+		return nil, err
+	}
+	if b.lost && readSize > taskSize {
+		// Too many entries for the ring in one read: one task per read.
+		return r.pass(taskSize)
+	}
+	return b.snapshot()
+}
+
+// drain hands every record in the ring buffer to b (or drops them when b is
+// nil) without blocking.
+func (r *Reader) drain(b *builder) error {
+	r.ring.SetDeadline(time.Unix(1, 0))
+	for {
+		err := r.ring.ReadInto(&r.rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read BPF ring buffer: %w", err)
+		}
+		if b != nil {
+			if err := b.record(r.rec.RawSample); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// commString returns the NUL-terminated comm as a string.
+func commString(c [16]int8) string {
+	b := make([]byte, 0, 16)
+	for _, ch := range c {
+		if ch == 0 {
+			break
+		}
+		b = append(b, byte(ch))
+	}
+	return string(bytes.ToValidUTF8(b, []byte("?")))
+}

@@ -1,0 +1,315 @@
+package reader_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/sysvsem"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	sharedOnce   sync.Once
+	sharedReader *reader.Reader
+	sharedErr    error
+)
+
+// openReader returns a Reader shared by the package's tests, or stops the
+// test naming what is missing.
+func openReader(t testing.TB) *reader.Reader {
+	t.Helper()
+	testenv.RequireRoot(t)
+	sharedOnce.Do(func() { sharedReader, sharedErr = reader.Open(nil) })
+	if sharedErr != nil {
+		if errors.Is(sharedErr, reader.ErrNotSupported) || errors.Is(sharedErr, reader.ErrPermission) {
+			testenv.Missing(t, "BPF task iterator", sharedErr.Error())
+		}
+		t.Fatal(sharedErr)
+	}
+	return sharedReader
+}
+
+// checkList compares a list's entries with the expected adjustments.
+func checkList(t *testing.T, l *reader.List, want map[int][]int16, nsems map[int]int) {
+	t.Helper()
+	if l == nil {
+		if len(want) > 0 {
+			t.Fatalf("no undo list, want %d entries", len(want))
+		}
+		return
+	}
+	if len(l.Entries) != len(want) {
+		var got []int32
+		for _, e := range l.Entries {
+			got = append(got, e.Semid)
+		}
+		t.Fatalf("got entries for sets %v, want %d sets", got, len(want))
+	}
+	for i, e := range l.Entries {
+		if i > 0 && l.Entries[i-1].Semid >= e.Semid {
+			t.Errorf("entries not sorted by semid: %d before %d", l.Entries[i-1].Semid, e.Semid)
+		}
+		w, ok := want[int(e.Semid)]
+		if !ok {
+			t.Errorf("unexpected entry for set %d", e.Semid)
+			continue
+		}
+		if len(e.Adj) != nsems[int(e.Semid)] {
+			t.Errorf("set %d: nsems %d, want %d", e.Semid, len(e.Adj), nsems[int(e.Semid)])
+			continue
+		}
+		if !slices.Equal(e.Adj, w) {
+			for j := range w {
+				if e.Adj[j] != w[j] {
+					t.Errorf("set %d sem %d: adj %d, want %d", e.Semid, j, e.Adj[j], w[j])
+				}
+			}
+		}
+	}
+}
+
+// script builds the acceptance script: sets of 1, 7, 250 and 32000
+// semaphores, adjustments of -32768 and 32767, an all-zero entry, and a set
+// that is removed after the ops.
+func script(t *testing.T) (ops []holder.Op, nsems map[int]int, removed int) {
+	nsems = map[int]int{}
+	mk := func(n int) int { id := holder.NewSet(t, n); nsems[id] = n; return id }
+	s1, s7, s250, s32k, zero, gone := mk(1), mk(7), mk(250), mk(32000), mk(3), mk(2)
+	ops = []holder.Op{
+		{Semid: s1, Num: 0, Val: 5, Undo: true},
+		{Semid: s1, Num: 0, Val: -2, Undo: true},
+		// 32767: raise the value first, then take it back with SEM_UNDO.
+		{Semid: s7, Num: 0, Val: 32767},
+		{Semid: s7, Num: 0, Val: -32767, Undo: true},
+		// -32768: +32767 and +1 with SEM_UNDO, making room in between.
+		{Semid: s7, Num: 1, Val: 32767, Undo: true},
+		{Semid: s7, Num: 1, Val: -1},
+		{Semid: s7, Num: 1, Val: 1, Undo: true},
+		{Semid: s7, Num: 6, Val: 3, Undo: true},
+		{Semid: s32k, Num: 0, Val: 1, Undo: true},
+		{Semid: s32k, Num: 12345, Val: 77, Undo: true},
+		{Semid: s32k, Num: 31999, Val: 2, Undo: true},
+		// A failed SEM_UNDO op still creates an (all-zero) entry.
+		{Semid: zero, Num: 1, Val: -1, Undo: true, MayFail: true},
+		{Semid: gone, Num: 1, Val: 4, Undo: true},
+	}
+	for i := 0; i < 250; i++ {
+		ops = append(ops, holder.Op{Semid: s250, Num: uint16(i), Val: int16(i%9 + 1), Undo: true})
+	}
+	return ops, nsems, gone
+}
+
+func TestReadScripted(t *testing.T) {
+	r := openReader(t)
+	testRead(t, r)
+}
+
+// TestReadBounded runs the same script through the program variant for
+// kernels without bpf_loop.
+func TestReadBounded(t *testing.T) {
+	openReader(t)
+	r, err := reader.Open(&reader.Options{Bounded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	testRead(t, r)
+}
+
+func testRead(t *testing.T, r *reader.Reader) {
+	ops, nsems, gone := script(t)
+	h := holder.Start(t, "wait", ops, nil)
+	want := holder.Expect(ops, nsems)
+
+	l, err := r.Read(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l == nil || l.Entry(int32(gone)) == nil {
+		t.Fatalf("entry for set %d missing before its removal", gone)
+	}
+	if err := sysvsem.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, gone)
+
+	l, err = r.Read(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, l, want, nsems)
+	if len(l.Processes) != 1 || l.Processes[0].PID != h.PID {
+		t.Errorf("processes %+v, want pid %d alone", l.Processes, h.PID)
+	}
+	if l.IPCNS != ipcns(t, h.PID) {
+		t.Errorf("ipcns %d, want %d", l.IPCNS, ipcns(t, h.PID))
+	}
+	for _, e := range l.Entries {
+		if e.Key != 0 {
+			t.Errorf("set %d: key %d, want 0 (IPC_PRIVATE)", e.Semid, e.Key)
+		}
+	}
+}
+
+func ipcns(t testing.TB, pid int) uint32 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/ipc", pid), &st); err != nil {
+		t.Fatal(err)
+	}
+	return uint32(st.Ino)
+}
+
+// TestThreads: all threads of a process share one list, reported once.
+func TestThreads(t *testing.T) {
+	r := openReader(t)
+	s := holder.NewSet(t, 2)
+	ops := []holder.Op{{Semid: s, Num: 1, Val: 2, Undo: true}}
+	h := holder.Start(t, "wait", ops, nil)
+
+	snap, err := r.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := snap.ByPID(h.PID)
+	if l == nil {
+		t.Fatal("no list for the helper")
+	}
+	checkList(t, l, holder.Expect(ops, map[int]int{s: 2}), map[int]int{s: 2})
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", h.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tasks) < 2 {
+		t.Fatalf("helper has %d threads; the test needs several", len(tasks))
+	}
+	var tids []int
+	for _, d := range tasks {
+		tid, _ := strconv.Atoi(d.Name())
+		tids = append(tids, tid)
+	}
+	slices.Sort(tids)
+	if len(l.Processes) != 1 || !slices.Equal(l.Processes[0].TIDs, tids) {
+		t.Errorf("processes %+v, want pid %d with threads %v", l.Processes, h.PID, tids)
+	}
+	n := 0
+	for _, other := range snap.Lists {
+		for _, p := range other.Processes {
+			if p.PID == h.PID {
+				n++
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("helper appears in %d lists, want 1", n)
+	}
+	for _, tid := range tids {
+		if snap.ByPID(tid) != l {
+			t.Errorf("thread %d does not map to the process's list", tid)
+		}
+	}
+}
+
+// TestFork: a child forked after the ops has no list.
+func TestFork(t *testing.T) {
+	r := openReader(t)
+	s := holder.NewSet(t, 1)
+	ops := []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}
+	h := holder.Start(t, "fork", ops, nil)
+	if h.Child <= 0 {
+		t.Fatal("helper reported no child")
+	}
+	l, err := r.Read(h.Child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l != nil {
+		t.Errorf("forked child has a list: %+v", l)
+	}
+	l, err = r.Read(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, l, holder.Expect(ops, map[int]int{s: 1}), map[int]int{s: 1})
+}
+
+// TestExec: execve keeps the list.
+func TestExec(t *testing.T) {
+	r := openReader(t)
+	s := holder.NewSet(t, 4)
+	ops := []holder.Op{{Semid: s, Num: 3, Val: 9, Undo: true}, {Semid: s, Num: 0, Val: 1, Undo: true}}
+	h := holder.Start(t, "exec", ops, nil)
+	l, err := r.Read(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, l, holder.Expect(ops, map[int]int{s: 4}), map[int]int{s: 4})
+}
+
+// TestIPCNamespace: a process in its own IPC namespace whose set has the
+// same semid as a set of another size in the parent namespace.
+func TestIPCNamespace(t *testing.T) {
+	r := openReader(t)
+	parentSet := holder.NewSet(t, 3)
+	parentOps := []holder.Op{{Semid: parentSet, Num: 2, Val: 1, Undo: true}}
+	hp := holder.Start(t, "wait", parentOps, nil)
+
+	// The child's namespace gets a set of 5 with the parent set's id,
+	// through sem_next_id, before the helper runs its ops in it.
+	childOps := []holder.Op{{Semid: -1, Num: 4, Val: 6, Undo: true}}
+	h := holder.StartNS(t, parentSet, 5, childOps)
+	hc, childSet := h.PID, h.Child
+	if childSet != parentSet {
+		t.Fatalf("child set got id %d, want %d", childSet, parentSet)
+	}
+	childOps[0].Semid = childSet
+
+	l, err := r.Read(hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, l, holder.Expect(childOps, map[int]int{childSet: 5}), map[int]int{childSet: 5})
+	if l.IPCNS != ipcns(t, hc) || l.IPCNS == ipcns(t, os.Getpid()) {
+		t.Errorf("list ipcns %d, want the child's %d", l.IPCNS, ipcns(t, hc))
+	}
+	lp, err := r.Read(hp.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, lp, holder.Expect(parentOps, map[int]int{parentSet: 3}), map[int]int{parentSet: 3})
+}
+
+func TestNoProcess(t *testing.T) {
+	r := openReader(t)
+	_, err := r.Read(1 << 30)
+	if !errors.Is(err, reader.ErrNoProcess) {
+		t.Fatalf("Read of a missing pid: %v, want ErrNoProcess", err)
+	}
+}
+
+// TestNoList: a process that never used SEM_UNDO and has one thread has no
+// list at all; a multi-threaded one has an empty list (CLONE_SYSVSEM
+// allocates it).
+func TestNoList(t *testing.T) {
+	r := openReader(t)
+	h := holder.Start(t, "fork", nil, nil)
+	l, err := r.Read(h.Child)
+	if err != nil || l != nil {
+		t.Fatalf("single-threaded child: list %+v, err %v; want none", l, err)
+	}
+	l, err = r.Read(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l != nil && len(l.Entries) != 0 {
+		t.Fatalf("helper without ops has entries: %+v", l.Entries)
+	}
+}
