@@ -54,6 +54,7 @@ const (
 	iterMapOwners               = "owners"
 	iterMapRecords              = "records"
 	iterMapScratch              = "scratch"
+	iterProgSemundoFloor        = "semundo_floor"
 	iterProgSemundoTasks        = "semundo_tasks"
 	iterProgSemundoTasksBounded = "semundo_tasks_bounded"
 	iterVarPidnsLevel           = "pidns_level"
@@ -103,6 +104,7 @@ type iterSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type iterProgramSpecs struct {
+	SemundoFloor        *ebpf.ProgramSpec `ebpf:"semundo_floor"`
 	SemundoTasks        *ebpf.ProgramSpec `ebpf:"semundo_tasks"`
 	SemundoTasksBounded *ebpf.ProgramSpec `ebpf:"semundo_tasks_bounded"`
 }
@@ -171,12 +173,14 @@ type iterVariables struct {
 //
 // It can be passed to loadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type iterPrograms struct {
+	SemundoFloor        *ebpf.Program `ebpf:"semundo_floor"`
 	SemundoTasks        *ebpf.Program `ebpf:"semundo_tasks"`
 	SemundoTasksBounded *ebpf.Program `ebpf:"semundo_tasks_bounded"`
 }
 
 func (p *iterPrograms) Close() error {
 	return _IterClose(
+		p.SemundoFloor,
 		p.SemundoTasks,
 		p.SemundoTasksBounded,
 	)

@@ -96,6 +96,7 @@ func Open(opts *Options) (*Reader, error) {
 		prog, unused = unused, prog
 	}
 	delete(spec.Programs, unused)
+	delete(spec.Programs, "semundo_floor")
 
 	var lopts ebpf.CollectionOptions
 	if os.Getenv("SEMUNDO_DEBUG_VERIFIER") != "" {

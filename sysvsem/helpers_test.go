@@ -15,17 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
-// childEnv makes the test binary act as a helper process (see runChild)
-// instead of running tests: blocking in semop must happen in another
-// process, because GETNCNT counts waiting tasks and SEM_UNDO is applied at
-// process exit.
-const childEnv = "SYSVSEM_TEST_CHILD"
-
-// Exit codes of runChild, so the parent can assert on the errno the child's
-// OpError wrapped.
+// Exit codes of the helpers (runChild), so the parent can assert on the
+// errno the helper's OpError wrapped. Blocking in semop must happen in
+// another process: GETNCNT counts waiting tasks, SEM_UNDO is applied at
+// process exit, and unprivileged calls need other credentials.
 const (
 	childOK     = 0
 	childOther  = 1
@@ -34,20 +31,21 @@ const (
 	childEACCES = 4
 )
 
+// helperName is the name this package's helper registers under
+// testenv.RunHelper.
+const helperName = "sysvsem"
+
 func TestMain(m *testing.M) {
-	if spec, ok := os.LookupEnv(childEnv); ok {
-		os.Exit(runChild(spec))
-	}
+	testenv.RunHelper(testenv.Helpers{helperName: runChild})
 	os.Exit(m.Run())
 }
 
-// runChild performs one action described by spec and reports on stdout:
+// runChild performs one action and reports on stdout:
 //
 //	op SEMID NUM OP FLG   one semop; exits childOK or by errno
 //	drop-getval SEMID     as uid/gid 65534: GETVAL
 //	drop-stat INDEX       as uid/gid 65534: SEM_STAT then SEM_STAT_ANY
-func runChild(spec string) int {
-	f := strings.Fields(spec)
+func runChild(f []string) int {
 	atoi := func(i int) int {
 		if i >= len(f) {
 			fmt.Println("missing argument", i)
@@ -132,11 +130,11 @@ type child struct {
 func startChild(t *testing.T, action ...string) *child {
 	t.Helper()
 	c := &child{done: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	c.cmd = testenv.HelperCommand(t, helperName, action...)
 	// Under -race a Go process sleeps a second before exiting
 	// (atexit_sleep_ms defaults to 1000); the helpers need no such grace.
 	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	c.cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(action, " "), "GORACE="+gorace)
+	c.cmd.Env = append(c.cmd.Env, "GORACE="+gorace)
 	c.cmd.Stdout = &c.out
 	c.cmd.Stderr = &c.out
 	if err := c.cmd.Start(); err != nil {
@@ -146,6 +144,8 @@ func startChild(t *testing.T, action ...string) *child {
 		c.err = c.cmd.Wait()
 		close(c.done)
 	}()
+	// Registered after HelperCommand's cleanup, so it runs first and
+	// HelperCommand finds the process already reaped.
 	t.Cleanup(func() {
 		select {
 		case <-c.done:

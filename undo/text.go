@@ -184,7 +184,8 @@ func (l *List) UnmarshalText(text []byte) error {
 //
 // Errors are *SyntaxError values naming the first bad line (in text order)
 // and column. Parse runs in time linear in len(text) (plus sorting the
-// lines when they are not in order) and never panics.
+// lines when they are not in order) and never panics. The Adj slices of the
+// result share one backing array, each with its capacity cut to its length.
 func Parse(text []byte) (List, error) {
 	if len(text) == 0 {
 		return nil, nil

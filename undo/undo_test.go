@@ -70,3 +70,16 @@ func TestEqual(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAdjCapped(t *testing.T) {
+	t.Parallel()
+	l, err := Parse([]byte("1 1 2\n2 3 4\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The entries share a backing array; growing one must not touch the next.
+	_ = append(l[0].Adj, 99)
+	if !slices.Equal(l[1].Adj, []int16{3, 4}) {
+		t.Fatalf("appending to entry 0 changed entry 1 to %v", l[1].Adj)
+	}
+}

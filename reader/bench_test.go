@@ -1,0 +1,168 @@
+package reader
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/sysvsem"
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkScan measures a full scan through the Go API with N processes,
+// each holding 2 entries on 8-semaphore sets, next to two baselines measured
+// in the same run: reading /proc/<pid>/stat of the same N pids (the least
+// any per-pid proc file such as the seed's costs) and a pass of an iterator
+// that visits every task and emits nothing (the floor). It also runs the
+// semundo command (show PID, ps) and reports its wall time and peak RSS.
+func BenchmarkScan(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) { benchScan(b, n) })
+	}
+}
+
+func benchScan(b *testing.B, n int) {
+	testenv.RequireRoot(b)
+	holdmany := testenv.BuildC(b, "holdmany", mustRead(b, "testdata/holdmany.c"))
+	var sets [2]int
+	for i := range sets {
+		id, err := sysvsem.Get(sysvsem.Private, 8, unix.IPC_CREAT|0o600)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { sysvsem.Remove(id) })
+		sets[i] = id
+	}
+	pids := startMany(b, holdmany, n, fmt.Sprintf("%d:0:1", sets[0]), fmt.Sprintf("%d:5:1", sets[1]))
+
+	r, err := Open(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close() })
+	snap, err := r.Scan()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, pid := range pids {
+		if l := snap.ByPID(pid); l == nil || len(l.Entries) != 2 || len(l.Entries[0].Adj) != 8 {
+			b.Fatalf("pid %d: list %+v, want 2 entries of 8", pid, l)
+		}
+	}
+	floor := floorIter(b)
+	statBuf := make([]byte, 4096)
+
+	var scanT, statT, floorT time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := r.Scan(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		for _, pid := range pids {
+			readStat(b, pid, statBuf)
+		}
+		t2 := time.Now()
+		floorPass(b, floor)
+		t3 := time.Now()
+		scanT += t1.Sub(t0)
+		statT += t2.Sub(t1)
+		floorT += t3.Sub(t2)
+	}
+	b.StopTimer()
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) / 1000 }
+	b.ReportMetric(per(scanT), "scan-ms")
+	b.ReportMetric(per(statT), "procstat-ms")
+	b.ReportMetric(per(floorT), "floor-ms")
+	b.ReportMetric(float64(statT)/float64(scanT), "x-faster-than-procstat")
+	b.ReportMetric(float64(scanT)/float64(floorT), "x-floor")
+
+	bin := buildCommand(b)
+	for _, args := range [][]string{{"show", strconv.Itoa(pids[n/2])}, {"ps"}} {
+		wall, rss := runCommand(b, bin, args...)
+		b.ReportMetric(float64(wall.Microseconds())/1000, "cmd-"+args[0]+"-ms")
+		b.ReportMetric(float64(rss)/1024, "cmd-"+args[0]+"-maxrss-MiB")
+	}
+}
+
+func mustRead(tb testing.TB, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}
+
+func readStat(tb testing.TB, pid int, buf []byte) {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := unix.Read(fd, buf); err != nil {
+		tb.Fatal(err)
+	}
+	unix.Close(fd)
+}
+
+// startMany runs holdmany and returns its children's pids; all are killed
+// and reaped at cleanup.
+func startMany(tb testing.TB, bin string, n int, ops ...string) []int {
+	cmd := exec.Command(bin, append([]string{strconv.Itoa(n)}, ops...)...)
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "ready" {
+		tb.Fatalf("holdmany: %q", sc.Text())
+	}
+	pids := make([]int, 0, n)
+	for len(pids) < n && sc.Scan() {
+		pid, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != n {
+		tb.Fatalf("holdmany started %d of %d", len(pids), n)
+	}
+	go io.Copy(io.Discard, stdout)
+	return pids
+}
+
+func buildCommand(tb testing.TB) string {
+	out := filepath.Join(tb.TempDir(), "semundo")
+	cmd := exec.Command("go", "build", "-o", out, "../cmd/semundo")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, b)
+	}
+	return out
+}
+
+// runCommand runs the command and returns its wall time and peak RSS (KiB).
+func runCommand(tb testing.TB, bin string, args ...string) (time.Duration, int64) {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = io.Discard
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("%s %v: %v", bin, args, err)
+	}
+	return time.Since(t0), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+}
