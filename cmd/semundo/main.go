@@ -112,3 +112,13 @@ func openReader() (*reader.Reader, error) {
 	}
 	return reader.Open(nil)
 }
+
+// scan reads every undo list once.
+func scan() (*reader.Snapshot, error) {
+	r, err := openReader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Scan()
+}

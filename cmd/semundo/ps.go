@@ -27,12 +27,7 @@ func runPs(args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return usagef("ps takes no arguments, got %q", fs.Arg(0))
 	}
-	r, err := openReader()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	snap, err := r.Scan()
+	snap, err := scan()
 	if err != nil {
 		return err
 	}

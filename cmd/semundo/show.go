@@ -30,12 +30,7 @@ func runShow(args []string, stdout io.Writer) error {
 			return fmt.Errorf("pid %d: no such process", pid)
 		}
 	}
-	r, err := openReader()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	snap, err := r.Scan()
+	snap, err := scan()
 	if err != nil {
 		return err
 	}

@@ -56,12 +56,7 @@ func runWho(args []string, stdout io.Writer) error {
 			return fmt.Errorf("set %d does not exist in IPC namespace %d (see ipcs -s)", semid, ns)
 		}
 	}
-	r, err := openReader()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	snap, err := r.Scan()
+	snap, err := scan()
 	if err != nil {
 		return err
 	}
