@@ -166,14 +166,16 @@ func helperMain(mode string) int {
 	case "fork":
 		// A child of fork (no CLONE_SYSVSEM) starts with no undo list. It
 		// only sleeps in raw system calls, never back in the Go runtime.
-		pid, _, errno := syscall.RawSyscall(syscall.SYS_FORK, 0, 0, 0)
+		// clone(SIGCHLD) is fork on every architecture, arm64 included.
+		pid, _, errno := syscall.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
 		if errno != 0 {
 			fmt.Fprintf(os.Stderr, "helper: fork: %v\n", errno)
 			return 2
 		}
 		if pid == 0 {
 			for {
-				syscall.RawSyscall(syscall.SYS_PAUSE, 0, 0, 0)
+				// ppoll on no fds and no timeout: pause(2) where arm64 has none.
+				syscall.RawSyscall6(unix.SYS_PPOLL, 0, 0, 0, 0, 0, 0)
 			}
 		}
 		child = int(pid)
