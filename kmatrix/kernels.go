@@ -1,0 +1,271 @@
+package kmatrix
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Series maps a matrix name (what -kernels takes) to the Debian package
+// names of that kernel line; the first group is the release (uname -r), the
+// second the number that orders builds. Both come from bookworm's own
+// sources: 6.1 is bookworm's kernel, 6.12 is the "+deb12" kernel that
+// bookworm-security carries (no backports line is needed).
+var Series = map[string]*regexp.Regexp{
+	"6.1":  regexp.MustCompile(`^linux-image-(6\.1\.0-([0-9]+)-cloud-amd64)$`),
+	"6.12": regexp.MustCompile(`^linux-image-(6\.12\.([0-9]+)\+deb12-cloud-amd64)$`),
+}
+
+// DefaultKernels is the matrix run when -kernels is not given.
+var DefaultKernels = []string{"6.1", "6.12"}
+
+// exactPackage matches a package name given instead of a series.
+var exactPackage = regexp.MustCompile(`^linux-image-(([0-9][^ ]*)-cloud-amd64)$`)
+
+// ErrUnknownKernel is returned for a kernel that is neither a series in
+// Series nor a linux-image-*-cloud-amd64 package name.
+var ErrUnknownKernel = errors.New("kmatrix: unknown kernel")
+
+// ErrNoPackage is returned when APT knows no package for a series and none
+// is cached.
+var ErrNoPackage = errors.New("kmatrix: no kernel package found")
+
+// Kernel is one kernel of the matrix, ready to boot.
+type Kernel struct {
+	Name    string // as asked: a series ("6.1") or a package name
+	Package string // Debian package, e.g. linux-image-6.1.0-56-cloud-amd64
+	Release string // uname -r the package promises
+	Vmlinuz string // cached kernel image
+	Config  string // cached kernel config
+	Cached  bool   // true when nothing had to be downloaded
+}
+
+// Fetcher finds kernel packages with APT and keeps their vmlinuz and config
+// in CacheDir/<package>/, so a later run downloads nothing.
+type Fetcher struct {
+	CacheDir string
+	Log      io.Writer // progress messages; nil discards them
+
+	updated bool // apt-get update already tried in this run
+}
+
+func (f *Fetcher) logf(format string, args ...any) {
+	if f.Log != nil {
+		fmt.Fprintf(f.Log, format+"\n", args...)
+	}
+}
+
+// pick returns the package of re with the highest build number among names.
+func pick(re *regexp.Regexp, names []string) string {
+	best, bestN := "", -1
+	for _, n := range names {
+		m := re.FindStringSubmatch(n)
+		if m == nil {
+			continue
+		}
+		num, err := strconv.Atoi(m[2])
+		if err == nil && num > bestN {
+			best, bestN = n, num
+		}
+	}
+	return best
+}
+
+func (f *Fetcher) aptNames(ctx context.Context) ([]string, error) {
+	out, err := exec.CommandContext(ctx, "apt-cache", "pkgnames", "linux-image-").Output()
+	if err != nil {
+		return nil, fmt.Errorf("apt-cache pkgnames: %w", err)
+	}
+	return strings.Fields(string(out)), nil
+}
+
+func (f *Fetcher) cachedNames() []string {
+	ents, _ := os.ReadDir(f.CacheDir)
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// checkName accepts a series of Series or an exact package name.
+func checkName(name string) error {
+	if _, ok := Series[name]; ok || exactPackage.MatchString(name) {
+		return nil
+	}
+	known := make([]string, 0, len(Series))
+	for k := range Series {
+		known = append(known, k)
+	}
+	sort.Strings(known)
+	return fmt.Errorf("%w %q: use one of %s or a linux-image-*-cloud-amd64 package name", ErrUnknownKernel, name, strings.Join(known, ", "))
+}
+
+// resolve turns a matrix name into a package name: the newest build APT
+// knows, else the newest cached one (offline), else after apt-get update.
+func (f *Fetcher) resolve(ctx context.Context, name string) (string, error) {
+	if exactPackage.MatchString(name) {
+		return name, nil
+	}
+	if err := checkName(name); err != nil {
+		return "", err
+	}
+	re := Series[name]
+	for {
+		names, err := f.aptNames(ctx)
+		if p := pick(re, names); p != "" {
+			return p, nil
+		}
+		if p := pick(re, f.cachedNames()); p != "" {
+			f.logf("kmatrix: APT knows no %s kernel; using cached %s", name, p)
+			return p, nil
+		}
+		if f.updated || os.Geteuid() != 0 {
+			if err == nil {
+				err = fmt.Errorf("%w for %s (pattern %s): run apt-get update; 6.1 comes from bookworm main, 6.12 (+deb12) from bookworm-security", ErrNoPackage, name, re)
+			}
+			return "", err
+		}
+		f.updated = true
+		f.logf("kmatrix: APT knows no %s kernel; running apt-get update", name)
+		if out, err := exec.CommandContext(ctx, "apt-get", "update").CombinedOutput(); err != nil {
+			return "", fmt.Errorf("apt-get update: %w\n%s", err, out)
+		}
+	}
+}
+
+// Get returns the kernel for a matrix name, downloading its package the
+// first time.
+func (f *Fetcher) Get(ctx context.Context, name string) (Kernel, error) {
+	pkg, err := f.resolve(ctx, name)
+	if err != nil {
+		return Kernel{}, err
+	}
+	k := Kernel{
+		Name:    name,
+		Package: pkg,
+		Release: strings.TrimPrefix(pkg, "linux-image-"),
+		Vmlinuz: filepath.Join(f.CacheDir, pkg, "vmlinuz"),
+		Config:  filepath.Join(f.CacheDir, pkg, "config"),
+	}
+	if fileExists(k.Vmlinuz) && fileExists(k.Config) {
+		k.Cached = true
+		return k, nil
+	}
+	t0 := time.Now()
+	if err := f.download(ctx, pkg); err != nil {
+		return Kernel{}, err
+	}
+	f.logf("kmatrix: downloaded %s into %s in %.1fs", pkg, f.CacheDir, time.Since(t0).Seconds())
+	return k, nil
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// download fetches pkg with apt-get, unpacks it in a scratch directory and
+// moves only vmlinuz and config into the cache (the modules are not
+// needed: what the tests use is built in), atomically by rename.
+func (f *Fetcher) download(ctx context.Context, pkg string) error {
+	if err := os.MkdirAll(f.CacheDir, 0o755); err != nil {
+		return fmt.Errorf("create kernel cache: %w (choose another with -cache)", err)
+	}
+	tmp, err := os.MkdirTemp(f.CacheDir, ".download-")
+	if err != nil {
+		return fmt.Errorf("create download dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	args := []string{"download"}
+	if os.Geteuid() == 0 {
+		// Root's apt-get downloads as _apt, which cannot write here.
+		args = append(args, "-o", "APT::Sandbox::User=root")
+	}
+	cmd := exec.CommandContext(ctx, "apt-get", append(args, pkg)...)
+	cmd.Dir = tmp
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("apt-get download %s: %w\n%s", pkg, err, bytes.TrimSpace(out))
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
+	if len(debs) != 1 {
+		return fmt.Errorf("apt-get download %s left %d .deb files, want 1", pkg, len(debs))
+	}
+	root := filepath.Join(tmp, "root")
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
+		return fmt.Errorf("dpkg-deb -x %s: %w\n%s", filepath.Base(debs[0]), err, out)
+	}
+	img, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	cfg, _ := filepath.Glob(filepath.Join(root, "boot", "config-*"))
+	if len(img) != 1 || len(cfg) != 1 {
+		return fmt.Errorf("package %s holds %d boot/vmlinuz-* and %d boot/config-* files, want 1 each", pkg, len(img), len(cfg))
+	}
+	out := filepath.Join(tmp, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(img[0], filepath.Join(out, "vmlinuz")); err != nil {
+		return err
+	}
+	if err := os.Rename(cfg[0], filepath.Join(out, "config")); err != nil {
+		return err
+	}
+	if err := os.Rename(out, filepath.Join(f.CacheDir, pkg)); err != nil && !fileExists(filepath.Join(f.CacheDir, pkg, "vmlinuz")) {
+		return fmt.Errorf("store %s in the cache: %w", pkg, err)
+	}
+	return nil
+}
+
+// Required lists the kernel options semundo's tests rely on; each must be
+// built in (=y) because the initramfs carries no modules.
+var Required = []string{
+	"CONFIG_BPF_SYSCALL", "CONFIG_DEBUG_INFO_BTF", "CONFIG_SYSVIPC", "CONFIG_CHECKPOINT_RESTORE",
+	"CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_TMPFS",
+	"CONFIG_CGROUPS", "CONFIG_IPC_NS", "CONFIG_PID_NS", "CONFIG_KCMP",
+}
+
+// CheckConfig reads a kernel config file and returns the Required options
+// that are not built in, each with its value ("m" or "unset").
+func CheckConfig(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read kernel config: %w", err)
+	}
+	defer f.Close()
+	val := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			val[k] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read kernel config %s: %w", path, err)
+	}
+	var bad []string
+	for _, opt := range Required {
+		switch v := val[opt]; v {
+		case "y":
+		case "":
+			bad = append(bad, opt+"=unset")
+		default:
+			bad = append(bad, opt+"="+v)
+		}
+	}
+	return bad, nil
+}

@@ -1,0 +1,176 @@
+package kmatrix
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/semundo/semundo/kmatrix/gotest"
+)
+
+// collect replays a console log captured from a real VM (kmatrix -keep).
+func collect(t *testing.T, name string) *KernelRun {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	run := &KernelRun{Kernel: Kernel{Name: "test"}}
+	var stream strings.Builder
+	c := collector{run: run, stream: &stream, prefix: "[test] "}
+	c.read(f)
+	if strings.ContainsAny(stream.String(), "\x1b\x16\r") {
+		t.Errorf("stream keeps control characters: %q", stream.String())
+	}
+	return run
+}
+
+func TestCollectPass(t *testing.T) {
+	run := collect(t, "pass-6.12.console.log")
+	if run.Release != "6.12.117+deb12-cloud-amd64" || !run.Done || run.Uptime != 1680*time.Millisecond {
+		t.Errorf("release %q done %v uptime %v", run.Release, run.Done, run.Uptime)
+	}
+	if len(run.Binaries) != 1 || !run.Binaries[0].Exited || run.Binaries[0].Code != 0 || run.Binaries[0].Name != "kmatrix/sample" {
+		t.Fatalf("binaries: %+v", run.Binaries)
+	}
+	if p, f, s := counts(run); p != 4 || f != 0 || s != 0 {
+		t.Errorf("counts %d/%d/%d, want 4/0/0", p, f, s)
+	}
+	for _, strict := range []bool{false, true} {
+		r := &Report{Runs: []*KernelRun{run}, Strict: strict}
+		if p := r.Problems(run); len(p) != 0 || !r.OK() {
+			t.Errorf("strict=%v: problems %q", strict, p)
+		}
+	}
+	// The kernel's power-off message is the last console line.
+	if n := len(run.Console); n == 0 || !strings.Contains(run.Console[n-1], "reboot: Power down") {
+		t.Errorf("console = %q", run.Console)
+	}
+}
+
+func TestCollectFixture(t *testing.T) {
+	run := collect(t, "fixture-6.1.console.log")
+	if p, f, s := counts(run); p != 7 || f != 3 || s != 2 {
+		t.Errorf("counts %d/%d/%d, want 7/3/2", p, f, s)
+	}
+	r := &Report{Runs: []*KernelRun{run}}
+	if got, want := r.Problems(run), []string{"3 failed"}; !reflect.DeepEqual(got, want) || r.OK() {
+		t.Errorf("problems %q, want %q", got, want)
+	}
+	r.Strict = true
+	if got := r.Problems(run); len(got) != 2 || !strings.Contains(got[1], "2 skipped") {
+		t.Errorf("strict problems %q, want the failures and the skips", got)
+	}
+	var out strings.Builder
+	r.Print(&out, true)
+	for _, want := range []string{"6.1.0-56-cloud-amd64", "FAIL test kmatrix/gotest/testdata/fixture TestSub/bad", "expected sub failure", "SKIP test kmatrix/gotest/testdata/fixture TestSkip"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "TestNotReal") && !strings.Contains(out.String(), "TestLookalike") {
+		t.Errorf("report took printed text for a result:\n%s", out.String())
+	}
+}
+
+func TestCollectNoBoot(t *testing.T) {
+	run := collect(t, "nope-6.1.console.log")
+	if run.Release != "" || run.Done || len(run.Binaries) != 0 {
+		t.Errorf("a kernel that panicked before /init: %+v", run)
+	}
+	if !strings.Contains(strings.Join(run.Console, "\n"), "Kernel panic - not syncing") {
+		t.Errorf("console tail lacks the panic: %q", run.Console)
+	}
+	r := &Report{Runs: []*KernelRun{run}}
+	run.Errors = append(run.Errors, "kernel did not boot to /init")
+	var out strings.Builder
+	r.Print(&out, true)
+	if r.OK() || !strings.Contains(out.String(), "last console lines") {
+		t.Errorf("report:\n%s", out.String())
+	}
+}
+
+func TestUnfinishedBinary(t *testing.T) {
+	run := &KernelRun{Release: "x", Done: true, Binaries: []*BinaryRun{{Name: "p", Exited: true, Code: 2,
+		Result: gotest.Result{Panic: "panic: boom", Tests: []gotest.Test{{Name: "TestA", Status: gotest.Pass}}}}}}
+	r := &Report{Runs: []*KernelRun{run}}
+	if p := r.Problems(run); len(p) != 1 || !strings.Contains(p[0], "panic: boom") {
+		t.Errorf("problems %q, want the exit status with the panic", p)
+	}
+	run.Binaries = nil
+	if p := r.Problems(run); len(p) != 1 || !strings.Contains(p[0], "no test ran") {
+		t.Errorf("problems %q, want no test ran", p)
+	}
+}
+
+func TestPick(t *testing.T) {
+	names := []string{
+		"linux-image-6.1.0-9-cloud-amd64", "linux-image-6.1.0-56-cloud-amd64", "linux-image-6.1.0-57-cloud-amd64-dbg",
+		"linux-image-6.1.0-58-cloud-amd64-unsigned", "linux-image-6.1.0-56-amd64", "linux-image-cloud-amd64",
+		"linux-image-6.12.99+deb12-cloud-amd64", "linux-image-6.12.117+deb12-cloud-amd64", "linux-image-6.12-cloud-amd64",
+		"linux-image-6.12.118+deb13-cloud-amd64",
+	}
+	if got := pick(Series["6.1"], names); got != "linux-image-6.1.0-56-cloud-amd64" {
+		t.Errorf("6.1: %q", got)
+	}
+	if got := pick(Series["6.12"], names); got != "linux-image-6.12.117+deb12-cloud-amd64" {
+		t.Errorf("6.12: %q", got)
+	}
+	if got := pick(Series["6.1"], nil); got != "" {
+		t.Errorf("no names: %q", got)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config")
+	var b strings.Builder
+	for _, opt := range Required {
+		switch opt {
+		case "CONFIG_KCMP":
+			b.WriteString("# CONFIG_KCMP is not set\n")
+		case "CONFIG_IPC_NS":
+			b.WriteString(opt + "=m\n")
+		default:
+			b.WriteString(opt + "=y\n")
+		}
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := CheckConfig(p)
+	if want := []string{"CONFIG_IPC_NS=m", "CONFIG_KCMP=unset"}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("CheckConfig = %q, %v; want %q", got, err, want)
+	}
+	if _, err := CheckConfig(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("missing config: no error")
+	}
+}
+
+func TestQEMUArgs(t *testing.T) {
+	args := strings.Join(VM{Memory: "2G", SMP: 2, Append: []string{"loglevel=7"}}.Args(Kernel{Vmlinuz: "/k"}, "/i"), " ")
+	for _, want := range []string{"-accel tcg", "-cpu max", "-smp 2", "-m 2G", "-nographic", "-no-reboot", "-kernel /k", "-initrd /i", "console=ttyS0 panic=-1 quiet loglevel=7"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args lack %q: %s", want, args)
+		}
+	}
+	if strings.Contains(args, "kvm") {
+		t.Errorf("args ask for KVM, which cannot run these kernels here: %s", args)
+	}
+}
+
+func TestKernelWarning(t *testing.T) {
+	run := &KernelRun{Kernel: Kernel{Name: "k"}}
+	c := collector{run: run}
+	c.line("[    1.0] WARNING: CPU: 0 PID: 1 at early boot") // before /init: not the tests' doing
+	c.line("@@kmx boot 6.1.0-56-cloud-amd64 1.5")
+	c.line("[    9.1] WARNING: CPU: 1 PID: 99 at ipc/sem.c:123 freeary+0x1") // during the tests
+	c.line("[    9.2] reboot: Power down")
+	r := &Report{Runs: []*KernelRun{run}}
+	if p := r.Problems(run); len(run.Oops) != 1 || len(p) == 0 || !strings.Contains(p[0], "ipc/sem.c") {
+		t.Errorf("oops %q problems %q, want the warning from the tests only", run.Oops, p)
+	}
+}
