@@ -21,15 +21,36 @@ type iterOwner struct {
 }
 
 type iterScratch struct {
-	_   structs.HostLayout
-	Rec iterSemundoRec
-	Adj [65536]int16
+	_ structs.HostLayout
+	W struct {
+		_       structs.HostLayout
+		Head    uint64
+		Pos     uint64
+		Ns      uint64
+		Session uint64
+		Nonce   uint64
+		List    uint32
+		Off     uint32
+		Entries uint32
+		Pending uint32
+		Chunks  uint32
+		Flags   uint32
+	}
+	Buf [262144]int8
 }
 
-type iterSemundoRec struct {
+type iterSemundoChunk struct {
+	_       structs.HostLayout
+	Magic   uint32
+	List    uint32
+	Nonce   uint64
+	Index   uint32
+	Entries uint32
+	Pad     [5]uint64
+}
+
+type iterSemundoEntry struct {
 	_     structs.HostLayout
-	Kind  uint32
-	List  uint32
 	Semid int32
 	Nsems uint32
 	Key   int32
@@ -37,14 +58,28 @@ type iterSemundoRec struct {
 }
 
 type iterSemundoTask struct {
-	_     structs.HostLayout
-	Tid   uint32
-	Tgid  uint32
-	List  uint32
-	Ipcns uint32
-	Flags uint32
-	Pad   uint32
-	Comm  [16]int8
+	_       structs.HostLayout
+	Tid     uint32
+	Tgid    uint32
+	List    uint32
+	Ipcns   uint32
+	Flags   uint32
+	Entries uint32
+	Nonce   uint64
+	Chunks  uint32
+	Pad     uint32
+	Comm    [16]int8
+	Pad2    uint64
+}
+
+type iterSetInfo struct {
+	_       structs.HostLayout
+	Session uint64
+	Ns      uint64
+	Semid   int32
+	Nsems   uint32
+	Key     int32
+	Found   uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -54,11 +89,15 @@ const (
 	iterMapOwners               = "owners"
 	iterMapRecords              = "records"
 	iterMapScratch              = "scratch"
+	iterMapSets                 = "sets"
+	iterMapShown                = "shown"
 	iterProgSemundoFloor        = "semundo_floor"
 	iterProgSemundoTasks        = "semundo_tasks"
 	iterProgSemundoTasksBounded = "semundo_tasks_bounded"
+	iterVarNonceCounter         = "nonce_counter"
 	iterVarPidnsLevel           = "pidns_level"
-	iterVarUnusedRec            = "unused_rec"
+	iterVarUnusedChunk          = "unused_chunk"
+	iterVarUnusedEntry          = "unused_entry"
 	iterVarUnusedTask           = "unused_task"
 )
 
@@ -116,15 +155,19 @@ type iterMapSpecs struct {
 	Owners  *ebpf.MapSpec `ebpf:"owners"`
 	Records *ebpf.MapSpec `ebpf:"records"`
 	Scratch *ebpf.MapSpec `ebpf:"scratch"`
+	Sets    *ebpf.MapSpec `ebpf:"sets"`
+	Shown   *ebpf.MapSpec `ebpf:"shown"`
 }
 
 // iterVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type iterVariableSpecs struct {
-	PidnsLevel *ebpf.VariableSpec `ebpf:"pidns_level"`
-	UnusedRec  *ebpf.VariableSpec `ebpf:"unused_rec"`
-	UnusedTask *ebpf.VariableSpec `ebpf:"unused_task"`
+	NonceCounter *ebpf.VariableSpec `ebpf:"nonce_counter"`
+	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
+	UnusedChunk  *ebpf.VariableSpec `ebpf:"unused_chunk"`
+	UnusedEntry  *ebpf.VariableSpec `ebpf:"unused_entry"`
+	UnusedTask   *ebpf.VariableSpec `ebpf:"unused_task"`
 }
 
 // iterObjects contains all objects after they have been loaded into the kernel.
@@ -150,6 +193,8 @@ type iterMaps struct {
 	Owners  *ebpf.Map `ebpf:"owners"`
 	Records *ebpf.Map `ebpf:"records"`
 	Scratch *ebpf.Map `ebpf:"scratch"`
+	Sets    *ebpf.Map `ebpf:"sets"`
+	Shown   *ebpf.Map `ebpf:"shown"`
 }
 
 func (m *iterMaps) Close() error {
@@ -157,6 +202,8 @@ func (m *iterMaps) Close() error {
 		m.Owners,
 		m.Records,
 		m.Scratch,
+		m.Sets,
+		m.Shown,
 	)
 }
 
@@ -164,9 +211,11 @@ func (m *iterMaps) Close() error {
 //
 // It can be passed to loadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type iterVariables struct {
-	PidnsLevel *ebpf.Variable `ebpf:"pidns_level"`
-	UnusedRec  *ebpf.Variable `ebpf:"unused_rec"`
-	UnusedTask *ebpf.Variable `ebpf:"unused_task"`
+	NonceCounter *ebpf.Variable `ebpf:"nonce_counter"`
+	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
+	UnusedChunk  *ebpf.Variable `ebpf:"unused_chunk"`
+	UnusedEntry  *ebpf.Variable `ebpf:"unused_entry"`
+	UnusedTask   *ebpf.Variable `ebpf:"unused_task"`
 }
 
 // iterPrograms contains all programs after they have been loaded into the kernel.

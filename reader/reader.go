@@ -3,7 +3,6 @@ package reader
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -62,6 +62,10 @@ type Reader struct {
 	ring  *ringbuf.Reader
 	rec   ringbuf.Record
 	procf string
+	// buf and lastLists carry the read buffer and the size of the last
+	// pass to the next, sparing a scan most of its allocations.
+	buf       []byte
+	lastLists int
 }
 
 // Open loads and attaches the iterator. It needs root, or CAP_BPF and
@@ -225,12 +229,12 @@ func (r *Reader) Scan() (*Snapshot, error) {
 	if r.iter == nil {
 		return nil, errors.New("reader is closed")
 	}
-	snap, err := r.pass(taskSize * 800)
+	snap, err := r.pass(readSize)
 	if err != nil {
 		return nil, err
 	}
 	for try := 0; try < retries && len(snap.unstable) > 0; try++ {
-		again, err := r.pass(taskSize * 800)
+		again, err := r.pass(readSize)
 		if err != nil {
 			return nil, err
 		}
@@ -265,7 +269,12 @@ func (r *Reader) Read(pid int) (*List, error) {
 	return snap.ByPID(pid), nil
 }
 
-var taskSize = binary.Size(iterSemundoTask{})
+// readSize is the buffer for one read of the iterator: the seq file hands
+// out at most 32 KiB a read on 4 KiB pages, more on larger ones.
+const readSize = 256 << 10
+
+// maxRead is the largest read size pass is given.
+const maxRead = readSize
 
 // pass runs the iterator once, reading readSize bytes of task records at a
 // time and draining the ring buffer after each read, so the ring only ever
@@ -280,8 +289,11 @@ func (r *Reader) pass(readSize int) (*Snapshot, error) {
 	}
 	defer it.Close()
 
-	b := newBuilder()
-	buf := make([]byte, readSize)
+	b := newBuilder(r.lastLists + r.lastLists/8 + 16)
+	if r.buf == nil {
+		r.buf = make([]byte, maxRead)
+	}
+	buf := r.buf[:readSize]
 	var pending []byte
 	for {
 		n, err := it.Read(buf)
@@ -296,8 +308,10 @@ func (r *Reader) pass(readSize int) (*Snapshot, error) {
 				return nil, perr
 			}
 			pending = append(pending[:0], rest...)
-			if err := r.drain(b); err != nil {
-				return nil, err
+			if r.ring.AvailableBytes() > 0 {
+				if err := r.drain(b); err != nil {
+					return nil, err
+				}
 			}
 		}
 		if err == io.EOF || (n == 0 && err == nil) {
@@ -314,9 +328,10 @@ func (r *Reader) pass(readSize int) (*Snapshot, error) {
 		return nil, err
 	}
 	if b.lost && readSize > taskSize {
-		// Too many entries for the ring in one read: one task per read.
+		// Too many chunks for the ring in one read: one task per read.
 		return r.pass(taskSize)
 	}
+	r.lastLists = len(b.lists)
 	return b.snapshot()
 }
 
@@ -342,12 +357,13 @@ func (r *Reader) drain(b *builder) error {
 
 // commString returns the NUL-terminated comm as a string.
 func commString(c [16]int8) string {
-	b := make([]byte, 0, 16)
-	for _, ch := range c {
-		if ch == 0 {
-			break
-		}
-		b = append(b, byte(ch))
+	var b [16]byte
+	n := 0
+	for ; n < len(c) && c[n] != 0; n++ {
+		b[n] = byte(c[n])
 	}
-	return string(bytes.ToValidUTF8(b, []byte("?")))
+	if utf8.Valid(b[:n]) {
+		return string(b[:n])
+	}
+	return string(bytes.ToValidUTF8(b[:n], []byte("?")))
 }

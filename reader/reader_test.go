@@ -6,8 +6,10 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
@@ -312,4 +314,52 @@ func TestNoList(t *testing.T) {
 	if l != nil && len(l.Entries) != 0 {
 		t.Fatalf("helper without ops has entries: %+v", l.Entries)
 	}
+}
+
+// TestLeaderExited: a process whose main thread has exited while its other
+// threads live is still reported, by its pid, with the threads that hold
+// the list.
+func TestLeaderExited(t *testing.T) {
+	r := openReader(t)
+	s := holder.NewSet(t, 3)
+	ops := []holder.Op{{Semid: s, Num: 2, Val: 4, Undo: true}}
+	h := holder.Start(t, "leaderexit", ops, nil)
+	// The main thread leaves right after "ready": wait until it has.
+	for i := 0; ; i++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", h.PID, h.PID))
+		if err == nil && strings.Contains(string(b), ") Z ") {
+			break
+		}
+		if i == 500 {
+			t.Fatalf("main thread of %d did not exit: %s %v", h.PID, b, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	l, err := r.Read(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, l, holder.Expect(ops, map[int]int{s: 3}), map[int]int{s: 3})
+	if len(l.Processes) != 1 || l.Processes[0].PID != h.PID || slices.Contains(l.Processes[0].TIDs, h.PID) || len(l.Processes[0].TIDs) == 0 {
+		t.Fatalf("processes %+v, want pid %d with its live threads only", l.Processes, h.PID)
+	}
+}
+
+// TestLongList: a list whose entries do not fit one task's share of the
+// seq file travels through the ring buffer in several chunks.
+func TestLongList(t *testing.T) {
+	r := openReader(t)
+	nsems := map[int]int{}
+	var ops []holder.Op
+	for i := 0; i < 300; i++ {
+		s := holder.NewSet(t, 30)
+		nsems[s] = 30
+		ops = append(ops, holder.Op{Semid: s, Num: uint16(i % 30), Val: int16(i%7 + 1), Undo: true})
+	}
+	h := holder.Start(t, "wait", ops, nil)
+	l, err := r.Read(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, l, holder.Expect(ops, nsems), nsems)
 }

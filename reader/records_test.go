@@ -1,6 +1,7 @@
 package reader
 
 import (
+	"encoding/binary"
 	"os"
 	"regexp"
 	"strconv"
@@ -14,30 +15,47 @@ func TestRecordConstants(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]int{
-		"SEMUNDO_MAX_NSEMS":     iterSemundoMaxNsems,
-		"SEMUNDO_TASK_OWNER":    iterSemundoTaskOwner,
-		"SEMUNDO_REC_ENTRY":     iterSemundoRecEntry,
-		"SEMUNDO_REC_END":       iterSemundoRecEnd,
-		"SEMUNDO_ENTRY_NOSET":   iterSemundoEntryNoset,
-		"SEMUNDO_ENTRY_TOOBIG":  iterSemundoEntryToobig,
-		"SEMUNDO_END_TRUNCATED": iterSemundoEndTruncated,
-		"SEMUNDO_END_UNSTABLE":  iterSemundoEndUnstable,
-		"SEMUNDO_END_LOST":      iterSemundoEndLost,
+		"SEMUNDO_MAX_NSEMS":      iterSemundoMaxNsems,
+		"SEMUNDO_INLINE_MAX":     iterSemundoInlineMax,
+		"SEMUNDO_TASK_OWNER":     iterSemundoTaskOwner,
+		"SEMUNDO_TASK_RING":      iterSemundoTaskRing,
+		"SEMUNDO_TASK_TRUNCATED": iterSemundoTaskTrunc,
+		"SEMUNDO_TASK_UNSTABLE":  iterSemundoTaskUnstab,
+		"SEMUNDO_TASK_LOST":      iterSemundoTaskLost,
+		"SEMUNDO_ENTRY_NOSET":    iterSemundoEntryNoset,
+		"SEMUNDO_ENTRY_TOOBIG":   iterSemundoEntryToobig,
+		"SEMUNDO_CHUNK_MAGIC":    iterSemundoChunkMagic,
 	}
-	re := regexp.MustCompile(`(?m)^#define (SEMUNDO_\w+) (\d+)\b`)
+	re := regexp.MustCompile(`(?m)^#define (SEMUNDO_\w+) (0x[0-9a-f]+|\d+)\b`)
 	seen := 0
 	for _, m := range re.FindAllStringSubmatch(string(src), -1) {
-		v, _ := strconv.Atoi(m[2])
+		v, _ := strconv.ParseInt(m[2], 0, 64)
 		w, ok := want[m[1]]
 		if !ok {
 			continue
 		}
 		seen++
-		if v != w {
+		if int(v) != w {
 			t.Errorf("%s is %d in records.h, %d in records.go", m[1], v, w)
 		}
 	}
 	if seen != len(want) {
 		t.Errorf("found %d of %d constants in records.h", seen, len(want))
+	}
+}
+
+// TestRecordSizes keeps the decoder's sizes equal to the C layouts.
+func TestRecordSizes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want int
+	}{
+		{"semundo_task", taskSize, binary.Size(iterSemundoTask{})},
+		{"semundo_entry", entrySize, binary.Size(iterSemundoEntry{})},
+		{"semundo_chunk", chunkSize, binary.Size(iterSemundoChunk{})},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: decoder uses %d bytes, C layout has %d", c.name, c.got, c.want)
+		}
 	}
 }

@@ -1,10 +1,8 @@
 package reader
 
 import (
-	"encoding/binary"
 	"fmt"
 	"slices"
-	"unsafe"
 
 	"github.com/semundo/semundo/undo"
 )
@@ -76,13 +74,16 @@ type Snapshot struct {
 	Dropped int
 
 	unstable map[uint32]bool
-	byTask   map[int]int // tid (and tgid) -> index in Lists
 }
 
 // ByPID returns the list that the process or thread pid holds, or nil.
 func (s *Snapshot) ByPID(pid int) *List {
-	if i, ok := s.byTask[pid]; ok {
-		return &s.Lists[i]
+	for i := range s.Lists {
+		for _, p := range s.Lists[i].Processes {
+			if p.PID == pid || slices.Contains(p.TIDs, pid) {
+				return &s.Lists[i]
+			}
+		}
 	}
 	return nil
 }
@@ -132,141 +133,166 @@ func (s *Snapshot) dropList(id uint32) {
 	s.Lists = slices.DeleteFunc(s.Lists, func(l List) bool { return l.id == id })
 }
 
-// finish sorts the lists and indexes them by task.
+// finish sorts the lists by pid.
 func (s *Snapshot) finish() {
-	slices.SortFunc(s.Lists, func(a, b List) int { return a.PID() - b.PID() })
-	s.byTask = make(map[int]int)
-	for i, l := range s.Lists {
-		for _, p := range l.Processes {
-			s.byTask[p.PID] = i
-			for _, t := range p.TIDs {
-				s.byTask[t] = i
-			}
-		}
+	// Tasks come in pid order, so this is almost always sorted already.
+	cmp := func(a, b List) int { return a.PID() - b.PID() }
+	if !slices.IsSortedFunc(s.Lists, cmp) {
+		slices.SortFunc(s.Lists, cmp)
 	}
 }
 
 // listBuild gathers one list's records during a pass.
 type listBuild struct {
-	ipcns   uint32
-	tasks   []iterSemundoTask
+	owner   iterSemundoTask // the task that carries the list
+	owned   bool
+	tasks   []iterSemundoTask // the other tasks that share it
 	entries []Entry
-	sent    uint32 // entry records received, including dropped ones
 	dropped int
-	ended   bool
-	count   uint32
-	flags   uint32
-	tooBig  []int32
 }
 
 type builder struct {
-	lists map[uint32]*listBuild
-	order []uint32
-	lost  bool
+	lists  []listBuild
+	procs  []Process          // slab for single-process lists
+	tids   []int              // slab for their thread ids
+	chunks map[uint64][]chunk // by nonce
+	slab   adjSlab
+	lost   bool
 }
 
-func newBuilder() *builder {
-	return &builder{lists: make(map[uint32]*listBuild)}
+type chunk struct {
+	index   uint32
+	entries []Entry
+	dropped int
 }
 
-func (b *builder) list(id uint32) *listBuild {
-	l := b.lists[id]
-	if l == nil {
-		l = &listBuild{}
-		b.lists[id] = l
-		b.order = append(b.order, id)
+// newBuilder sizes its buffers for about hint lists (the last pass's).
+func newBuilder(hint int) *builder {
+	return &builder{
+		chunks: make(map[uint64][]chunk),
+		lists:  make([]listBuild, 0, hint),
+		procs:  make([]Process, 0, hint),
+		tids:   make([]int, 0, hint),
 	}
-	return l
 }
 
-// tasks decodes whole task records from data and returns the bytes of a
-// record cut short by the read size.
+// carrier returns the list that task records name id. Its carrier came
+// before them in the stream, usually just before (threads have adjacent
+// tids), so the search runs backwards.
+func (b *builder) carrier(id uint32) *listBuild {
+	for i := len(b.lists) - 1; i >= 0; i-- {
+		if b.lists[i].owner.List == id {
+			return &b.lists[i]
+		}
+	}
+	return nil
+}
+
+// tasks decodes the task records (and inline entries) in data and returns
+// the bytes of a record that the read cut short.
 func (b *builder) tasks(data []byte) ([]byte, error) {
 	for len(data) >= taskSize {
-		var t iterSemundoTask
-		// The record is plain integers and bytes in host order.
-		t = *(*iterSemundoTask)(unsafe.Pointer(&data[0]))
-		data = data[taskSize:]
-		l := b.list(t.List)
-		l.tasks = append(l.tasks, t)
-		if t.Flags&iterSemundoTaskOwner != 0 {
-			l.ipcns = t.Ipcns
+		t := decodeTask(data)
+		used := taskSize
+		if t.Flags&iterSemundoTaskOwner == 0 {
+			l := b.carrier(t.List)
+			if l == nil {
+				return nil, fmt.Errorf("BPF iterator named undo list %d before any task carried it", t.List)
+			}
+			l.tasks = append(l.tasks, t)
+			data = data[used:]
+			continue
 		}
+		lb := listBuild{owner: t, owned: true}
+		if t.Flags&(iterSemundoTaskRing|iterSemundoTaskLost) == 0 {
+			var n int
+			var err error
+			lb.entries, n, err = decodeEntries(data[taskSize:], t.Entries, &b.slab, nil, &lb.dropped)
+			if err == errShort {
+				return data, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("pid %d: %w", t.Tgid, err)
+			}
+			used += n
+		}
+		if t.Flags&iterSemundoTaskLost != 0 {
+			b.lost = true
+		}
+		b.lists = append(b.lists, lb)
+		data = data[used:]
 	}
 	return data, nil
 }
 
-var recSize = binary.Size(iterSemundoRec{})
-
-// record decodes one ring buffer record.
+// record decodes one ring buffer chunk.
 func (b *builder) record(raw []byte) error {
-	if len(raw) < recSize {
-		return fmt.Errorf("BPF ring buffer record of %d bytes, want at least %d", len(raw), recSize)
+	if len(raw) < chunkSize || ne.Uint32(raw) != iterSemundoChunkMagic {
+		return fmt.Errorf("BPF ring buffer record of %d bytes is no chunk", len(raw))
 	}
-	h := *(*iterSemundoRec)(unsafe.Pointer(&raw[0]))
-	l := b.list(h.List)
-	switch h.Kind {
-	case iterSemundoRecEntry:
-		l.sent++
-		switch {
-		case h.Flags&iterSemundoEntryNoset != 0:
-			l.dropped++
-			return nil
-		case h.Flags&iterSemundoEntryToobig != 0:
-			l.tooBig = append(l.tooBig, h.Semid)
-			return nil
-		}
-		body := raw[recSize:]
-		if len(body) < 2*int(h.Nsems) {
-			return fmt.Errorf("BPF ring buffer entry for semid %d has %d bytes, want %d", h.Semid, len(body), 2*h.Nsems)
-		}
-		adj := make([]int16, h.Nsems)
-		for i := range adj {
-			adj[i] = int16(binary.NativeEndian.Uint16(body[2*i:]))
-		}
-		l.entries = append(l.entries, Entry{Semid: h.Semid, Key: h.Key, Adj: adj})
-	case iterSemundoRecEnd:
-		l.ended = true
-		l.count = h.Nsems
-		l.flags = h.Flags
-		if h.Flags&iterSemundoEndLost != 0 {
-			b.lost = true
-		}
-	default:
-		return fmt.Errorf("BPF ring buffer record of unknown kind %d", h.Kind)
+	nonce := ne.Uint64(raw[8:])
+	c := chunk{index: ne.Uint32(raw[16:])}
+	var err error
+	var n int
+	c.entries, n, err = decodeEntries(raw[chunkSize:], ne.Uint32(raw[20:]), &b.slab, nil, &c.dropped)
+	if err != nil {
+		return fmt.Errorf("BPF ring buffer chunk: %w", err)
 	}
+	if n != len(raw)-chunkSize && (len(raw)-chunkSize-n) >= 8 {
+		return fmt.Errorf("BPF ring buffer chunk has %d bytes after its entries", len(raw)-chunkSize-n)
+	}
+	b.chunks[nonce] = append(b.chunks[nonce], c)
 	return nil
 }
 
 // snapshot checks that every list arrived whole and builds the result.
 func (b *builder) snapshot() (*Snapshot, error) {
-	s := &Snapshot{unstable: make(map[uint32]bool)}
-	for _, id := range b.order {
-		lb := b.lists[id]
-		if len(lb.tasks) == 0 {
-			// Records of a task whose seq record was rolled back cannot
-			// happen (the record is written first); be strict anyway.
-			return nil, fmt.Errorf("BPF records for an undo list no task named (list %d)", id)
+	s := &Snapshot{unstable: make(map[uint32]bool), Lists: make([]List, 0, len(b.lists))}
+	for i := range b.lists {
+		lb := &b.lists[i]
+		o := lb.owner
+		id := o.List
+		l := List{IPCNS: o.Ipcns, id: id}
+		if len(lb.tasks) == 0 && len(b.procs) < cap(b.procs) && len(b.tids) < cap(b.tids) {
+			// The common case, one single-threaded process: no allocation.
+			b.tids = append(b.tids, int(o.Tid))
+			b.procs = append(b.procs, Process{PID: int(o.Tgid), Comm: commString(o.Comm), TIDs: b.tids[len(b.tids)-1 : len(b.tids) : len(b.tids)]})
+			l.Processes = b.procs[len(b.procs)-1 : len(b.procs) : len(b.procs)]
+		} else {
+			l.Processes = processes(o, lb.tasks)
 		}
-		l := List{IPCNS: lb.ipcns, id: id}
-		l.Processes = processes(lb.tasks)
 		pid := l.PID()
 		switch {
-		case !lb.ended || lb.flags&iterSemundoEndLost != 0 || lb.sent != lb.count:
+		case o.Flags&iterSemundoTaskLost != 0:
 			return nil, fmt.Errorf("undo list of pid %d does not fit the %d MiB BPF ring buffer: %w", pid, ringSize>>20, ErrIncomplete)
-		case lb.flags&iterSemundoEndTruncated != 0:
+		case o.Flags&iterSemundoTaskTrunc != 0:
 			return nil, fmt.Errorf("undo list of pid %d has more entries than this kernel lets BPF walk (2048 before Linux 5.17): %w", pid, ErrIncomplete)
-		case len(lb.tooBig) > 0:
-			return nil, fmt.Errorf("undo list of pid %d: set %d has more than %d semaphores: %w", pid, lb.tooBig[0], iterSemundoMaxNsems, ErrIncomplete)
 		}
-		slices.SortFunc(lb.entries, func(a, b Entry) int { return int(a.Semid) - int(b.Semid) })
+		if o.Flags&iterSemundoTaskRing != 0 {
+			cs := b.chunks[o.Nonce]
+			if uint32(len(cs)) != o.Chunks {
+				return nil, fmt.Errorf("undo list of pid %d: %d of %d ring buffer chunks arrived: %w", pid, len(cs), o.Chunks, ErrIncomplete)
+			}
+			slices.SortFunc(cs, func(a, b chunk) int { return int(a.index) - int(b.index) })
+			for _, c := range cs {
+				lb.entries = append(lb.entries, c.entries...)
+				lb.dropped += c.dropped
+			}
+		}
+		if got := uint32(len(lb.entries) + lb.dropped); got != o.Entries {
+			return nil, fmt.Errorf("undo list of pid %d: %d of %d entries arrived: %w", pid, got, o.Entries, ErrIncomplete)
+		}
+		if !slices.IsSortedFunc(lb.entries, cmpEntry) {
+			slices.SortFunc(lb.entries, cmpEntry)
+		}
+		unstable := o.Flags&iterSemundoTaskUnstab != 0
 		for i := 1; i < len(lb.entries); i++ {
 			// The walk met an entry twice: lookup_undo moved it meanwhile.
 			if lb.entries[i].Semid == lb.entries[i-1].Semid {
-				lb.flags |= iterSemundoEndUnstable
+				unstable = true
 			}
 		}
-		if lb.flags&iterSemundoEndUnstable != 0 {
+		if unstable {
 			s.unstable[id] = true
 		}
 		l.Entries = lb.entries
@@ -276,11 +302,17 @@ func (b *builder) snapshot() (*Snapshot, error) {
 	return s, nil
 }
 
-// processes groups a list's tasks by thread group.
-func processes(tasks []iterSemundoTask) []Process {
+func cmpEntry(a, b Entry) int { return int(a.Semid) - int(b.Semid) }
+
+// processes groups a list's tasks (its carrier and the others) by thread
+// group.
+func processes(owner iterSemundoTask, others []iterSemundoTask) []Process {
+	if len(others) == 0 {
+		return []Process{{PID: int(owner.Tgid), Comm: commString(owner.Comm), TIDs: []int{int(owner.Tid)}}}
+	}
 	byPID := make(map[int]*Process)
 	var out []*Process
-	for _, t := range tasks {
+	for _, t := range append([]iterSemundoTask{owner}, others...) {
 		p := byPID[int(t.Tgid)]
 		if p == nil {
 			p = &Process{PID: int(t.Tgid), Comm: commString(t.Comm)}

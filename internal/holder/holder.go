@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,14 @@ import (
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
 )
+
+func init() {
+	// Package init runs on the main thread; only a locked goroutine is sure
+	// to stay there, which the "leaderexit" helper needs.
+	if os.Getenv("SEMUNDO_HELPER") == "leaderexit" {
+		runtime.LockOSThread()
+	}
+}
 
 // Main runs the tests, or the helper when this process is one. Call it as
 // the whole body of TestMain.
@@ -163,6 +172,20 @@ func helperMain(mode string) int {
 	}
 	switch mode {
 	case "wait":
+	case "leaderexit":
+		// The main thread leaves (exit, not exit_group) and the process
+		// goes on in its other threads, as a program whose main thread
+		// called pthread_exit. The runtime never needs its first thread
+		// back while the others wait on stdin.
+		fmt.Printf("ready 0\n")
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			os.Exit(0)
+		}()
+		// init locked this goroutine to the main thread, so this is the
+		// thread whose tid is the pid.
+		syscall.RawSyscall(unix.SYS_EXIT, 0, 0, 0)
+		select {}
 	case "fork":
 		// A child of fork (no CLONE_SYSVSEM) starts with no undo list. It
 		// only sleeps in raw system calls, never back in the Go runtime.

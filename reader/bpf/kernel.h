@@ -38,7 +38,14 @@ struct list_head {
 	struct list_head *next, *prev;
 } __attribute__((preserve_access_index));
 
+/* Only its name matters: sem_undo_list.refcnt is one, and its first four
+ * bytes are the count (refcount_t -> atomic_t -> int). */
+struct refcount_struct {
+	int refs;
+} __attribute__((preserve_access_index));
+
 struct sem_undo_list {
+	struct refcount_struct refcnt;
 	struct list_head list_proc;
 } __attribute__((preserve_access_index));
 

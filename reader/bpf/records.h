@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The binary records the iterator hands to user space. Go gets the same
- * layouts from bpf2go (-type), so a change here is a change there.
+ * layouts from bpf2go (-type), and TestRecordConstants keeps the #defines
+ * equal to their Go mirrors.
  */
 #ifndef SEMUNDO_RECORDS_H
 #define SEMUNDO_RECORDS_H
@@ -11,47 +12,63 @@
 #define SEMUNDO_MAX_NSEMS 65535
 
 /* Longest undo list walked per task: with bpf_loop, and without (a bounded
- * loop the verifier must unroll). IPCMNI, the most sets a namespace can
- * have, is 32768 unless the kernel was booted with ipcmni_extend. */
+ * loop the verifier must unroll, and gives up on beyond some thousands). */
 #define SEMUNDO_MAX_ENTRIES (1 << 23)
 #define SEMUNDO_MAX_ENTRIES_BOUNDED 2048
 
+/* Most bytes one task writes to the seq file: a seq file holds 32 KiB for one
+ * task (PAGE_SIZE << 3 with 4 KiB pages), more on larger pages. A list whose
+ * entries do not fit goes to the ring buffer instead. */
+#define SEMUNDO_INLINE_MAX 16384
+
 /* semundo_task.flags */
-#define SEMUNDO_TASK_OWNER 1 /* the list's records follow in the ring buffer */
+#define SEMUNDO_TASK_OWNER 1     /* this task's record carries the list */
+#define SEMUNDO_TASK_RING 2      /* ... in ring buffer chunks, not inline */
+#define SEMUNDO_TASK_TRUNCATED 4 /* the walk stopped at its limit */
+#define SEMUNDO_TASK_UNSTABLE 8  /* the list was reordered during the walk */
+#define SEMUNDO_TASK_LOST 16     /* a chunk did not fit in the ring buffer */
 
-/* semundo_rec.kind */
-#define SEMUNDO_REC_ENTRY 1
-#define SEMUNDO_REC_END 2
+/* semundo_entry.flags */
+#define SEMUNDO_ENTRY_NOSET 1  /* no live set has this semid: being removed */
+#define SEMUNDO_ENTRY_TOOBIG 2 /* nsems > SEMUNDO_MAX_NSEMS: no adjustments */
 
-/* semundo_rec.flags for SEMUNDO_REC_ENTRY */
-#define SEMUNDO_ENTRY_NOSET 1  /* no live set has this semid: it is being removed */
-#define SEMUNDO_ENTRY_TOOBIG 2 /* nsems > SEMUNDO_MAX_NSEMS: adjustments not copied */
+/* semundo_chunk.magic */
+#define SEMUNDO_CHUNK_MAGIC 0x53454d55
 
-/* semundo_rec.flags for SEMUNDO_REC_END */
-#define SEMUNDO_END_TRUNCATED 1 /* more than SEMUNDO_MAX_ENTRIES entries */
-#define SEMUNDO_END_UNSTABLE 2  /* the list was reordered during the walk */
-#define SEMUNDO_END_LOST 4      /* a record did not fit in the ring buffer */
-
-/* One per task that has an undo list, written to the iterator's seq file. */
+/* One per task that has an undo list, written to the iterator's seq file.
+ * An owner's record is followed (without SEMUNDO_TASK_RING) by `entries`
+ * entry records. */
 struct semundo_task {
 	__u32 tid;
 	__u32 tgid;
-	__u32 list;  /* tid of the first task of this pass that showed the list */
+	__u32 list;  /* tid of the task that carries the list in this pass */
 	__u32 ipcns; /* inode number of the task's IPC namespace */
 	__u32 flags;
+	__u32 entries;
+	__u64 nonce; /* tags this record's ring buffer chunks */
+	__u32 chunks;
 	__u32 pad;
 	char comm[16];
+	__u64 pad2;
 };
 
-/* Ring buffer records: a SEMUNDO_REC_ENTRY per live undo entry, followed by
- * nsems adjustments (shorts), then one SEMUNDO_REC_END per list. */
-struct semundo_rec {
-	__u32 kind;
-	__u32 list;
+/* One undo entry, followed by nsems adjustments (shorts), padded to a
+ * multiple of 4 bytes. */
+struct semundo_entry {
 	__s32 semid;
-	__u32 nsems; /* for SEMUNDO_REC_END: the number of entries sent */
+	__u32 nsems;
 	__s32 key;
 	__u32 flags;
+};
+
+/* A ring buffer record: part of one list's entries, in order. */
+struct semundo_chunk {
+	__u32 magic;
+	__u32 list;
+	__u64 nonce;
+	__u32 index;
+	__u32 entries;
+	__u64 pad[5];
 };
 
 #endif
