@@ -1,0 +1,170 @@
+// Package inject runs system calls inside another process by ptrace syscall
+// injection, so that semundo can change a process's own System V semaphore
+// undo list (semadj), which no syscall can do from outside.
+//
+// A Session seizes one live thread of the target (PTRACE_SEIZE without
+// PTRACE_O_EXITKILL, so the target survives if the caller dies), stops it with
+// PTRACE_INTERRUPT and keeps it parked in a PTRACE_EVENT_STOP with its own
+// registers in place between operations. Each injected call points rip at a
+// `syscall` instruction (the one the thread is blocked behind, or one in its
+// [vdso]), sets orig_rax to -1 and the call's number and arguments, runs it
+// with PTRACE_SYSCALL, reads rax, puts every register back and parks the
+// thread again. Every stop the session rests in lies inside the kernel's
+// get_signal, so an interrupted syscall (-ERESTARTSYS and friends in rax)
+// restarts at Detach exactly as the kernel would have restarted it.
+//
+// Signals that arrive while the target is held are intercepted and queued
+// again at Detach; a target that was in a job-control stop (SIGSTOP) before
+// Seize is stopped again after Detach.
+//
+// Limits:
+//   - Seize waits for the thread to stop; a thread in uninterruptible sleep
+//     stops only when that sleep ends. Injected calls must not block either
+//     (Syscall enforces IPC_NOWAIT for semop).
+//   - semop and semtimedop end with EINTR when their thread is stopped
+//     (signal(7)); Detach makes such a thread issue its call again. Other
+//     calls of that kind (epoll_wait, sigtimedwait) return EINTR to the
+//     target, as after any debugger attach or SIGSTOP/SIGCONT.
+//   - A re-queued signal sent with kill or tgkill names this process as its
+//     sender (the kernel lets a tracer forge only sigqueue-style siginfo),
+//     and it merges with an instance of the same standard signal that is
+//     pending again by then.
+//   - Between calls the target is parked safely; if the caller dies while an
+//     injected call is in flight (a few microseconds), the target's
+//     interrupted syscall returns that call's result, or, when the thread was
+//     in user space, it resumes in the vDSO after the syscall instruction.
+//   - When the target is the caller's own child and exits during a session,
+//     the session's wait reaps it (the kernel reports a traced child's exit
+//     to its tracer).
+//
+// Only linux/amd64 is implemented. On other platforms every entry point
+// returns an error wrapping ErrArchNotSupported.
+package inject
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sentinel errors. Every error this package returns for a failed operation is
+// an *OpError wrapping one of these (when the failure has a category) and the
+// underlying errno (when there is one), so errors.Is works for both.
+var (
+	// ErrArchNotSupported: this build's platform has no injector (only linux/amd64 has one).
+	ErrArchNotSupported = errors.New("ptrace syscall injection is not supported on this platform")
+	// ErrNoProcess: no process has the given pid (or it vanished during Seize).
+	ErrNoProcess = errors.New("no such process")
+	// ErrAlreadyTraced: another tracer (a debugger, strace, CRIU, another Session) holds the target.
+	ErrAlreadyTraced = errors.New("process is already traced")
+	// ErrZombie: the process has exited and has no live thread left to inject into.
+	ErrZombie = errors.New("process is a zombie")
+	// ErrKernelThread: the pid is a kernel thread, which has no user memory.
+	ErrKernelThread = errors.New("process is a kernel thread")
+	// ErrPermission: the kernel refused to let the caller ptrace the target.
+	ErrPermission = errors.New("not permitted to trace the process")
+	// ErrTargetExited: the target exited (or was killed) while the session held it.
+	ErrTargetExited = errors.New("target exited during the session")
+	// ErrSelf: the pid is the calling process or one of its threads.
+	ErrSelf = errors.New("cannot inject into the calling process")
+	// ErrTargetABI: the target runs 32-bit code (ia32 or x32), which this injector does not speak.
+	ErrTargetABI = errors.New("target does not run the x86-64 ABI")
+	// ErrWrongThread: a Session method was called from an OS thread other than the tracer's.
+	ErrWrongThread = errors.New("session used from another OS thread")
+	// ErrDetached: the session was already detached.
+	ErrDetached = errors.New("session is detached")
+	// ErrWouldBlock: an injected semop lacks IPC_NOWAIT and could block the target forever.
+	ErrWouldBlock = errors.New("injected semop could block")
+	// ErrNoSyscallInstruction: no `syscall` instruction was found to run the injected call from.
+	ErrNoSyscallInstruction = errors.New("no syscall instruction found in the target")
+	// ErrUnexpectedStop: the target stopped in a way the injection protocol does not allow.
+	ErrUnexpectedStop = errors.New("target stopped unexpectedly")
+)
+
+// OpError describes a failed step of a session. It wraps Kind (a sentinel
+// error above, or nil) and Err (the errno or other cause, or nil).
+type OpError struct {
+	Pid    int    // process id (thread-group id) of the target
+	Tid    int    // thread the session traces; 0 when none was chosen yet
+	Op     string // the step that failed, such as "seize", "mmap" or "detach"
+	Kind   error  // sentinel category, or nil
+	Err    error  // underlying cause (usually a unix.Errno), or nil
+	Detail string // one-line explanation naming the object and what to do
+}
+
+// Error formats the failure on one line: "inject: pid P: op: detail (errno)".
+func (e *OpError) Error() string {
+	who := fmt.Sprintf("pid %d", e.Pid)
+	if e.Tid != 0 && e.Tid != e.Pid {
+		who += fmt.Sprintf(" (thread %d)", e.Tid)
+	}
+	msg := e.Detail
+	if msg == "" && e.Kind != nil {
+		msg = e.Kind.Error()
+	}
+	if e.Err != nil {
+		if msg == "" {
+			msg = e.Err.Error()
+		} else {
+			msg += " (" + e.Err.Error() + ")"
+		}
+	}
+	return "inject: " + who + ": " + e.Op + ": " + msg
+}
+
+// Unwrap returns the sentinel and the underlying cause, so errors.Is matches
+// either.
+func (e *OpError) Unwrap() []error {
+	var errs []error
+	if e.Kind != nil {
+		errs = append(errs, e.Kind)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+// SyscallError reports that the injected system call itself ran in the
+// target and returned an error. The session is still usable.
+type SyscallError struct {
+	Pid   int        // target process
+	Nr    uintptr    // system call number
+	Errno unix.Errno // the negated return value
+}
+
+// Error names the target, the call and the errno.
+func (e *SyscallError) Error() string {
+	return fmt.Sprintf("inject: pid %d: injected syscall %d failed in the target: %v (errno %d)",
+		e.Pid, e.Nr, e.Errno, int(e.Errno))
+}
+
+// Unwrap returns the errno, so errors.Is(err, unix.EAGAIN) works.
+func (e *SyscallError) Unwrap() error { return e.Errno }
+
+// Stats describes one session, for logs and benchmarks.
+type Stats struct {
+	// StopTime is how long the session held the target stopped: from the
+	// PTRACE_INTERRUPT (or, for a target already in a job-control stop, from
+	// the seize) to the end of Detach. While attached it is the time so far.
+	StopTime time.Duration
+	// Injections counts the system calls run in the target, including the
+	// mmap and munmap calls of scratch pages.
+	Injections int
+	// Signals counts the signals that arrived while the target was held and
+	// were queued to it again at Detach.
+	Signals int
+	// GroupStop reports that the target was in a job-control stop when it was
+	// seized; Detach leaves it stopped.
+	GroupStop bool
+	// SeccompActive reports that the target has a seccomp filter that could
+	// not be suspended (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN), so
+	// the filter applies to the injected calls.
+	SeccompActive bool
+	// RestartedSemop reports that the target was blocked in semop or
+	// semtimedop, which the kernel ends with EINTR when the thread is
+	// stopped, and Detach made it re-issue the call instead.
+	RestartedSemop bool
+}
