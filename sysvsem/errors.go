@@ -19,7 +19,8 @@ var (
 	// differs from the set's size.
 	ErrNsemsMismatch = errors.New("number of values differs from the set's size")
 
-	// ErrMalformed is wrapped by errors from parsing /proc/sys/kernel/sem.
+	// ErrMalformed is wrapped by errors from parsing /proc/sys/kernel/sem
+	// and from decoding kernel structures (DecodeSemidDS, DecodeSeminfo).
 	ErrMalformed = errors.New("malformed semaphore limits")
 )
 

@@ -3,6 +3,7 @@
 package sysvsem
 
 import (
+	"fmt"
 	"time"
 	"unsafe"
 )
@@ -112,3 +113,32 @@ func unixTime(sec int64) time.Time {
 }
 
 const maxInt32 = 1<<31 - 1
+
+// SemidDSSize is the size in bytes of the kernel's struct semid64_ds on
+// this architecture: the buffer IPC_STAT fills.
+const SemidDSSize = int(unsafe.Sizeof(semid64DS{}))
+
+// DecodeSemidDS decodes a struct semid64_ds that IPC_STAT wrote into b, for
+// callers that run semctl elsewhere (in another process, by injection).
+func DecodeSemidDS(b []byte) (SemidDS, error) {
+	if len(b) < SemidDSSize {
+		return SemidDS{}, fmt.Errorf("sysvsem: semid64_ds of %d bytes, want %d: %w", len(b), SemidDSSize, ErrMalformed)
+	}
+	var raw semid64DS
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&raw)), SemidDSSize), b)
+	return raw.decode(), nil
+}
+
+// SeminfoSize is the size in bytes of struct seminfo (IPC_INFO, SEM_INFO).
+const SeminfoSize = int(unsafe.Sizeof(Seminfo{}))
+
+// DecodeSeminfo decodes a struct seminfo that IPC_INFO or SEM_INFO wrote
+// into b.
+func DecodeSeminfo(b []byte) (Seminfo, error) {
+	if len(b) < SeminfoSize {
+		return Seminfo{}, fmt.Errorf("sysvsem: seminfo of %d bytes, want %d: %w", len(b), SeminfoSize, ErrMalformed)
+	}
+	var si Seminfo
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&si)), SeminfoSize), b)
+	return si, nil
+}

@@ -7,6 +7,8 @@
 //	semundo show PID...            the seed's /proc/<pid>/semundo format
 //	semundo ps [--json] [--all]    every process that holds adjustments
 //	semundo who SEMID [--ipcns N]  who will adjust a set on exit, and by how much
+//	semundo set PID [FILE|-]       write a list into another process (ptrace)
+//	semundo exec --undo FILE -- CMD   take a list, then execve CMD
 //
 // Exit status: 0 success, 1 error, 2 bad usage, 3 missing privilege
 // (root, capabilities, kernel lockdown), 4 the kernel lacks a feature.
@@ -18,7 +20,9 @@ import (
 	"io"
 	"os"
 
+	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/writer"
 )
 
 // Exit codes, documented in the README.
@@ -45,6 +49,10 @@ Commands:
   ps [--json] [--all]      list every process holding undo adjustments
   who SEMID [--ipcns INODE]
                            the processes that will adjust set SEMID when they exit
+  set PID [FILE|-]         make PID's adjustments for the listed sets equal FILE's
+                           ("add or update"; by ptrace injection into PID)
+  exec --undo FILE -- CMD [ARGS...]
+                           take FILE's adjustments, then execve CMD, which keeps them
   help                     this text
 
 Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a feature.
@@ -56,6 +64,10 @@ var commands = map[string]command{
 	"show": runShow,
 	"ps":   runPs,
 	"who":  runWho,
+	"set":  runSet,
+	"exec": runExec,
+	// Hidden: the file system's write path (see set.go).
+	"__inject": runInjectHelper,
 }
 
 func main() {
@@ -86,9 +98,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func exitCode(err error) int {
 	var ue usageError
+	var ee codeError
 	switch {
+	case errors.As(err, &ee):
+		return ee.code
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission):
+		return exitPermission
+	case errors.Is(err, inject.ErrArchNotSupported):
+		return exitUnsupported
 	case errors.Is(err, reader.ErrPermission):
 		return exitPermission
 	case errors.Is(err, reader.ErrNotSupported):

@@ -10,9 +10,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/sysvsem"
 )
 
 // binary is the semundo command, built once for all tests.
@@ -160,5 +162,92 @@ func TestUnprivileged(t *testing.T) {
 		if code != 3 || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "root") {
 			t.Errorf("%v as nobody: exit %d, stdout %q, stderr %q; want exit 3 and one line naming root", args, code, out, errs)
 		}
+	}
+}
+
+func TestSetCommand(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := holder.NewSet(t, 3)
+	h := holder.Start(t, "wait", nil, nil)
+	file := filepath.Join(t.TempDir(), "list")
+	want := fmt.Sprintf("%d 5 0 -7\n", s)
+	os.WriteFile(file, []byte(want), 0o600)
+	if out, errs, code := semundo(t, nil, "set", fmt.Sprint(h.PID), file); code != 0 || out != "" {
+		t.Fatalf("set: exit %d, %q, %q", code, out, errs)
+	}
+	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(h.PID)); out != want {
+		t.Fatalf("show after set: %q, want %q", out, want)
+	}
+	for _, tc := range []struct {
+		input string
+		code  int
+		msg   string
+	}{
+		{fmt.Sprintf("%d 1 2\n", s), 1, "has 3 semaphores, 2 values given"},
+		{"2147483000 1\n", 1, "does not exist in the IPC namespace"},
+		{fmt.Sprintf("%d 1 2 40000\n", s), 1, "out of range"},
+		{"x\n", 1, "line 1"},
+	} {
+		cmd := exec.Command(binary, "set", fmt.Sprint(h.PID), "-")
+		cmd.Stdin = strings.NewReader(tc.input)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code || !strings.Contains(errb.String(), tc.msg) || strings.Count(errb.String(), "\n") != 1 {
+			t.Errorf("set with %q: exit %d, stderr %q; want exit %d and one line with %q", tc.input, code, errb.String(), tc.code, tc.msg)
+		}
+		if out, _, _ := semundo(t, nil, "show", fmt.Sprint(h.PID)); out != want {
+			t.Errorf("after refused %q: show %q, want unchanged %q", tc.input, out, want)
+		}
+	}
+	if _, errs, code := semundo(t, nil, "set", "999999999", file); code != 1 || !strings.Contains(errs, "no such process") {
+		t.Errorf("set of a missing pid: exit %d, %q", code, errs)
+	}
+}
+
+// TestExecUndo: the exec'd program holds the file's adjustments; when it is
+// killed, the values change as the file said.
+func TestExecUndo(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := holder.NewSet(t, 2)
+	if err := sysvsem.SetAll(s, []uint16{10, 10}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "list")
+	want := fmt.Sprintf("%d -3 4\n", s)
+	os.WriteFile(file, []byte(want), 0o600)
+	cmd := exec.Command(binary, "exec", "--undo", file, "--", "sleep", "1000")
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Wait until semundo has become sleep.
+	for i := 0; ; i++ {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+		if strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		if i > 2000 {
+			t.Fatalf("semundo exec did not become sleep: %q, stderr %q", comm, errb.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(cmd.Process.Pid)); out != want {
+		t.Fatalf("show of the exec'd program: %q, want %q", out, want)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	vals, err := sysvsem.GetAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vals[0] != 7 || vals[1] != 14 {
+		t.Fatalf("values after the program died: %v, want [7 14]", vals)
 	}
 }

@@ -12,9 +12,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +52,9 @@ func MainWith(m *testing.M, setup func() (teardown func())) {
 	}
 	code := m.Run()
 	teardown()
+	if sharedDir != "" {
+		os.RemoveAll(sharedDir)
+	}
 	os.Exit(code)
 }
 
@@ -172,6 +177,18 @@ func helperMain(mode string) int {
 	}
 	switch mode {
 	case "wait":
+	case "busy":
+		// Goroutines that compute while the process is written into:
+		// each prints the sum of i*i for i < 2e8 when done.
+		for g := 0; g < 4; g++ {
+			go func() {
+				var sum uint64
+				for i := uint64(0); i < 2e8; i++ {
+					sum += i * i
+				}
+				fmt.Printf("sum %d\n", sum)
+			}()
+		}
 	case "leaderexit":
 		// The main thread leaves (exit, not exit_group) and the process
 		// goes on in its other threads, as a program whose main thread
@@ -233,6 +250,8 @@ type Helper struct {
 	// Child is what the helper reported: the pid of its forked child
 	// (mode "fork") or the id of the set it created ("ns").
 	Child int
+	// Out has the helper's output after its "ready" line.
+	Out   *bufio.Reader
 	stdin io.Closer
 }
 
@@ -249,7 +268,11 @@ func (h *Helper) Stop() error {
 // cleanup.
 func Start(t testing.TB, mode string, ops []Op, attr *syscall.SysProcAttr, env ...string) *Helper {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	exe := os.Args[0]
+	if attr != nil && attr.Credential != nil && attr.Credential.Uid != 0 {
+		exe = sharedExe(t)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "SEMUNDO_HELPER="+mode, "SEMUNDO_HELPER_OPS="+encodeOps(ops))
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
@@ -279,7 +302,8 @@ func Start(t testing.TB, mode string, ops []Op, attr *syscall.SysProcAttr, env .
 			unix.Wait4(h.Child, &ws, 0, nil)
 		}
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	h.Out = bufio.NewReader(stdout)
+	line, err := h.Out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("helper did not get ready: %v", err)
 	}
@@ -361,4 +385,33 @@ func StartChurn(key, nsems int, removed func(key int)) (wait func() error, err e
 		}
 		return cmd.Wait()
 	}, nil
+}
+
+var (
+	sharedOnce sync.Once
+	sharedDir  string
+	sharedPath string
+	sharedErr  error
+)
+
+// sharedExe returns a copy of the test binary that other users can run: go
+// test builds it in a directory only its owner may enter. Main removes it.
+func sharedExe(t testing.TB) string {
+	sharedOnce.Do(func() {
+		sharedDir, sharedErr = os.MkdirTemp("", "semundo-holder")
+		if sharedErr != nil {
+			return
+		}
+		os.Chmod(sharedDir, 0o755)
+		var b []byte
+		if b, sharedErr = os.ReadFile(os.Args[0]); sharedErr != nil {
+			return
+		}
+		sharedPath = filepath.Join(sharedDir, "holder")
+		sharedErr = os.WriteFile(sharedPath, b, 0o755)
+	})
+	if sharedErr != nil {
+		t.Fatalf("copy the test binary for another user: %v", sharedErr)
+	}
+	return sharedPath
 }

@@ -28,6 +28,7 @@ var DefaultPackages = []string{
 	"github.com/semundo/semundo/sysvsem",
 	"github.com/semundo/semundo/undo",
 	"github.com/semundo/semundo/plan",
+	"github.com/semundo/semundo/writer",
 }
 
 func defaultCache() string {

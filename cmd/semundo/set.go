@@ -1,0 +1,168 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+
+	"github.com/semundo/semundo/inject"
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/undo"
+	"github.com/semundo/semundo/writer"
+)
+
+// readList reads the seed's format from a file, or stdin for "-".
+func readList(name string) (undo.List, error) {
+	var b []byte
+	var err error
+	if name == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	l, err := undo.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", displayName(name), err)
+	}
+	return l, nil
+}
+
+func displayName(name string) string {
+	if name == "-" {
+		return "stdin"
+	}
+	return name
+}
+
+// runSet writes a list into another process by ptrace injection.
+func runSet(args []string, stdout io.Writer) error {
+	if len(args) < 1 || len(args) > 2 {
+		return usagef("set takes PID [FILE|-]")
+	}
+	pid, err := strconv.Atoi(args[0])
+	if err != nil || pid <= 0 {
+		return usagef("%q is not a pid", args[0])
+	}
+	src := "-"
+	if len(args) == 2 {
+		src = args[1]
+	}
+	want, err := readList(src)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		return fmt.Errorf("pid %d: no such process", pid)
+	}
+	r, err := openReader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := writer.Set(r, pid, want, nil); err != nil {
+		return fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// runExec writes a list into semundo's own process, then becomes CMD: the
+// list survives execve, so CMD starts holding the adjustments.
+func runExec(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	file := fs.String("undo", "", "the list to hold, in the seed's format (- for stdin)")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	cmd := fs.Args()
+	if *file == "" || len(cmd) == 0 {
+		return usagef("exec takes --undo FILE -- CMD [ARGS...]")
+	}
+	want, err := readList(*file)
+	if err != nil {
+		return err
+	}
+	path, err := exec.LookPath(cmd[0])
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd[0], err)
+	}
+	// A process started by fork and exec has no list, or (threads) an
+	// empty one; with the reader (root) semundo checks rather than trusts.
+	var cur undo.List
+	if r, err := reader.Open(nil); err == nil {
+		l, err := r.Read(os.Getpid())
+		r.Close()
+		if err != nil {
+			return err
+		}
+		cur = l.Undo()
+	}
+	if err := writer.WriteSelf(cur, want, nil); err != nil {
+		return err
+	}
+	err = syscall.Exec(path, cmd, os.Environ())
+	// Still here: the adjustments would be applied when semundo exits.
+	return fmt.Errorf("exec %s: %w (the adjustments were not kept)", path, err)
+}
+
+// injectRequest is what `semundo __inject` reads on stdin: the file
+// system's write path runs it with the credentials of the process that
+// wrote, so the kernel judges that process's right to ptrace the target.
+type injectRequest struct {
+	PID     int    `json:"pid"`
+	Current string `json:"current"`
+	Want    string `json:"want"`
+}
+
+// Exit codes of __inject, read by the file system daemon.
+const (
+	injectExitPermission = 3
+	injectExitInvalid    = 5
+	injectExitGone       = 6
+)
+
+// runInjectHelper is the hidden `__inject` command.
+func runInjectHelper(args []string, stdout io.Writer) error {
+	var req injectRequest
+	if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
+		return codeError{injectExitInvalid, fmt.Errorf("bad request: %w", err)}
+	}
+	cur, err := undo.Parse([]byte(req.Current))
+	if err != nil {
+		return codeError{injectExitInvalid, fmt.Errorf("current list: %w", err)}
+	}
+	want, err := undo.Parse([]byte(req.Want))
+	if err != nil {
+		return codeError{injectExitInvalid, err}
+	}
+	err = writer.Inject(req.PID, cur, want, nil)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission):
+		return codeError{injectExitPermission, err}
+	case errors.Is(err, writer.ErrNoSet), errors.Is(err, writer.ErrCount):
+		return codeError{injectExitInvalid, err}
+	case errors.Is(err, inject.ErrNoProcess), errors.Is(err, inject.ErrTargetExited), errors.Is(err, inject.ErrZombie):
+		return codeError{injectExitGone, err}
+	}
+	return err
+}
+
+// codeError carries a specific exit status.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e codeError) Error() string { return e.err.Error() }
+func (e codeError) Unwrap() error { return e.err }

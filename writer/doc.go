@@ -1,0 +1,29 @@
+// Package writer sets a process's System V semaphore undo adjustments
+// (semadj): the write side of the 2008 /proc/<pid>/semundo proposal, on
+// stock kernels.
+//
+// No system call sets an adjustment. A process changes its own by a (without
+// changing the semaphore's value) with one semop holding two operations on
+// the same semaphore, +a and -a, the second with SEM_UNDO, in the order that
+// keeps the value within [0, 32767] in between; package plan works out those
+// calls. For the calling process the calls are made directly (WriteSelf);
+// for another process they are injected into it with ptrace (Inject, Set),
+// so they run with the target's IPC namespace, credentials and undo list.
+//
+// Semantics are the seed's "add or update": after a write, the target's
+// adjustments for each listed set equal the given values; sets not listed
+// keep theirs. Everything is validated before the first change (the set
+// exists in the target's namespace, the number of values equals its nsems,
+// the target may alter it), and a write that fails part way is undone.
+//
+// All the changes for one set go in one semop call when they fit the
+// namespace's SEMOPM limit (500 by default: 250 semaphores with a change);
+// a set that needs more calls is not written atomically: another process
+// reading the adjustments in between sees part of the change. The calls
+// leave every value as it was, but set each changed semaphore's sempid to
+// the target's pid and the set's otime to now.
+//
+// Writing into a process whose other threads are doing SEM_UNDO operations
+// on the same sets at the same moment races with them: Set checks the result
+// afterwards and reports a mismatch.
+package writer

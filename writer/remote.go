@@ -1,0 +1,289 @@
+package writer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/semundo/semundo/inject"
+	"github.com/semundo/semundo/plan"
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/sysvsem"
+	"github.com/semundo/semundo/undo"
+	"golang.org/x/sys/unix"
+)
+
+// scratchSize holds the largest thing a write passes through the target's
+// memory: the values of a 65535-semaphore set (GETALL).
+const scratchSize = 2*plan.MaxSems + 4096
+
+// maxNsems is the largest set a write handles: sem_num is 16 bits.
+const maxNsems = 65535
+
+// Inject writes want into process pid, whose current list is cur (as a
+// reader saw it), by ptrace syscall injection: the semctl and semop calls
+// run inside pid, with its IPC namespace, its credentials and its undo
+// list. pid is stopped for the duration (one of its threads: the list is
+// shared by all of them), and left exactly as it was, stopped or running.
+//
+// The caller needs the right to ptrace pid (the kernel's
+// PTRACE_MODE_ATTACH check); semundo adds no privilege of its own.
+func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
+	s, err := inject.Seize(pid)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if derr := s.Detach(); derr != nil && err == nil {
+			err = derr
+		}
+		if opts != nil && opts.Stats != nil {
+			opts.Stats(pid, s.Stats())
+		}
+	}()
+	addr, err := s.Mmap(scratchSize)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if merr := s.Munmap(addr, scratchSize); merr != nil && err == nil {
+			err = merr
+		}
+	}()
+	return apply(&remote{s: s, addr: addr, local: sameIPCNamespace(pid)}, cur, want, opts)
+}
+
+// sameIPCNamespace reports whether pid shares the caller's IPC namespace:
+// then its sets can be read from here, sparing it a stop per call.
+func sameIPCNamespace(pid int) bool {
+	var self, other unix.Stat_t
+	if unix.Stat("/proc/self/ns/ipc", &self) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/ipc", pid), &other) != nil {
+		return false
+	}
+	return self.Dev == other.Dev && self.Ino == other.Ino
+}
+
+// Set writes want into process pid: it reads pid's current list with r,
+// injects the write, and reads the list again to check that the listed sets
+// now hold exactly what was asked.
+func Set(r *reader.Reader, pid int, want undo.List, opts *Options) error {
+	snap, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	cur := snap.ByPID(pid).Undo()
+	if err := Inject(pid, cur, want, opts); err != nil {
+		return err
+	}
+	return Verify(r, pid, want)
+}
+
+// Write is one process's part of a SetMany.
+type Write struct {
+	PID  int
+	List undo.List
+}
+
+// SetMany writes several processes' lists with one read of all lists
+// before and one after (Set reads twice per process). It stops at the
+// first failure and returns it; the writes before it stay.
+func SetMany(r *reader.Reader, writes []Write, opts *Options) error {
+	snap, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	for _, w := range writes {
+		if err := Inject(w.PID, snap.ByPID(w.PID).Undo(), w.List, opts); err != nil {
+			return fmt.Errorf("pid %d: %w", w.PID, err)
+		}
+	}
+	after, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	for _, w := range writes {
+		if err := verifyIn(after, w.PID, w.List); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Verify reads pid's list and checks that each set of want holds exactly
+// want's adjustments.
+func Verify(r *reader.Reader, pid int, want undo.List) error {
+	snap, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	return verifyIn(snap, pid, want)
+}
+
+func verifyIn(snap *reader.Snapshot, pid int, want undo.List) error {
+	got := snap.ByPID(pid)
+	for _, w := range want {
+		var adj []int16
+		if got != nil {
+			if e := got.Entry(w.Semid); e != nil {
+				adj = e.Adj
+			}
+		}
+		if !equalOrZero(adj, w.Adj) {
+			return fmt.Errorf("pid %d: set %d holds %v after the write, not %v (did another thread change it?): %w",
+				pid, w.Semid, adj, w.Adj, ErrMismatch)
+		}
+	}
+	return nil
+}
+
+// equalOrZero compares adjustments, where a missing entry (nil) equals all
+// zeros: a write of zeros into a process without an entry creates none.
+func equalOrZero(got, want []int16) bool {
+	if got == nil {
+		for _, v := range want {
+			if v != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// remote runs the calls inside the target.
+type remote struct {
+	s      *inject.Session
+	addr   uintptr
+	cache  *Creds
+	semmsl int // from IPC_INFO, once read
+	// local: the target is in the caller's IPC namespace, so reading a set
+	// (IPC_STAT, GETALL, IPC_INFO) need not run in the target. Changes
+	// (semop) always do: they belong to its undo list.
+	local bool
+}
+
+func (x *remote) pid() int { return x.s.Pid() }
+
+func (x *remote) semctl(semid int32, cmd int, out []byte) error {
+	if _, err := x.s.Syscall(unix.SYS_SEMCTL, uintptr(semid), 0, uintptr(cmd), x.addr); err != nil {
+		return err
+	}
+	return x.s.ReadMemory(x.addr, out)
+}
+
+func (x *remote) stat(semid int32) (sysvsem.SemidDS, error) {
+	if x.local {
+		ds, err := sysvsem.Stat(int(semid))
+		if err == nil && ds.Nsems > maxNsems {
+			return ds, fmt.Errorf("set %d has %d semaphores; semundo writes sets of at most %d", semid, ds.Nsems, maxNsems)
+		}
+		// The caller may lack read permission where the target has it.
+		if !errors.Is(err, unix.EACCES) {
+			return ds, err
+		}
+	}
+	buf := make([]byte, sysvsem.SemidDSSize)
+	if err := x.semctl(semid, unix.IPC_STAT, buf); err != nil {
+		return sysvsem.SemidDS{}, err
+	}
+	ds, err := sysvsem.DecodeSemidDS(buf)
+	if err == nil && ds.Nsems > maxNsems {
+		return ds, fmt.Errorf("set %d has %d semaphores; semundo writes sets of at most %d", semid, ds.Nsems, maxNsems)
+	}
+	return ds, err
+}
+
+func (x *remote) getAll(semid int32, nsems int) ([]uint16, error) {
+	if x.local {
+		vals, err := sysvsem.GetAll(int(semid))
+		if err == nil && len(vals) != nsems {
+			return nil, errSizeChanged(semid)
+		}
+		if !errors.Is(err, unix.EACCES) {
+			return vals, err
+		}
+	}
+	// The kernel writes the values of the set as it is now, which could be
+	// a larger set with the same id: unless SEMMSL keeps every set within
+	// the scratch memory, check the size first.
+	if x.semmsl == 0 {
+		info, err := x.info()
+		if err != nil {
+			return nil, err
+		}
+		x.semmsl = int(info.Semmsl)
+	}
+	if x.semmsl > maxNsems {
+		ds, err := x.stat(semid)
+		if err != nil {
+			return nil, err
+		}
+		if ds.Nsems != nsems {
+			return nil, errSizeChanged(semid)
+		}
+	}
+	buf := make([]byte, 2*nsems)
+	if err := x.semctl(semid, sysvsem.CmdGetAll, buf); err != nil {
+		return nil, err
+	}
+	vals := make([]uint16, nsems)
+	for i := range vals {
+		vals[i] = binary.NativeEndian.Uint16(buf[2*i:])
+	}
+	return vals, nil
+}
+
+func (x *remote) semop(semid int32, ops []plan.Op) error {
+	buf := make([]byte, 6*len(ops))
+	for i, o := range ops {
+		binary.NativeEndian.PutUint16(buf[6*i:], o.Num)
+		binary.NativeEndian.PutUint16(buf[6*i+2:], uint16(o.Op))
+		binary.NativeEndian.PutUint16(buf[6*i+4:], uint16(o.Flg))
+	}
+	if err := x.s.WriteMemory(x.addr, buf); err != nil {
+		return err
+	}
+	_, err := x.s.Syscall(unix.SYS_SEMOP, uintptr(semid), x.addr, uintptr(len(ops)))
+	return err
+}
+
+// info runs IPC_INFO in the target: the limits of its IPC namespace.
+func (x *remote) info() (sysvsem.Seminfo, error) {
+	if x.local {
+		info, _, err := sysvsem.Info()
+		return info, err
+	}
+	buf := make([]byte, sysvsem.SeminfoSize)
+	if err := x.semctl(0, sysvsem.CmdIPCInfo, buf); err != nil {
+		return sysvsem.Seminfo{}, fmt.Errorf("IPC_INFO in pid %d: %w", x.pid(), err)
+	}
+	return sysvsem.DecodeSeminfo(buf)
+}
+
+func (x *remote) semopm() (int, error) {
+	info, err := x.info()
+	return int(info.Semopm), err
+}
+
+func (x *remote) creds() (*Creds, error) {
+	if x.cache == nil {
+		c, err := NewProcFS("/proc").Creds(x.pid())
+		if err != nil {
+			return nil, err
+		}
+		x.cache = c
+	}
+	return x.cache, nil
+}
+
+func errSizeChanged(semid int32) error {
+	return fmt.Errorf("set %d was replaced by a set of another size during the write: %w", semid, ErrNoSet)
+}
