@@ -1,3 +1,7 @@
+//go:build amd64
+
+// The writer injects into other processes only on x86-64 (package inject).
+
 package writer_test
 
 import (
