@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/writer"
@@ -53,6 +54,12 @@ Commands:
                            ("add or update"; by ptrace injection into PID)
   exec --undo FILE -- CMD [ARGS...]
                            take FILE's adjustments, then execve CMD, which keeps them
+  checkpoint [--tree] [--cgroup DIR] [--force] [--sempids] [-o FILE] PID...
+                           save the sets of the processes' IPC namespace and their
+                           undo lists (processes frozen meanwhile) as a JSON image
+  restore FILE [--sets] [--undo] [--pid OLD=NEW]...
+                           recreate the sets with their ids in this IPC namespace,
+                           then write the lists into the live processes
   help                     this text
 
 Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a feature.
@@ -61,11 +68,13 @@ Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a featu
 type command func(args []string, stdout io.Writer) error
 
 var commands = map[string]command{
-	"show": runShow,
-	"ps":   runPs,
-	"who":  runWho,
-	"set":  runSet,
-	"exec": runExec,
+	"show":       runShow,
+	"ps":         runPs,
+	"who":        runWho,
+	"set":        runSet,
+	"exec":       runExec,
+	"checkpoint": runCheckpoint,
+	"restore":    runRestore,
 	// Hidden: the file system's write path (see set.go).
 	"__inject": runInjectHelper,
 }
@@ -110,7 +119,7 @@ func exitCode(err error) int {
 		return exitUnsupported
 	case errors.Is(err, reader.ErrPermission):
 		return exitPermission
-	case errors.Is(err, reader.ErrNotSupported):
+	case errors.Is(err, reader.ErrNotSupported), errors.Is(err, checkpoint.ErrNotSupported):
 		return exitUnsupported
 	}
 	return exitError

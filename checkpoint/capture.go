@@ -1,0 +1,306 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/sysvsem"
+	"golang.org/x/sys/unix"
+)
+
+// Errors of a capture or restore, to be tested with errors.Is.
+var (
+	// ErrNamespaces: the processes are not all in one IPC namespace.
+	ErrNamespaces = errors.New("processes in different IPC namespaces")
+	// ErrShared: a list is shared with a process outside the checkpoint.
+	ErrShared = errors.New("undo list shared with a process outside the checkpoint")
+	// ErrTaken: a set's id or key is taken in the namespace restored into.
+	ErrTaken = errors.New("set id or key already taken")
+	// ErrNotSupported: the kernel lacks /proc/sys/kernel/sem_next_id.
+	ErrNotSupported = errors.New("not supported by this kernel")
+	// ErrNoProcess: a process named does not exist.
+	ErrNoProcess = errors.New("no such process")
+)
+
+// CaptureOptions say what to capture.
+type CaptureOptions struct {
+	// PIDs are the processes to capture.
+	PIDs []int
+	// Tree adds every descendant of PIDs.
+	Tree bool
+	// Cgroup, when set, is the cgroup v2 directory of the processes: it is
+	// frozen with cgroup.freeze instead of SIGSTOP.
+	Cgroup string
+	// Force captures a list shared with a process outside the checkpoint,
+	// with a warning in the image, instead of refusing.
+	Force bool
+	// Version is recorded in the image (semundo_version).
+	Version string
+	// Sempids records each semaphore's last pid (GETPID): informational,
+	// not restorable, and one system call per semaphore, so off by
+	// default (the image's sempids are empty then).
+	Sempids bool
+}
+
+// Capture takes one consistent snapshot: the processes are frozen while
+// their lists and their IPC namespace's sets are read, and let go
+// afterwards, also when the capture fails; processes that were stopped
+// before stay stopped. The image is checked (Validate) when it is encoded.
+func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) {
+	if len(opts.PIDs) == 0 {
+		return nil, errors.New("no process to checkpoint")
+	}
+	for _, pid := range opts.PIDs {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		}
+	}
+	pids := slices.Clone(opts.PIDs)
+	if opts.Tree {
+		more, err := descendants(pids)
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, more...)
+	}
+	slices.Sort(pids)
+	pids = slices.Compact(pids)
+	ns, err := oneNamespace(pids)
+	if err != nil {
+		return nil, err
+	}
+
+	// Which processes were stopped before semundo came: the restore
+	// leaves those stopped.
+	stoppedBefore := map[int]bool{}
+	for _, pid := range pids {
+		if st, err := procState(pid); err == nil && st == 'T' {
+			stoppedBefore[pid] = true
+		}
+	}
+	var fz freezer
+	if opts.Cgroup != "" {
+		fz = &cgroupFreezer{dir: opts.Cgroup}
+	} else {
+		fz = &signalFreezer{pids: pids}
+	}
+	if err := fz.freeze(); err != nil {
+		// A partial freeze is undone too.
+		return nil, errors.Join(err, fz.thaw())
+	}
+	defer func() {
+		if terr := fz.thaw(); terr != nil {
+			err = errors.Join(err, terr)
+		}
+	}()
+	if opts.Tree && opts.Cgroup == "" {
+		// Children forked before the freeze took effect.
+		more, err := descendants(pids)
+		if err != nil {
+			return nil, err
+		}
+		if extra := missing(more, pids); len(extra) > 0 {
+			return nil, fmt.Errorf("processes %v were forked while the tree was being stopped: retry", extra)
+		}
+	}
+
+	img := &image.Image{
+		Created:        time.Now().UTC(),
+		SemundoVersion: opts.Version,
+		IPCNamespace:   ns,
+	}
+	if img.SemundoVersion == "" {
+		img.SemundoVersion = "unknown"
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err == nil {
+		img.KernelRelease = unix.ByteSliceToString(uts.Release[:])
+		img.Hostname = unix.ByteSliceToString(uts.Nodename[:])
+	}
+
+	// Lists first, then sets: a set removed in between (by a process
+	// outside the checkpoint) took its entries with it, and they are
+	// dropped below; the other order could capture an entry's set gone.
+	snap, err := r.Scan()
+	if err != nil {
+		return nil, err
+	}
+	if err := inNamespace(pids[0], ns, func() error { return captureSets(img, opts.Sempids) }); err != nil {
+		return nil, err
+	}
+	if err := captureLists(img, snap, pids, stoppedBefore, opts.Force); err != nil {
+		return nil, err
+	}
+	// Encode and WriteFile validate the image before writing a byte.
+	img.Sort()
+	return img, nil
+}
+
+func missing(have, known []int) []int {
+	var out []int
+	for _, p := range have {
+		if !slices.Contains(known, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// nsInode returns the inode of pid's IPC namespace.
+func nsInode(pid int) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/ipc", pid), &st); err != nil {
+		return 0, fmt.Errorf("IPC namespace of pid %d: %w", pid, err)
+	}
+	return st.Ino, nil
+}
+
+// oneNamespace checks that every process is in one IPC namespace.
+func oneNamespace(pids []int) (uint64, error) {
+	first, err := nsInode(pids[0])
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range pids[1:] {
+		ns, err := nsInode(pid)
+		if err != nil {
+			return 0, err
+		}
+		if ns != first {
+			return 0, fmt.Errorf("pid %d is in IPC namespace %d, pid %d in %d: checkpoint one namespace at a time: %w", pids[0], first, pid, ns, ErrNamespaces)
+		}
+	}
+	return first, nil
+}
+
+// inNamespace runs fn in the IPC namespace ns (that of pid). When it is not
+// the caller's, fn runs on a thread that enters it and never returns to the
+// Go scheduler: setns(CLONE_NEWIPC) detaches the thread from the process's
+// own undo list (exit_sem), so the thread must die with its goroutine.
+func inNamespace(pid int, ns uint64, fn func() error) error {
+	own, err := nsInode(os.Getpid())
+	if err != nil {
+		return err
+	}
+	if own == ns {
+		return fn()
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the thread exits with this goroutine.
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWIPC); err != nil {
+			done <- fmt.Errorf("enter IPC namespace of pid %d: %w", pid, err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
+}
+
+// captureSets reads every set of the current IPC namespace.
+func captureSets(img *image.Image, sempids bool) error {
+	info, _, err := sysvsem.Info()
+	if err != nil {
+		return err
+	}
+	img.Limits = image.Limits{Semmsl: info.Semmsl, Semmns: info.Semmns, Semopm: info.Semopm, Semmni: info.Semmni}
+	sets, err := sysvsem.Enumerate()
+	if err != nil {
+		return err
+	}
+	for _, e := range sets {
+		// The processes are frozen, but others may replace a set: GetAllN
+		// fails cleanly (EFAULT) if the set under this id grew.
+		vals, err := sysvsem.GetAllN(e.ID, e.Stat.Nsems)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EFAULT) {
+			continue // removed meanwhile by a process outside the checkpoint
+		}
+		if err != nil {
+			return fmt.Errorf("read set %d: %w", e.ID, err)
+		}
+		s := image.Set{
+			ID: int32(e.ID), Key: e.Stat.Perm.Key,
+			UID: e.Stat.Perm.UID, GID: e.Stat.Perm.GID, CUID: e.Stat.Perm.CUID, CGID: e.Stat.Perm.CGID,
+			Mode: e.Stat.Perm.Mode, Nsems: len(vals), Values: vals,
+			Otime: unixSec(e.Stat.Otime), Ctime: unixSec(e.Stat.Ctime),
+		}
+		if sempids {
+			s.Sempids = make([]int32, len(vals))
+		}
+		for i := range s.Sempids {
+			pid, err := sysvsem.GetPid(e.ID, i)
+			if err != nil {
+				break // removed meanwhile: leave the rest 0
+			}
+			s.Sempids[i] = int32(pid)
+		}
+		img.Sets = append(img.Sets, s)
+	}
+	return nil
+}
+
+func unixSec(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// captureLists adds the lists of the processes, grouped as the kernel
+// shares them.
+func captureLists(img *image.Image, snap *reader.Snapshot, pids []int, stopped map[int]bool, force bool) error {
+	inCheckpoint := map[int]bool{}
+	for _, p := range pids {
+		inCheckpoint[p] = true
+	}
+	done := map[*reader.List]bool{}
+	for _, pid := range pids {
+		l := snap.ByPID(pid)
+		if l == nil || done[l] {
+			continue
+		}
+		done[l] = true
+		var il image.List
+		for _, p := range l.Processes {
+			if !inCheckpoint[p.PID] {
+				msg := fmt.Sprintf("undo list of pid %d is shared with pid %d, which is not checkpointed: restoring it would apply its adjustments twice", pid, p.PID)
+				if !force {
+					return fmt.Errorf("%s; checkpoint both, or pass --force: %w", msg, ErrShared)
+				}
+				img.Warnings = append(img.Warnings, "--force: "+msg)
+				continue
+			}
+			ip := image.Process{PID: int32(p.PID), Comm: p.Comm, Stopped: stopped[p.PID]}
+			for _, t := range p.TIDs {
+				ip.TIDs = append(ip.TIDs, int32(t))
+			}
+			il.Processes = append(il.Processes, ip)
+		}
+		for _, e := range l.Entries {
+			s := img.Set(e.Semid)
+			if s == nil {
+				img.Warnings = append(img.Warnings, fmt.Sprintf("set %d was removed during the checkpoint: its entry in the list of pid %d is left out", e.Semid, pid))
+				continue
+			}
+			if s.Nsems != len(e.Adj) {
+				return fmt.Errorf("set %d has %d semaphores but the list of pid %d holds %d adjustments for it: retry", e.Semid, s.Nsems, pid, len(e.Adj))
+			}
+			il.Entries = append(il.Entries, image.Entry{Semid: e.Semid, Adj: slices.Clone(e.Adj)})
+		}
+		img.Lists = append(img.Lists, il)
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package checkpoint
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// freezer stops a group of processes and lets them go again.
+type freezer interface {
+	freeze() error
+	thaw() error
+}
+
+// cgroupFreezer uses the cgroup v2 freezer of one cgroup.
+type cgroupFreezer struct {
+	dir    string
+	frozen bool // already frozen before: leave it so
+}
+
+func (f *cgroupFreezer) freeze() error {
+	b, err := os.ReadFile(filepath.Join(f.dir, "cgroup.freeze"))
+	if err != nil {
+		return fmt.Errorf("cgroup %s: no cgroup v2 freezer (%w): pass a cgroup v2 directory, or leave out --cgroup to use SIGSTOP", f.dir, err)
+	}
+	f.frozen = strings.TrimSpace(string(b)) == "1"
+	if f.frozen {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "cgroup.freeze"), []byte("1"), 0); err != nil {
+		return fmt.Errorf("freeze cgroup %s: %w", f.dir, err)
+	}
+	// The write returns before every task has stopped: cgroup.events says
+	// when.
+	for i := 0; ; i++ {
+		ev, err := os.ReadFile(filepath.Join(f.dir, "cgroup.events"))
+		if err != nil {
+			return fmt.Errorf("cgroup %s: %w", f.dir, err)
+		}
+		if bytes.Contains(ev, []byte("frozen 1")) {
+			return nil
+		}
+		if i == 5000 {
+			return fmt.Errorf("cgroup %s did not freeze within 5 s", f.dir)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (f *cgroupFreezer) thaw() error {
+	if f.frozen {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "cgroup.freeze"), []byte("0"), 0); err != nil {
+		return fmt.Errorf("thaw cgroup %s: %w", f.dir, err)
+	}
+	return nil
+}
+
+// signalFreezer stops processes with SIGSTOP and continues with SIGCONT
+// only those that were not stopped already.
+type signalFreezer struct {
+	pids    []int
+	stopped map[int]bool // stopped before the freeze
+	sent    []int
+}
+
+func (f *signalFreezer) freeze() error {
+	f.stopped = map[int]bool{}
+	for _, pid := range f.pids {
+		st, err := procState(pid)
+		if err != nil {
+			return err
+		}
+		if st == 'T' {
+			f.stopped[pid] = true
+			continue
+		}
+		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+			return fmt.Errorf("stop pid %d: %w", pid, err)
+		}
+		f.sent = append(f.sent, pid)
+	}
+	// SIGSTOP takes effect when each thread next leaves the kernel: wait
+	// until every thread reports stopped.
+	for _, pid := range f.sent {
+		if err := waitStopped(pid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *signalFreezer) thaw() error {
+	var errs []error
+	for _, pid := range f.sent {
+		if err := unix.Kill(pid, unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("continue pid %d: %w", pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitStopped waits until every thread of pid is in group-stop (or pid is
+// gone).
+func waitStopped(pid int) error {
+	for i := 0; ; i++ {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return nil // exited: nothing left to capture
+		}
+		all := true
+		for _, t := range tasks {
+			st, err := taskState(pid, t.Name())
+			if err == nil && st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+				all = false
+				break
+			}
+		}
+		if all {
+			return nil
+		}
+		if i == 5000 {
+			return fmt.Errorf("pid %d did not stop within 5 s of SIGSTOP (blocked in uninterruptible sleep?)", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// procState returns the state letter of /proc/pid/stat.
+func procState(pid int) (byte, error) {
+	return statState(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+func taskState(pid int, tid string) (byte, error) {
+	return statState(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tid))
+}
+
+func statState(path string) (byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("%s: %w", path, syscall.ESRCH)
+		}
+		return 0, err
+	}
+	// The command name may hold spaces and parentheses: the state follows
+	// the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, fmt.Errorf("%s: malformed", path)
+	}
+	return b[i+2], nil
+}
+
+// parentOf returns pid's parent pid.
+func parentOf(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("pid %d: malformed stat", pid)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// descendants returns pid's descendants (children, grandchildren, ...),
+// from the ppid field of every process.
+func descendants(roots []int) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, err := parentOf(pid)
+		if err != nil {
+			continue
+		}
+		children[ppid] = append(children[ppid], pid)
+	}
+	seen := map[int]bool{}
+	var out []int
+	queue := append([]int(nil), roots...)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/semundo/semundo/checkpoint"
+	"github.com/semundo/semundo/image"
+)
+
+// version is recorded in checkpoint images.
+var version = "semundo (development build)"
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments, which it returns.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usagef("%v", err)
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// runCheckpoint writes an image of the processes' IPC namespace's sets and
+// of their undo lists.
+func runCheckpoint(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("checkpoint", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	tree := fs.Bool("tree", false, "also every descendant of the PIDs")
+	cgroup := fs.String("cgroup", "", "cgroup v2 directory of the processes: freeze it instead of SIGSTOP")
+	force := fs.Bool("force", false, "capture lists shared with processes outside the checkpoint, with a warning")
+	sempids := fs.Bool("sempids", false, "record each semaphore's last pid (informational; a system call per semaphore)")
+	out := fs.String("o", "", "write the image to `FILE` (atomically, mode 0600) instead of stdout")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return usagef("checkpoint needs at least one PID")
+	}
+	var pids []int
+	for _, a := range pos {
+		pid, err := strconv.Atoi(a)
+		if err != nil || pid <= 0 {
+			return usagef("%q is not a pid", a)
+		}
+		pids = append(pids, pid)
+	}
+	r, err := openReader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	img, err := checkpoint.Capture(r, checkpoint.CaptureOptions{PIDs: pids, Tree: *tree, Cgroup: *cgroup, Force: *force, Version: version, Sempids: *sempids})
+	if err != nil {
+		return err
+	}
+	for _, w := range img.Warnings {
+		fmt.Fprintf(os.Stderr, "semundo checkpoint: warning: %s\n", w)
+	}
+	if *out == "" {
+		return image.Encode(stdout, img)
+	}
+	return image.WriteFile(*out, img)
+}
+
+// pidMap is the repeatable --pid OLD=NEW flag.
+type pidMap map[int]int
+
+func (m pidMap) String() string { return fmt.Sprint(map[int]int(m)) }
+
+func (m pidMap) Set(s string) error {
+	a, b, ok := strings.Cut(s, "=")
+	oldPID, err1 := strconv.Atoi(a)
+	newPID, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || oldPID <= 0 || newPID <= 0 {
+		return fmt.Errorf("--pid wants OLD=NEW, two pids, got %q", s)
+	}
+	if _, dup := m[oldPID]; dup {
+		return fmt.Errorf("--pid maps %d twice", oldPID)
+	}
+	m[oldPID] = newPID
+	return nil
+}
+
+// runRestore recreates the sets of an image in semundo's IPC namespace
+// and/or writes its lists into live processes.
+func runRestore(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	sets := fs.Bool("sets", false, "recreate the sets (same ids, keys, owners, modes, values)")
+	lists := fs.Bool("undo", false, "write the undo lists into the live processes")
+	pm := pidMap{}
+	fs.Var(pm, "pid", "the process `OLD=NEW` replaces (repeatable)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("restore takes one image FILE")
+	}
+	if !*sets && !*lists {
+		*sets, *lists = true, true
+	}
+	img, err := image.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	if *sets {
+		if err := checkpoint.RestoreSets(img); err != nil {
+			return err
+		}
+	}
+	if *lists {
+		r, err := openReader()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		if err := checkpoint.RestoreUndo(r, img, pm); err != nil {
+			if *sets {
+				return fmt.Errorf("%w (the sets were restored; rerun with --undo only)", err)
+			}
+			return err
+		}
+	}
+	return nil
+}
