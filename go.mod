@@ -7,4 +7,6 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
+require github.com/hanwen/go-fuse/v2 v2.12.1
+
 tool github.com/cilium/ebpf/cmd/bpf2go

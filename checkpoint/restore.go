@@ -88,7 +88,8 @@ func RestoreSets(img *image.Image) (err error) {
 // written once, and only when their new processes share a list again. The
 // sets must exist with their values already (RestoreSets): SETALL would
 // zero the adjustments written here.
-func RestoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int) error {
+// opts pass through to writer.SetMany (nil: inject from this process).
+func RestoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *writer.Options) error {
 	known := map[int]bool{}
 	for _, l := range img.Lists {
 		for _, p := range l.Processes {
@@ -128,5 +129,5 @@ func RestoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int) error {
 		}
 		writes = append(writes, writer.Write{PID: first, List: (&l).Undo()})
 	}
-	return writer.SetMany(r, writes, nil)
+	return writer.SetMany(r, writes, opts)
 }

@@ -48,14 +48,17 @@ type List struct {
 
 // PID returns the lowest pid of the processes sharing the list.
 func (l *List) PID() int {
-	if len(l.Processes) == 0 {
+	if l == nil || len(l.Processes) == 0 {
 		return 0
 	}
 	return l.Processes[0].PID
 }
 
-// Entry returns the entry for semid, or nil.
+// Entry returns the entry for semid, or nil; a nil List has none.
 func (l *List) Entry(semid int32) *Entry {
+	if l == nil {
+		return nil
+	}
 	i, ok := slices.BinarySearchFunc(l.Entries, semid, func(e Entry, id int32) int {
 		return int(e.Semid) - int(id)
 	})

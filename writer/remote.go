@@ -67,21 +67,20 @@ func sameIPCNamespace(pid int) bool {
 // injects the write, and reads the list again to check that the listed sets
 // now hold exactly what was asked.
 func Set(r *reader.Reader, pid int, want undo.List, opts *Options) error {
-	snap, err := r.Scan()
-	if err != nil {
-		return err
-	}
-	cur := snap.ByPID(pid).Undo()
-	if err := Inject(pid, cur, want, opts); err != nil {
-		return err
-	}
-	return Verify(r, pid, want)
+	return SetMany(r, []Write{{PID: pid, List: want}}, opts)
 }
 
 // Write is one process's part of a SetMany.
 type Write struct {
 	PID  int
 	List undo.List
+}
+
+// Job is one injection: the list a process holds now and the one to write.
+type Job struct {
+	PID     int
+	Current undo.List
+	Want    undo.List
 }
 
 // SetMany writes several processes' lists with one read of all lists
@@ -92,9 +91,19 @@ func SetMany(r *reader.Reader, writes []Write, opts *Options) error {
 	if err != nil {
 		return err
 	}
-	for _, w := range writes {
-		if err := Inject(w.PID, snap.ByPID(w.PID).Undo(), w.List, opts); err != nil {
-			return fmt.Errorf("pid %d: %w", w.PID, err)
+	jobs := make([]Job, len(writes))
+	for i, w := range writes {
+		jobs[i] = Job{PID: w.PID, Current: snap.ByPID(w.PID).Undo(), Want: w.List}
+	}
+	if opts != nil && opts.Injector != nil {
+		if err := opts.Injector(jobs); err != nil {
+			return err
+		}
+	} else {
+		for _, j := range jobs {
+			if err := Inject(j.PID, j.Current, j.Want, opts); err != nil {
+				return fmt.Errorf("pid %d: %w", j.PID, err)
+			}
 		}
 	}
 	after, err := r.Scan()

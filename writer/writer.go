@@ -38,6 +38,11 @@ type Options struct {
 	// Stats, when set, receives each injection's figures (the target's
 	// stop time among them) after it detached.
 	Stats func(pid int, st inject.Stats)
+	// Injector, when set, performs the injections of Set and SetMany
+	// instead of Inject in this process: semundo's command line runs them
+	// in a child process of its own session, which finishes (and puts the
+	// targets back) even when the command is killed mid-write.
+	Injector func(jobs []Job) error
 }
 
 func (o *Options) retries() int {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/writer"
 )
 
 // version is recorded in checkpoint images.
@@ -127,7 +128,7 @@ func runRestore(args []string, stdout io.Writer) error {
 			return err
 		}
 		defer r.Close()
-		if err := checkpoint.RestoreUndo(r, img, pm); err != nil {
+		if err := checkpoint.RestoreUndo(r, img, pm, &writer.Options{Injector: childInjector}); err != nil {
 			if *sets {
 				return fmt.Errorf("%w (the sets were restored; rerun with --undo only)", err)
 			}

@@ -60,6 +60,9 @@ Commands:
   restore FILE [--sets] [--undo] [--pid OLD=NEW]...
                            recreate the sets with their ids in this IPC namespace,
                            then write the lists into the live processes
+  mount [--allow-other] DIR
+                           a FUSE file system with DIR/PID/semundo for every
+                           process: cat reads the list, echo "SEMID V..." writes it
   help                     this text
 
 Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a feature.
@@ -71,6 +74,7 @@ var commands = map[string]command{
 	"show":       runShow,
 	"ps":         runPs,
 	"who":        runWho,
+	"mount":      runMount,
 	"set":        runSet,
 	"exec":       runExec,
 	"checkpoint": runCheckpoint,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -8,7 +9,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/semundo/semundo/inject"
@@ -68,10 +71,65 @@ func runSet(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	if err := writer.Set(r, pid, want, nil); err != nil {
-		return fmt.Errorf("pid %d: %w", pid, err)
+	return writer.Set(r, pid, want, &writer.Options{Injector: childInjector})
+}
+
+// childInjector runs the injections in `semundo __inject`, a child in a
+// session of its own: if this command is killed mid-write, the child still
+// finishes and puts every target back as it was, instead of leaving a
+// target stopped halfway through an injected system call.
+func childInjector(jobs []writer.Job) error {
+	reqs := make([]injectRequest, len(jobs))
+	for i, j := range jobs {
+		cur, err := undo.Marshal(j.Current)
+		if err != nil {
+			return err
+		}
+		want, err := undo.Marshal(j.Want)
+		if err != nil {
+			return err
+		}
+		reqs[i] = injectRequest{PID: j.PID, Current: string(cur), Want: string(want)}
 	}
-	return nil
+	in, err := json.Marshal(reqs)
+	if err != nil {
+		return err
+	}
+	// The request goes in a file, complete before the child starts: a pipe
+	// fed by this process would break if this process were killed.
+	req, err := os.CreateTemp("", "semundo-inject")
+	if err != nil {
+		return err
+	}
+	os.Remove(req.Name())
+	defer req.Close()
+	if _, err := req.Write(in); err != nil {
+		return err
+	}
+	if _, err := req.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	cmd := exec.Command("/proc/self/exe", "__inject")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdin = req
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return err
+	}
+	msg := strings.TrimSpace(strings.TrimPrefix(stderr.String(), "semundo __inject: "))
+	if msg == "" {
+		msg = err.Error()
+	}
+	switch ee.ExitCode() {
+	case injectExitPermission:
+		return fmt.Errorf("%s: %w", msg, writer.ErrPermission)
+	case injectExitGone:
+		return fmt.Errorf("%s: %w", msg, inject.ErrNoProcess)
+	}
+	return errors.New(msg)
 }
 
 // runExec writes a list into semundo's own process, then becomes CMD: the
@@ -130,12 +188,36 @@ const (
 	injectExitGone       = 6
 )
 
-// runInjectHelper is the hidden `__inject` command.
+// runInjectHelper is the hidden `__inject` command: it reads one request,
+// or an array of them (done in order, stopping at the first failure).
 func runInjectHelper(args []string, stdout io.Writer) error {
-	var req injectRequest
-	if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
+	// If the semundo that started this helper is gone, its error message
+	// has nowhere to go; that must not kill the helper mid-injection.
+	signal.Ignore(syscall.SIGPIPE)
+	in, err := io.ReadAll(os.Stdin)
+	if err != nil {
 		return codeError{injectExitInvalid, fmt.Errorf("bad request: %w", err)}
 	}
+	var reqs []injectRequest
+	if t := bytes.TrimSpace(in); len(t) > 0 && t[0] == '[' {
+		err = json.Unmarshal(in, &reqs)
+	} else {
+		var one injectRequest
+		err = json.Unmarshal(in, &one)
+		reqs = []injectRequest{one}
+	}
+	if err != nil {
+		return codeError{injectExitInvalid, fmt.Errorf("bad request: %w", err)}
+	}
+	for _, req := range reqs {
+		if err := injectOne(req); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func injectOne(req injectRequest) error {
 	cur, err := undo.Parse([]byte(req.Current))
 	if err != nil {
 		return codeError{injectExitInvalid, fmt.Errorf("current list: %w", err)}
@@ -145,6 +227,9 @@ func runInjectHelper(args []string, stdout io.Writer) error {
 		return codeError{injectExitInvalid, err}
 	}
 	err = writer.Inject(req.PID, cur, want, nil)
+	if err != nil && !strings.Contains(err.Error(), fmt.Sprint(req.PID)) {
+		err = fmt.Errorf("pid %d: %w", req.PID, err)
+	}
 	switch {
 	case err == nil:
 		return nil

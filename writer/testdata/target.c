@@ -6,6 +6,7 @@
  *   read            read(0) once; prints "read N DATA"
  *   pause           pause() until SIGUSR1; prints "woke"
  *   spin N          sums i*i mod 2^64 for i < N; prints "sum S"
+ *   spinloop N      the same, again and again, printing each sum
  *   threads N       N threads counting; each stdin line prints "count C"
  *   semop SEMID     semop(-1 on sem 0) blocks until posted; prints "got"
  * then it waits in pause() until killed. */
@@ -70,6 +71,15 @@ int main(int argc, char **argv)
 		for (unsigned long i = 0; i < n; i++)
 			sum += i * i;
 		printf("sum %lu\n", sum);
+	} else if (!strcmp(mode, "spinloop")) {
+		unsigned long n = strtoul(argv[2], 0, 10);
+		printf("ready\n");
+		for (;;) {
+			unsigned long sum = 0;
+			for (unsigned long i = 0; i < n; i++)
+				sum += i * i;
+			printf("sum %lu\n", sum);
+		}
 	} else if (!strcmp(mode, "threads")) {
 		long n = atol(argv[2]);
 		pthread_t t;

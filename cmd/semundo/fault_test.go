@@ -1,0 +1,210 @@
+//go:build amd64
+
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/undo"
+)
+
+// spinTarget is a C process that computes the same sum again and again and
+// prints each result: wrong registers or memory after an injection show up
+// as a wrong sum, or as the process dying.
+type spinTarget struct {
+	cmd  *exec.Cmd
+	pid  int
+	bad  atomic.Int32
+	sums atomic.Int32
+	done chan struct{}
+}
+
+const spinN = 3000000
+
+func startSpinTarget(t *testing.T) *spinTarget {
+	t.Helper()
+	src, err := os.ReadFile("../../writer/testdata/target.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := testenv.BuildC(t, "target", string(src))
+	var want uint64
+	for i := uint64(0); i < spinN; i++ {
+		want += i * i
+	}
+	cmd := exec.Command(bin, "spinloop", fmt.Sprint(spinN))
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &spinTarget{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); <-s.done })
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != "ready" {
+		t.Fatalf("target: %q", sc.Text())
+	}
+	go func() {
+		defer close(s.done)
+		for sc.Scan() {
+			if sc.Text() != fmt.Sprintf("sum %d", want) {
+				s.bad.Add(1)
+			}
+			s.sums.Add(1)
+		}
+	}()
+	return s
+}
+
+// alive reports whether the target still runs (not dead, not a zombie).
+func (s *spinTarget) alive() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+	return err == nil && !strings.Contains(string(b), ") Z ")
+}
+
+// reapInjectors waits for the `semundo __inject` children that outlived a
+// killed semundo: this test process is a child subreaper (holder.Main), so
+// when semundo died they became its children. Every child but the target
+// is one (maybe not yet exec'd).
+func reapInjectors(t *testing.T, target int) {
+	t.Helper()
+	self := os.Getpid()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == target {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(self) {
+			continue
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err == nil && ws != 0 {
+			t.Logf("injector %d: exit %d, signal %v", pid, ws.ExitStatus(), ws.Signal())
+		}
+	}
+}
+
+// untraced waits until nothing traces pid any more: the injection child,
+// which outlives a killed semundo, has finished.
+func untraced(t *testing.T, pid int) {
+	t.Helper()
+	for i := 0; ; i++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil || strings.Contains(string(b), "TracerPid:\t0\n") {
+			return
+		}
+		if i > 5000 {
+			t.Fatalf("pid %d still traced after 5 s", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var (
+	faultReaderOnce sync.Once
+	faultReader     *reader.Reader
+	faultReaderErr  error
+)
+
+func entryOf(t *testing.T, pid, semid int) string {
+	t.Helper()
+	faultReaderOnce.Do(func() { faultReader, faultReaderErr = reader.Open(nil) })
+	if faultReaderErr != nil {
+		t.Fatal(faultReaderErr)
+	}
+	l, err := faultReader.Read(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := l.Entry(int32(semid)); e != nil {
+		b, _ := undo.Marshal(undo.List{{Semid: e.Semid, Adj: e.Adj}})
+		return string(b)
+	}
+	return ""
+}
+
+// TestKillDuringSet kills `semundo set` at random moments, 500 times (50
+// with -short): the target lives on, computes right, and its list is either
+// as before or fully written. The injection runs in a child of its own
+// session, which completes when the command dies.
+func TestKillDuringSet(t *testing.T) {
+	testenv.RequireRoot(t)
+	trials := 500
+	if testing.Short() {
+		trials = 50
+	}
+	s := holder.NewSet(t, 4)
+	target := startSpinTarget(t)
+	lists := [2]string{fmt.Sprintf("%d 1 -2 3 -4\n", s), fmt.Sprintf("%d -100 200 0 7\n", s)}
+	// One write to the end tells how long a write takes: the kills land
+	// anywhere in that time.
+	t0 := time.Now()
+	first := exec.Command(binary, "set", fmt.Sprint(target.pid), "-")
+	first.Stdin = strings.NewReader(lists[1])
+	if out, err := first.CombinedOutput(); err != nil {
+		t.Fatalf("set: %v: %s", err, out)
+	}
+	span := time.Since(t0)
+	before := lists[1]
+	outcomes := map[string]int{}
+	for i := 0; i < trials; i++ {
+		want := lists[i%2]
+		cmd := exec.Command(binary, "set", fmt.Sprint(target.pid), "-")
+		cmd.Stdin = strings.NewReader(want)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(span))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		reapInjectors(t, target.pid)
+		untraced(t, target.pid)
+		if !target.alive() {
+			t.Fatalf("trial %d: target died", i)
+		}
+		got := entryOf(t, target.pid, s)
+		switch got {
+		case want:
+			outcomes["written"]++
+		case before:
+			outcomes["untouched"]++
+		default:
+			t.Fatalf("trial %d: list %q is neither the old %q nor the new %q", i, got, before, want)
+		}
+		if err == nil {
+			outcomes["finished before the kill"]++
+		}
+		before = got
+	}
+	// Let the target print a few more sums, then check them all.
+	n := target.sums.Load()
+	for i := 0; target.sums.Load() < n+3 && i < 3000; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if b := target.bad.Load(); b != 0 {
+		t.Fatalf("%d of %d sums were wrong", b, target.sums.Load())
+	}
+	t.Logf("%d trials, kills within %v: %v; the target printed %d right sums", trials, span, outcomes, target.sums.Load())
+	if outcomes["written"] == 0 || outcomes["untouched"] == 0 {
+		t.Fatalf("the kills did not land both before and after the write: %v", outcomes)
+	}
+}

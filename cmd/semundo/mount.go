@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/undofs"
+)
+
+const mountUsage = `usage: semundo mount [--allow-other] DIR
+
+Mounts a FUSE file system on DIR and serves it in the foreground until
+SIGINT (Ctrl-C) or SIGTERM, which unmount it. Needs root.
+
+  DIR/PID/semundo   the undo list of process PID in the seed's format,
+                    "SEMID ADJ0 ADJ1 ..." per set, taken when the file is
+                    opened. ls DIR shows the processes that have entries;
+                    any live PID can be opened (empty when it has no list).
+
+Writing "SEMID ADJ0 ADJ1 ..." lines adds or updates those entries of PID's
+list (others stay), as the writing process, never as root: the kernel must
+let the writer ptrace PID. A write(2) that ends a line applies it and returns
+the error; a last line without a newline is applied at close(2).
+  EACCES   the writer may not ptrace PID
+  EINVAL   not the format (nothing changed), or a semid that does not exist,
+           or the wrong number of values for the set
+  EDEADLK  the writer is PID itself (it would wait on itself): to set a
+           process's own list, use: semundo exec --undo FILE -- CMD
+  ESRCH    PID exited
+Example: echo "163848 -1 0 0 -2" > DIR/32139/semundo
+
+  --allow-other   let users other than root in (reads show every list to
+                  them; writes are still checked as above). Without it only
+                  root may enter DIR.
+
+A second semundo mount on the same DIR fails. Exit status: 0 after a clean
+unmount, 1 error, 2 usage, 3 not root, 4 no FUSE or BPF support.
+`
+
+// runMount mounts the undo file system and serves it until a signal.
+func runMount(args []string, stdout io.Writer) error {
+	allowOther := false
+	var dir string
+	for _, a := range args {
+		switch a {
+		case "--allow-other", "-allow-other":
+			allowOther = true
+		case "-h", "--help", "-help":
+			fmt.Fprint(stdout, mountUsage)
+			return nil
+		default:
+			if len(a) > 1 && a[0] == '-' {
+				return usagef("mount: unknown flag %q (see semundo mount --help)", a)
+			}
+			if dir != "" {
+				return usagef("mount takes one DIR, got %q and %q", dir, a)
+			}
+			dir = a
+		}
+	}
+	if dir == "" {
+		return usagef("mount needs a DIR (see semundo mount --help)")
+	}
+
+	// Signals are caught before mounting, so that one arriving during the
+	// mount still unmounts.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	r, err := openReader()
+	if err != nil {
+		return err
+	}
+	// The FS does not own r: it is closed here, after serving ends.
+	defer r.Close()
+	lg := log.New(os.Stderr, "semundo mount: ", log.LstdFlags)
+	fsys, err := undofs.Mount(dir, &undofs.Options{AllowOther: allowOther, Reader: r, Log: lg})
+	switch {
+	case errors.Is(err, undofs.ErrNoFUSE):
+		return fmt.Errorf("%w (%w)", err, reader.ErrNotSupported)
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("%w (%w)", err, reader.ErrPermission)
+	case err != nil:
+		return err
+	}
+	lg.Printf("serving %s (pid %d); Ctrl-C or kill -TERM %d unmounts", fsys.Dir(), os.Getpid(), os.Getpid())
+
+	select {
+	case s := <-sigs:
+		lg.Printf("%v: unmounting %s", s, fsys.Dir())
+	case <-fsys.Done():
+		lg.Printf("%s was unmounted from outside", fsys.Dir())
+		return nil
+	}
+	if err := fsys.Unmount(); err != nil {
+		if !errors.Is(err, undofs.ErrBusy) {
+			return err
+		}
+		// Detached lazily: the directory is free; exiting closes the FUSE
+		// connection, so the processes that still held it get ENOTCONN.
+		lg.Print(err)
+		select {
+		case <-fsys.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,229 @@
+package undofs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/semundo/semundo/undo"
+)
+
+// Errors an Injector returns (wrapped), each answered to the writer with its
+// own errno; any other error is EIO.
+var (
+	// ErrPermission: the kernel refused the caller (ptrace access, or alter
+	// permission on a set). The writer gets EACCES.
+	ErrPermission = errors.New("permission denied")
+	// ErrInvalid: the list written does not fit the target (a semid that
+	// does not exist, the wrong number of values, a value out of range).
+	// The writer gets EINVAL.
+	ErrInvalid = errors.New("invalid undo list for the target")
+	// ErrNoProcess: the target process is gone. The writer gets ESRCH.
+	ErrNoProcess = errors.New("no such process")
+	// ErrTimeout: the injection did not finish in time and was killed.
+	// The writer gets ETIMEDOUT.
+	ErrTimeout = errors.New("injection timed out")
+)
+
+// Caller is the process that made a FUSE write request, as the kernel
+// judges it: every write is done with these credentials and no others.
+type Caller struct {
+	// PID is the calling thread (FUSE reports thread ids) and TGID its
+	// process, both in the daemon's PID namespace.
+	PID, TGID int
+	// UID and GID are the real ids, the ones ptrace's access check uses.
+	UID, GID uint32
+	// Groups are the supplementary groups.
+	Groups []uint32
+	// CapEff is the effective capability set.
+	CapEff uint64
+}
+
+// Injector changes the undo list of process pid from current (read just
+// before the call) to hold want: "add or update", entries of current that
+// want does not name stay as they are. It must act with caller's privileges
+// only, and return an error wrapping ErrPermission, ErrInvalid,
+// ErrNoProcess or ErrTimeout where those apply.
+type Injector interface {
+	Inject(ctx context.Context, caller Caller, pid int, current, want undo.List) error
+}
+
+// InjectRequest is the JSON object ExecInjector writes to its helper's
+// standard input: the target pid and both lists in the seed's text format.
+type InjectRequest struct {
+	PID     int    `json:"pid"`
+	Current string `json:"current"`
+	Want    string `json:"want"`
+}
+
+// Exit statuses of the helper ExecInjector runs. Any other status, or a
+// signal, is a failure the writer sees as EIO.
+const (
+	HelperOK         = 0
+	HelperPermission = 3 // EACCES/EPERM from ptrace or the set's alter permission
+	HelperInvalid    = 5 // semid missing, wrong count, out of range
+	HelperGone       = 6 // the target exited
+)
+
+// DefaultInjectTimeout bounds one helper run.
+const DefaultInjectTimeout = 10 * time.Second
+
+// ExecInjector runs a helper program (by default this very binary as
+// "semundo __inject") with the caller's credentials: real uid and gid,
+// supplementary groups, and no capability the caller lacks. The helper gets
+// an InjectRequest on stdin and reports through its exit status; its stderr
+// (one line) becomes the error's message. Since the helper has no more
+// privilege than the caller, the kernel itself judges whether the caller may
+// ptrace the target.
+type ExecInjector struct {
+	// Path is the helper binary; "" means /proc/self/exe. It is opened by
+	// the daemon and executed through /proc/self/fd, so the caller's
+	// credentials need execute permission on the file but not search
+	// permission on its directories.
+	Path string
+	// Args are the arguments after the program name; nil means
+	// {"__inject"}.
+	Args []string
+	// Env is the helper's environment; nil means a bare PATH.
+	Env []string
+	// Timeout bounds a run (0: DefaultInjectTimeout). A helper still
+	// running then is killed.
+	Timeout time.Duration
+}
+
+// InjectError is a failed helper run.
+type InjectError struct {
+	PID    int    // target process
+	Caller int    // the writing process
+	Status int    // the helper's exit status, -1 when it did not exit normally
+	Msg    string // what the helper said on stderr (one line), or what went wrong
+	Err    error  // ErrPermission, ErrInvalid, ErrNoProcess, ErrTimeout or another cause
+}
+
+// Error returns "inject into pid P for pid C: MSG: ERR".
+func (e *InjectError) Error() string {
+	s := fmt.Sprintf("inject into pid %d for pid %d", e.PID, e.Caller)
+	if e.Msg != "" {
+		s += ": " + e.Msg
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the error's kind.
+func (e *InjectError) Unwrap() error { return e.Err }
+
+// Inject runs the helper; see ExecInjector.
+func (x *ExecInjector) Inject(ctx context.Context, caller Caller, pid int, current, want undo.List) error {
+	fail := func(status int, msg string, err error) error {
+		return &InjectError{PID: pid, Caller: caller.TGID, Status: status, Msg: msg, Err: err}
+	}
+	cur, err := undo.Marshal(current)
+	if err != nil {
+		return fail(-1, "current list", err)
+	}
+	wt, err := undo.Marshal(want)
+	if err != nil {
+		return fail(-1, "wanted list", fmt.Errorf("%w: %w", ErrInvalid, err))
+	}
+	req, err := json.Marshal(InjectRequest{PID: pid, Current: string(cur), Want: string(wt)})
+	if err != nil {
+		return fail(-1, "encode request", err)
+	}
+
+	path := x.Path
+	if path == "" {
+		path = "/proc/self/exe"
+	}
+	bin, err := os.Open(path)
+	if err != nil {
+		return fail(-1, "open helper", err)
+	}
+	defer bin.Close()
+
+	timeout := x.Timeout
+	if timeout <= 0 {
+		timeout = DefaultInjectTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	args := x.Args
+	if args == nil {
+		args = []string{"__inject"}
+	}
+	env := x.Env
+	if env == nil {
+		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	}
+	// The helper is ExtraFiles[0], fd 3 in the child, and executed by its
+	// /proc/self/fd link after the child has taken on the caller's ids.
+	cmd := exec.CommandContext(ctx, "/proc/self/fd/3")
+	cmd.Args = append([]string{"semundo"}, args...)
+	cmd.Env = env
+	cmd.Dir = "/"
+	cmd.Stdin = bytes.NewReader(req)
+	var stderr limitedBuffer
+	cmd.Stderr = &stderr
+	cmd.ExtraFiles = []*os.File{bin}
+	cmd.WaitDelay = time.Second
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: caller.UID, Gid: caller.GID, Groups: caller.Groups},
+	}
+
+	if err := startAs(cmd, caller.UID, caller.CapEff); err != nil {
+		return fail(-1, fmt.Sprintf("start helper %s as uid %d", path, caller.UID), err)
+	}
+	err = cmd.Wait()
+	msg := stderr.line()
+	if ctx.Err() == context.DeadlineExceeded {
+		return fail(-1, msg, fmt.Errorf("%w after %v", ErrTimeout, timeout))
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee) && ee.Exited():
+		status := ee.ExitCode()
+		switch status {
+		case HelperPermission:
+			return fail(status, msg, ErrPermission)
+		case HelperInvalid:
+			return fail(status, msg, ErrInvalid)
+		case HelperGone:
+			return fail(status, msg, ErrNoProcess)
+		}
+		return fail(status, msg, fmt.Errorf("helper exited with status %d", status))
+	}
+	return fail(-1, msg, fmt.Errorf("helper: %w", err))
+}
+
+// limitedBuffer keeps the first 4 KiB written to it: a helper's message
+// is one line, and a runaway helper must not grow the daemon.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4096 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// line returns the first non-empty line written, trimmed.
+func (l *limitedBuffer) line() string {
+	for s := range strings.SplitSeq(string(l.b), "\n") {
+		if s = strings.TrimSpace(s); s != "" {
+			return s
+		}
+	}
+	return ""
+}

@@ -1,0 +1,119 @@
+package undofs
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+func TestProcStatusFixtures(t *testing.T) {
+	p := procFS("testdata/proc")
+	tests := []struct {
+		pid    int
+		tgid   int
+		uid    [4]uint32
+		gid    [4]uint32
+		groups []uint32
+		capEff uint64
+	}{
+		{100, 100, [4]uint32{}, [4]uint32{}, []uint32{}, 0x000001fffeffffff},
+		// A thread (tid 101 of process 100) of a set-uid program.
+		{101, 100, [4]uint32{1000, 0, 0, 0}, [4]uint32{1000, 1000, 1000, 1000}, []uint32{4, 24, 27, 1000}, 1 << 19},
+		{102, 102, [4]uint32{65534, 65534, 65534, 65534}, [4]uint32{65534, 65534, 65534, 65534}, []uint32{}, 0},
+	}
+	for _, tt := range tests {
+		st, err := p.status(tt.pid)
+		if err != nil {
+			t.Fatalf("status(%d): %v", tt.pid, err)
+		}
+		if st.Tgid != tt.tgid || st.UID != tt.uid || st.GID != tt.gid || !slices.Equal(st.Groups, tt.groups) || st.CapEff != tt.capEff {
+			t.Errorf("status(%d) = %+v, want tgid %d uid %v gid %v groups %v capeff %#x",
+				tt.pid, st, tt.tgid, tt.uid, tt.gid, tt.groups, tt.capEff)
+		}
+	}
+	// A status without CapEff cannot be judged from.
+	if _, err := p.status(103); err == nil {
+		t.Error("status(103) without a CapEff line: no error")
+	}
+	for _, pid := range []int{0, -1, 104} {
+		if _, err := p.status(pid); !errors.Is(err, errNoTask) {
+			t.Errorf("status(%d) = %v, want errNoTask", pid, err)
+		}
+	}
+}
+
+func TestParseStatusBad(t *testing.T) {
+	for _, in := range []string{
+		"",
+		"Tgid:\t1\nUid:\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\t0\n",    // three uids
+		"Tgid:\tx\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\t0\n", // bad tgid
+		"Tgid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t-1\nCapEff:\t0\n",
+		"Tgid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\tzz\n",
+		"Tgid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nCapEff:\t0\n", // no Groups
+	} {
+		if st, err := parseStatus([]byte(in)); err == nil {
+			t.Errorf("parseStatus(%q) = %+v, want an error", in, st)
+		}
+	}
+}
+
+func TestMountAt(t *testing.T) {
+	mi := []byte(`22 27 0:21 / /proc rw,relatime - proc proc rw
+42 27 0:39 / /tmp/a\040b rw,nosuid,nodev,relatime - fuse.semundo semundo rw,user_id=0,group_id=0
+43 27 0:40 / /tmp/x rw,relatime shared:5 master:1 - tmpfs tmpfs rw
+44 43 0:41 / /tmp/x rw,relatime - fuse.sshfs host:/srv rw
+`)
+	tests := []struct {
+		dir, fstype, source string
+		ok                  bool
+	}{
+		{"/tmp/a b", "fuse.semundo", "semundo", true},
+		// The later of two stacked mounts is the visible one.
+		{"/tmp/x", "fuse.sshfs", "host:/srv", true},
+		{"/proc", "proc", "proc", true},
+		{"/tmp", "", "", false},
+		{`/tmp/a\040b`, "", "", false},
+	}
+	for _, tt := range tests {
+		fstype, source, ok := mountAt(mi, tt.dir)
+		if fstype != tt.fstype || source != tt.source || ok != tt.ok {
+			t.Errorf("mountAt(%q) = %q, %q, %v; want %q, %q, %v", tt.dir, fstype, source, ok, tt.fstype, tt.source, tt.ok)
+		}
+	}
+}
+
+func TestNodeIDs(t *testing.T) {
+	for _, pid := range []int{1, 2, 12345, maxPID} {
+		if k, p := node(dirID(pid)); k != kindDir || p != pid {
+			t.Errorf("node(dirID(%d)) = %d, %d", pid, k, p)
+		}
+		if k, p := node(fileID(pid)); k != kindFile || p != pid {
+			t.Errorf("node(fileID(%d)) = %d, %d", pid, k, p)
+		}
+	}
+	if k, _ := node(1); k != kindRoot {
+		t.Errorf("node(1) = %d, want the root", k)
+	}
+	for _, id := range []uint64{0, 2, 3, ^uint64(0), uint64(maxPID+1)<<2 | kindDir} {
+		if k, _ := node(id); k != 0 {
+			t.Errorf("node(%#x) = kind %d, want none", id, k)
+		}
+	}
+	for name, want := range map[string]int{"1": 1, "4194304": maxPID, "01": 0, "+1": 0, "0": 0, "-1": 0, "": 0, "4194305": 0, "1a": 0, " 1": 0} {
+		if got := parsePID(name); got != want {
+			t.Errorf("parsePID(%q) = %d, want %d", name, got, want)
+		}
+	}
+}
+
+func TestLimitedBuffer(t *testing.T) {
+	var l limitedBuffer
+	l.Write([]byte("\n  first line  \nsecond\n"))
+	big := make([]byte, 10000)
+	if n, _ := l.Write(big); n != len(big) || len(l.b) != 4096 {
+		t.Errorf("Write of 10000 bytes: n %d, kept %d", n, len(l.b))
+	}
+	if got := l.line(); got != "first line" {
+		t.Errorf("line() = %q", got)
+	}
+}
