@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/reader"
@@ -207,4 +209,110 @@ func TestKillDuringSet(t *testing.T) {
 	if outcomes["written"] == 0 || outcomes["untouched"] == 0 {
 		t.Fatalf("the kills did not land both before and after the write: %v", outcomes)
 	}
+}
+
+// TestKillDuringRestore kills `semundo restore --undo` at random moments,
+// 200 times (30 with -short): the target lives on, computes right, and its
+// list is the one before or the one in the image, never part of it.
+func TestKillDuringRestore(t *testing.T) {
+	testenv.RequireRoot(t)
+	trials := 200
+	if testing.Short() {
+		trials = 30
+	}
+	a, b := holder.NewSet(t, 3), holder.NewSet(t, 2)
+	target := startSpinTarget(t)
+	dir := t.TempDir()
+	// Two images of one process's list: restoring them in turn into the
+	// target alternates its list between the two.
+	var images [2]string
+	var lists [2]string
+	for i, vals := range [2][2]int16{{5, 6}, {1, 9}} {
+		h := holder.Start(t, "wait", []holder.Op{
+			{Semid: a, Num: 0, Val: vals[0], Undo: true}, {Semid: b, Num: 1, Val: vals[1], Undo: true},
+		}, nil)
+		images[i] = filepath.Join(dir, fmt.Sprintf("img%d.json", i))
+		if out, errs, code := semundo(t, nil, "checkpoint", "-o", images[i], fmt.Sprint(h.PID)); code != 0 {
+			t.Fatalf("checkpoint: %d %s %s", code, out, errs)
+		}
+		lists[i] = fmt.Sprintf("%d %d 0 0\n%d 0 %d\n", a, -vals[0], b, -vals[1])
+		restore := func() (time.Duration, error) {
+			t0 := time.Now()
+			cmd := exec.Command(binary, "restore", images[i], "--undo", "--pid", fmt.Sprintf("%d=%d", h.PID, target.pid))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return 0, fmt.Errorf("%v: %s", err, out)
+			}
+			return time.Since(t0), nil
+		}
+		if i == 1 {
+			// The last write of the setup: the target holds lists[1].
+			if _, err := restore(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.Stop()
+	}
+	got := func() string {
+		return entryOf(t, target.pid, a) + entryOf(t, target.pid, b)
+	}
+	if g := got(); g != lists[1] {
+		t.Fatalf("after the setup restore the target holds %q, want %q", g, lists[1])
+	}
+	// A restore to the end, timed: the kills land anywhere in that time.
+	t0 := time.Now()
+	if out, err := exec.Command(binary, "restore", images[0], "--undo", "--pid", fmt.Sprintf("%d=%d", imagePID(t, images[0]), target.pid)).CombinedOutput(); err != nil {
+		t.Fatalf("restore: %v: %s", err, out)
+	}
+	span := time.Since(t0)
+	before := lists[0]
+	outcomes := map[string]int{}
+	for i := 0; i < trials; i++ {
+		k := (i + 1) % 2
+		cmd := exec.Command(binary, "restore", images[k], "--undo", "--pid", fmt.Sprintf("%d=%d", imagePID(t, images[k]), target.pid))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(span))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		reapInjectors(t, target.pid)
+		untraced(t, target.pid)
+		if !target.alive() {
+			t.Fatalf("trial %d: target died", i)
+		}
+		g := got()
+		switch g {
+		case lists[k]:
+			outcomes["written"]++
+		case before:
+			outcomes["untouched"]++
+		default:
+			t.Fatalf("trial %d: list %q is neither the old %q nor the new %q", i, g, before, lists[k])
+		}
+		before = g
+	}
+	if bad := target.bad.Load(); bad != 0 {
+		t.Fatalf("%d of %d sums were wrong", bad, target.sums.Load())
+	}
+	t.Logf("%d trials, kills within %v: %v", trials, span, outcomes)
+	if outcomes["written"] == 0 || outcomes["untouched"] == 0 {
+		t.Fatalf("the kills did not land both before and after the write: %v", outcomes)
+	}
+}
+
+// imagePID is the pid of the first list's first process in an image.
+func imagePID(t *testing.T, path string) int {
+	t.Helper()
+	img, err := image.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range img.Lists {
+		if len(l.Entries) > 0 {
+			return int(l.Processes[0].PID)
+		}
+	}
+	t.Fatalf("%s has no list with entries", path)
+	return 0
 }

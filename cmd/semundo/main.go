@@ -71,14 +71,15 @@ Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a featu
 type command func(args []string, stdout io.Writer) error
 
 var commands = map[string]command{
-	"show":       runShow,
-	"ps":         runPs,
-	"who":        runWho,
-	"mount":      runMount,
-	"set":        runSet,
-	"exec":       runExec,
-	"checkpoint": runCheckpoint,
-	"restore":    runRestore,
+	"show":        runShow,
+	"ps":          runPs,
+	"who":         runWho,
+	"mount":       runMount,
+	"set":         runSet,
+	"exec":        runExec,
+	"checkpoint":  runCheckpoint,
+	"restore":     runRestore,
+	"criu-script": runCriuScript,
 	// Hidden: the file system's write path (see set.go).
 	"__inject": runInjectHelper,
 }
@@ -117,7 +118,7 @@ func exitCode(err error) int {
 		return ee.code
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission):
+	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission), errors.Is(err, os.ErrPermission):
 		return exitPermission
 	case errors.Is(err, inject.ErrArchNotSupported):
 		return exitUnsupported

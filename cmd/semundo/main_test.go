@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
@@ -250,4 +251,43 @@ func TestExecUndo(t *testing.T) {
 	if vals[0] != 7 || vals[1] != 14 {
 		t.Fatalf("values after the program died: %v, want [7 14]", vals)
 	}
+}
+
+// TestRestoreSetsUnprivileged: without the right to write sem_next_id,
+// restore --sets fails with one line, exit 3, and creates nothing.
+func TestRestoreSetsUnprivileged(t *testing.T) {
+	testenv.RequireRoot(t)
+	key := int32(0x5e770000 + time.Now().Nanosecond()%0xffff)
+	img := &image.Image{
+		Created: time.Now().UTC(), KernelRelease: "test", SemundoVersion: "test", IPCNamespace: 1,
+		Sets: []image.Set{{ID: 31000, Key: key, Mode: 0o666, Nsems: 2, Values: []uint16{1, 2}}},
+	}
+	dir := t.TempDir()
+	// t.TempDir makes two levels, both private to root.
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+	file := filepath.Join(dir, "img.json")
+	if err := image.WriteFile(file, img); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(file, 0o644)
+	before, err := sysvsem.Enumerate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := semundo(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "restore", file, "--sets")
+	if code != 3 || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "needs root") {
+		t.Fatalf("restore --sets as nobody: exit %d, stdout %q, stderr %q; want exit 3, one line saying it needs root", code, out, errs)
+	}
+	after, err := sysvsem.Enumerate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range after {
+		if e.Stat.Perm.Key == key {
+			sysvsem.Remove(e.ID)
+			t.Fatalf("set with key %#x was created", key)
+		}
+	}
+	t.Logf("sets before %d, after %d", len(before), len(after))
 }

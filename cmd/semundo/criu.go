@@ -1,0 +1,41 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+
+	"github.com/semundo/semundo/criu"
+)
+
+// runCriuScript is CRIU's action script (criu --action-script, or
+// action-script in /etc/criu/default.conf): it saves the tree's undo lists
+// at post-dump and writes them back at post-resume (docs/criu.md). CRIU
+// runs it without arguments and says what it is doing in the environment;
+// the flags are for a wrapper script that wants them.
+func runCriuScript(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("criu-script", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	allow := fs.Bool("allow-running", false, "at post-resume, add the saved adjustments to tasks that already run (a restore without --leave-stopped); also "+criu.EnvAllowRunning+"=1")
+	state := fs.String("state-dir", "", "where pre-restore hands the image over to post-resume (default "+criu.DefaultStateDir+"); also "+criu.EnvStateDir)
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("criu-script takes no arguments (CRIU passes everything in the environment), got %q", fs.Arg(0))
+	}
+	env, err := criu.ParseEnv(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	env.AllowRunning = env.AllowRunning || *allow
+	if *state != "" {
+		env.StateDir = *state
+	}
+	return criu.Run(env, &criu.Options{
+		Version:    version,
+		Log:        stdout,
+		OpenReader: openReader,
+		Injector:   childInjector,
+	})
+}
