@@ -88,7 +88,7 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 	if opts.Cgroup != "" {
 		fz = &cgroupFreezer{dir: opts.Cgroup}
 	} else {
-		fz = &signalFreezer{pids: pids}
+		fz = &signalFreezer{pids: pids, stopped: stoppedBefore}
 	}
 	if err := fz.freeze(); err != nil {
 		// A partial freeze is undone too.

@@ -68,20 +68,26 @@ func (f *cgroupFreezer) thaw() error {
 // signalFreezer stops processes with SIGSTOP and continues with SIGCONT
 // only those that were not stopped already.
 type signalFreezer struct {
-	pids    []int
-	stopped map[int]bool // stopped before the freeze
+	pids []int
+	// stopped: in group-stop before the freeze (filled by freeze unless
+	// the caller knows already).
+	stopped map[int]bool
 	sent    []int
 }
 
 func (f *signalFreezer) freeze() error {
-	f.stopped = map[int]bool{}
-	for _, pid := range f.pids {
-		st, err := procState(pid)
-		if err != nil {
-			return err
+	if f.stopped == nil {
+		f.stopped = map[int]bool{}
+		for _, pid := range f.pids {
+			st, err := procState(pid)
+			if err != nil {
+				return err
+			}
+			f.stopped[pid] = st == 'T'
 		}
-		if st == 'T' {
-			f.stopped[pid] = true
+	}
+	for _, pid := range f.pids {
+		if f.stopped[pid] {
 			continue
 		}
 		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
@@ -113,6 +119,14 @@ func (f *signalFreezer) thaw() error {
 // gone).
 func waitStopped(pid int) error {
 	for i := 0; ; i++ {
+		// One read answers for a single-threaded process, the usual case.
+		st, threads, err := stateAndThreads(pid)
+		if err != nil {
+			return nil // exited: nothing left to capture
+		}
+		if threads == 1 && (st == 'T' || st == 't') {
+			return nil
+		}
 		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		if err != nil {
 			return nil // exited: nothing left to capture
@@ -133,6 +147,23 @@ func waitStopped(pid int) error {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// stateAndThreads returns the state letter and the thread count
+// (num_threads) of /proc/pid/stat.
+func stateAndThreads(pid int) (byte, int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	// After the command: state is field 3 of the file, num_threads 20.
+	if i < 0 || len(f) < 18 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("pid %d: malformed stat", pid)
+	}
+	n, err := strconv.Atoi(f[17])
+	return f[0][0], n, err
 }
 
 // procState returns the state letter of /proc/pid/stat.
