@@ -63,6 +63,8 @@ Commands:
   mount [--allow-other] DIR
                            a FUSE file system with DIR/PID/semundo for every
                            process: cat reads the list, echo "SEMID V..." writes it
+  criu-script              CRIU's action script (criu --action-script): keeps undo
+                           lists across criu dump and criu restore (docs/criu.md)
   help                     this text
 
 Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a feature.

@@ -1,0 +1,57 @@
+package checkpoint
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/reader"
+	"golang.org/x/sys/unix"
+)
+
+// CaptureFrozen builds the image of processes that something else already
+// holds still, such as CRIU at its post-dump action script (its tasks are
+// frozen and ptrace-seized, so semundo must neither stop nor trace them):
+// Capture without the freeze. snap is a scan taken while they were held;
+// the sets of their IPC namespace are read now, after it, as Capture does
+// (an entry whose set went in between is left out with a warning). stopped
+// names the processes that were in group-stop before they were frozen; it
+// is recorded in the image. Only opts.Force, Version and Sempids are used:
+// pids is taken as the whole list of processes, with no tree walk.
+func CaptureFrozen(snap *reader.Snapshot, pids []int, stopped map[int]bool, opts CaptureOptions) (*image.Image, error) {
+	if len(pids) == 0 {
+		return nil, errors.New("no process to checkpoint")
+	}
+	if snap == nil {
+		return nil, errors.New("no scan of the undo lists given")
+	}
+	pids = slices.Clone(pids)
+	slices.Sort(pids)
+	pids = slices.Compact(pids)
+	ns, err := oneNamespace(pids)
+	if err != nil {
+		return nil, err
+	}
+	img := &image.Image{
+		Created:        time.Now().UTC(),
+		SemundoVersion: opts.Version,
+		IPCNamespace:   ns,
+	}
+	if img.SemundoVersion == "" {
+		img.SemundoVersion = "unknown"
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err == nil {
+		img.KernelRelease = unix.ByteSliceToString(uts.Release[:])
+		img.Hostname = unix.ByteSliceToString(uts.Nodename[:])
+	}
+	if err := inNamespace(pids[0], ns, func() error { return captureSets(img, opts.Sempids) }); err != nil {
+		return nil, err
+	}
+	if err := captureLists(img, snap, pids, stopped, opts.Force); err != nil {
+		return nil, err
+	}
+	img.Sort()
+	return img, nil
+}

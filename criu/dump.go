@@ -1,0 +1,102 @@
+package criu
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	"github.com/semundo/semundo/checkpoint"
+	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/reader"
+)
+
+// DumpResult says what Dump saved.
+type DumpResult struct {
+	// Tasks is the number of processes in the tree.
+	Tasks int
+	// Lists and Entries count the undo lists saved and their entries.
+	Lists, Entries int
+	// Image is the image written to ImageFile.
+	Image *image.Image
+}
+
+// Dump is the post-dump step: it reads the undo lists of root's tree
+// (root and every descendant), which CRIU holds frozen, and writes
+// TreeFile and ImageFile into dir, CRIU's images directory. It neither
+// stops nor traces any process. It refuses, writing nothing, when a list
+// of the tree is shared with a process outside it (ErrShared) or by two
+// of its processes (ErrSharedInTree): CRIU restores neither sharing.
+func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, error) {
+	procs, err := walkTree(root)
+	if err != nil {
+		return nil, err
+	}
+	t := &tree{Format: treeFormat, Root: root}
+	inTree := map[int]bool{}
+	pids := make([]int, len(procs))
+	for i, p := range procs {
+		inTree[p.pid] = true
+		pids[i] = p.pid
+	}
+	// Lists first, then the sets (in CaptureFrozen), as checkpoint.Capture
+	// does.
+	snap, err := r.Scan()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSharing(snap, pids, inTree, root); err != nil {
+		return nil, err
+	}
+	stopped := map[int]bool{}
+	for _, p := range procs {
+		st, err := stoppedAtDump(dir, p.vpid)
+		if err != nil {
+			return nil, err
+		}
+		stopped[p.pid] = st
+		t.Tasks = append(t.Tasks, task{PID: p.pid, VPID: p.vpid, Stopped: st})
+	}
+	img, err := checkpoint.CaptureFrozen(snap, pids, stopped, checkpoint.CaptureOptions{Version: opts.version()})
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	// The tree file first: pre-restore takes the image as the sign that
+	// both are there.
+	if err := writeFileAtomic(filepath.Join(dir, TreeFile), append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("write %s into CRIU's images directory: %w", TreeFile, err)
+	}
+	if err := image.WriteFile(filepath.Join(dir, ImageFile), img); err != nil {
+		return nil, err
+	}
+	res := &DumpResult{Tasks: len(procs), Lists: len(img.Lists), Image: img}
+	for _, l := range img.Lists {
+		res.Entries += len(l.Entries)
+	}
+	return res, nil
+}
+
+// checkSharing refuses lists that a restore by CRIU cannot give back: one
+// shared with a process outside the tree, or by two of its processes.
+func checkSharing(snap *reader.Snapshot, pids []int, inTree map[int]bool, root int) error {
+	for _, pid := range pids {
+		l := snap.ByPID(pid)
+		if l == nil {
+			continue
+		}
+		for _, p := range l.Processes {
+			if !inTree[p.PID] {
+				return fmt.Errorf("undo list of pid %d is shared with pid %d (%s), which is outside the dumped tree of pid %d: "+
+					"a restore would apply its adjustments twice; dump a tree that holds both: %w", pid, p.PID, p.Comm, root, ErrShared)
+			}
+		}
+		if len(l.Processes) > 1 {
+			return fmt.Errorf("pids %d and %d share one undo list (clone with CLONE_SYSVSEM); CRIU restores them as separate processes, so semundo cannot restore that list: %w",
+				l.Processes[0].PID, l.Processes[1].PID, ErrSharedInTree)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,241 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/writer"
+)
+
+// The environment variables CRIU sets for an action script.
+const (
+	// EnvAction names the step CRIU is at, e.g. "post-dump".
+	EnvAction = "CRTOOLS_SCRIPT_ACTION"
+	// EnvImageDir is CRIU's images directory, as a /proc/CRIUPID/fd/N path.
+	EnvImageDir = "CRTOOLS_IMAGE_DIR"
+	// EnvInitPID is the tree's root, as a pid in CRIU's (the host's) PID
+	// namespace; at restore it is the restored root's new pid.
+	EnvInitPID = "CRTOOLS_INIT_PID"
+)
+
+// The environment variables semundo adds, since CRIU passes no arguments.
+const (
+	// EnvAllowRunning, set to 1 (or true, yes), lets post-resume write the
+	// lists into tasks that already run (a restore without
+	// --leave-stopped), adding the saved adjustments to whatever the tasks
+	// have built since.
+	EnvAllowRunning = "SEMUNDO_CRIU_ALLOW_RUNNING"
+	// EnvStateDir overrides DefaultStateDir.
+	EnvStateDir = "SEMUNDO_CRIU_STATE_DIR"
+)
+
+// The actions the companion acts on; it ignores every other one.
+const (
+	ActionPostDump   = "post-dump"
+	ActionPreRestore = "pre-restore"
+	ActionPostResume = "post-resume"
+)
+
+// Files the companion writes into CRIU's images directory.
+const (
+	// ImageFile holds the tree's undo lists and the sets they refer to, in
+	// semundo's image format (docs/image.md).
+	ImageFile = "semundo-undo.json"
+	// TreeFile records every process of the dumped tree: its pid at dump,
+	// its pid in the root's PID namespace (the pid CRIU restores) and
+	// whether it was stopped (docs/criu.md).
+	TreeFile = "semundo-tree.json"
+)
+
+// DefaultStateDir is where pre-restore hands the files over to
+// post-resume: CRIU closes the images directory before post-resume.
+const DefaultStateDir = "/run/semundo/criu"
+
+// Errors of the companion, to be tested with errors.Is.
+var (
+	// ErrEnv: CRIU's environment lacks a variable the action needs, or
+	// holds a malformed one.
+	ErrEnv = errors.New("bad CRIU action-script environment")
+	// ErrShared: a list of the tree is shared with a process outside it.
+	ErrShared = errors.New("undo list shared with a process outside the dumped tree")
+	// ErrSharedInTree: two processes of the tree share one list (clone
+	// with CLONE_SYSVSEM), which CRIU restores as two separate processes.
+	ErrSharedInTree = errors.New("undo list shared by two processes of the tree")
+	// ErrNotStopped: the restored tasks already run, so their lists can no
+	// longer be restored as they were (restore without --leave-stopped).
+	ErrNotStopped = errors.New("restored tasks are not stopped")
+	// ErrNoTask: a task of the dump is missing from the restored tree.
+	ErrNoTask = errors.New("task missing from the restored tree")
+	// ErrCorrupt: a file the companion wrote is missing or malformed.
+	ErrCorrupt = errors.New("semundo CRIU file missing or malformed")
+)
+
+// Env is what CRIU tells an action script, plus semundo's own settings.
+type Env struct {
+	// Action is CRTOOLS_SCRIPT_ACTION.
+	Action string
+	// ImageDir is CRTOOLS_IMAGE_DIR, empty if unset.
+	ImageDir string
+	// InitPID is CRTOOLS_INIT_PID, 0 if unset (CRIU sets it once the
+	// root's pid is known: not at pre-restore).
+	InitPID int
+	// AllowRunning is SEMUNDO_CRIU_ALLOW_RUNNING.
+	AllowRunning bool
+	// StateDir is SEMUNDO_CRIU_STATE_DIR, empty for DefaultStateDir.
+	StateDir string
+}
+
+// ParseEnv reads the environment through lookup (os.LookupEnv). Only
+// values that are present and malformed are errors: which variables an
+// action needs is checked by Run.
+func ParseEnv(lookup func(string) (string, bool)) (Env, error) {
+	var e Env
+	e.Action, _ = lookup(EnvAction)
+	e.ImageDir, _ = lookup(EnvImageDir)
+	if v, ok := lookup(EnvInitPID); ok && v != "" {
+		pid, err := strconv.Atoi(v)
+		if err != nil || pid <= 0 {
+			return e, fmt.Errorf("%s=%q is not a pid: %w", EnvInitPID, v, ErrEnv)
+		}
+		e.InitPID = pid
+	}
+	if v, ok := lookup(EnvAllowRunning); ok {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "", "0", "false", "no":
+		case "1", "true", "yes":
+			e.AllowRunning = true
+		default:
+			return e, fmt.Errorf("%s=%q: use 1 to allow, 0 or unset to refuse: %w", EnvAllowRunning, v, ErrEnv)
+		}
+	}
+	e.StateDir, _ = lookup(EnvStateDir)
+	return e, nil
+}
+
+// Options tune Run. The zero value works.
+type Options struct {
+	// Version is recorded in the images written at post-dump.
+	Version string
+	// Log receives a one-line note of what post-dump and post-resume did
+	// (CRIU puts an action script's output in its log); nil for none.
+	Log io.Writer
+	// OpenReader opens the BPF reader; nil means reader.Open(nil). Only
+	// post-dump and a post-resume with lists to write open it.
+	OpenReader func() (*reader.Reader, error)
+	// AllowRunning lets post-resume write into tasks that already run (a
+	// restore without --leave-stopped), adding the saved adjustments to
+	// what the tasks built since. Run also allows it when Env.AllowRunning.
+	AllowRunning bool
+	// Injector, when set, performs the injections (see
+	// writer.Options.Injector); nil injects from this process.
+	Injector func(jobs []writer.Job) error
+}
+
+func (o *Options) injector() func([]writer.Job) error {
+	if o == nil {
+		return nil
+	}
+	return o.Injector
+}
+
+func (o *Options) allowRunning() bool { return o != nil && o.AllowRunning }
+
+func (o *Options) open() (*reader.Reader, error) {
+	if o != nil && o.OpenReader != nil {
+		return o.OpenReader()
+	}
+	return reader.Open(nil)
+}
+
+func (o *Options) logf(format string, a ...any) {
+	if o != nil && o.Log != nil {
+		fmt.Fprintf(o.Log, "semundo: "+format+"\n", a...)
+	}
+}
+
+func (o *Options) version() string {
+	if o == nil || o.Version == "" {
+		return "unknown"
+	}
+	return o.Version
+}
+
+// Run acts on env.Action: post-dump saves the tree's lists (Dump),
+// pre-restore hands them over (PrepareRestore), post-resume writes them
+// back and resumes the tasks (Resume). Every other action returns nil at
+// once, and so does each of these when the images hold no semundo files
+// (a dump taken without the companion). opts may be nil.
+func Run(env Env, opts *Options) error {
+	switch env.Action {
+	case ActionPostDump:
+		if err := needEnv(env, true); err != nil {
+			return err
+		}
+		r, err := opts.open()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		res, err := Dump(r, env.InitPID, env.ImageDir, opts)
+		if err != nil {
+			return err
+		}
+		opts.logf("post-dump: saved %d undo lists (%d entries) of the %d processes of the tree of pid %d in %s",
+			res.Lists, res.Entries, res.Tasks, env.InitPID, ImageFile)
+		return nil
+	case ActionPreRestore:
+		if err := needEnv(env, false); err != nil {
+			return err
+		}
+		hd, err := handoffDir(env)
+		if err != nil {
+			return err
+		}
+		_, err = PrepareRestore(env.ImageDir, hd)
+		return err
+	case ActionPostResume:
+		hd, err := handoffDir(env)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(hd); err != nil {
+			return nil // no semundo image at pre-restore: nothing to do
+		}
+		if env.InitPID == 0 {
+			os.RemoveAll(hd)
+			return fmt.Errorf("%s is not set at post-resume: %w", EnvInitPID, ErrEnv)
+		}
+		var o Options
+		if opts != nil {
+			o = *opts
+		}
+		o.AllowRunning = o.AllowRunning || env.AllowRunning
+		res, err := Resume(env.InitPID, hd, &o)
+		if err != nil {
+			return err
+		}
+		mode := "into the stopped tasks"
+		if res.Added {
+			mode = "added to the running tasks (" + EnvAllowRunning + ")"
+		}
+		opts.logf("post-resume: wrote %d undo lists %s, continued %d of the %d tasks", res.Lists, mode, res.Continued, res.Tasks)
+		return nil
+	}
+	return nil
+}
+
+// needEnv checks the variables post-dump (root too) and pre-restore need.
+func needEnv(env Env, root bool) error {
+	if env.ImageDir == "" {
+		return fmt.Errorf("%s is not set at %s: run semundo criu-script only as CRIU's action script: %w", EnvImageDir, env.Action, ErrEnv)
+	}
+	if root && env.InitPID == 0 {
+		return fmt.Errorf("%s is not set at %s: run semundo criu-script only as CRIU's action script: %w", EnvInitPID, env.Action, ErrEnv)
+	}
+	return nil
+}

@@ -1,0 +1,473 @@
+package criu
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/reader"
+	"golang.org/x/sys/unix"
+)
+
+//go:embed testdata/tree.c
+var treeSrc string
+
+// defaultCRIU is where testdata/install-criu.sh puts its wrapper.
+const defaultCRIU = "/var/cache/semundo-criu/criu"
+
+// rig is what an end-to-end test needs: CRIU, the C test program, the
+// semundo command and the action script that runs it.
+type rig struct {
+	criu   string
+	tree   string // testdata/tree.c, built
+	script string // #!/bin/sh exec semundo criu-script
+	state  string // SEMUNDO_CRIU_STATE_DIR for CRIU's runs
+	dir    string // scratch: image directories, logs
+	quiet  bool   // CRIU's default log level instead of -v4 (benchmarks)
+}
+
+// newRig checks for root and CRIU and builds the programs.
+func newRig(tb testing.TB) *rig {
+	tb.Helper()
+	testenv.RequireRoot(tb)
+	c := os.Getenv("SEMUNDO_CRIU")
+	if c == "" {
+		c = defaultCRIU
+	}
+	if st, err := os.Stat(c); err != nil || st.Mode()&0o111 == 0 {
+		testenv.Missing(tb, "CRIU >= 4.1 at "+c, "run criu/testdata/install-criu.sh, or point SEMUNDO_CRIU at a criu binary")
+	}
+	rg := &rig{criu: c, dir: tb.TempDir()}
+	rg.tree = testenv.BuildC(tb, "tree", treeSrc)
+	semundo := testenv.BuildGo(tb, "github.com/semundo/semundo/cmd/semundo")
+	rg.script = filepath.Join(rg.dir, "criu-script")
+	if err := os.WriteFile(rg.script, []byte("#!/bin/sh\nexec "+semundo+" criu-script\n"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	rg.state = filepath.Join(rg.dir, "state")
+	return rg
+}
+
+var (
+	readerOnce sync.Once
+	rd         *reader.Reader
+	rdErr      error
+)
+
+// openReader returns the BPF reader shared by the tests.
+func openReader(tb testing.TB) *reader.Reader {
+	tb.Helper()
+	testenv.RequireRoot(tb)
+	readerOnce.Do(func() { rd, rdErr = reader.Open(nil) })
+	if rdErr != nil {
+		testenv.Missing(tb, "BPF task iterator", rdErr.Error())
+	}
+	return rd
+}
+
+// treeSpec describes a tree for tree.c.
+type treeSpec struct {
+	pidns   bool     // the root is pid 1 of a new PID namespace
+	shared  bool     // the root shares its list with a process outside the tree
+	sizes   string   // set sizes, "1,5"
+	rootOps string   // "-" or ops
+	kids    []string // THREADS/OPS per child
+}
+
+// liveTree is a running tree started by tree.c under its reaper.
+type liveTree struct {
+	reaper *exec.Cmd
+	root   int         // host pid of the root
+	kids   []int       // host pids of the children, in spec order
+	sets   []int       // semids, in the tree's IPC namespace
+	vpid   map[int]int // host pid -> pid in the root's PID namespace
+	out    string      // the tree's stderr
+	killed bool
+}
+
+// startTree starts a tree and waits until every child has done its semops.
+// Cleanup kills whatever is left of it and waits for its reaper.
+func (rg *rig) startTree(tb testing.TB, spec treeSpec) *liveTree {
+	tb.Helper()
+	dir, err := os.MkdirTemp(rg.dir, "tree")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ready := filepath.Join(dir, "ready")
+	lt := &liveTree{out: filepath.Join(dir, "out")}
+	args := []string{"reaper"}
+	if spec.pidns {
+		args = append(args, "-p")
+	}
+	args = append(args, lt.out, rg.tree, "tree")
+	if spec.shared {
+		args = append(args, "-s")
+	}
+	rootOps := spec.rootOps
+	if rootOps == "" {
+		rootOps = "-"
+	}
+	args = append(args, ready, spec.sizes, rootOps)
+	args = append(args, spec.kids...)
+	// The reaper's report of the root's exit is not needed: CRIU kills it.
+	lt.reaper, _ = startReaper(tb, rg.tree, args)
+	tb.Cleanup(func() { lt.kill(tb) })
+
+	var text []byte
+	for i := 0; ; i++ {
+		text, err = os.ReadFile(ready)
+		if err == nil {
+			break
+		}
+		if i == 2000 || !alive(lt.reaper.Process.Pid) {
+			b, _ := os.ReadFile(lt.out)
+			tb.Fatalf("tree did not get ready within 10 s: %s", b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var vroot int
+	var vkids []int
+	for line := range strings.SplitSeq(strings.TrimSpace(string(text)), "\n") {
+		f := strings.Fields(line)
+		for _, s := range f[1:] {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				tb.Fatalf("ready file: %q", text)
+			}
+			switch f[0] {
+			case "root":
+				vroot = n
+			case "child":
+				vkids = append(vkids, n)
+			case "sets":
+				lt.sets = append(lt.sets, n)
+			}
+		}
+	}
+	// The file gives pids as the tree sees them; find them on the host.
+	host := innermost(tb, lt.reaper.Process.Pid)
+	lt.root = host[vroot]
+	for _, v := range vkids {
+		lt.kids = append(lt.kids, host[v])
+	}
+	if lt.root == 0 || len(lt.kids) != len(spec.kids) || slices.Contains(lt.kids, 0) {
+		tb.Fatalf("could not find the tree's processes (%q) among the reaper's descendants %v", text, host)
+	}
+	procs, err := walkTree(lt.root)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	lt.vpid = map[int]int{}
+	for _, p := range procs {
+		lt.vpid[p.pid] = p.vpid
+	}
+	return lt
+}
+
+// innermost maps the pid each descendant of pid has in its own PID
+// namespace to its host pid.
+func innermost(tb testing.TB, pid int) map[int]int {
+	tb.Helper()
+	procs, err := walkTree(pid)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[int]int{}
+	for _, p := range procs[1:] {
+		ns, err := nspids(p.pid)
+		if err != nil {
+			continue
+		}
+		out[ns[len(ns)-1]] = p.pid
+	}
+	return out
+}
+
+// startReaper starts tree.c's reaper role and returns it with the read
+// end of its stdout, where it reports its child's exit status. The pipe
+// is closed at cleanup.
+func startReaper(tb testing.TB, bin string, args []string, env ...string) (*exec.Cmd, *os.File) {
+	tb.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.Close() })
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = w
+	cmd.Env = append(os.Environ(), env...)
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cmd, r
+}
+
+// kill kills what is left of the tree (the tree CRIU dumped, if it still
+// runs) and waits for the reaper, which exits when all are reaped.
+func (lt *liveTree) kill(tb testing.TB) {
+	if lt.killed {
+		return
+	}
+	lt.killed = true
+	killDescendants(lt.reaper.Process.Pid)
+	waitReaper(tb, lt.reaper)
+}
+
+// killDescendants sends SIGKILL to every descendant of pid.
+func killDescendants(pid int) {
+	// A killed parent's children move to the reaper: walk until none is
+	// left.
+	for range 50 {
+		procs, err := walkTree(pid)
+		if err != nil || len(procs) <= 1 {
+			return
+		}
+		for _, p := range procs[1:] {
+			unix.Kill(p.pid, unix.SIGKILL)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func waitReaper(tb testing.TB, cmd *exec.Cmd) {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		tb.Errorf("reaper %d still had children 20 s after they were killed", cmd.Process.Pid)
+	}
+}
+
+func alive(pid int) bool {
+	st, err := readStat(pid)
+	return err == nil && st.state != 'Z'
+}
+
+// criuRun is one finished run of CRIU.
+type criuRun struct {
+	status int           // CRIU's exit status
+	log    string        // its log file (the action script's output is in it)
+	wall   time.Duration // from start to exit of the criu command
+}
+
+func (c criuRun) String() string { return fmt.Sprintf("exit %d, log:\n%s", c.status, tail(c.log, 60)) }
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// dump runs criu dump of the tree into a new image directory, with the
+// action script when script is set.
+func (rg *rig) dump(tb testing.TB, root int, script bool, extra ...string) (string, criuRun) {
+	tb.Helper()
+	dir, err := os.MkdirTemp(rg.dir, "img")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	args := []string{"dump", "-t", strconv.Itoa(root), "-D", dir, "-o", "dump.log"}
+	if !rg.quiet {
+		args = append(args, "-v4")
+	}
+	if script {
+		args = append(args, "--action-script", rg.script)
+	}
+	args = append(args, extra...)
+	cmd := exec.Command(rg.criu, args...)
+	cmd.Env = append(os.Environ(), EnvStateDir+"="+rg.state)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	run := criuRun{wall: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		run.status = ee.ExitCode()
+	case err != nil:
+		tb.Fatalf("run criu: %v", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
+	run.log = string(out) + string(b)
+	return dir, run
+}
+
+// restored is a tree CRIU restored (with -d) under a reaper.
+type restored struct {
+	killed bool
+	reaper *exec.Cmd
+	run    criuRun
+	root   int
+	procs  []proc // the restored tree, root first
+}
+
+// restore runs criu restore -d from dir under a reaper. The restored tree
+// is killed at cleanup.
+func (rg *rig) restore(tb testing.TB, dir string, leaveStopped, script bool, env ...string) *restored {
+	tb.Helper()
+	logName := fmt.Sprintf("restore-%d.log", time.Now().UnixNano())
+	pidfile := filepath.Join(dir, logName+".pid")
+	args := []string{"reaper", filepath.Join(dir, logName+".out"), rg.criu, "restore", "-D", dir, "-o", logName, "-d", "--pidfile", pidfile}
+	if !rg.quiet {
+		args = append(args, "-v4")
+	}
+	if leaveStopped {
+		args = append(args, "--leave-stopped")
+	}
+	if script {
+		args = append(args, "--action-script", rg.script)
+	}
+	env = append(env, EnvStateDir+"="+rg.state)
+	rs := &restored{}
+	var status *os.File
+	start := time.Now()
+	rs.reaper, status = startReaper(tb, rg.tree, args, env...)
+	tb.Cleanup(func() { rs.kill(tb) })
+	line, err := bufio.NewReader(status).ReadString('\n')
+	rs.run.wall = time.Since(start)
+	if err != nil {
+		tb.Fatalf("criu restore: no exit status from the reaper: %v", err)
+	}
+	rs.run.status, _ = strconv.Atoi(strings.TrimSpace(line))
+	out, _ := os.ReadFile(filepath.Join(dir, logName+".out"))
+	b, _ := os.ReadFile(filepath.Join(dir, logName))
+	rs.run.log = string(out) + string(b)
+	if rs.run.status != 0 {
+		return rs
+	}
+	p, err := os.ReadFile(pidfile)
+	if err != nil {
+		tb.Fatalf("criu restore wrote no pid file: %v\n%s", err, rs.run)
+	}
+	if rs.root, err = strconv.Atoi(strings.TrimSpace(string(p))); err != nil {
+		tb.Fatalf("pid file: %q", p)
+	}
+	if rs.procs, err = walkTree(rs.root); err != nil {
+		tb.Fatal(err)
+	}
+	return rs
+}
+
+// kill kills the restored tree and waits until it is reaped.
+func (rs *restored) kill(tb testing.TB) {
+	if rs.killed {
+		return
+	}
+	rs.killed = true
+	killDescendants(rs.reaper.Process.Pid)
+	waitReaper(tb, rs.reaper)
+}
+
+// pidOf returns the restored process that had vpid in the dumped tree's
+// PID namespace.
+func (rs *restored) pidOf(tb testing.TB, vpid int) int {
+	tb.Helper()
+	for _, p := range rs.procs {
+		if p.vpid == vpid {
+			return p.pid
+		}
+	}
+	tb.Fatalf("no restored process has pid %d in the tree's namespace (tree %+v)", vpid, rs.procs)
+	return 0
+}
+
+// values reads set semid in pid's IPC namespace with tree.c's getall.
+func (rg *rig) values(tb testing.TB, pid, semid int) string {
+	tb.Helper()
+	out, err := exec.Command(rg.tree, "getall", strconv.Itoa(pid), strconv.Itoa(semid)).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("getall %d %d: %v: %s", pid, semid, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// killAndWait kills pid and waits until it has exited (its undo list is
+// applied at exit, before it is reaped).
+func killAndWait(tb testing.TB, pid int) {
+	tb.Helper()
+	unix.Kill(pid, unix.SIGKILL)
+	for i := 0; alive(pid); i++ {
+		if i == 5000 {
+			tb.Fatalf("pid %d still alive 5 s after SIGKILL", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stopAndWait sends SIGSTOP and waits until every thread of pid stopped.
+func stopAndWait(tb testing.TB, pid int) {
+	tb.Helper()
+	unix.Kill(pid, unix.SIGSTOP)
+	for i := 0; ; i++ {
+		st, err := processState(pid)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if st == stateStopped {
+			return
+		}
+		if i == 5000 {
+			tb.Fatalf("pid %d did not stop within 5 s", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// state returns the state letter of pid's main thread.
+func state(tb testing.TB, pid int) byte {
+	tb.Helper()
+	st, err := readStat(pid)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st.state
+}
+
+// listOf returns pid's undo list in the seed's text format ("" for none).
+func listOf(tb testing.TB, r *reader.Reader, pid int) string {
+	tb.Helper()
+	l, err := r.Read(pid)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var b bytes.Buffer
+	if l == nil {
+		return ""
+	}
+	for _, e := range l.Entries {
+		fmt.Fprintf(&b, "%d", e.Semid)
+		for _, a := range e.Adj {
+			fmt.Fprintf(&b, " %d", a)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// handoffsLeft lists the state directory (post-resume must empty it).
+func (rg *rig) handoffsLeft() []string {
+	ents, _ := os.ReadDir(rg.state)
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}

@@ -1,0 +1,376 @@
+package criu
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/semundo/semundo/checkpoint"
+	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/undo"
+	"github.com/semundo/semundo/writer"
+	"golang.org/x/sys/unix"
+)
+
+// handoffDir names the directory through which pre-restore hands the files
+// to post-resume of the same restore: one per CRIU process, named after
+// its pid and start time (so a reused pid never meets a stale directory).
+// CRIU's pid is the one in CRTOOLS_IMAGE_DIR (/proc/PID/fd/N), which every
+// action of one restore sees, even when a wrapper script does not exec.
+func handoffDir(env Env) (string, error) {
+	state := env.StateDir
+	if state == "" {
+		state = DefaultStateDir
+	}
+	pid := os.Getppid()
+	if rest, ok := strings.CutPrefix(env.ImageDir, "/proc/"); ok {
+		if p, _, ok := strings.Cut(rest, "/"); ok {
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				pid = n
+			}
+		}
+	}
+	st, err := readStat(pid)
+	if err != nil {
+		return "", fmt.Errorf("CRIU process %d: %w", pid, err)
+	}
+	return filepath.Join(state, fmt.Sprintf("criu-%d-%d", pid, st.start)), nil
+}
+
+// removeStale removes the handoff directories of CRIU processes that no
+// longer run (a restore that failed before post-resume).
+func removeStale(state string) {
+	ents, err := os.ReadDir(state)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		var pid int
+		var start uint64
+		if _, err := fmt.Sscanf(e.Name(), "criu-%d-%d", &pid, &start); err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err != nil || st.start != start {
+			os.RemoveAll(filepath.Join(state, e.Name()))
+		}
+	}
+}
+
+// PrepareRestore is the pre-restore step: when CRIU's images directory dir
+// holds ImageFile, it checks it and TreeFile and copies both into the
+// directory handoff (created, mode 0700), where Resume finds them; CRIU
+// closes dir before post-resume. It reports whether there was an image: a
+// dump taken without the companion has none, and is no error.
+func PrepareRestore(dir, handoff string) (bool, error) {
+	removeStale(filepath.Dir(handoff))
+	if err := os.RemoveAll(handoff); err != nil {
+		return false, err
+	}
+	imgData, err := os.ReadFile(filepath.Join(dir, ImageFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s in CRIU's images directory: %w", ImageFile, err)
+	}
+	img, err := image.Decode(bytes.NewReader(imgData))
+	if err != nil {
+		return false, fmt.Errorf("%s in CRIU's images directory: %w", ImageFile, err)
+	}
+	treeData, err := os.ReadFile(filepath.Join(dir, TreeFile))
+	if err != nil {
+		return false, fmt.Errorf("%s is there but %s is not (%v): %w", ImageFile, TreeFile, err, ErrCorrupt)
+	}
+	t, err := decodeTree(treeData)
+	if err != nil {
+		return false, err
+	}
+	if err := t.checkAgainst(img); err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(handoff), 0o700); err != nil {
+		return false, fmt.Errorf("create semundo's state directory: %w", err)
+	}
+	if err := os.Mkdir(handoff, 0o700); err != nil {
+		return false, fmt.Errorf("create semundo's state directory: %w", err)
+	}
+	for name, data := range map[string][]byte{ImageFile: imgData, TreeFile: treeData} {
+		if err := writeFileAtomic(filepath.Join(handoff, name), data); err != nil {
+			os.RemoveAll(handoff)
+			return false, fmt.Errorf("hand %s over to post-resume: %w", name, err)
+		}
+	}
+	return true, nil
+}
+
+// ResumeResult says what Resume did.
+type ResumeResult struct {
+	// Tasks is the number of processes of the restored tree.
+	Tasks int
+	// Lists is the number of lists written (those with entries).
+	Lists int
+	// Continued is the number of tasks sent SIGCONT.
+	Continued int
+	// Added: the tasks already ran and the saved adjustments were added to
+	// theirs (Options.AllowRunning).
+	Added bool
+}
+
+// stopWait bounds the wait for restored tasks to finish stopping: CRIU
+// sends SIGSTOP just before it detaches, and it takes effect when each
+// thread next runs.
+const stopWait = 5 * time.Second
+
+// Resume is the post-resume step: it reads the files PrepareRestore left
+// in handoff (and removes them), finds each dumped task in the restored
+// tree of root by its pid in the root's PID namespace, writes each saved
+// list into its task (ptrace injection into a task in group-stop, which
+// stays stopped), then sends SIGCONT to the tasks that were running at
+// dump.
+//
+// When the tasks already run (a restore without --leave-stopped) it
+// refuses with ErrNotStopped, unless opts.AllowRunning: then it adds the
+// saved adjustments to whatever the tasks have built since. When a write
+// fails, the tasks are left stopped and the error says how to continue
+// them.
+func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
+	defer os.RemoveAll(handoff)
+	img, err := image.ReadFile(filepath.Join(handoff, ImageFile))
+	if err != nil {
+		return nil, err
+	}
+	treeData, err := os.ReadFile(filepath.Join(handoff, TreeFile))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", TreeFile, err, ErrCorrupt)
+	}
+	t, err := decodeTree(treeData)
+	if err != nil {
+		return nil, err
+	}
+	procs, err := walkTree(root)
+	if err != nil {
+		return nil, err
+	}
+	byVPID := map[int]int{}
+	for _, p := range procs {
+		byVPID[p.vpid] = p.pid
+	}
+	if byVPID[t.Tasks[0].VPID] != root {
+		return nil, fmt.Errorf("the restored root, pid %d, is pid %d in its PID namespace, the dumped root was %d: is %s the root restored from these images? %w",
+			root, procs[0].vpid, t.Tasks[0].VPID, EnvInitPID, ErrNoTask)
+	}
+	newPID := map[int]int{} // pid at dump -> pid now
+	for _, tk := range t.Tasks {
+		p, ok := byVPID[tk.VPID]
+		if !ok {
+			return nil, fmt.Errorf("pid %d of the dump (%d in its PID namespace) is not in the restored tree of pid %d: %w; "+
+				"the restored tasks are left as CRIU left them", tk.PID, tk.VPID, root, ErrNoTask)
+		}
+		newPID[tk.PID] = p
+	}
+
+	// After a failure the tasks CRIU left stopped stay so: say how to
+	// run them (without their lists) instead. states is what they were
+	// before any write: a task that was written into may still be on its
+	// way back to group-stop, which /proc shows as running.
+	var states map[int]runState
+	fail := func(err error) error {
+		if pids := leftStopped(t, newPID, states); pids != "" {
+			return fmt.Errorf("%w; the restored tasks are left stopped: kill -CONT %s to run them without their undo lists", err, pids)
+		}
+		return err
+	}
+	states, err = waitStops(t, newPID)
+	if err != nil {
+		states = nil
+		return nil, fail(err)
+	}
+	res := &ResumeResult{Tasks: len(t.Tasks)}
+	var lists []image.List
+	for _, l := range img.Lists {
+		if len(l.Entries) > 0 {
+			lists = append(lists, l)
+		}
+	}
+	var running []int
+	for _, tk := range t.Tasks {
+		if states[tk.PID] == stateRunning {
+			running = append(running, newPID[tk.PID])
+		}
+	}
+	for _, l := range lists {
+		p := newPID[int(l.Processes[0].PID)]
+		if states[int(l.Processes[0].PID)] == stateGone {
+			return nil, fail(fmt.Errorf("pid %d (pid %d at dump) exited before semundo could write its undo list", p, l.Processes[0].PID))
+		}
+	}
+
+	if len(lists) > 0 {
+		if len(running) > 0 {
+			if !opts.allowRunning() {
+				return nil, fmt.Errorf("pid %d of the restored tree already runs, so its undo lists were not restored: "+
+					"restore with --leave-stopped (the command line, or leave-stopped in CRIU's configuration file), "+
+					"or set %s=1 to add the saved adjustments to the running tasks: %w", running[0], EnvAllowRunning, ErrNotStopped)
+			}
+			res.Added = true
+			if err := addLists(opts, lists, newPID); err != nil {
+				return nil, err
+			}
+		} else {
+			pidMap := map[int]int{}
+			for _, l := range lists {
+				for _, p := range l.Processes {
+					pidMap[int(p.PID)] = newPID[int(p.PID)]
+				}
+			}
+			r, err := opts.open()
+			if err != nil {
+				return nil, fail(err)
+			}
+			err = checkpoint.RestoreUndo(r, img, pidMap, &writer.Options{Injector: opts.injector()})
+			r.Close()
+			if err != nil {
+				return nil, fail(err)
+			}
+		}
+		res.Lists = len(lists)
+	}
+
+	var errs []error
+	for _, tk := range t.Tasks {
+		if tk.Stopped || states[tk.PID] != stateStopped {
+			continue
+		}
+		if err := unix.Kill(newPID[tk.PID], unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("continue pid %d: %w", newPID[tk.PID], err))
+			continue
+		}
+		res.Continued++
+	}
+	return res, errors.Join(errs...)
+}
+
+// waitStops waits until no task of t is half way to group-stop and returns
+// each one's state, by its pid at dump. A task that looks running is looked
+// at once more a moment later: a thread the group-stop has not reached yet
+// shows neither a pending SIGSTOP nor a stopped state.
+func waitStops(t *tree, newPID map[int]int) (map[int]runState, error) {
+	deadline := time.Now().Add(stopWait)
+	rechecked := false
+	for {
+		states := map[int]runState{}
+		pending, running := 0, false
+		for _, tk := range t.Tasks {
+			st, err := processState(newPID[tk.PID])
+			if err != nil {
+				return nil, err
+			}
+			states[tk.PID] = st
+			switch st {
+			case stateStopping:
+				pending = newPID[tk.PID]
+			case stateRunning:
+				running = true
+			}
+		}
+		if pending == 0 && (!running || rechecked) {
+			return states, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("pid %d did not finish stopping within %v of the restore", pending, stopWait)
+		}
+		if pending == 0 {
+			rechecked = true
+			time.Sleep(recheckDelay)
+			continue
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recheckDelay is how long waitStops gives a task that looks running to
+// show that it is stopping after all.
+const recheckDelay = 20 * time.Millisecond
+
+// leftStopped lists the restored tasks that are stopped but were running
+// at dump: what Resume would have continued. states gives their states, or
+// is nil to read them now.
+func leftStopped(t *tree, newPID map[int]int, states map[int]runState) string {
+	var s []string
+	for _, tk := range t.Tasks {
+		if tk.Stopped {
+			continue
+		}
+		st, ok := states[tk.PID]
+		if !ok {
+			st, _ = processState(newPID[tk.PID])
+		}
+		if st == stateStopped {
+			s = append(s, strconv.Itoa(newPID[tk.PID]))
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+// addLists adds each saved list to the current list of its task, which
+// already runs: the injected semop pairs move each adjustment by the
+// saved amount, so what the task built since stays.
+func addLists(opts *Options, lists []image.List, newPID map[int]int) error {
+	r, err := opts.open()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	snap, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	var jobs []writer.Job
+	for _, l := range lists {
+		pid := newPID[int(l.Processes[0].PID)]
+		cur := snap.ByPID(pid).Undo()
+		want, err := sum(cur, l.Undo())
+		if err != nil {
+			return fmt.Errorf("pid %d: %w", pid, err)
+		}
+		jobs = append(jobs, writer.Job{PID: pid, Current: cur, Want: want})
+	}
+	if inj := opts.injector(); inj != nil {
+		return inj(jobs)
+	}
+	for _, j := range jobs {
+		if err := writer.Inject(j.PID, j.Current, j.Want, nil); err != nil {
+			return fmt.Errorf("pid %d: %w", j.PID, err)
+		}
+	}
+	return nil
+}
+
+// sum returns, for each set of saved, the adjustments of cur plus saved's.
+func sum(cur, saved undo.List) (undo.List, error) {
+	out := make(undo.List, 0, len(saved))
+	for _, s := range saved {
+		e := undo.Entry{Semid: s.Semid, Adj: make([]int16, len(s.Adj))}
+		c, ok := cur.Lookup(s.Semid)
+		if ok && len(c.Adj) != len(s.Adj) {
+			return nil, fmt.Errorf("set %d had %d semaphores at dump and has %d now", s.Semid, len(s.Adj), len(c.Adj))
+		}
+		for i, a := range s.Adj {
+			v := int32(a)
+			if ok {
+				v += int32(c.Adj[i])
+			}
+			if v < -32768 || v > 32767 {
+				return nil, fmt.Errorf("set %d, semaphore %d: saved adjustment %d plus the current one leaves the range of an adjustment", s.Semid, i, a)
+			}
+			e.Adj[i] = int16(v)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
