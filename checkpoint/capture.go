@@ -191,9 +191,19 @@ func inNamespace(pid int, ns uint64, fn func() error) error {
 	if own == ns {
 		return fn()
 	}
-	done := make(chan error, 1)
-	go func() {
+	var enter func(done chan<- error)
+	enter = func(done chan<- error) {
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The runtime parks the main thread for good, instead of
+			// ending it, when its locked goroutine returns: hold it so
+			// another goroutine's thread does the work.
+			defer runtime.UnlockOSThread()
+			inner := make(chan error, 1)
+			go enter(inner)
+			done <- <-inner
+			return
+		}
 		// No UnlockOSThread: the thread exits with this goroutine.
 		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid))
 		if err != nil {
@@ -206,7 +216,9 @@ func inNamespace(pid int, ns uint64, fn func() error) error {
 			return
 		}
 		done <- fn()
-	}()
+	}
+	done := make(chan error, 1)
+	go enter(done)
 	return <-done
 }
 

@@ -29,6 +29,7 @@ var DefaultPackages = []string{
 	"github.com/semundo/semundo/undo",
 	"github.com/semundo/semundo/plan",
 	"github.com/semundo/semundo/writer",
+	"github.com/semundo/semundo/checkpoint",
 }
 
 func defaultCache() string {
