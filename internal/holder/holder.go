@@ -367,6 +367,11 @@ func ChurnKey(base, seq, nsems int) int { return base + seq<<6 | nsems }
 // removed gets the key once the helper has removed its set; the process is
 // reaped by the returned wait function.
 func StartChurn(key, nsems int, removed func(key int)) (wait func() error, err error) {
+	return StartChurnPID(key, nsems, removed, nil)
+}
+
+// StartChurnPID is StartChurn that also hands the helper's pid to started.
+func StartChurnPID(key, nsems int, removed func(key int), started func(pid int)) (wait func() error, err error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "SEMUNDO_HELPER=churn",
 		fmt.Sprintf("SEMUNDO_HELPER_KEY=%d", key), fmt.Sprintf("SEMUNDO_HELPER_NSEMS=%d", nsems))
@@ -377,6 +382,9 @@ func StartChurn(key, nsems int, removed func(key int)) (wait func() error, err e
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
+	}
+	if started != nil {
+		started(cmd.Process.Pid)
 	}
 	return func() error {
 		line, _ := bufio.NewReader(out).ReadString('\n')
