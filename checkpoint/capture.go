@@ -110,36 +110,11 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 		}
 	}
 
-	img := &image.Image{
-		Created:        time.Now().UTC(),
-		SemundoVersion: opts.Version,
-		IPCNamespace:   ns,
-	}
-	if img.SemundoVersion == "" {
-		img.SemundoVersion = "unknown"
-	}
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err == nil {
-		img.KernelRelease = unix.ByteSliceToString(uts.Release[:])
-		img.Hostname = unix.ByteSliceToString(uts.Nodename[:])
-	}
-
-	// Lists first, then sets: a set removed in between (by a process
-	// outside the checkpoint) took its entries with it, and they are
-	// dropped below; the other order could capture an entry's set gone.
 	snap, err := r.Scan()
 	if err != nil {
 		return nil, err
 	}
-	if err := inNamespace(pids[0], ns, func() error { return captureSets(img, opts.Sempids) }); err != nil {
-		return nil, err
-	}
-	if err := captureLists(img, snap, pids, stoppedBefore, opts.Force); err != nil {
-		return nil, err
-	}
-	// Encode and WriteFile validate the image before writing a byte.
-	img.Sort()
-	return img, nil
+	return build(snap, pids, ns, stoppedBefore, opts)
 }
 
 func missing(have, known []int) []int {

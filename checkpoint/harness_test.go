@@ -17,29 +17,15 @@ import (
 	"time"
 
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/internal/testreader"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"github.com/semundo/semundo/undo"
 	"golang.org/x/sys/unix"
 )
 
-var (
-	readerOnce sync.Once
-	rd         *reader.Reader
-	rdErr      error
-)
-
-// openReader returns the BPF reader shared by the tests (loading it costs
-// tens of milliseconds).
-func openReader(t testing.TB) *reader.Reader {
-	t.Helper()
-	testenv.RequireRoot(t)
-	readerOnce.Do(func() { rd, rdErr = reader.Open(nil) })
-	if rdErr != nil {
-		testenv.Missing(t, "BPF task iterator", rdErr.Error())
-	}
-	return rd
-}
+// openReader returns the reader shared by the tests.
+func openReader(tb testing.TB) *reader.Reader { return testreader.Open(tb) }
 
 // requireNextID stops the test unless the kernel can give sets chosen ids.
 func requireNextID(t testing.TB) {

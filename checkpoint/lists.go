@@ -33,6 +33,13 @@ func CaptureFrozen(snap *reader.Snapshot, pids []int, stopped map[int]bool, opts
 	if err != nil {
 		return nil, err
 	}
+	return build(snap, pids, ns, stopped, opts)
+}
+
+// build makes the image from a scan of the lists taken while the processes
+// were held: header, then the sets of namespace ns (read now, after the
+// scan), then the lists.
+func build(snap *reader.Snapshot, pids []int, ns uint64, stopped map[int]bool, opts CaptureOptions) (*image.Image, error) {
 	img := &image.Image{
 		Created:        time.Now().UTC(),
 		SemundoVersion: opts.Version,
@@ -46,12 +53,17 @@ func CaptureFrozen(snap *reader.Snapshot, pids []int, stopped map[int]bool, opts
 		img.KernelRelease = unix.ByteSliceToString(uts.Release[:])
 		img.Hostname = unix.ByteSliceToString(uts.Nodename[:])
 	}
+	// Lists first, then sets: a set removed in between (by a process
+	// outside the checkpoint) took its entries with it, and they are
+	// dropped with a warning; the other order could capture an entry whose
+	// set is gone.
 	if err := inNamespace(pids[0], ns, func() error { return captureSets(img, opts.Sempids) }); err != nil {
 		return nil, err
 	}
 	if err := captureLists(img, snap, pids, stopped, opts.Force); err != nil {
 		return nil, err
 	}
+	// Encode and WriteFile validate the image before writing a byte.
 	img.Sort()
 	return img, nil
 }

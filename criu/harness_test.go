@@ -12,11 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/internal/testreader"
 	"github.com/semundo/semundo/reader"
 	"golang.org/x/sys/unix"
 )
@@ -60,22 +60,8 @@ func newRig(tb testing.TB) *rig {
 	return rg
 }
 
-var (
-	readerOnce sync.Once
-	rd         *reader.Reader
-	rdErr      error
-)
-
-// openReader returns the BPF reader shared by the tests.
-func openReader(tb testing.TB) *reader.Reader {
-	tb.Helper()
-	testenv.RequireRoot(tb)
-	readerOnce.Do(func() { rd, rdErr = reader.Open(nil) })
-	if rdErr != nil {
-		testenv.Missing(tb, "BPF task iterator", rdErr.Error())
-	}
-	return rd
-}
+// openReader returns the reader shared by the tests.
+func openReader(tb testing.TB) *reader.Reader { return testreader.Open(tb) }
 
 // treeSpec describes a tree for tree.c.
 type treeSpec struct {

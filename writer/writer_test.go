@@ -21,6 +21,7 @@ import (
 	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/internal/testreader"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"github.com/semundo/semundo/undo"
@@ -28,21 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var (
-	readerOnce sync.Once
-	rd         *reader.Reader
-	rdErr      error
-)
-
-func openReader(t testing.TB) *reader.Reader {
-	t.Helper()
-	testenv.RequireRoot(t)
-	readerOnce.Do(func() { rd, rdErr = reader.Open(nil) })
-	if rdErr != nil {
-		testenv.Missing(t, "BPF task iterator", rdErr.Error())
-	}
-	return rd
-}
+// openReader returns the reader shared by the tests.
+func openReader(tb testing.TB) *reader.Reader { return testreader.Open(tb) }
 
 // proc is a running C target (testdata/target.c).
 type proc struct {
