@@ -204,16 +204,14 @@ func captureSets(img *image.Image, sempids bool) error {
 		return err
 	}
 	img.Limits = image.Limits{Semmsl: info.Semmsl, Semmns: info.Semmns, Semopm: info.Semopm, Semmni: info.Semmni}
-	sets, err := sysvsem.Enumerate()
-	if err != nil {
-		return err
-	}
-	for _, e := range sets {
-		// The processes are frozen, but others may replace a set: GetAllN
-		// fails cleanly (EFAULT) if the set under this id grew.
+	// Each set's values are read right after its stat (Walk), while the
+	// kernel's set is still in the CPU caches.
+	return sysvsem.Walk(func(e sysvsem.Entry) error {
+		// The processes are frozen, but others may remove or replace a
+		// set: GETALL then fails cleanly (EFAULT if the set grew).
 		vals, err := sysvsem.GetAllN(e.ID, e.Stat.Nsems)
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EFAULT) {
-			continue // removed meanwhile by a process outside the checkpoint
+			return nil // removed meanwhile by a process outside the checkpoint
 		}
 		if err != nil {
 			return fmt.Errorf("read set %d: %w", e.ID, err)
@@ -235,8 +233,8 @@ func captureSets(img *image.Image, sempids bool) error {
 			s.Sempids[i] = int32(pid)
 		}
 		img.Sets = append(img.Sets, s)
-	}
-	return nil
+		return nil
+	}, func(n int) { img.Sets = make([]image.Set, 0, n) })
 }
 
 func unixSec(t time.Time) int64 {

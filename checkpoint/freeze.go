@@ -142,10 +142,11 @@ func waitStopped(pid int) error {
 		if all {
 			return nil
 		}
-		if i == 5000 {
+		if i == 50000 {
 			return fmt.Errorf("pid %d did not stop within 5 s of SIGSTOP (blocked in uninterruptible sleep?)", pid)
 		}
-		time.Sleep(time.Millisecond)
+		// A stop takes microseconds: poll finely.
+		time.Sleep(100 * time.Microsecond)
 	}
 }
 

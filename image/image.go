@@ -267,7 +267,12 @@ func (im *Image) Sort() {
 	if im == nil {
 		return
 	}
-	slices.SortStableFunc(im.Sets, func(a, b Set) int { return cmp.Compare(a.ID, b.ID) })
+	// Captures come in index order, usually the id order already: checking
+	// costs less than sorting 32,000 sets again.
+	bySetID := func(a, b Set) int { return cmp.Compare(a.ID, b.ID) }
+	if !slices.IsSortedFunc(im.Sets, bySetID) {
+		slices.SortStableFunc(im.Sets, bySetID)
+	}
 	for i := range im.Lists {
 		l := &im.Lists[i]
 		for j := range l.Processes {
