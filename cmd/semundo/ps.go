@@ -6,9 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/semundo/semundo/reader"
 )
@@ -59,18 +59,44 @@ func commOf(l *reader.List) string {
 }
 
 func writeTable(stdout io.Writer, lists []reader.List) error {
-	w := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "PID\tCOMMAND\tIPCNS\tSEMID\tKEY\tNSEMS\tADJ")
+	rows := [][]string{{"PID", "COMMAND", "IPCNS", "SEMID", "KEY", "NSEMS", "ADJ"}}
 	for i := range lists {
 		l := &lists[i]
+		pids, comm, ns := pidsOf(l), commOf(l), strconv.FormatUint(uint64(l.IPCNS), 10)
 		if len(l.Entries) == 0 {
-			fmt.Fprintf(w, "%s\t%s\t%d\t-\t-\t-\t-\n", pidsOf(l), commOf(l), l.IPCNS)
+			rows = append(rows, []string{pids, comm, ns, "-", "-", "-", "-"})
 			continue
 		}
 		for _, e := range l.Entries {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t0x%08x\t%d\t%s\n", pidsOf(l), commOf(l), l.IPCNS,
-				e.Semid, uint32(e.Key), len(e.Adj), shortAdjs(e.Adj))
+			rows = append(rows, []string{pids, comm, ns, strconv.Itoa(int(e.Semid)),
+				fmt.Sprintf("0x%08x", uint32(e.Key)), strconv.Itoa(len(e.Adj)), shortAdjs(e.Adj)})
 		}
+	}
+	return writeColumns(stdout, rows)
+}
+
+// writeColumns prints rows as columns two spaces apart, like text/tabwriter
+// but in one pass over the widths: ps prints tens of thousands of rows.
+func writeColumns(stdout io.Writer, rows [][]string) error {
+	var width []int
+	for _, r := range rows {
+		for i, c := range r {
+			if i == len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], len(c))
+		}
+	}
+	w := bufio.NewWriter(stdout)
+	pad := strings.Repeat(" ", slices.Max(append(width, 0))+2)
+	for _, r := range rows {
+		for i, c := range r {
+			w.WriteString(c)
+			if i < len(r)-1 {
+				w.WriteString(pad[:width[i]-len(c)+2])
+			}
+		}
+		w.WriteByte('\n')
 	}
 	return w.Flush()
 }
