@@ -40,10 +40,7 @@ type proc struct {
 	cmd   *exec.Cmd
 }
 
-var (
-	targetOnce sync.Once
-	targetBin  string
-)
+var targetOnce sync.Once
 
 // startTarget runs testdata/target.c in a mode and waits for "ready". It is
 // killed and reaped at cleanup.

@@ -18,6 +18,7 @@ import (
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/undo"
 	"github.com/semundo/semundo/writer"
+	"golang.org/x/sys/unix"
 )
 
 // readList reads the seed's format from a file, or stdin for "-".
@@ -96,12 +97,13 @@ func childInjector(jobs []writer.Job) error {
 		return err
 	}
 	// The request goes in a file, complete before the child starts: a pipe
-	// fed by this process would break if this process were killed.
-	req, err := os.CreateTemp("", "semundo-inject")
+	// fed by this process would break if this process were killed. A memfd
+	// has no name, so a kill leaves nothing behind either.
+	fd, err := unix.MemfdCreate("semundo-inject", unix.MFD_CLOEXEC)
 	if err != nil {
-		return err
+		return fmt.Errorf("memfd for the injection request: %w", err)
 	}
-	os.Remove(req.Name())
+	req := os.NewFile(uintptr(fd), "semundo-inject")
 	defer req.Close()
 	if _, err := req.Write(in); err != nil {
 		return err
