@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,7 +41,7 @@ type runner struct {
 	stdin  io.WriteCloser
 	lines  chan string
 	wait   func() error
-	stderr *syncBuffer
+	stderr *testenv.SyncBuffer
 	closed bool
 }
 
@@ -64,7 +63,7 @@ func newRunner(t testing.TB) (*runner, error) {
 	// No Pdeathsig: Capture lets a locked OS thread of this process exit
 	// (after setns), which would kill a runner that thread had forked.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWIPC}
-	r := &runner{lines: make(chan string, 1), stderr: &syncBuffer{}}
+	r := &runner{lines: make(chan string, 1), stderr: &testenv.SyncBuffer{}}
 	cmd.Stderr = r.stderr
 	var err error
 	if r.stdin, err = cmd.StdinPipe(); err != nil {
@@ -277,22 +276,4 @@ func hostKeyFree(key int32) error {
 		return fmt.Errorf("look up key %#x in the host namespace: %w", uint32(key), err)
 	}
 	return fmt.Errorf("set %d with key %#x exists in the host IPC namespace: a set leaked out of a runner's namespace", id, uint32(key))
-}
-
-// syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.TrimSpace(s.b.String())
 }

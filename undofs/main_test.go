@@ -193,7 +193,7 @@ var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
 
 // testLogger sends the daemon's log to the test's output (and to buf,
 // when given) while the test runs.
-func testLogger(t *testing.T, buf ...*syncBuffer) *log.Logger {
+func testLogger(t *testing.T, buf ...*testenv.SyncBuffer) *log.Logger {
 	w := &testWriter{t: t}
 	if len(buf) > 0 {
 		w.buf = buf[0]
@@ -208,7 +208,7 @@ func testLogger(t *testing.T, buf ...*syncBuffer) *log.Logger {
 
 type testWriter struct {
 	t    *testing.T
-	buf  *syncBuffer
+	buf  *testenv.SyncBuffer
 	mu   sync.Mutex
 	done bool
 }
@@ -223,24 +223,6 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	}
 	return len(p), nil
-}
-
-// syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // listText is what the reader says pid's file must hold.

@@ -222,7 +222,7 @@ func TestWriteCycle(t *testing.T) {
 // With the probe as helper, the kernel's ptrace check decides: a write by
 // nobody into root's process is refused, into nobody's own is allowed.
 func TestWriteKernelJudges(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	f := mountT(t, &Options{AllowOther: true, Injector: probeInjector(t, probePtrace+"=1"), Log: testLogger(t, &logs)})
 	h, a, _ := startHolder(t)
 	// nobody's process needs alter permission on the set.

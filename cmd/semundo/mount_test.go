@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,24 +52,7 @@ func mounted(t *testing.T, dir string) bool {
 type daemon struct {
 	cmd    *exec.Cmd
 	dir    string
-	stderr *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stderr *testenv.SyncBuffer
 }
 
 // startMount runs `semundo mount ARGS DIR` on a new directory every user can
@@ -86,7 +67,7 @@ func startMount(t *testing.T, args ...string) *daemon {
 	dir := t.TempDir()
 	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o755)
-	d := &daemon{dir: dir, stderr: &lockedBuffer{}}
+	d := &daemon{dir: dir, stderr: &testenv.SyncBuffer{}}
 	d.cmd = exec.Command(binary, append(append([]string{"mount"}, args...), dir)...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
