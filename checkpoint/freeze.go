@@ -150,18 +150,36 @@ func waitStopped(pid int) error {
 	}
 }
 
+// statFields reads a /proc stat file and returns its fields after the
+// command name: state first, then ppid, ... (field 3 of the file is [0]).
+// The command name may hold spaces and parentheses: the fields follow the
+// last ')'. A file that is gone is ESRCH.
+func statFields(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", path, syscall.ESRCH)
+		}
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	var f []string
+	if i >= 0 {
+		f = strings.Fields(string(b[i+1:]))
+	}
+	// num_threads, field 20 of the file, is the last one used.
+	if len(f) < 18 || len(f[0]) != 1 {
+		return nil, fmt.Errorf("%s: malformed", path)
+	}
+	return f, nil
+}
+
 // stateAndThreads returns the state letter and the thread count
 // (num_threads) of /proc/pid/stat.
 func stateAndThreads(pid int) (byte, int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	// After the command: state is field 3 of the file, num_threads 20.
-	if i < 0 || len(f) < 18 || len(f[0]) != 1 {
-		return 0, 0, fmt.Errorf("pid %d: malformed stat", pid)
 	}
 	n, err := strconv.Atoi(f[17])
 	return f[0][0], n, err
@@ -177,32 +195,18 @@ func taskState(pid int, tid string) (byte, error) {
 }
 
 func statState(path string) (byte, error) {
-	b, err := os.ReadFile(path)
+	f, err := statFields(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, fmt.Errorf("%s: %w", path, syscall.ESRCH)
-		}
 		return 0, err
 	}
-	// The command name may hold spaces and parentheses: the state follows
-	// the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, fmt.Errorf("%s: malformed", path)
-	}
-	return b[i+2], nil
+	return f[0][0], nil
 }
 
 // parentOf returns pid's parent pid.
 func parentOf(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("pid %d: malformed stat", pid)
 	}
 	return strconv.Atoi(f[1])
 }
