@@ -4,8 +4,8 @@
 //
 // Layout: the root holds one directory per process, named by its pid in the
 // daemon's PID namespace, each holding one file, "semundo". Listing the root
-// shows the processes whose undo list has entries (from a reader scan at
-// most 100 ms old); every live process can be looked up, and a process
+// shows the processes whose undo list has entries (from a reader scan that
+// began after the directory was opened); every live process can be looked up, and a process
 // without a list has an empty file. Threads are not listed or looked up:
 // they share their process's list.
 //

@@ -523,7 +523,7 @@ func errnoOf(err error) syscall.Errno {
 }
 
 // OpenDir takes the listing: for the root, the processes with entries in a
-// recent scan; for a pid, its one file.
+// scan begun after the open; for a pid, its one file.
 func (fs *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	kind, pid := node(in.NodeId)
 	ents := []fuse.DirEntry{
@@ -532,7 +532,11 @@ func (fs *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	}
 	switch kind {
 	case kindRoot:
-		snap, err := fs.scan.recent()
+		// From a scan that began after the open, as procfs lists what
+		// exists at readdir: an `ls` right after `ipcrm` must not show a
+		// process whose entries went with the set. Concurrent listings
+		// still share one scan.
+		snap, err := fs.scan.fresh()
 		if err != nil {
 			fs.log.Printf("list processes: %v", err)
 			return fuse.EIO

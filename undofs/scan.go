@@ -9,8 +9,8 @@ import (
 
 // scanner shares reader scans between requests. A request asks for a
 // snapshot taken after some instant: an open asks for one that began after
-// the open arrived (so the file shows the state at open, as seq_file does),
-// a directory listing accepts one up to listMaxAge old. Requests that
+// the open arrived (so a file or listing shows the state at open, as procfs does),
+// a getattr accepts one up to listMaxAge old. Requests that
 // arrive while a scan runs wait for the next one, which they all share, so
 // at most one scan runs at a time and the scan rate is bounded by the scan
 // time, however many files are opened at once.
@@ -29,7 +29,7 @@ type scanCall struct {
 	err   error
 }
 
-// listMaxAge is how old a snapshot a directory listing or a getattr may use.
+// listMaxAge is how old a snapshot a getattr may use: a size is a hint.
 const listMaxAge = 100 * time.Millisecond
 
 // since returns a snapshot from a scan that began at or after t.
