@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,21 +119,22 @@ func (f *signalFreezer) thaw() error {
 func waitStopped(pid int) error {
 	for i := 0; ; i++ {
 		// One read answers for a single-threaded process, the usual case.
-		st, threads, err := stateAndThreads(pid)
+		p := procfs.NewDefaultFS()
+		st, err := p.Stat(pid)
 		if err != nil {
 			return nil // exited: nothing left to capture
 		}
-		if threads == 1 && (st == 'T' || st == 't') {
+		if st.NumThreads == 1 && (st.State == 'T' || st.State == 't') {
 			return nil
 		}
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		tids, err := p.Tasks(pid)
 		if err != nil {
 			return nil // exited: nothing left to capture
 		}
 		all := true
-		for _, t := range tasks {
-			st, err := taskState(pid, t.Name())
-			if err == nil && st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+		for _, tid := range tids {
+			st, err := p.TaskStat(pid, tid)
+			if err == nil && st.State != 'T' && st.State != 't' && !st.Dead() {
 				all = false
 				break
 			}
@@ -150,85 +150,18 @@ func waitStopped(pid int) error {
 	}
 }
 
-// statFields reads a /proc stat file and returns its fields after the
-// command name: state first, then ppid, ... (field 3 of the file is [0]).
-// The command name may hold spaces and parentheses: the fields follow the
-// last ')'. A file that is gone is ESRCH.
-func statFields(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: %w", path, syscall.ESRCH)
-		}
-		return nil, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	var f []string
-	if i >= 0 {
-		f = strings.Fields(string(b[i+1:]))
-	}
-	// num_threads, field 20 of the file, is the last one used.
-	if len(f) < 18 || len(f[0]) != 1 {
-		return nil, fmt.Errorf("%s: malformed", path)
-	}
-	return f, nil
-}
-
-// stateAndThreads returns the state letter and the thread count
-// (num_threads) of /proc/pid/stat.
-func stateAndThreads(pid int) (byte, int, error) {
-	f, err := statFields(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	n, err := strconv.Atoi(f[17])
-	return f[0][0], n, err
-}
-
 // procState returns the state letter of /proc/pid/stat.
 func procState(pid int) (byte, error) {
-	return statState(fmt.Sprintf("/proc/%d/stat", pid))
-}
-
-func taskState(pid int, tid string) (byte, error) {
-	return statState(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tid))
-}
-
-func statState(path string) (byte, error) {
-	f, err := statFields(path)
-	if err != nil {
-		return 0, err
-	}
-	return f[0][0], nil
-}
-
-// parentOf returns pid's parent pid.
-func parentOf(pid int) (int, error) {
-	f, err := statFields(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(f[1])
+	st, err := procfs.NewDefaultFS().Stat(pid)
+	return st.State, err
 }
 
 // descendants returns pid's descendants (children, grandchildren, ...),
 // from the ppid field of every process.
 func descendants(roots []int) ([]int, error) {
-	ents, err := os.ReadDir("/proc")
+	children, err := procfs.NewDefaultFS().Children()
 	if err != nil {
 		return nil, err
-	}
-	children := map[int][]int{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		ppid, err := parentOf(pid)
-		if err != nil {
-			continue
-		}
-		children[ppid] = append(children[ppid], pid)
 	}
 	seen := map[int]bool{}
 	var out []int

@@ -243,7 +243,7 @@ func waitReaper(tb testing.TB, cmd *exec.Cmd) {
 
 func alive(pid int) bool {
 	st, err := readStat(pid)
-	return err == nil && st.state != 'Z'
+	return err == nil && st.State != 'Z'
 }
 
 // criuRun is one finished run of CRIU.
@@ -424,7 +424,7 @@ func state(tb testing.TB, pid int) byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return st.state
+	return st.State
 }
 
 // listOf returns pid's undo list in the seed's text format ("" for none).

@@ -39,7 +39,7 @@ func handoffDir(env Env) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("CRIU process %d: %w", pid, err)
 	}
-	return filepath.Join(state, fmt.Sprintf("criu-%d-%d", pid, st.start)), nil
+	return filepath.Join(state, fmt.Sprintf("criu-%d-%d", pid, st.StartTime)), nil
 }
 
 // removeStale removes the handoff directories of CRIU processes that no
@@ -55,7 +55,7 @@ func removeStale(state string) {
 		if _, err := fmt.Sscanf(e.Name(), "criu-%d-%d", &pid, &start); err != nil {
 			continue
 		}
-		if st, err := readStat(pid); err != nil || st.start != start {
+		if st, err := readStat(pid); err != nil || st.StartTime != start {
 			os.RemoveAll(filepath.Join(state, e.Name()))
 		}
 	}

@@ -266,7 +266,7 @@ func TestHandoffDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := filepath.Join("/s", "criu-"+strconv.Itoa(me)+"-"+strconv.FormatUint(st.start, 10))
+	want := filepath.Join("/s", "criu-"+strconv.Itoa(me)+"-"+strconv.FormatUint(st.StartTime, 10))
 	got, err := handoffDir(Env{ImageDir: "/proc/" + strconv.Itoa(me) + "/fd/3", StateDir: "/s"})
 	if err != nil || got != want {
 		t.Errorf("got %q, %v; want %q", got, err, want)
@@ -277,22 +277,8 @@ func TestHandoffDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err = handoffDir(Env{ImageDir: "/images", StateDir: "/s"})
-	want = filepath.Join("/s", "criu-"+strconv.Itoa(os.Getppid())+"-"+strconv.FormatUint(pst.start, 10))
+	want = filepath.Join("/s", "criu-"+strconv.Itoa(os.Getppid())+"-"+strconv.FormatUint(pst.StartTime, 10))
 	if err != nil || got != want {
 		t.Errorf("got %q, %v; want %q", got, err, want)
-	}
-}
-
-func TestParseStat(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "stat")
-	os.WriteFile(p, []byte("42 (a b) c)) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 10 18446744073709551615\n"), 0o600)
-	st, err := parseStat(p)
-	if err != nil || st.state != 'S' || st.ppid != 7 || st.start != 12345 {
-		t.Errorf("%+v, %v", st, err)
-	}
-	os.WriteFile(p, []byte("42 (x) S 7\n"), 0o600)
-	if _, err := parseStat(p); err == nil {
-		t.Error("short stat accepted")
 	}
 }

@@ -215,27 +215,27 @@ func (tg *target) blockedIn(tb testing.TB, nrs ...int) {
 }
 
 func state(pid int) byte {
-	st, err := readStat(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.Stat(pid)
 	if err != nil {
 		return 0
 	}
-	return st.state
+	return st.State
 }
 
 // tracerOf returns the process tracing pid (0 for none, -1 when pid is gone).
 func tracerOf(pid int) int {
-	st, err := readStatus(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := proc.Status(pid)
 	if err != nil {
 		return -1
 	}
-	if st.tracerPid == 0 {
+	if st.TracerPid == 0 {
 		return 0
 	}
 	// TracerPid is the tracer thread; report its process.
-	if ts, err := readStatus(fmt.Sprintf("/proc/%d/status", st.tracerPid)); err == nil {
-		return ts.tgid
+	if ts, err := proc.Status(st.TracerPid); err == nil {
+		return ts.Tgid
 	}
-	return st.tracerPid
+	return st.TracerPid
 }
 
 // Semaphore helpers (the test process never uses SEM_UNDO itself).

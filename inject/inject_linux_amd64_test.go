@@ -608,8 +608,8 @@ func TestRefusals(t *testing.T) {
 		t.Log(err)
 	})
 	t.Run("kernel thread", func(t *testing.T) {
-		st, err := readStat("/proc/2/stat")
-		if err != nil || st.flags&pfKthread == 0 {
+		st, err := proc.Stat(2)
+		if err != nil || st.Flags&pfKthread == 0 {
 			testenv.Missing(t, "kernel thread at pid 2", "run the tests in the host pid namespace")
 		}
 		_, err = Seize(2)
@@ -958,7 +958,7 @@ func TestSeccompSuspended(t *testing.T) {
 	tg := start(t, bin)
 	tg.line(t)
 	tg.blockedIn(t, nrPause)
-	if st, err := readStatus(fmt.Sprintf("/proc/%d/status", tg.pid)); err != nil || st.seccomp != 2 {
+	if st, err := proc.Status(tg.pid); err != nil || st.Seccomp != 2 {
 		t.Fatalf("target has no seccomp filter: %+v %v", st, err)
 	}
 	s := mustSeize(t, tg.pid)
@@ -1209,11 +1209,11 @@ int main(int argc, char **argv) {
 			tg.line(t)
 			tg.blockedIn(t, nrPause)
 			sigState := func() [3]uint64 {
-				st, err := readStatus(fmt.Sprintf("/proc/%d/status", tg.pid))
+				st, err := proc.Status(tg.pid)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return [3]uint64{st.sigBlk, st.sigIgn, st.sigCgt}
+				return [3]uint64{st.SigBlk, st.SigIgn, st.SigCgt}
 			}
 			before := sigState()
 			if before == ([3]uint64{}) {

@@ -99,26 +99,26 @@ func Seize(pid int) (*Session, error) {
 	if pid == self {
 		return nil, s.fail("seize", ErrSelf, nil, "pid is the calling process: a process cannot ptrace itself")
 	}
-	st, err := readStatus(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := proc.Status(pid)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
 			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "no process with this pid: check that it still runs")
 		}
 		return nil, s.fail("seize", nil, err, "cannot read /proc status")
 	}
-	if st.tgid == self {
+	if st.Tgid == self {
 		return nil, s.fail("seize", ErrSelf, nil, "pid is a thread of the calling process: a process cannot ptrace itself")
 	}
-	s.pid = st.tgid
-	lst, err := readStat(fmt.Sprintf("/proc/%d/stat", s.pid))
+	s.pid = st.Tgid
+	lst, err := proc.Stat(s.pid)
 	if err != nil {
 		return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 	}
-	if lst.flags&pfKthread != 0 {
-		return nil, s.fail("seize", ErrKernelThread, nil, fmt.Sprintf("%q is a kernel thread: it has no user memory and no undo list", lst.comm))
+	if lst.Flags&pfKthread != 0 {
+		return nil, s.fail("seize", ErrKernelThread, nil, fmt.Sprintf("%q is a kernel thread: it has no user memory and no undo list", lst.Comm))
 	}
 	if is32, ok := exeIs32Bit(s.pid); ok && is32 && !skipELFCheck {
-		return nil, s.fail("seize", ErrTargetABI, nil, fmt.Sprintf("%q runs a 32-bit (ia32 or x32) program: only x86-64 processes can be injected", lst.comm))
+		return nil, s.fail("seize", ErrTargetABI, nil, fmt.Sprintf("%q runs a 32-bit (ia32 or x32) program: only x86-64 processes can be injected", lst.Comm))
 	}
 
 	runtime.LockOSThread()
@@ -170,14 +170,14 @@ func (s *Session) attach() error {
 			return s.fail("seize", ErrZombie, nil, "process has exited and waits to be reaped by its parent: nothing to inject into")
 		}
 		s.tid = tids[0]
-		st, err := readStatus(fmt.Sprintf("/proc/%d/task/%d/status", s.pid, s.tid))
+		st, err := proc.TaskStatus(s.pid, s.tid)
 		if err != nil {
 			continue // the thread went away; pick another
 		}
 		var opts uintptr
-		if st.seccomp != 0 && noSuspendSeccomp {
+		if st.Seccomp != 0 && noSuspendSeccomp {
 			s.stats.SeccompActive = true
-		} else if st.seccomp != 0 {
+		} else if st.Seccomp != 0 {
 			// A seccomp filter could turn an injected mmap into SIGSYS or
 			// a kill. Suspending it (needs CAP_SYS_ADMIN) makes it apply
 			// to nothing while the thread is held; the kernel clears the
@@ -208,28 +208,28 @@ func (s *Session) attach() error {
 
 // classifyEPERM tells apart the reasons PTRACE_SEIZE answers EPERM.
 func (s *Session) classifyEPERM(err error) error {
-	st, serr := readStatus(fmt.Sprintf("/proc/%d/task/%d/status", s.pid, s.tid))
+	st, serr := proc.TaskStatus(s.pid, s.tid)
 	if serr != nil {
 		return s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 	}
 	// TracerPid names the tracer thread; the process is its thread group.
-	tracer := st.tracerPid
-	if ts, err := readStatus(fmt.Sprintf("/proc/%d/status", tracer)); err == nil {
-		tracer = ts.tgid
+	tracer := st.TracerPid
+	if ts, err := proc.Status(tracer); err == nil {
+		tracer = ts.Tgid
 	}
 	switch {
-	case st.tracerPid != 0 && tracer == os.Getpid():
+	case st.TracerPid != 0 && tracer == os.Getpid():
 		return s.fail("seize", ErrAlreadyTraced, err, "already traced by this process: Detach the other Session first")
-	case st.tracerPid != 0:
+	case st.TracerPid != 0:
 		comm := "?"
-		if ts, err := readStat(fmt.Sprintf("/proc/%d/stat", tracer)); err == nil {
-			comm = ts.comm
+		if ts, err := proc.Stat(tracer); err == nil {
+			comm = ts.Comm
 		}
 		return s.fail("seize", ErrAlreadyTraced, err, fmt.Sprintf("already traced by pid %d (%s): stop that debugger, strace or CRIU first", tracer, comm))
-	case dead(st.state):
+	case st.Dead():
 		return s.fail("seize", ErrZombie, err, "thread has exited: nothing to inject into")
 	}
-	if ts, err := readStat(fmt.Sprintf("/proc/%d/task/%d/stat", s.pid, s.tid)); err == nil && ts.flags&pfKthread != 0 {
+	if ts, err := proc.TaskStat(s.pid, s.tid); err == nil && ts.Flags&pfKthread != 0 {
 		return s.fail("seize", ErrKernelThread, err, "kernel thread: it has no user memory")
 	}
 	return s.fail("seize", ErrPermission, err, "run as root or with CAP_SYS_PTRACE, and check kernel.yama.ptrace_scope and the target's dumpable flag")
@@ -811,7 +811,7 @@ func (s *Session) restartSemop() error {
 	if err := s.readMemory(uintptr(r.Rip-2), b[:]); err != nil || b != [2]byte{0x0f, 0x05} {
 		return nil
 	}
-	st, err := readStatus(fmt.Sprintf("/proc/%d/task/%d/status", s.pid, s.tid))
+	st, err := proc.TaskStatus(s.pid, s.tid)
 	if err != nil {
 		return nil // gone; the detach below reports it
 	}
@@ -819,7 +819,7 @@ func (s *Session) restartSemop() error {
 	for _, c := range s.signals {
 		caught |= 1 << (uint(c.sig) - 1)
 	}
-	interrupting := (caught | st.sigPnd | st.shdPnd) &^ st.sigBlk &^ st.sigIgn &^ (defaultIgnored &^ st.sigCgt)
+	interrupting := (caught | st.SigPnd | st.ShdPnd) &^ st.SigBlk &^ st.SigIgn &^ (defaultIgnored &^ st.SigCgt)
 	if interrupting != 0 {
 		return nil // a signal would have interrupted it: EINTR is right
 	}

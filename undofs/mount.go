@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"golang.org/x/sys/unix"
 )
@@ -142,7 +143,7 @@ func Mount(dir string, opts *Options) (f *FS, err error) {
 	if timeout <= 0 {
 		timeout = DefaultInjectTimeout
 	}
-	raw := newRawFS(&scanner{r: r}, inj, procFS("/proc"), lg, timeout)
+	raw := newRawFS(&scanner{r: r}, inj, procfs.NewDefaultFS(), lg, timeout)
 
 	srv, err := fuse.NewServer(raw, mp, &fuse.MountOptions{
 		AllowOther: opts.AllowOther,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/undo"
 )
 
@@ -61,7 +62,7 @@ type rawFS struct {
 
 	scan    *scanner
 	inj     Injector
-	proc    procFS
+	proc    procfs.FS
 	log     *log.Logger
 	timeout time.Duration
 	born    time.Time // the files' timestamps
@@ -75,7 +76,7 @@ type rawFS struct {
 	writing map[int]int // tgid -> writes it has waiting on an injection
 }
 
-func newRawFS(s *scanner, inj Injector, proc procFS, lg *log.Logger, timeout time.Duration) *rawFS {
+func newRawFS(s *scanner, inj Injector, proc procfs.FS, lg *log.Logger, timeout time.Duration) *rawFS {
 	return &rawFS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		scan:          s,
@@ -109,10 +110,10 @@ func (fs *rawFS) Init(srv *fuse.Server) { fs.srv = srv }
 
 // process checks that pid is a live (or zombie) process, not a thread, and
 // returns its status.
-func (fs *rawFS) process(pid int) (*procStatus, fuse.Status) {
-	st, err := fs.proc.status(pid)
+func (fs *rawFS) process(pid int) (*procfs.Status, fuse.Status) {
+	st, err := fs.proc.Status(pid)
 	if err != nil {
-		if !errors.Is(err, errNoTask) {
+		if !errors.Is(err, syscall.ESRCH) {
 			fs.log.Print(err)
 		}
 		return nil, fuse.ENOENT
@@ -120,7 +121,7 @@ func (fs *rawFS) process(pid int) (*procStatus, fuse.Status) {
 	if st.Tgid != pid {
 		return nil, fuse.ENOENT
 	}
-	return st, fuse.OK
+	return &st, fuse.OK
 }
 
 func (fs *rawFS) setTimes(a *fuse.Attr) {
@@ -137,15 +138,15 @@ func (fs *rawFS) rootAttr(a *fuse.Attr) {
 // as /proc/<pid> does. The mode is informative: without default_permissions
 // the kernel leaves permission to the daemon, which reads for anyone let in
 // and writes as the kernel lets the writer ptrace the process.
-func (fs *rawFS) dirAttr(a *fuse.Attr, pid int, st *procStatus) {
+func (fs *rawFS) dirAttr(a *fuse.Attr, pid int, st *procfs.Status) {
 	*a = fuse.Attr{Ino: dirID(pid), Mode: syscall.S_IFDIR | 0o555, Nlink: 2,
-		Owner: fuse.Owner{Uid: st.UID[idEffective], Gid: st.GID[idEffective]}}
+		Owner: fuse.Owner{Uid: st.UID[procfs.Effective], Gid: st.GID[procfs.Effective]}}
 	fs.setTimes(a)
 }
 
-func (fs *rawFS) fileAttr(a *fuse.Attr, pid int, st *procStatus, size int) {
+func (fs *rawFS) fileAttr(a *fuse.Attr, pid int, st *procfs.Status, size int) {
 	*a = fuse.Attr{Ino: fileID(pid), Mode: syscall.S_IFREG | 0o644, Nlink: 1, Size: uint64(size),
-		Owner: fuse.Owner{Uid: st.UID[idEffective], Gid: st.GID[idEffective]}}
+		Owner: fuse.Owner{Uid: st.UID[procfs.Effective], Gid: st.GID[procfs.Effective]}}
 	fs.setTimes(a)
 }
 
@@ -419,7 +420,7 @@ func (fs *rawFS) apply(h *handle, blocked fuse.Caller) fuse.Status {
 	}
 	tgids := []int{caller.TGID}
 	if blocked.Pid != h.writer.Pid {
-		if st, err := fs.proc.status(int(blocked.Pid)); err == nil && st.Tgid != caller.TGID {
+		if st, err := fs.proc.Status(int(blocked.Pid)); err == nil && st.Tgid != caller.TGID {
 			tgids = append(tgids, st.Tgid)
 		}
 	}
@@ -496,14 +497,14 @@ func (fs *rawFS) caller(c fuse.Caller) (*Caller, error) {
 	if c.Pid == 0 {
 		return nil, errors.New("the writing process is outside the daemon's PID namespace")
 	}
-	st, err := fs.proc.status(int(c.Pid))
+	st, err := fs.proc.Status(int(c.Pid))
 	if err != nil {
 		return nil, err
 	}
-	if st.UID[idFS] != c.Uid || st.GID[idFS] != c.Gid {
+	if st.UID[procfs.Filesystem] != c.Uid || st.GID[procfs.Filesystem] != c.Gid {
 		return nil, errors.New("pid " + strconv.Itoa(int(c.Pid)) + " changed credentials during its write")
 	}
-	return &Caller{PID: int(c.Pid), TGID: st.Tgid, UID: st.UID[idReal], GID: st.GID[idReal],
+	return &Caller{PID: int(c.Pid), TGID: st.Tgid, UID: st.UID[procfs.Real], GID: st.GID[procfs.Real],
 		Groups: st.Groups, CapEff: st.CapEff}, nil
 }
 

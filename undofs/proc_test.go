@@ -1,61 +1,8 @@
 package undofs
 
 import (
-	"errors"
-	"slices"
 	"testing"
 )
-
-func TestProcStatusFixtures(t *testing.T) {
-	p := procFS("testdata/proc")
-	tests := []struct {
-		pid    int
-		tgid   int
-		uid    [4]uint32
-		gid    [4]uint32
-		groups []uint32
-		capEff uint64
-	}{
-		{100, 100, [4]uint32{}, [4]uint32{}, []uint32{}, 0x000001fffeffffff},
-		// A thread (tid 101 of process 100) of a set-uid program.
-		{101, 100, [4]uint32{1000, 0, 0, 0}, [4]uint32{1000, 1000, 1000, 1000}, []uint32{4, 24, 27, 1000}, 1 << 19},
-		{102, 102, [4]uint32{65534, 65534, 65534, 65534}, [4]uint32{65534, 65534, 65534, 65534}, []uint32{}, 0},
-	}
-	for _, tt := range tests {
-		st, err := p.status(tt.pid)
-		if err != nil {
-			t.Fatalf("status(%d): %v", tt.pid, err)
-		}
-		if st.Tgid != tt.tgid || st.UID != tt.uid || st.GID != tt.gid || !slices.Equal(st.Groups, tt.groups) || st.CapEff != tt.capEff {
-			t.Errorf("status(%d) = %+v, want tgid %d uid %v gid %v groups %v capeff %#x",
-				tt.pid, st, tt.tgid, tt.uid, tt.gid, tt.groups, tt.capEff)
-		}
-	}
-	// A status without CapEff cannot be judged from.
-	if _, err := p.status(103); err == nil {
-		t.Error("status(103) without a CapEff line: no error")
-	}
-	for _, pid := range []int{0, -1, 104} {
-		if _, err := p.status(pid); !errors.Is(err, errNoTask) {
-			t.Errorf("status(%d) = %v, want errNoTask", pid, err)
-		}
-	}
-}
-
-func TestParseStatusBad(t *testing.T) {
-	for _, in := range []string{
-		"",
-		"Tgid:\t1\nUid:\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\t0\n",    // three uids
-		"Tgid:\tx\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\t0\n", // bad tgid
-		"Tgid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t-1\nCapEff:\t0\n",
-		"Tgid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\tzz\n",
-		"Tgid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nCapEff:\t0\n", // no Groups
-	} {
-		if st, err := parseStatus([]byte(in)); err == nil {
-			t.Errorf("parseStatus(%q) = %+v, want an error", in, st)
-		}
-	}
-}
 
 func TestMountAt(t *testing.T) {
 	mi := []byte(`22 27 0:21 / /proc rw,relatime - proc proc rw

@@ -1,15 +1,10 @@
 package writer
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/sysvsem"
 )
 
@@ -27,77 +22,26 @@ type Creds struct {
 	IPCOwner bool
 }
 
-// ProcFS reads process information under a procfs mount point, so that the
-// parsers can be tested against fixture files.
-type ProcFS struct{ root string }
-
-// NewProcFS returns a ProcFS rooted at root ("/proc" on a live system).
-func NewProcFS(root string) ProcFS { return ProcFS{root: root} }
-
-// Creds reads pid's credentials from <root>/<pid>/status.
-func (fs ProcFS) Creds(pid int) (*Creds, error) {
-	b, err := os.ReadFile(filepath.Join(fs.root, strconv.Itoa(pid), "status"))
+// ReadCreds reads the credentials of pid (a process or a thread) from
+// /proc/<pid>/status.
+func ReadCreds(pid int) (*Creds, error) {
+	st, err := procfs.NewDefaultFS().Status(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read credentials of pid %d: %w", pid, err)
 	}
-	return parseCreds(b)
+	return credsOf(st), nil
 }
 
-// parseCreds parses the Uid, Gid, Groups and CapEff lines of a status file.
-func parseCreds(b []byte) (*Creds, error) {
-	c := &Creds{}
-	seen := 0
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(val)
-		switch key {
-		case "Uid", "Gid":
-			// real, effective, saved, filesystem
-			if len(f) != 4 {
-				return nil, fmt.Errorf("status: %s line has %d fields, want 4", key, len(f))
-			}
-			idx := 1 // euid
-			if key == "Gid" {
-				idx = 3 // fsgid: in_group_p checks it
-			}
-			v, err := strconv.ParseUint(f[idx], 10, 32)
-			if err != nil {
-				return nil, fmt.Errorf("status: %s: %w", key, err)
-			}
-			if key == "Uid" {
-				c.EUID = uint32(v)
-			} else {
-				c.FSGID = uint32(v)
-			}
-			seen++
-		case "Groups":
-			for _, g := range f {
-				v, err := strconv.ParseUint(g, 10, 32)
-				if err != nil {
-					return nil, fmt.Errorf("status: Groups: %w", err)
-				}
-				c.Groups = append(c.Groups, uint32(v))
-			}
-		case "CapEff":
-			if len(f) != 1 {
-				return nil, fmt.Errorf("status: CapEff line has %d fields", len(f))
-			}
-			v, err := strconv.ParseUint(f[0], 16, 64)
-			if err != nil {
-				return nil, fmt.Errorf("status: CapEff: %w", err)
-			}
-			c.IPCOwner = v&(1<<capIPCOwner) != 0
-			seen++
-		}
+// credsOf takes from a status what ipcperms checks: the effective uid, the
+// filesystem gid (in_group_p checks it), the supplementary groups and
+// CAP_IPC_OWNER.
+func credsOf(st procfs.Status) *Creds {
+	return &Creds{
+		EUID:     st.UID[procfs.Effective],
+		FSGID:    st.GID[procfs.Filesystem],
+		Groups:   st.Groups,
+		IPCOwner: st.CapEff&(1<<capIPCOwner) != 0,
 	}
-	if seen != 3 {
-		return nil, fmt.Errorf("status: Uid, Gid or CapEff line missing")
-	}
-	return c, nil
 }
 
 func (c *Creds) inGroup(gid uint32) bool {

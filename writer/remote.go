@@ -284,7 +284,7 @@ func (x *remote) semopm() (int, error) {
 
 func (x *remote) creds() (*Creds, error) {
 	if x.cache == nil {
-		c, err := NewProcFS("/proc").Creds(x.pid())
+		c, err := ReadCreds(x.pid())
 		if err != nil {
 			return nil, err
 		}

@@ -48,4 +48,4 @@ func (self) semopm() (int, error) {
 	return int(info.Semopm), nil
 }
 
-func (self) creds() (*Creds, error) { return NewProcFS("/proc").Creds(os.Getpid()) }
+func (self) creds() (*Creds, error) { return ReadCreds(os.Getpid()) }
