@@ -50,7 +50,7 @@ func TestRestoredLockReleased(t *testing.T) {
 			wantList := ""
 			if withSemundo {
 				wantList = "0 -1\n"
-				waitRunning(t, child)
+				waitState(t, child, stateRunning)
 			}
 			if got := listOf(t, r, child); got != wantList {
 				t.Errorf("restored child %d holds %q, want %q", child, got, wantList)
@@ -179,10 +179,10 @@ func TestTreeOfLists(t *testing.T) {
 		}
 	})
 	t.Run("stopped stays stopped", func(t *testing.T) {
-		waitRunning(t, rs.root)
+		waitState(t, rs.root, stateRunning)
 		for i, k := range kids {
 			if i != stoppedKid {
-				waitRunning(t, k)
+				waitState(t, k, stateRunning)
 			}
 		}
 		// The others run, so a SIGCONT sent to it would have arrived
@@ -252,7 +252,7 @@ func TestPIDNamespace(t *testing.T) {
 	for i, k := range lt.kids {
 		nk := rs.pidOf(t, lt.vpid[k])
 		changed = changed || nk != k
-		waitRunning(t, nk)
+		waitState(t, nk, stateRunning)
 		if got := listOf(t, r, nk); got != before[i] {
 			t.Errorf("restored child %d: host pid %d (was %d), pid %d in the namespace: holds %q, want %q", i, nk, k, lt.vpid[k], got, before[i])
 		}
@@ -295,7 +295,7 @@ func TestSharedWithOutside(t *testing.T) {
 		t.Errorf("a failed dump left %s", ImageFile)
 	}
 	for _, pid := range []int{lt.root, lt.kids[0]} {
-		waitRunning(t, pid)
+		waitState(t, pid, stateRunning)
 		if got := listOf(t, r, pid); got != "0 -1\n" {
 			t.Errorf("pid %d holds %q after the failed dump, want %q", pid, got, "0 -1\n")
 		}
@@ -367,25 +367,6 @@ func TestRestoreWithoutLeaveStopped(t *testing.T) {
 	}
 	if !strings.Contains(rs.run.log, "semundo criu-script: "+ImageFile) || !strings.Contains(rs.run.log, "Aborting restore due to pre-restore script") {
 		t.Errorf("CRIU's log lacks semundo's complaint and CRIU's abort:\n%s", tail(rs.run.log, 20))
-	}
-}
-
-// waitRunning waits until pid has left group-stop (SIGCONT may still be on
-// its way when CRIU exits).
-func waitRunning(t *testing.T, pid int) {
-	t.Helper()
-	for i := 0; ; i++ {
-		st, err := processState(pid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st == stateRunning {
-			return
-		}
-		if i == 5000 {
-			t.Fatalf("pid %d still stopped (state %c) 5 s after the restore", pid, state(t, pid))
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -402,30 +402,31 @@ func killAndWait(tb testing.TB, pid int) {
 func stopAndWait(tb testing.TB, pid int) {
 	tb.Helper()
 	unix.Kill(pid, unix.SIGSTOP)
+	waitState(tb, pid, stateStopped)
+}
+
+// waitState waits up to 5 s until pid is in state want: stateRunning once
+// it has left group-stop (SIGCONT may still be on its way when a restore
+// returns), stateStopped when every thread is in group-stop, stateGone
+// once it has exited (a zombie counts).
+func waitState(tb testing.TB, pid int, want runState) {
+	tb.Helper()
+	names := map[runState]string{stateRunning: "running", stateStopping: "stopping", stateStopped: "stopped", stateGone: "gone"}
 	for i := 0; ; i++ {
 		st, err := processState(pid)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if st == stateStopped {
+		if st == want {
 			return
 		}
 		if i == 5000 {
-			tb.Fatalf("pid %d did not stop within 5 s", pid)
+			tb.Fatalf("pid %d is %s 5 s on, want %s", pid, names[st], names[want])
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// state returns the state letter of pid's main thread.
-func state(tb testing.TB, pid int) byte {
-	tb.Helper()
-	st, err := readStat(pid)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return st.State
-}
 
 // listOf returns pid's undo list in the seed's text format ("" for none).
 func listOf(tb testing.TB, r *reader.Reader, pid int) string {
