@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -100,14 +101,14 @@ func TestWriteBuffering(t *testing.T) {
 	}
 	two := undo.List{{Semid: int32(a), Adj: []int16{1, 2, 3, 4}}, {Semid: int32(b), Adj: []int16{-5}}}
 
-	// dd bs=3: lines arrive in pieces; the write that ends the last line
-	// applies both, as one list.
+	// dd in small blocks: lines arrive in pieces; the write that ends the
+	// last line applies both, as one list.
 	text := fmt.Sprintf("%d 1 2 3 4\n%d -5\n", a, b)
-	if _, errs, code := run(t, nil, text, "dd", "of="+p, "bs=3", "status=none"); code != 0 {
-		t.Fatalf("dd bs=3: exit %d, %s", code, errs)
+	if _, errs, code := run(t, nil, text, "dd", "of="+p, piecewise(text), "status=none"); code != 0 {
+		t.Fatalf("dd %s: exit %d, %s", piecewise(text), code, errs)
 	}
 	if calls := fake.Calls(); len(calls) != 1 || !calls[0].Want.Equal(two) {
-		t.Errorf("dd bs=3 of two lines: calls %+v, want one with %v", calls, two)
+		t.Errorf("dd %s of two lines: calls %+v, want one with %v", piecewise(text), calls, two)
 	}
 
 	// A last line without a newline is applied at close, whose error dd
@@ -138,7 +139,7 @@ func TestWriteBuffering(t *testing.T) {
 	// Not the format: EINVAL, and the injector is never called.
 	reset(nil)
 	for _, bad := range []string{"junk", fmt.Sprintf("%d 1 40000", a), fmt.Sprintf("%d 1\n%d 2", a, a), fmt.Sprintf("%d", a), "", fmt.Sprintf("%d  1", a)} {
-		_, errs, code := run(t, nil, bad+"\n", "dd", "of="+p, "bs=3", "status=none")
+		_, errs, code := run(t, nil, bad+"\n", "dd", "of="+p, piecewise(bad+"\n"), "status=none")
 		if code == 0 || !strings.Contains(errs, "Invalid argument") {
 			t.Errorf("dd of %q: exit %d, %q; want Invalid argument", bad, code, errs)
 		}
@@ -158,6 +159,25 @@ func TestWriteBuffering(t *testing.T) {
 	}
 	if calls := fake.Calls(); len(calls) != 2 || !calls[0].Want.Equal(two[:1]) || !calls[1].Want.Equal(two[1:]) {
 		t.Errorf("two echos: calls %+v", calls)
+	}
+}
+
+// piecewise returns a dd block-size operand (bs=3 or more) that cuts text
+// into pieces none of which ends at a newline but the last: the lines then
+// all reach the file system in writes that end mid-line, so the one write
+// that ends the text applies them together. A fixed bs=3 would depend on
+// how many digits the semids have.
+func piecewise(text string) string {
+	for bs := 3; ; bs++ {
+		ok := true
+		for i, c := range text[:len(text)-1] {
+			if c == '\n' && (i+1)%bs == 0 {
+				ok = false
+			}
+		}
+		if ok {
+			return "bs=" + strconv.Itoa(bs)
+		}
 	}
 }
 

@@ -103,8 +103,11 @@ func ParseStat(b []byte) (Stat, error) {
 	}
 	f := strings.Fields(string(b[end+1:]))
 	// f[0] is field 3; StartTime, field 22, is the last one used.
-	if len(f) < 20 || len(f[0]) != 1 {
+	if len(f) < 20 {
 		return Stat{}, fmt.Errorf("%w: %d fields after the command name", ErrMalformed, len(f))
+	}
+	if !isState(f[0]) {
+		return Stat{}, fmt.Errorf("%w: state %q", ErrMalformed, f[0])
 	}
 	st := Stat{Comm: string(b[open+1 : end]), State: f[0][0]}
 	var err error
@@ -120,6 +123,12 @@ func ParseStat(b []byte) (Stat, error) {
 	field(20, "num_threads", func(s string) (e error) { st.NumThreads, e = strconv.Atoi(s); return })
 	field(22, "starttime", func(s string) (e error) { st.StartTime, e = strconv.ParseUint(s, 10, 64); return })
 	return st, err
+}
+
+// isState reports whether s is a task state as the kernel writes it: one
+// letter.
+func isState(s string) bool {
+	return len(s) == 1 && ('A' <= s[0] && s[0] <= 'Z' || 'a' <= s[0] && s[0] <= 'z')
 }
 
 // Status is the part of /proc/<pid>/status that semundo uses.
@@ -208,7 +217,7 @@ func ParseStatus(b []byte) (Status, error) {
 		switch string(key) {
 		case "State":
 			// "S (sleeping)": the letter, then its name.
-			if len(fields) == 0 || len(fields[0]) != 1 {
+			if len(fields) == 0 || !isState(fields[0]) {
 				err = errors.New("no state letter")
 			} else {
 				st.State = fields[0][0]
