@@ -427,7 +427,6 @@ func waitState(tb testing.TB, pid int, want runState) {
 	}
 }
 
-
 // listOf returns pid's undo list in the seed's text format ("" for none).
 func listOf(tb testing.TB, r *reader.Reader, pid int) string {
 	tb.Helper()

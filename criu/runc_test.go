@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/reader"
 )
 
 // TestRunc checks the runc path of docs/criu.md for real: runc drives CRIU
@@ -47,12 +48,7 @@ func TestRunc(t *testing.T) {
 			set, vchild := rr.waitReady(t, b)
 			init := ct.initPID(t)
 			child := hostPID(t, init, vchild)
-			if got := listOf(t, r, child); got != "0 -1\n" {
-				t.Fatalf("before the checkpoint the child holds %q, want %q", got, "0 -1\n")
-			}
-			if got := rr.values(t, init, set); got != "1" {
-				t.Fatalf("value %q before the checkpoint, want 1", got)
-			}
+			rr.checkHolding(t, r, init, child, set)
 
 			img := filepath.Join(b.dir, "img")
 			out, err := rr.runc("checkpoint", "--image-path", img, "--work-path", filepath.Join(b.dir, "work-dump"), ct.id).CombinedOutput()
@@ -60,18 +56,8 @@ func TestRunc(t *testing.T) {
 			if err != nil {
 				t.Fatalf("runc checkpoint: %v\n%s\ndump.log:\n%s", err, out, tail(dumpLog, 40))
 			}
-			_, errImg := os.Stat(filepath.Join(img, ImageFile))
-			_, errTree := os.Stat(filepath.Join(img, TreeFile))
+			checkDumped(t, img, dumpLog, init, withSemundo)
 			if withSemundo {
-				if errImg != nil || errTree != nil {
-					t.Fatalf("no semundo files in the images: %v, %v\ndump.log:\n%s", errImg, errTree, tail(dumpLog, 40))
-				}
-				// Two lists: the child's, and pid 1's empty one, made when
-				// runc init (Go, whose threads share one list) ran there.
-				if !strings.Contains(dumpLog, "semundo: post-dump: saved 2 undo lists (1 entries) of the 2 processes of the tree of pid "+strconv.Itoa(init)) {
-					t.Errorf("dump.log lacks semundo's post-dump note:\n%s", tail(dumpLog, 40))
-				}
-				t.Logf("CRIU ran the action script %d times at post-dump", countScriptRuns(dumpLog, "post-dump"))
 				// leave-stopped in the configuration file applies to the
 				// dump too: CRIU leaves the tasks stopped instead of killing
 				// them, and runc then keeps the container ("container still
@@ -80,9 +66,6 @@ func TestRunc(t *testing.T) {
 					waitState(t, p, stateStopped)
 				}
 			} else {
-				if errImg == nil || errTree == nil {
-					t.Fatalf("runc without the action script wrote semundo files")
-				}
 				for _, p := range []int{init, child} {
 					waitState(t, p, stateGone)
 				}
@@ -93,35 +76,79 @@ func TestRunc(t *testing.T) {
 			init = rs.initPID(t)
 			restoreLog := readLog(filepath.Join(b.dir, "work-restore", "restore.log"))
 			child = hostPID(t, init, vchild)
-			wantList := ""
-			if withSemundo {
-				wantList = "0 -1\n"
-				if !strings.Contains(restoreLog, "semundo: post-resume: wrote 1 undo lists into the stopped tasks, continued 2 of the 2 tasks") {
-					t.Errorf("restore.log lacks semundo's post-resume note:\n%s", tail(restoreLog, 40))
-				}
-				t.Logf("CRIU ran the action script %d times at post-resume", countScriptRuns(restoreLog, "post-resume"))
-				// The handoff went through the state directory set in
-				// runc's environment: CRIU and the script inherited it.
-				if _, err := os.Stat(rr.state); err != nil {
-					t.Errorf("%s did not reach the action script through runc and CRIU: %v", EnvStateDir, err)
-				}
-				waitState(t, init, stateRunning)
-				waitState(t, child, stateRunning)
-			}
-			if left := rr.handoffsLeft(); len(left) != 0 {
-				t.Errorf("post-resume left %v in the state directory", left)
-			}
-			if got := listOf(t, r, child); got != wantList {
-				t.Errorf("restored child %d holds %q, want %q", child, got, wantList)
-			}
-			if got := rr.values(t, init, set); got != "1" {
-				t.Fatalf("restored value %q, want 1", got)
-			}
-			killAndWait(t, child)
-			if got := rr.values(t, init, set); got != want {
-				t.Errorf("after the restored child died the value is %s, want %s", got, want)
-			}
+			rr.checkRestored(t, r, restoreLog, init, child, set, withSemundo, want)
 		})
+	}
+}
+
+// checkHolding checks the state the payload reaches before a checkpoint:
+// the child holds -1 on semaphore 0 of the set, whose value is 1.
+func (rr *runcRig) checkHolding(t *testing.T, r *reader.Reader, init, child, set int) {
+	t.Helper()
+	if got := listOf(t, r, child); got != "0 -1\n" {
+		t.Fatalf("before the checkpoint the child holds %q, want %q", got, "0 -1\n")
+	}
+	if got := rr.values(t, init, set); got != "1" {
+		t.Fatalf("value %q before the checkpoint, want 1", got)
+	}
+}
+
+// checkDumped checks CRIU's images directory and dump log after a
+// checkpoint: semundo's two files and its post-dump note are there exactly
+// when the action script was configured.
+func checkDumped(t *testing.T, img, dumpLog string, init int, withSemundo bool) {
+	t.Helper()
+	_, errImg := os.Stat(filepath.Join(img, ImageFile))
+	_, errTree := os.Stat(filepath.Join(img, TreeFile))
+	if !withSemundo {
+		if errImg == nil || errTree == nil {
+			t.Fatalf("a checkpoint without the action script wrote semundo files")
+		}
+		return
+	}
+	if errImg != nil || errTree != nil {
+		t.Fatalf("no semundo files in the images: %v, %v\ndump.log:\n%s", errImg, errTree, tail(dumpLog, 40))
+	}
+	// Two lists: the child's, and pid 1's empty one, made when runc init
+	// (Go, whose threads share one list) ran there.
+	if !strings.Contains(dumpLog, "semundo: post-dump: saved 2 undo lists (1 entries) of the 2 processes of the tree of pid "+strconv.Itoa(init)) {
+		t.Errorf("dump.log lacks semundo's post-dump note:\n%s", tail(dumpLog, 40))
+	}
+	t.Logf("CRIU ran the action script %d times at post-dump", countScriptRuns(dumpLog, "post-dump"))
+}
+
+// checkRestored checks a restored container: with the action script, its
+// post-resume note, running tasks, the state directory used and left
+// empty, and the child's list back; without, no list. Either way the value
+// is 1, and after the child is killed it is want (0 when the list came
+// back, 1 when it was lost).
+func (rr *runcRig) checkRestored(t *testing.T, r *reader.Reader, restoreLog string, init, child, set int, withSemundo bool, want string) {
+	t.Helper()
+	wantList := ""
+	if withSemundo {
+		wantList = "0 -1\n"
+		if !strings.Contains(restoreLog, "semundo: post-resume: wrote 1 undo lists into the stopped tasks, continued 2 of the 2 tasks") {
+			t.Errorf("restore.log lacks semundo's post-resume note:\n%s", tail(restoreLog, 40))
+		}
+		t.Logf("CRIU ran the action script %d times at post-resume", countScriptRuns(restoreLog, "post-resume"))
+		if _, err := os.Stat(rr.state); err != nil {
+			t.Errorf("the action script did not use the state directory %s: %v", rr.state, err)
+		}
+		waitState(t, init, stateRunning)
+		waitState(t, child, stateRunning)
+	}
+	if left := rr.handoffsLeft(); len(left) != 0 {
+		t.Errorf("post-resume left %v in the state directory", left)
+	}
+	if got := listOf(t, r, child); got != wantList {
+		t.Errorf("restored child %d holds %q, want %q", child, got, wantList)
+	}
+	if got := rr.values(t, init, set); got != "1" {
+		t.Fatalf("restored value %q, want 1", got)
+	}
+	killAndWait(t, child)
+	if got := rr.values(t, init, set); got != want {
+		t.Errorf("after the restored child died the value is %s, want %s", got, want)
 	}
 }
 
