@@ -47,6 +47,7 @@ type EntryError struct {
 	Err  error
 }
 
+// Error names the entry and the failure.
 func (e *EntryError) Error() string { return "cpio: entry " + e.Name + ": " + e.Err.Error() }
 
 // Unwrap returns the underlying error.

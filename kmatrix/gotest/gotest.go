@@ -22,6 +22,7 @@ const (
 	Skip
 )
 
+// String returns the word go test prints for the outcome.
 func (s Status) String() string {
 	switch s {
 	case Pass:
