@@ -3,6 +3,7 @@ package undofs
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log"
 	"os"
 	"path/filepath"
@@ -81,6 +82,9 @@ func Mount(dir string, opts *Options) (f *FS, err error) {
 	mp, err := filepath.EvalSymlinks(abs)
 	if errors.Is(err, syscall.ENOTCONN) {
 		return nil, fmt.Errorf("%s is a FUSE mount whose server has gone (transport endpoint is not connected): run umount %s first: %w", abs, abs, ErrMounted)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("mount point %s does not exist: create the directory first (mkdir -p %s): %w", abs, abs, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mount point: %w", err)

@@ -27,6 +27,18 @@ func TestMountUsage(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "semundo exec --undo FILE -- CMD") || !strings.Contains(out, "EDEADLK") {
 		t.Errorf("mount --help: exit %d, %q", code, out)
 	}
+	// A missing directory or a file: one line naming it, nothing mounted.
+	missing := filepath.Join(t.TempDir(), "none")
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for dir, say := range map[string]string{missing: "create the directory first", file: "is not a directory"} {
+		out, errs, code := semundo(t, nil, "mount", dir)
+		if code != exitError || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, dir) || !strings.Contains(errs, say) {
+			t.Errorf("mount %s: exit %d, %q, %q; want exit 1 and one line naming it, saying %q", dir, code, out, errs, say)
+		}
+	}
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	out, errs, code := semundo(t, nobody, "mount", t.TempDir())
 	if code != exitPermission || out != "" || !strings.Contains(errs, "root") {
