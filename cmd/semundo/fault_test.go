@@ -216,7 +216,7 @@ func TestKillDuringSet(t *testing.T) {
 // list is the one before or the one in the image, never part of it.
 func TestKillDuringRestore(t *testing.T) {
 	testenv.RequireRoot(t)
-	trials := 200
+	trials := 500
 	if testing.Short() {
 		trials = 30
 	}
