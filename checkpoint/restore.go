@@ -32,9 +32,17 @@ func RestoreSets(img *image.Image) (err error) {
 	if err != nil {
 		return err
 	}
+	// sem_next_id asks for the id's index (slot), which this kernel takes
+	// from the id's low bits whatever the checkpointed kernel did.
+	shift := sysvsem.DefaultIndexShift
+	if fs, err := sysvsem.NewDefaultFS(); err == nil {
+		if s, err := fs.IndexShift(); err == nil {
+			shift = s
+		}
+	}
 	for _, e := range existing {
 		for _, s := range img.Sets {
-			if int(s.ID)%(1<<15) == e.Index || int(s.ID) == e.ID {
+			if int(s.ID)&(1<<shift-1) == e.Index || int(s.ID) == e.ID {
 				return fmt.Errorf("set %d of the image needs index %d, which set %d holds in this namespace (restore into a new one: unshare --ipc): %w", s.ID, e.Index, e.ID, ErrTaken)
 			}
 			if s.Key != 0 && s.Key == e.Stat.Perm.Key {

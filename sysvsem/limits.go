@@ -90,3 +90,32 @@ func parseLimits(data []byte) (Limits, error) {
 	}
 	return Limits{Semmsl: v[0], Semmns: v[1], Semopm: v[2], Semmni: v[3]}, nil
 }
+
+// Index shifts: a set's id is its index (slot) in the namespace plus a
+// sequence number shifted above it (ipc/util.h: ipcmni_seq_shift).
+const (
+	DefaultIndexShift  = 15 // IPCMNI_SHIFT
+	ExtendedIndexShift = 24 // IPCMNI_EXTEND_SHIFT, with ipcmni_extend
+)
+
+// IndexShift returns how many low bits of a set id are its index in the
+// namespace: DefaultIndexShift, or ExtendedIndexShift when the kernel was booted
+// with ipcmni_extend (read from cmdline under the FS root; the kernel
+// shows the setting nowhere else). A restorer needs it to tell which live
+// set holds the slot a checkpointed id asks for.
+func (fs FS) IndexShift() (int, error) {
+	b, err := os.ReadFile(filepath.Join(fs.root, "cmdline"))
+	if err != nil {
+		return 0, fmt.Errorf("sysvsem: read the kernel command line: %w", err)
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if f == "--" {
+			break // the rest is init's
+		}
+		// Like every __setup parameter, it matches with any "=value".
+		if f == "ipcmni_extend" || strings.HasPrefix(f, "ipcmni_extend=") {
+			return ExtendedIndexShift, nil
+		}
+	}
+	return DefaultIndexShift, nil
+}

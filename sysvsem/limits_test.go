@@ -96,3 +96,52 @@ func TestReadLimitsFromProc(t *testing.T) {
 		t.Errorf("/proc/sys/kernel/sem %+v disagrees with IPC_INFO %+v", l, si)
 	}
 }
+
+func TestIndexShiftFixtures(t *testing.T) {
+	for dir, want := range map[string]int{
+		"extend": ExtendedIndexShift,
+		// After "--" the words are init's, not the kernel's.
+		"good": DefaultIndexShift,
+	} {
+		fsys, err := NewFS(filepath.Join("testdata", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := fsys.IndexShift(); err != nil || got != want {
+			t.Errorf("%s: IndexShift() = %d, %v; want %d", dir, got, err, want)
+		}
+	}
+	fsys, err := NewFS(filepath.Join("testdata", "empty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fsys.IndexShift(); err == nil {
+		t.Error("IndexShift without a cmdline file: no error")
+	}
+}
+
+// On the live kernel every set's id must carry its index in the low bits
+// IndexShift names.
+func TestIndexShiftLive(t *testing.T) {
+	newSet(t, 1)
+	fsys, err := NewDefaultFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shift, err := fsys.IndexShift()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets, err := Enumerate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) == 0 {
+		t.Fatal("Enumerate found no set, not even this test's")
+	}
+	for _, e := range sets {
+		if e.ID&(1<<shift-1) != e.Index {
+			t.Errorf("set %d at index %d: the low %d bits of its id are %d", e.ID, e.Index, shift, e.ID&(1<<shift-1))
+		}
+	}
+}
