@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
@@ -56,12 +57,14 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 	if len(opts.PIDs) == 0 {
 		return nil, errors.New("no process to checkpoint")
 	}
+	pids := make([]int, 0, len(opts.PIDs))
 	for _, pid := range opts.PIDs {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		p, err := processOf(pid)
+		if err != nil {
+			return nil, err
 		}
+		pids = append(pids, p)
 	}
-	pids := slices.Clone(opts.PIDs)
 	if opts.Tree {
 		more, err := descendants(pids)
 		if err != nil {
@@ -127,10 +130,65 @@ func missing(have, known []int) []int {
 	return out
 }
 
-// nsInode returns the inode of pid's IPC namespace.
+// pfKthread is PF_KTHREAD in the flags of /proc/PID/stat.
+const pfKthread = 0x00200000
+
+// processOf returns the process (thread group) that pid names: pid itself,
+// or the process of a thread id, whose threads share one undo list. It
+// refuses what has no list to capture: a kernel thread, or a process whose
+// every thread has exited (a zombie).
+func processOf(pid int) (int, error) {
+	p := procfs.NewDefaultFS()
+	st, err := p.Status(pid)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	stat, err := p.Stat(st.Tgid)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", st.Tgid, ErrNoProcess)
+	}
+	if stat.Flags&pfKthread != 0 {
+		return 0, fmt.Errorf("pid %d (%s) is a kernel thread: it has no undo list", st.Tgid, stat.Comm)
+	}
+	if _, err := liveThread(st.Tgid); err != nil {
+		return 0, err
+	}
+	return st.Tgid, nil
+}
+
+// liveThread returns a thread of process pid that has not exited: the
+// leader when it lives, else another (a leader that called pthread_exit
+// stays a zombie while its threads run on, and its /proc/PID/ns links are
+// gone).
+func liveThread(pid int) (int, error) {
+	p := procfs.NewDefaultFS()
+	if st, err := p.Stat(pid); err == nil && !st.Dead() {
+		return pid, nil
+	}
+	tids, err := p.Tasks(pid)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	for _, tid := range tids {
+		if st, err := p.TaskStat(pid, tid); err == nil && !st.Dead() {
+			return tid, nil
+		}
+	}
+	return 0, fmt.Errorf("pid %d is a zombie: it has exited, and so has its undo list (its parent has not reaped it yet): %w", pid, ErrNoProcess)
+}
+
+// nsInode returns the inode of process pid's IPC namespace, read through
+// a live thread.
 func nsInode(pid int) (uint64, error) {
+	tid, err := liveThread(pid)
+	if err != nil {
+		return 0, err
+	}
 	var st unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/ipc", pid), &st); err != nil {
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid), &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		}
 		return 0, fmt.Errorf("IPC namespace of pid %d: %w", pid, err)
 	}
 	return st.Ino, nil
@@ -180,7 +238,12 @@ func inNamespace(pid int, ns uint64, fn func() error) error {
 			return
 		}
 		// No UnlockOSThread: the thread exits with this goroutine.
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid))
+		tid, err := liveThread(pid)
+		if err != nil {
+			done <- err
+			return
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid))
 		if err != nil {
 			done <- err
 			return

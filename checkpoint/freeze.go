@@ -23,7 +23,12 @@ type freezer interface {
 type cgroupFreezer struct {
 	dir    string
 	frozen bool // already frozen before: leave it so
+	wrote  bool // freeze wrote cgroup.freeze: thaw must undo it
 }
+
+// stopTimeout bounds the wait for processes to stop (SIGSTOP) or a cgroup
+// to freeze.
+const stopTimeout = 5 * time.Second
 
 func (f *cgroupFreezer) freeze() error {
 	b, err := os.ReadFile(filepath.Join(f.dir, "cgroup.freeze"))
@@ -37,9 +42,11 @@ func (f *cgroupFreezer) freeze() error {
 	if err := os.WriteFile(filepath.Join(f.dir, "cgroup.freeze"), []byte("1"), 0); err != nil {
 		return fmt.Errorf("freeze cgroup %s: %w", f.dir, err)
 	}
+	f.wrote = true
 	// The write returns before every task has stopped: cgroup.events says
 	// when.
-	for i := 0; ; i++ {
+	deadline := time.Now().Add(stopTimeout)
+	for {
 		ev, err := os.ReadFile(filepath.Join(f.dir, "cgroup.events"))
 		if err != nil {
 			return fmt.Errorf("cgroup %s: %w", f.dir, err)
@@ -47,15 +54,15 @@ func (f *cgroupFreezer) freeze() error {
 		if bytes.Contains(ev, []byte("frozen 1")) {
 			return nil
 		}
-		if i == 5000 {
-			return fmt.Errorf("cgroup %s did not freeze within 5 s", f.dir)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s did not freeze within %v (a task in uninterruptible sleep?)", f.dir, stopTimeout)
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
 func (f *cgroupFreezer) thaw() error {
-	if f.frozen {
+	if f.frozen || !f.wrote {
 		return nil
 	}
 	if err := os.WriteFile(filepath.Join(f.dir, "cgroup.freeze"), []byte("0"), 0); err != nil {
@@ -117,7 +124,8 @@ func (f *signalFreezer) thaw() error {
 // waitStopped waits until every thread of pid is in group-stop (or pid is
 // gone).
 func waitStopped(pid int) error {
-	for i := 0; ; i++ {
+	deadline := time.Now().Add(stopTimeout)
+	for {
 		// One read answers for a single-threaded process, the usual case.
 		p := procfs.NewDefaultFS()
 		st, err := p.Stat(pid)
@@ -142,8 +150,8 @@ func waitStopped(pid int) error {
 		if all {
 			return nil
 		}
-		if i == 50000 {
-			return fmt.Errorf("pid %d did not stop within 5 s of SIGSTOP (blocked in uninterruptible sleep?)", pid)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d did not stop within %v of SIGSTOP (blocked in uninterruptible sleep?): retry when it is not", pid, stopTimeout)
 		}
 		// A stop takes microseconds: poll finely.
 		time.Sleep(100 * time.Microsecond)

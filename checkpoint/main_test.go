@@ -50,6 +50,7 @@ type reply struct {
 	ID    int        `json:",omitempty"` // a set's id (create, createat)
 	PIDs  []int      `json:",omitempty"` // started processes (spawn, spawnexec, fork)
 	Sets  []setState `json:",omitempty"` // every set of the namespace (getall)
+	Sem   string     `json:",omitempty"` // /proc/sys/kernel/sem (limits)
 }
 
 // setState is one set as the runner reads it.
@@ -147,6 +148,17 @@ func runnerMain(args []string) int {
 			var b []byte
 			if b, err = os.ReadFile("/proc/sys/kernel/sem_next_id"); err == nil {
 				rep.ID, err = strconv.Atoi(strings.TrimSpace(string(b)))
+			}
+		case "limits":
+			// "limits" reads the namespace's kernel.sem, "limits A B C D"
+			// writes it first.
+			if len(f) == 5 {
+				err = os.WriteFile("/proc/sys/kernel/sem", []byte(strings.Join(f[1:], " ")), 0)
+			}
+			if err == nil {
+				var b []byte
+				b, err = os.ReadFile("/proc/sys/kernel/sem")
+				rep.Sem = strings.Join(strings.Fields(string(b)), " ")
 			}
 		case "restore":
 			var img *image.Image

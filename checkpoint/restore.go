@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"github.com/semundo/semundo/writer"
@@ -20,8 +21,9 @@ const nextIDFile = "/proc/sys/kernel/sem_next_id"
 
 // RestoreSets recreates every set of img in the caller's IPC namespace with
 // its id, key, owner, group, permission bits and values. Before creating
-// anything it checks that no id and no key is taken; if a step fails it
-// removes the sets it created. The creator (cuid, cgid) becomes the
+// anything it checks that no id and no key is taken and that the limits
+// let the sets be created (see fitLimits); if a step fails it removes the
+// sets it created and puts the limits back. The creator (cuid, cgid) becomes the
 // caller, and otime, ctime and sempids start afresh: the kernel offers no
 // way to set them.
 func RestoreSets(img *image.Image) (err error) {
@@ -50,11 +52,18 @@ func RestoreSets(img *image.Image) (err error) {
 			}
 		}
 	}
+	final, err := fitLimits(img, existing)
+	if err != nil {
+		return err
+	}
 	var created []int
 	defer func() {
 		if err != nil {
 			for _, id := range created {
 				sysvsem.Remove(id)
+			}
+			if final != nil {
+				final.undo()
 			}
 		}
 	}()
@@ -87,7 +96,92 @@ func RestoreSets(img *image.Image) (err error) {
 			return fmt.Errorf("set values of set %d: %w", id, err)
 		}
 	}
+	if final != nil {
+		return final.apply()
+	}
 	return nil
+}
+
+// limitsChange restores a namespace's limits (/proc/sys/kernel/sem) around
+// the creation of the sets.
+type limitsChange struct {
+	fs                    sysvsem.FS
+	before, during, after sysvsem.Limits
+}
+
+func (c *limitsChange) apply() error {
+	if c.after == c.during {
+		return nil
+	}
+	return c.write(c.after)
+}
+
+func (c *limitsChange) undo() {
+	if c.during != c.before {
+		c.fs.SetLimits(c.before)
+	}
+}
+
+func (c *limitsChange) write(l sysvsem.Limits) error {
+	if err := c.fs.SetLimits(l); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("restoring the namespace's limits (kernel.sem) needs root (CAP_SYS_ADMIN in the namespace's user namespace): %w", err)
+		}
+		return err
+	}
+	return nil
+}
+
+// fitLimits makes the namespace's limits let the image's sets be created.
+// A namespace without sets (a fresh one, the documented way to restore)
+// gets the image's limits, raised while the sets are created when the
+// image's own are below what its sets use (an administrator may lower
+// them after creating sets); the returned change puts the image's limits
+// in place at the end, or the old ones back on failure. A namespace that
+// has sets keeps its limits: they are its administrator's, so sets that
+// do not fit are refused, naming the limit.
+func fitLimits(img *image.Image, existing []sysvsem.Entry) (*limitsChange, error) {
+	fs, err := sysvsem.NewDefaultFS()
+	if err != nil {
+		return nil, err
+	}
+	cur, err := fs.Limits()
+	if err != nil {
+		return nil, err
+	}
+	maxNsems, total := 0, 0
+	for _, s := range img.Sets {
+		maxNsems = max(maxNsems, s.Nsems)
+		total += s.Nsems
+	}
+	if len(existing) > 0 {
+		used := 0
+		for _, e := range existing {
+			used += e.Stat.Nsems
+		}
+		switch {
+		case maxNsems > cur.Semmsl:
+			return nil, fmt.Errorf("this namespace allows %d semaphores per set (SEMMSL), the image has a set of %d: raise kernel.sem or restore into a fresh namespace (unshare --ipc)", cur.Semmsl, maxNsems)
+		case used+total > cur.Semmns:
+			return nil, fmt.Errorf("this namespace allows %d semaphores in all (SEMMNS), %d are in use and the image adds %d: raise kernel.sem or restore into a fresh namespace (unshare --ipc)", cur.Semmns, used, total)
+		case len(existing)+len(img.Sets) > cur.Semmni:
+			return nil, fmt.Errorf("this namespace allows %d sets (SEMMNI), %d exist and the image adds %d: raise kernel.sem or restore into a fresh namespace (unshare --ipc)", cur.Semmni, len(existing), len(img.Sets))
+		}
+		return nil, nil
+	}
+	l := img.Limits
+	after := sysvsem.Limits{Semmsl: int(l.Semmsl), Semmns: int(l.Semmns), Semopm: int(l.Semopm), Semmni: int(l.Semmni)}
+	during := after
+	during.Semmsl = max(during.Semmsl, maxNsems)
+	during.Semmns = max(during.Semmns, total)
+	during.Semmni = max(during.Semmni, len(img.Sets))
+	c := &limitsChange{fs: fs, before: cur, during: during, after: after}
+	if during != cur {
+		if err := c.write(during); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // RestoreUndo writes each list of img into the live process that replaces
@@ -97,7 +191,24 @@ func RestoreSets(img *image.Image) (err error) {
 // sets must exist with their values already (RestoreSets): SETALL would
 // zero the adjustments written here.
 // opts pass through to writer.SetMany (nil: inject from this process).
+//
+// Before anything is written it checks that the processes are all in one
+// IPC namespace, that every set the lists name exists there with the
+// image's key and size (an id alone may name another set), and that a
+// process not mapped by pidMap still runs the command it ran at
+// checkpoint (its pid may have been reused).
 func RestoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *writer.Options) error {
+	return restoreUndo(r, img, pidMap, opts, false)
+}
+
+// RestoreUndoHere is RestoreUndo for a restore into the caller's IPC
+// namespace, where RestoreSets puts the sets: a process outside it is
+// refused, since the sets its list would act on are another namespace's.
+func RestoreUndoHere(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *writer.Options) error {
+	return restoreUndo(r, img, pidMap, opts, true)
+}
+
+func restoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *writer.Options, here bool) error {
 	known := map[int]bool{}
 	for _, l := range img.Lists {
 		for _, p := range l.Processes {
@@ -135,7 +246,77 @@ func RestoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *w
 				return fmt.Errorf("pids %d and %d shared an undo list at checkpoint (as %d and %d) but do not share one now: writing both would apply the adjustments twice", first, n, l.Processes[0].PID, p.PID)
 			}
 		}
+		for _, p := range l.Processes {
+			if _, mapped := pidMap[int(p.PID)]; mapped {
+				continue
+			}
+			if st, err := procfs.NewDefaultFS().Stat(int(p.PID)); err == nil && st.Comm != p.Comm {
+				return fmt.Errorf("pid %d runs %q, but it ran %q at checkpoint: its pid was reused; map the restored process with --pid %d=NEW", p.PID, st.Comm, p.Comm, p.PID)
+			}
+		}
 		writes = append(writes, writer.Write{PID: first, List: (&l).Undo()})
 	}
+	if len(writes) == 0 {
+		return nil
+	}
+	if err := checkTargets(img, writes, here); err != nil {
+		return err
+	}
 	return writer.SetMany(r, writes, opts)
+}
+
+// checkTargets checks that the processes to write are in one IPC
+// namespace (the caller's, with here) and that the sets their lists name
+// are the image's there: same key, same size.
+func checkTargets(img *image.Image, writes []writer.Write, here bool) error {
+	ns, err := nsInode(writes[0].PID)
+	if err != nil {
+		return err
+	}
+	for _, w := range writes[1:] {
+		other, err := nsInode(w.PID)
+		if err != nil {
+			return err
+		}
+		if other != ns {
+			return fmt.Errorf("pids %d and %d are in different IPC namespaces (%d, %d): an image holds one namespace's lists: %w", writes[0].PID, w.PID, ns, other, ErrNamespaces)
+		}
+	}
+	if here {
+		own, err := nsInode(os.Getpid())
+		if err != nil {
+			return err
+		}
+		if own != ns {
+			return fmt.Errorf("pid %d is in IPC namespace %d, not in this one (%d), where the sets are restored: start the restored processes here and map them with --pid OLD=NEW: %w", writes[0].PID, ns, own, ErrNamespaces)
+		}
+	}
+	byID := map[int32]*image.Set{}
+	for i := range img.Sets {
+		byID[img.Sets[i].ID] = &img.Sets[i]
+	}
+	return inNamespace(writes[0].PID, ns, func() error {
+		checked := map[int32]bool{}
+		for _, w := range writes {
+			for _, e := range w.List {
+				if checked[e.Semid] {
+					continue
+				}
+				checked[e.Semid] = true
+				want := byID[e.Semid]
+				ds, err := sysvsem.Stat(int(e.Semid))
+				if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
+					return fmt.Errorf("set %d does not exist in the IPC namespace of pid %d: restore the sets first (restore --sets): %w", e.Semid, w.PID, writer.ErrNoSet)
+				}
+				if err != nil {
+					return fmt.Errorf("set %d in the IPC namespace of pid %d: %w", e.Semid, w.PID, err)
+				}
+				if want != nil && (ds.Perm.Key != want.Key || ds.Nsems != want.Nsems) {
+					return fmt.Errorf("set %d in the IPC namespace of pid %d has key %#x and %d semaphores, the image's had key %#x and %d: it is another set; restore the sets (restore --sets) into a fresh namespace: %w",
+						e.Semid, w.PID, uint32(ds.Perm.Key), ds.Nsems, uint32(want.Key), want.Nsems, writer.ErrNoSet)
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -119,3 +119,16 @@ func (fs FS) IndexShift() (int, error) {
 	}
 	return DefaultIndexShift, nil
 }
+
+// SetLimits writes l to sys/kernel/sem under the FS root: the limits of
+// the caller's IPC namespace. The kernel lets them go below what existing
+// sets use; they bound only what is created next. Writing needs
+// CAP_SYS_ADMIN in the namespace's user namespace.
+func (fs FS) SetLimits(l Limits) error {
+	path := filepath.Join(fs.root, "sys", "kernel", "sem")
+	s := fmt.Sprintf("%d %d %d %d\n", l.Semmsl, l.Semmns, l.Semopm, l.Semmni)
+	if err := os.WriteFile(path, []byte(s), 0); err != nil {
+		return fmt.Errorf("sysvsem: write %s: %w", path, err)
+	}
+	return nil
+}

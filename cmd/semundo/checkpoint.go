@@ -128,7 +128,7 @@ func runRestore(args []string, stdout io.Writer) error {
 			return err
 		}
 		defer r.Close()
-		if err := checkpoint.RestoreUndo(r, img, pm, &writer.Options{Injector: childInjector}); err != nil {
+		if err := checkpoint.RestoreUndoHere(r, img, pm, &writer.Options{Injector: childInjector}); err != nil {
 			if *sets {
 				return fmt.Errorf("%w (the sets were restored; rerun with --undo only)", err)
 			}
