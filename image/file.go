@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // FileMode is the mode of the files WriteFile creates: an image names
@@ -24,6 +25,9 @@ func WriteFile(path string, im *Image) error {
 	if err := im.Validate(); err != nil {
 		setFile(err, path)
 		return err
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("image: %s is a directory: give the image a file name: %w", path, syscall.EISDIR)
 	}
 	dir, base := filepath.Split(path)
 	if dir == "" {

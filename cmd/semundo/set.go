@@ -127,12 +127,22 @@ func childInjector(jobs []writer.Job) error {
 	}
 	switch ee.ExitCode() {
 	case injectExitPermission:
-		return fmt.Errorf("%s: %w", msg, writer.ErrPermission)
+		return &childError{msg, writer.ErrPermission}
 	case injectExitGone:
-		return fmt.Errorf("%s: %w", msg, inject.ErrNoProcess)
+		return &childError{msg, inject.ErrNoProcess}
 	}
 	return errors.New(msg)
 }
+
+// childError is the injection child's one-line message, which names its
+// cause already ("...: permission denied"), standing for that cause.
+type childError struct {
+	msg   string
+	cause error
+}
+
+func (e *childError) Error() string { return e.msg }
+func (e *childError) Unwrap() error { return e.cause }
 
 // runExec writes a list into semundo's own process, then becomes CMD: the
 // list survives execve, so CMD starts holding the adjustments.

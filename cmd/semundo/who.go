@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -44,6 +45,9 @@ func runWho(args []string, stdout io.Writer) error {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/ipc", &st); err != nil {
 		return fmt.Errorf("find own IPC namespace: %w", err)
+	}
+	if *ipcns > math.MaxUint32 {
+		return usagef("--ipcns %d is not an IPC namespace inode (they are 32-bit)", *ipcns)
 	}
 	ns := uint32(*ipcns)
 	if ns == 0 {
