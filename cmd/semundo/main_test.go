@@ -103,6 +103,8 @@ func TestShowErrors(t *testing.T) {
 		{[]string{"frob"}, 2, "unknown command"},
 		{[]string{"who"}, 2, "needs a SEMID"},
 		{[]string{"ps", "extra"}, 2, "no arguments"},
+		{[]string{"who", "1", "--ipcns", "8321499135"}, 2, "not an IPC namespace inode"},
+		{[]string{"checkpoint", "2"}, 1, "kernel thread"},
 	} {
 		out, errs, code := semundo(t, nil, tc.args...)
 		if code != tc.code || out != "" || !strings.Contains(errs, tc.msg) || strings.Count(errs, "\n") != 1 {
@@ -207,6 +209,16 @@ func TestSetCommand(t *testing.T) {
 	}
 	if _, errs, code := semundo(t, nil, "set", "999999999", file); code != 1 || !strings.Contains(errs, "no such process") {
 		t.Errorf("set of a missing pid: exit %d, %q", code, errs)
+	}
+	// A target whose user may not alter the set (mode 0600, root's): exit
+	// 3, one line that says so once, nothing written.
+	nobody := holder.Start(t, "wait", nil, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}})
+	_, errs, code := semundo(t, nil, "set", fmt.Sprint(nobody.PID), file)
+	if code != exitPermission || strings.Count(errs, "\n") != 1 || strings.Count(errs, "permission denied") != 1 || !strings.Contains(errs, "may not alter set") {
+		t.Errorf("set into uid 65534's process on root's 0600 set: exit %d, %q; want exit 3 and one line saying permission denied once", code, errs)
+	}
+	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(nobody.PID)); out != "" {
+		t.Errorf("after the refused set, pid %d holds %q", nobody.PID, out)
 	}
 }
 
