@@ -232,6 +232,12 @@ func (s *Session) classifyEPERM(err error) error {
 	if ts, err := proc.TaskStat(s.pid, s.tid); err == nil && ts.Flags&pfKthread != 0 {
 		return s.fail("seize", ErrKernelThread, err, "kernel thread: it has no user memory")
 	}
+	if os.Geteuid() == 0 {
+		// Root is refused when the target holds capabilities outside
+		// the caller's permitted set (a root confined by a container
+		// or a bounding set), or by yama or an LSM.
+		return s.fail("seize", ErrPermission, err, "ptrace refused to root: the target may hold capabilities this process lacks (a confined root), or kernel.yama.ptrace_scope (3 forbids all) or a security module forbids it")
+	}
 	return s.fail("seize", ErrPermission, err, "run as root or with CAP_SYS_PTRACE, and check kernel.yama.ptrace_scope and the target's dumpable flag")
 }
 

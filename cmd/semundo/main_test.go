@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -219,6 +220,22 @@ func TestSetCommand(t *testing.T) {
 	}
 	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(nobody.PID)); out != "" {
 		t.Errorf("after the refused set, pid %d holds %q", nobody.PID, out)
+	}
+	// A confined root (no CAP_SYS_PTRACE, and without CAP_KILL, which
+	// the target holds) is refused by ptrace: the message must not tell
+	// root to run as root.
+	setpriv := testenv.RequireTool(t, "setpriv")
+	cmd := exec.Command(setpriv, "--bounding-set=-sys_ptrace,-kill", binary, "set", fmt.Sprint(h.PID), "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("%d 1 1 1\n", s))
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitPermission || !strings.Contains(errb.String(), "ptrace refused to root") || strings.Count(errb.String(), "\n") != 1 {
+		t.Errorf("set by a root without CAP_SYS_PTRACE and CAP_KILL: %v, %q; want exit 3 and one line saying ptrace refused root", err, errb.String())
+	}
+	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(h.PID)); out != want {
+		t.Errorf("after the refused set: show %q, want unchanged %q", out, want)
 	}
 }
 
