@@ -250,8 +250,8 @@ func restoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *w
 			if _, mapped := pidMap[int(p.PID)]; mapped {
 				continue
 			}
-			if st, err := procfs.NewDefaultFS().Stat(int(p.PID)); err == nil && st.Comm != p.Comm {
-				return fmt.Errorf("pid %d runs %q, but it ran %q at checkpoint: its pid was reused; map the restored process with --pid %d=NEW", p.PID, st.Comm, p.Comm, p.PID)
+			if comm, ok := runs(int(p.PID), p.Comm); !ok {
+				return fmt.Errorf("pid %d runs %q, but it ran %q at checkpoint: its pid was reused; map the restored process with --pid %d=NEW", p.PID, comm, p.Comm, p.PID)
 			}
 		}
 		writes = append(writes, writer.Write{PID: first, List: (&l).Undo()})
@@ -263,6 +263,25 @@ func restoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *w
 		return err
 	}
 	return writer.SetMany(r, writes, opts)
+}
+
+// runs reports whether process pid, if it exists, still runs the command
+// comm: its main thread's name, or (as the reader records it when the main
+// thread has exited, or when threads name themselves) one of its threads'.
+// It returns the main thread's name.
+func runs(pid int, comm string) (string, bool) {
+	p := procfs.NewDefaultFS()
+	st, err := p.Stat(pid)
+	if err != nil || st.Comm == comm {
+		return st.Comm, true // gone: the write reports it
+	}
+	tids, _ := p.Tasks(pid)
+	for _, tid := range tids {
+		if ts, err := p.TaskStat(pid, tid); err == nil && ts.Comm == comm {
+			return st.Comm, true
+		}
+	}
+	return st.Comm, false
 }
 
 // checkTargets checks that the processes to write are in one IPC
