@@ -113,8 +113,13 @@ func runRestore(args []string, stdout io.Writer) error {
 	if !*sets && !*lists {
 		*sets, *lists = true, true
 	}
-	img, err := image.ReadFile(pos[0])
-	if err != nil {
+	var img *image.Image
+	if pos[0] == "-" {
+		// A restorer may pipe the image (checkpoint writes to stdout).
+		if img, err = image.Decode(os.Stdin); err != nil {
+			return fmt.Errorf("image on stdin: %w", err)
+		}
+	} else if img, err = image.ReadFile(pos[0]); err != nil {
 		return err
 	}
 	if *sets {

@@ -320,3 +320,48 @@ func TestRestoreSetsUnprivileged(t *testing.T) {
 	}
 	t.Logf("sets before %d, after %d", len(before), len(after))
 }
+
+// TestRestoreStdin: `checkpoint` without -o writes the image to stdout and
+// `restore -` reads it from stdin, so a restorer can pipe it; a damaged
+// image on stdin is one line naming stdin.
+func TestRestoreStdin(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := holder.NewSet(t, 2)
+	h := holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 1, Val: 3, Undo: true}}, nil)
+	img, errs, code := semundo(t, nil, "checkpoint", fmt.Sprint(h.PID))
+	if code != 0 {
+		t.Fatalf("checkpoint: exit %d, %s", code, errs)
+	}
+	want := fmt.Sprintf("%d 0 -3\n", s)
+	// Change the list, then put the checkpointed one back from stdin.
+	if _, errs, code := semundoIn(t, fmt.Sprintf("%d 9 9\n", s), "set", fmt.Sprint(h.PID), "-"); code != 0 {
+		t.Fatalf("set: exit %d, %s", code, errs)
+	}
+	if _, errs, code := semundoIn(t, img, "restore", "-", "--undo"); code != 0 {
+		t.Fatalf("restore - --undo: exit %d, %s", code, errs)
+	}
+	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(h.PID)); out != want {
+		t.Errorf("after restore from stdin: %q, want %q", out, want)
+	}
+	out, errs, code := semundoIn(t, img[:len(img)/2], "restore", "-", "--undo")
+	if code != 1 || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "stdin") {
+		t.Errorf("restore of half an image on stdin: exit %d, %q, %q; want exit 1, one line naming stdin", code, out, errs)
+	}
+}
+
+// semundoIn runs semundo with stdin.
+func semundoIn(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), errb.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), 0
+}
