@@ -13,6 +13,7 @@ import (
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/writer"
 )
 
@@ -77,14 +78,16 @@ func TestCaptureRefuses(t *testing.T) {
 	if _, err := capture(t, rd, checkpoint.CaptureOptions{PIDs: []int{2}}); err == nil || !strings.Contains(err.Error(), "kernel thread") {
 		t.Errorf("Capture of kthreadd (pid 2): %v, want a kernel thread error", err)
 	}
-	// A child that has exited and is not reaped yet.
+	// A child that has exited and is not reaped yet. It is a Go program:
+	// its leader shows Z while other threads are still on their way out,
+	// so wait until every thread has.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Wait() })
 	for i := 0; ; i++ {
-		if st, err := procState(cmd.Process.Pid); err == nil && st == 'Z' {
+		if allDead(cmd.Process.Pid) {
 			break
 		}
 		if i == 2500 {
@@ -96,6 +99,22 @@ func TestCaptureRefuses(t *testing.T) {
 	if !errors.Is(err, checkpoint.ErrNoProcess) || !strings.Contains(err.Error(), "zombie") {
 		t.Errorf("Capture of zombie %d: %v, want ErrNoProcess saying zombie", cmd.Process.Pid, err)
 	}
+}
+
+// allDead reports whether every thread of process pid has exited (the
+// process is a zombie, or gone).
+func allDead(pid int) bool {
+	p := procfs.NewDefaultFS()
+	tids, err := p.Tasks(pid)
+	if err != nil {
+		return true
+	}
+	for _, tid := range tids {
+		if st, err := p.TaskStat(pid, tid); err == nil && !st.Dead() {
+			return false
+		}
+	}
+	return true
 }
 
 // undoImage is a minimal image: set id of nsems semaphores with key, and
