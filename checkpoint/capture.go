@@ -130,9 +130,6 @@ func missing(have, known []int) []int {
 	return out
 }
 
-// pfKthread is PF_KTHREAD in the flags of /proc/PID/stat.
-const pfKthread = 0x00200000
-
 // processOf returns the process (thread group) that pid names: pid itself,
 // or the process of a thread id, whose threads share one undo list. It
 // refuses what has no list to capture: a kernel thread, or a process whose
@@ -147,7 +144,7 @@ func processOf(pid int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w", st.Tgid, ErrNoProcess)
 	}
-	if stat.Flags&pfKthread != 0 {
+	if stat.KernelThread() {
 		return 0, fmt.Errorf("pid %d (%s) is a kernel thread: it has no undo list", st.Tgid, stat.Comm)
 	}
 	if _, err := liveThread(st.Tgid); err != nil {
@@ -165,13 +162,13 @@ func liveThread(pid int) (int, error) {
 	if st, err := p.Stat(pid); err == nil && !st.Dead() {
 		return pid, nil
 	}
-	tids, err := p.Tasks(pid)
+	threads, err := p.Threads(pid)
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	}
-	for _, tid := range tids {
-		if st, err := p.TaskStat(pid, tid); err == nil && !st.Dead() {
-			return tid, nil
+	for _, th := range threads {
+		if !th.Stat.Dead() {
+			return th.TID, nil
 		}
 	}
 	return 0, fmt.Errorf("pid %d is a zombie: it has exited, and so has its undo list (its parent has not reaped it yet): %w", pid, ErrNoProcess)

@@ -124,10 +124,10 @@ func (f *signalFreezer) thaw() error {
 // waitStopped waits until every thread of pid is in group-stop (or pid is
 // gone).
 func waitStopped(pid int) error {
+	p := procfs.NewDefaultFS()
 	deadline := time.Now().Add(stopTimeout)
 	for {
 		// One read answers for a single-threaded process, the usual case.
-		p := procfs.NewDefaultFS()
 		st, err := p.Stat(pid)
 		if err != nil {
 			return nil // exited: nothing left to capture

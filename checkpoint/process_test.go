@@ -105,12 +105,12 @@ func TestCaptureRefuses(t *testing.T) {
 // process is a zombie, or gone).
 func allDead(pid int) bool {
 	p := procfs.NewDefaultFS()
-	tids, err := p.Tasks(pid)
+	threads, err := p.Threads(pid)
 	if err != nil {
 		return true
 	}
-	for _, tid := range tids {
-		if st, err := p.TaskStat(pid, tid); err == nil && !st.Dead() {
+	for _, th := range threads {
+		if !th.Stat.Dead() {
 			return false
 		}
 	}

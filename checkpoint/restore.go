@@ -275,9 +275,9 @@ func runs(pid int, comm string) (string, bool) {
 	if err != nil || st.Comm == comm {
 		return st.Comm, true // gone: the write reports it
 	}
-	tids, _ := p.Tasks(pid)
-	for _, tid := range tids {
-		if ts, err := p.TaskStat(pid, tid); err == nil && ts.Comm == comm {
+	threads, _ := p.Threads(pid)
+	for _, th := range threads {
+		if th.Stat.Comm == comm {
 			return st.Comm, true
 		}
 	}

@@ -85,7 +85,7 @@ const sigstopBit = 1 << (syscall.SIGSTOP - 1)
 
 // processState tells whether every thread of pid is in group-stop.
 func processState(pid int) (runState, error) {
-	tids, err := procFS.Tasks(pid)
+	threads, err := procFS.Threads(pid)
 	if err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return stateGone, nil
@@ -93,12 +93,8 @@ func processState(pid int) (runState, error) {
 		return 0, err
 	}
 	stopped, live := 0, 0
-	for _, tid := range tids {
-		st, err := procFS.TaskStat(pid, tid)
-		if err != nil {
-			continue // thread exited meanwhile
-		}
-		switch st.State {
+	for _, th := range threads {
+		switch th.Stat.State {
 		case 'Z', 'X', 'x':
 			continue
 		case 'T':

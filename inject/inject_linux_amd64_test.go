@@ -609,7 +609,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("kernel thread", func(t *testing.T) {
 		st, err := proc.Stat(2)
-		if err != nil || st.Flags&pfKthread == 0 {
+		if err != nil || !st.KernelThread() {
 			testenv.Missing(t, "kernel thread at pid 2", "run the tests in the host pid namespace")
 		}
 		_, err = Seize(2)

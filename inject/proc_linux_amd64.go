@@ -15,7 +15,6 @@ import (
 // Task flags from include/linux/sched.h, as shown in field 9 of
 // /proc/pid/stat.
 const (
-	pfKthread    = 0x00200000 // PF_KTHREAD: a kernel thread
 	pfIOWorker   = 0x00000010 // PF_IO_WORKER: an io_uring worker, not traceable
 	pfUserWorker = 0x00004000 // PF_USER_WORKER: a kernel-made thread of a user process
 )
@@ -27,17 +26,16 @@ var proc = procfs.NewDefaultFS()
 // can be traced (not io_uring or other kernel-made workers), the
 // thread-group leader first when it is alive.
 func liveThreads(tgid int) ([]int, error) {
-	all, err := proc.Tasks(tgid)
+	threads, err := proc.Threads(tgid)
 	if err != nil {
 		return nil, err
 	}
 	var tids []int
-	for _, tid := range all {
-		st, err := proc.TaskStat(tgid, tid)
-		if err != nil || st.Dead() || st.Flags&(pfIOWorker|pfUserWorker) != 0 {
+	for _, th := range threads {
+		if th.Stat.Dead() || th.Stat.Flags&(pfIOWorker|pfUserWorker) != 0 {
 			continue
 		}
-		tids = append(tids, tid)
+		tids = append(tids, th.TID)
 	}
 	sort.Slice(tids, func(i, j int) bool {
 		if (tids[i] == tgid) != (tids[j] == tgid) {

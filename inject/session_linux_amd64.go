@@ -114,7 +114,7 @@ func Seize(pid int) (*Session, error) {
 	if err != nil {
 		return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 	}
-	if lst.Flags&pfKthread != 0 {
+	if lst.KernelThread() {
 		return nil, s.fail("seize", ErrKernelThread, nil, fmt.Sprintf("%q is a kernel thread: it has no user memory and no undo list", lst.Comm))
 	}
 	if is32, ok := exeIs32Bit(s.pid); ok && is32 && !skipELFCheck {
@@ -229,7 +229,7 @@ func (s *Session) classifyEPERM(err error) error {
 	case st.Dead():
 		return s.fail("seize", ErrZombie, err, "thread has exited: nothing to inject into")
 	}
-	if ts, err := proc.TaskStat(s.pid, s.tid); err == nil && ts.Flags&pfKthread != 0 {
+	if ts, err := proc.TaskStat(s.pid, s.tid); err == nil && ts.KernelThread() {
 		return s.fail("seize", ErrKernelThread, err, "kernel thread: it has no user memory")
 	}
 	if os.Geteuid() == 0 {

@@ -81,6 +81,13 @@ type Stat struct {
 	StartTime  uint64 // field 22: clock ticks after boot
 }
 
+// pfKthread is PF_KTHREAD (include/linux/sched.h) in Stat.Flags.
+const pfKthread = 0x00200000
+
+// KernelThread reports whether the task is a kernel thread: it has no user
+// memory and no undo list.
+func (s Stat) KernelThread() bool { return s.Flags&pfKthread != 0 }
+
 // Dead reports whether the task has exited (a zombie or being reaped).
 func (s Stat) Dead() bool { return s.State == 'Z' || s.State == 'X' || s.State == 'x' }
 
@@ -309,6 +316,30 @@ func (p FS) Tasks(pid int) ([]int, error) {
 		return nil, err
 	}
 	return numbered(ents), nil
+}
+
+// Thread is one thread of a process, with its stat.
+type Thread struct {
+	TID  int
+	Stat Stat
+}
+
+// Threads returns the threads of process pid with their stat, in
+// ascending order of thread id. A thread that exits while the list is read
+// is left out; a process that does not exist is an error that Is
+// syscall.ESRCH.
+func (p FS) Threads(pid int) ([]Thread, error) {
+	tids, err := p.Tasks(pid)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Thread, 0, len(tids))
+	for _, tid := range tids {
+		if st, err := p.TaskStat(pid, tid); err == nil {
+			out = append(out, Thread{TID: tid, Stat: st})
+		}
+	}
+	return out, nil
 }
 
 // PIDs returns the ids of every process the FS shows, in ascending order.

@@ -225,3 +225,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestThreadsFixtures(t *testing.T) {
+	threads, err := fixtures.Threads(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(threads) != 2 || threads[0].TID != 100 || threads[0].Stat.Comm != "cat" ||
+		threads[1].TID != 101 || threads[1].Stat.Comm != "a) b (c" || threads[1].Stat.State != 'T' {
+		t.Errorf("Threads(100) = %+v, want 100 (cat) and 101 (a) b (c, stopped)", threads)
+	}
+	if _, err := fixtures.Threads(102); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("Threads(102) without a task directory: %v, want ESRCH", err)
+	}
+	if st, _ := fixtures.Stat(102); !st.KernelThread() {
+		t.Errorf("Stat(102), kworker, is not a kernel thread: %+v", st)
+	}
+	if st, _ := fixtures.Stat(100); st.KernelThread() {
+		t.Errorf("Stat(100), cat, is a kernel thread: %+v", st)
+	}
+}
