@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -143,7 +142,7 @@ func TestGNUcpio(t *testing.T) {
 	testenv.RequireRoot(t) // creating dev/console needs CAP_MKNOD
 	tool := testenv.RequireTool(t, "cpio")
 	dir := t.TempDir()
-	cmd := exec.Command(tool, "-i", "-d", "-m", "--no-absolute-filenames", "--quiet")
+	cmd := testenv.Command(t, "cpio -i", tool, "-i", "-d", "-m", "--no-absolute-filenames", "--quiet")
 	cmd.Dir = dir
 	cmd.Stdin = bytes.NewReader(build(t))
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -1,8 +1,8 @@
 package gotest_test
 
 import (
+	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -107,15 +107,18 @@ func TestGarbage(t *testing.T) {
 func TestRealBinary(t *testing.T) {
 	goTool := testenv.RequireTool(t, "go")
 	bin := filepath.Join(t.TempDir(), "fixture.test")
-	build := exec.Command(goTool, "test", "-c", "-o", bin, "./testdata/fixture")
+	build := testenv.Command(t, "go test -c ./testdata/fixture", goTool, "test", "-c", "-o", bin, "./testdata/fixture")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go test -c: %v\n%s", err, out)
 	}
 	run := func(env string, args ...string) gotest.Result {
-		cmd := exec.Command(bin, args...)
+		cmd := testenv.Command(t, "the fixture's test binary "+strings.Join(args, " "), bin, args...)
 		cmd.Env = append(os.Environ(), env)
 		out, err := cmd.CombinedOutput() // the timeout panic goes to stderr
+		if errors.Is(err, testenv.ErrDeadline) {
+			t.Fatal(err)
+		}
 		if err == nil {
 			t.Fatalf("%v: the fixture has failing tests but exited 0", args)
 		}
