@@ -24,8 +24,13 @@ import (
 //go:embed testdata/tree.c
 var treeSrc string
 
-// defaultCRIU is where testdata/install-criu.sh puts its wrapper.
-const defaultCRIU = "/var/cache/semundo-criu/criu"
+// defaultCRIU is where testdata/install-criu.sh puts its wrapper, and
+// criuRefused where it says why it installed none: no candidate passed its
+// preflight on this host.
+const (
+	defaultCRIU = "/var/cache/semundo-criu/criu"
+	criuRefused = "/var/cache/semundo-criu/criu.refused"
+)
 
 // rig is what an end-to-end test needs: CRIU, the C test program, the
 // semundo command and the action script that runs it.
@@ -42,13 +47,7 @@ type rig struct {
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
 	testenv.RequireRoot(tb)
-	c := os.Getenv("SEMUNDO_CRIU")
-	if c == "" {
-		c = defaultCRIU
-	}
-	if st, err := os.Stat(c); err != nil || st.Mode()&0o111 == 0 {
-		testenv.Missing(tb, "CRIU >= 4.1 at "+c, "run criu/testdata/install-criu.sh, or point SEMUNDO_CRIU at a criu binary")
-	}
+	c := findCRIU(tb)
 	rg := &rig{criu: c, dir: tb.TempDir()}
 	rg.tree = testenv.BuildC(tb, "tree", treeSrc)
 	semundo := testenv.BuildGo(tb, "github.com/semundo/semundo/cmd/semundo")
@@ -58,6 +57,26 @@ func newRig(tb testing.TB) *rig {
 	}
 	rg.state = filepath.Join(rg.dir, "state")
 	return rg
+}
+
+// findCRIU returns the CRIU to test with: $SEMUNDO_CRIU, or the wrapper
+// of install-criu.sh. When the script refused every CRIU it tried, the
+// test stops at once quoting why, rather than running a CRIU that hangs.
+func findCRIU(tb testing.TB) string {
+	tb.Helper()
+	c := os.Getenv("SEMUNDO_CRIU")
+	if c == "" {
+		c = defaultCRIU
+		if _, err := os.Stat(c); err != nil {
+			if why, err := os.ReadFile(criuRefused); err == nil {
+				testenv.Missing(tb, "a CRIU that works on this host", strings.TrimSpace(string(why))+" (from "+criuRefused+")")
+			}
+		}
+	}
+	if st, err := os.Stat(c); err != nil || st.Mode()&0o111 == 0 {
+		testenv.Missing(tb, "CRIU >= 4.1 at "+c, "run criu/testdata/install-criu.sh, or point SEMUNDO_CRIU at a criu binary")
+	}
+	return c
 }
 
 // openReader returns the reader shared by the tests.
@@ -202,6 +221,31 @@ func startReaper(tb testing.TB, bin string, args []string, env ...string) (*exec
 	return cmd, r
 }
 
+// reaperStatus waits for the exit status that tree.c's reaper reports for
+// the command it runs, within testenv.WaitLimit(). When the deadline passes
+// it kills the reaper and all below it and returns an error naming what,
+// the command it waited for.
+func reaperStatus(status *os.File, reaper *exec.Cmd, what string) (int, error) {
+	limit := testenv.WaitLimit()
+	if err := status.SetReadDeadline(time.Now().Add(limit)); err != nil {
+		return 0, fmt.Errorf("%s: set a deadline on the reaper's pipe: %w", what, err)
+	}
+	line, err := bufio.NewReader(status).ReadString('\n')
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		killDescendants(reaper.Process.Pid)
+		reaper.Process.Kill()
+		return 0, fmt.Errorf("%s did not finish in %v; killed it (reaper %d and all below it): %w", what, limit, reaper.Process.Pid, testenv.ErrDeadline)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: no exit status from the reaper: %w", what, err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		return 0, fmt.Errorf("%s: the reaper reported %q", what, line)
+	}
+	return n, nil
+}
+
 // kill kills what is left of the tree (the tree CRIU dumped, if it still
 // runs) and waits for the reaper, which exits when all are reaped.
 func (lt *liveTree) kill(tb testing.TB) {
@@ -279,13 +323,15 @@ func (rg *rig) dump(tb testing.TB, root int, script bool, extra ...string) (stri
 		args = append(args, "--action-script", rg.script)
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(rg.criu, args...)
+	cmd := testenv.Command(tb, fmt.Sprintf("criu dump of pid %d", root), rg.criu, args...)
 	cmd.Env = append(os.Environ(), EnvStateDir+"="+rg.state)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	run := criuRun{wall: time.Since(start)}
 	var ee *exec.ExitError
 	switch {
+	case errors.Is(err, testenv.ErrDeadline):
+		tb.Fatal(err)
 	case errors.As(err, &ee):
 		run.status = ee.ExitCode()
 	case err != nil:
@@ -327,12 +373,12 @@ func (rg *rig) restore(tb testing.TB, dir string, leaveStopped, script bool, env
 	start := time.Now()
 	rs.reaper, status = startReaper(tb, rg.tree, args, env...)
 	tb.Cleanup(func() { rs.kill(tb) })
-	line, err := bufio.NewReader(status).ReadString('\n')
+	n, err := reaperStatus(status, rs.reaper, "criu restore from "+dir)
 	rs.run.wall = time.Since(start)
 	if err != nil {
-		tb.Fatalf("criu restore: no exit status from the reaper: %v", err)
+		tb.Fatal(err)
 	}
-	rs.run.status, _ = strconv.Atoi(strings.TrimSpace(line))
+	rs.run.status = n
 	out, _ := os.ReadFile(filepath.Join(dir, logName+".out"))
 	b, _ := os.ReadFile(filepath.Join(dir, logName))
 	rs.run.log = string(out) + string(b)
@@ -378,7 +424,8 @@ func (rs *restored) pidOf(tb testing.TB, vpid int) int {
 // values reads set semid in pid's IPC namespace with tree.c's getall.
 func (rg *rig) values(tb testing.TB, pid, semid int) string {
 	tb.Helper()
-	out, err := exec.Command(rg.tree, "getall", strconv.Itoa(pid), strconv.Itoa(semid)).CombinedOutput()
+	what := fmt.Sprintf("tree getall %d %d", pid, semid)
+	out, err := testenv.Command(tb, what, rg.tree, "getall", strconv.Itoa(pid), strconv.Itoa(semid)).CombinedOutput()
 	if err != nil {
 		tb.Fatalf("getall %d %d: %v: %s", pid, semid, err, out)
 	}

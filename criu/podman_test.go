@@ -1,12 +1,11 @@
 package criu
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -65,7 +64,7 @@ func TestPodman(t *testing.T) {
 			pr.checkHolding(t, r, init, child, set)
 
 			// --keep keeps CRIU's logs (and, at restore, the images).
-			out, err := pr.podman("container", "checkpoint", "--keep", pc.id).CombinedOutput()
+			out, err := pr.podman(t, "container", "checkpoint", "--keep", pc.id).CombinedOutput()
 			st = pr.inspect(t, pc)
 			dumpLog := readLog(st.CheckpointLog)
 			if err != nil {
@@ -161,11 +160,18 @@ func newPodmanRig(t *testing.T) *podmanRig {
 	return pr
 }
 
-// podman returns a podman command with the rig's global flags and PATH.
-func (pr *podmanRig) podman(args ...string) *exec.Cmd {
-	cmd := exec.Command(pr.podmanBin, append(slices.Clone(pr.global), args...)...)
+// podman returns a podman command with the rig's global flags and PATH,
+// to be run within testenv.WaitLimit().
+func (pr *podmanRig) podman(tb testing.TB, args ...string) *testenv.Cmd {
+	argv := pr.podmanArgs(args...)
+	cmd := testenv.Command(tb, "podman "+strings.Join(args, " "), argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "PATH="+pr.path)
 	return cmd
+}
+
+// podmanArgs returns podman's command line with the rig's global flags.
+func (pr *podmanRig) podmanArgs(args ...string) []string {
+	return append(append([]string{pr.podmanBin}, pr.global...), args...)
 }
 
 // podmanContainer is one container: its directory (rootfs, CRIU
@@ -249,23 +255,26 @@ func ulimitFlags() []string {
 func (pr *podmanRig) detached(t *testing.T, pc *podmanContainer, args ...string) (int, string) {
 	t.Helper()
 	outFile := filepath.Join(pc.dir, fmt.Sprintf("podman-%s-%d.out", args[0], time.Now().UnixNano()))
-	cmd := pr.podman(args...)
-	reaper, status := startReaper(t, pr.tree, append([]string{"reaper", outFile}, cmd.Args...), "PATH="+pr.path)
+	reaper, status := startReaper(t, pr.tree, append([]string{"reaper", outFile}, pr.podmanArgs(args...)...), "PATH="+pr.path)
 	t.Cleanup(func() {
-		pr.podman("rm", "-f", "-t", "0", pc.id).Run()
+		pr.remove(t, pc.id)
 		killDescendants(reaper.Process.Pid)
 		waitReaper(t, reaper)
 	})
-	line, err := bufio.NewReader(status).ReadString('\n')
+	n, err := reaperStatus(status, reaper, "podman "+args[0]+" "+pc.id)
 	out := readLog(outFile)
 	if err != nil {
-		t.Fatalf("podman %s: no exit status from the reaper: %v\n%s", args[0], err, out)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("podman %s: reaper reported %q", args[0], line)
+		t.Fatalf("%v\n%s", err, out)
 	}
 	return n, out
+}
+
+// remove removes the container id (or all, for "-a"), killing it; it
+// reports only a podman that hung, since the container may be gone.
+func (pr *podmanRig) remove(t *testing.T, id string) {
+	if err := pr.podman(t, "rm", "-f", "-t", "0", id).Run(); errors.Is(err, testenv.ErrDeadline) {
+		t.Error(err)
+	}
 }
 
 // podmanState is the part of podman inspect's State the test reads.
@@ -281,7 +290,7 @@ type podmanState struct {
 
 func (pr *podmanRig) inspect(t *testing.T, pc *podmanContainer) podmanState {
 	t.Helper()
-	out, err := pr.podman("inspect", "--format", "{{json .State}}", pc.id).Output()
+	out, err := pr.podman(t, "inspect", "--format", "{{json .State}}", pc.id).Output()
 	if err != nil {
 		t.Fatalf("podman inspect %s: %v", pc.id, err)
 	}
@@ -296,7 +305,7 @@ func (pr *podmanRig) inspect(t *testing.T, pc *podmanContainer) podmanState {
 // cgroup parent, in every hierarchy) and unmounts anything left mounted
 // inside it, so the directory can be removed.
 func (pr *podmanRig) cleanup(t *testing.T, root string) {
-	pr.podman("rm", "-a", "-f", "-t", "0").Run()
+	pr.remove(t, "-a")
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Errorf("read mountinfo: %v", err)

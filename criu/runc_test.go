@@ -1,9 +1,9 @@
 package criu
 
 import (
-	"bufio"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,7 +51,7 @@ func TestRunc(t *testing.T) {
 			rr.checkHolding(t, r, init, child, set)
 
 			img := filepath.Join(b.dir, "img")
-			out, err := rr.runc("checkpoint", "--image-path", img, "--work-path", filepath.Join(b.dir, "work-dump"), ct.id).CombinedOutput()
+			out, err := rr.runc(t, "checkpoint", "--image-path", img, "--work-path", filepath.Join(b.dir, "work-dump"), ct.id).CombinedOutput()
 			dumpLog := readLog(filepath.Join(b.dir, "work-dump", "dump.log"))
 			if err != nil {
 				t.Fatalf("runc checkpoint: %v\n%s\ndump.log:\n%s", err, out, tail(dumpLog, 40))
@@ -178,13 +178,20 @@ func newRuncRig(t *testing.T) *runcRig {
 	return rr
 }
 
-// runc returns a runc command with the rig's state directory and CRIU; the
-// semundo state directory reaches the action script through runc's and
-// CRIU's environments.
-func (rr *runcRig) runc(args ...string) *exec.Cmd {
-	cmd := exec.Command(rr.bin, append([]string{"--root", rr.root, "--criu", rr.criu}, args...)...)
+// runc returns a runc command with the rig's state directory and CRIU,
+// to be run within testenv.WaitLimit(); the semundo state directory
+// reaches the action script through runc's and CRIU's environments.
+func (rr *runcRig) runc(tb testing.TB, args ...string) *testenv.Cmd {
+	argv := rr.runcArgs(args...)
+	cmd := testenv.Command(tb, "runc "+args[0]+" "+args[len(args)-1], argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), EnvStateDir+"="+rr.state)
 	return cmd
+}
+
+// runcArgs returns runc's command line with the rig's state directory and
+// CRIU.
+func (rr *runcRig) runcArgs(args ...string) []string {
+	return append([]string{rr.bin, "--root", rr.root, "--criu", rr.criu}, args...)
 }
 
 // bundle is an OCI bundle for the payload, with its CRIU configuration
@@ -212,7 +219,7 @@ func (rr *runcRig) bundle(t *testing.T, semundo bool) *bundle {
 	if err := os.WriteFile(filepath.Join(rootfs, "payload"), exe, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(rr.bin, "spec", "--bundle", b.dir).CombinedOutput(); err != nil {
+	if out, err := testenv.Command(t, "runc spec", rr.bin, "spec", "--bundle", b.dir).CombinedOutput(); err != nil {
 		t.Fatalf("runc spec: %v\n%s", err, out)
 	}
 	// The control's file names no action script and no leave-stopped: runc
@@ -301,19 +308,14 @@ func (rr *runcRig) restore(t *testing.T, b *bundle, img string) *container {
 func (rr *runcRig) detached(t *testing.T, b *bundle, args ...string) (*container, int, string) {
 	t.Helper()
 	outFile := filepath.Join(b.dir, fmt.Sprintf("runc-%s-%d.out", args[0], time.Now().UnixNano()))
-	cmd := rr.runc(args...)
-	reaperArgs := append([]string{"reaper", outFile}, cmd.Args...)
+	reaperArgs := append([]string{"reaper", outFile}, rr.runcArgs(args...)...)
 	reaper, status := startReaper(t, rr.tree, reaperArgs, EnvStateDir+"="+rr.state)
 	ct := &container{rr: rr, id: b.id, reaper: reaper}
 	t.Cleanup(func() { ct.remove(t) })
-	line, err := bufio.NewReader(status).ReadString('\n')
+	n, err := reaperStatus(status, reaper, "runc "+args[0]+" "+b.id)
 	out := readLog(outFile)
 	if err != nil {
-		t.Fatalf("runc %s: no exit status from the reaper: %v\n%s", args[0], err, out)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("runc %s: reaper reported %q", args[0], line)
+		t.Fatalf("%v\n%s", err, out)
 	}
 	return ct, n, out
 }
@@ -321,7 +323,7 @@ func (rr *runcRig) detached(t *testing.T, b *bundle, args ...string) (*container
 // initPID returns the host pid of the container's pid 1.
 func (ct *container) initPID(t *testing.T) int {
 	t.Helper()
-	out, err := ct.rr.runc("state", ct.id).Output()
+	out, err := ct.rr.runc(t, "state", ct.id).Output()
 	if err != nil {
 		t.Fatalf("runc state %s: %v", ct.id, err)
 	}
@@ -346,7 +348,9 @@ func (ct *container) remove(t *testing.T) {
 		return
 	}
 	ct.removed = true
-	ct.rr.runc("delete", "-f", ct.id).Run()
+	if err := ct.rr.runc(t, "delete", "-f", ct.id).Run(); errors.Is(err, testenv.ErrDeadline) {
+		t.Error(err)
+	}
 	killDescendants(ct.reaper.Process.Pid)
 	waitReaper(t, ct.reaper)
 }
