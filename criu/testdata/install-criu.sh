@@ -79,13 +79,16 @@ WRAP
 # dmesg_mark prints the kernel log's last line, to find what came after it.
 dmesg_mark() { dmesg 2>/dev/null | tail -n 1 || true; }
 
-# crash_since MARK prints the first line after MARK in which the kernel
-# reports CRIU (or the loader it runs under) crashing.
+# crash_since MARK prints the first line after MARK (after the start of the
+# log if MARK has rotated out) in which the kernel reports CRIU, or the
+# loader it runs under, crashing.
 crash_since() {
   dmesg 2>/dev/null | awk -v mark="$1" '
-    found && /(criu|ld-linux)/ && /(traps:|general protection|segfault|invalid opcode|trap )/ { print; exit }
-    $0 == mark { found = 1 }
-    mark == "" { found = 1 }' || true
+    { line[NR] = $0 } $0 == mark { m = NR }
+    END {
+      for (i = m + 1; i <= NR; i++)
+        if (line[i] ~ /(criu|ld-linux)/ && line[i] ~ /(traps:|general protection|segfault|invalid opcode)/) { print line[i]; exit }
+    }' || true
 }
 
 # state PID prints the state letter of PID ("" once it is reaped).
