@@ -20,12 +20,18 @@ var hungTests = []struct{ name, waited string }{
 	{"TestPodman", `podman container checkpoint --keep semundo-test-\d+-\d+`},
 }
 
+// hungWait is the wait limit of the tests TestHungCRIU runs: short, but
+// long enough that the steps before CRIU (podman run on a busy machine)
+// finish within it.
+const hungWait = "10s"
+
 // TestHungCRIU proves that the CRIU tests fail in time, rather than at go
 // test's global timeout, when CRIU hangs (as trixie's 4.1.1 did on an AMD
 // EPYC with AVX-512): it runs hungTests again in a child test binary whose
 // criu is a script that starts a child and sleeps forever, with the wait
-// limit shortened to 5 s. Each test must fail, saying what did not finish
-// and that it was killed. The child binary runs under tree.c's reaper,
+// limit shortened to hungWait. Each test must fail, saying what did not
+// finish and that it was killed. Only their first subtest runs (the
+// controls would hang the same way). The child binary runs under tree.c's reaper,
 // which exits only once every process below it is gone: its exit shows
 // that nothing the tests started, the hung CRIU included, was left
 // running.
@@ -48,8 +54,8 @@ func TestHungCRIU(t *testing.T) {
 		names = append(names, h.name)
 	}
 	out := filepath.Join(dir, "out")
-	args := []string{"reaper", out, exe, "-test.run=^(" + strings.Join(names, "|") + ")$", "-test.v", "-test.count=1"}
-	reaper, status := startReaper(t, tree, args, "SEMUNDO_CRIU="+fake, testenv.WaitEnv+"=5s")
+	args := []string{"reaper", out, exe, "-test.run=^(" + strings.Join(names, "|") + ")$/^semundo$", "-test.v", "-test.count=1"}
+	reaper, status := startReaper(t, tree, args, "SEMUNDO_CRIU="+fake, testenv.WaitEnv+"="+hungWait)
 	code, err := reaperStatus(status, reaper, "the CRIU tests with a hung criu")
 	if err != nil {
 		t.Fatal(err)
@@ -70,9 +76,9 @@ func TestHungCRIU(t *testing.T) {
 			t.Errorf("%s did not fail with a hung criu:\n%s", h.name, tail(text, 40))
 			continue
 		}
-		re := regexp.MustCompile(h.waited + ` did not finish in 5s; killed it`)
+		re := regexp.MustCompile(h.waited + ` did not finish in ` + hungWait + `; killed it`)
 		if m := re.FindString(text); m == "" {
-			t.Errorf("%s failed without saying that %s did not finish in 5s:\n%s", h.name, h.waited, tail(text, 40))
+			t.Errorf("%s failed without saying that %s did not finish in %s:\n%s", h.name, h.waited, hungWait, tail(text, 40))
 		} else {
 			t.Logf("%s: %s", h.name, m)
 		}
