@@ -24,13 +24,11 @@ import (
 //go:embed testdata/tree.c
 var treeSrc string
 
-// defaultCRIU is where testdata/install-criu.sh puts its wrapper, and
-// criuRefused where it says why it installed none: no candidate passed its
-// preflight on this host.
-const (
-	defaultCRIU = "/var/cache/semundo-criu/criu"
-	criuRefused = "/var/cache/semundo-criu/criu.refused"
-)
+// defaultCRIUCache is testdata/install-criu.sh's default cache directory;
+// SEMUNDO_CRIU_CACHE names another (the script's CACHE argument). The
+// script puts its wrapper there as criu, or, when no candidate passed its
+// preflight on this host, says why in criu.refused.
+const defaultCRIUCache = "/var/cache/semundo-criu"
 
 // rig is what an end-to-end test needs: CRIU, the C test program, the
 // semundo command and the action script that runs it.
@@ -66,10 +64,15 @@ func findCRIU(tb testing.TB) string {
 	tb.Helper()
 	c := os.Getenv("SEMUNDO_CRIU")
 	if c == "" {
-		c = defaultCRIU
+		cache := os.Getenv("SEMUNDO_CRIU_CACHE")
+		if cache == "" {
+			cache = defaultCRIUCache
+		}
+		c = filepath.Join(cache, "criu")
 		if _, err := os.Stat(c); err != nil {
-			if why, err := os.ReadFile(criuRefused); err == nil {
-				testenv.Missing(tb, "a CRIU that works on this host", strings.TrimSpace(string(why))+" (from "+criuRefused+")")
+			refused := filepath.Join(cache, "criu.refused")
+			if why, err := os.ReadFile(refused); err == nil {
+				testenv.Missing(tb, "a CRIU that works on this host", strings.TrimSpace(string(why))+" (from "+refused+")")
 			}
 		}
 	}

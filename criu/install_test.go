@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,4 +101,31 @@ func TestInstallRefusesBrokenCRIU(t *testing.T) {
 		t.Errorf("install-criu.sh chose a candidate:\n%s", text)
 	}
 	t.Logf("criu.refused: %s", line)
+	checkRefusalQuoted(t, cache, line)
+}
+
+// checkRefusalQuoted runs TestRestoredLockReleased in a child test binary
+// with cache as install-criu.sh's cache: under CI it must fail at once, on
+// one line quoting the refusal; elsewhere it must skip with that line.
+func checkRefusalQuoted(t *testing.T, cache, refusal string) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ci := range []string{"true", ""} {
+		cmd := testenv.Command(t, "TestRestoredLockReleased with CI="+ci, exe, "-test.run=^TestRestoredLockReleased$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SEMUNDO_CRIU=", "SEMUNDO_CRIU_CACHE="+cache, "CI="+ci)
+		out, err := cmd.CombinedOutput()
+		if errors.Is(err, testenv.ErrDeadline) {
+			t.Fatal(err)
+		}
+		verdict := "--- SKIP: TestRestoredLockReleased"
+		if ci != "" {
+			verdict = "--- FAIL: TestRestoredLockReleased"
+		}
+		want := "missing a CRIU that works on this host: " + refusal + " (from " + filepath.Join(cache, "criu.refused") + ")"
+		if !strings.Contains(string(out), verdict) || !strings.Contains(string(out), want) {
+			t.Errorf("CI=%q: the test did not stop with %q and the refusal:\n%s", ci, verdict, out)
+		}
+	}
 }
