@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -21,7 +20,7 @@ func BuildC(tb testing.TB, name, src string, flags ...string) string {
 	}
 	out := filepath.Join(dir, name)
 	args := append([]string{"-O1", "-Wall", "-pthread", "-o", out, cfile}, flags...)
-	if b, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
+	if b, err := Command(tb, "gcc "+name, gcc, args...).CombinedOutput(); err != nil {
 		tb.Fatalf("gcc %s: %v\n%s", name, err, b)
 	}
 	return out
@@ -33,7 +32,7 @@ func BuildGo(tb testing.TB, pkg string) string {
 	tb.Helper()
 	goTool := RequireTool(tb, "go")
 	out := filepath.Join(tb.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command(goTool, "build", "-o", out, pkg)
+	cmd := Command(tb, "go build "+pkg, goTool, "build", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("go build %s: %v\n%s", pkg, err, b)
