@@ -63,9 +63,9 @@ func readAll(r io.Reader) ([]byte, error) {
 // decode is one pass of encoding/json/v2 (its module form, so that no
 // GOEXPERIMENT is needed) over data, after a look at the format version,
 // which decides whether unknown fields are errors. The JSON syntax, UTF-8,
-// duplicate names, unknown names and each number's fit in its Go type are
-// v2's checks; schema.go adds what v2 does not check (a field that is
-// missing or null); explain.go turns v2's errors into *ValidationError.
+// duplicate names and each number's fit in its Go type are v2's checks;
+// schema.go adds what v2 does not check (a field that is missing or null,
+// an unknown field); explain.go turns v2's errors into *ValidationError.
 func decode(data []byte) (*Image, error) {
 	strict, err := version(data)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -167,8 +166,6 @@ func kindName(t reflect.Type) string {
 	switch {
 	case t == nil:
 		return "a value"
-	case t == reflect.TypeFor[time.Time]():
-		return "a string"
 	case isIntType(t):
 		return "an integer"
 	}
