@@ -38,6 +38,9 @@ func explain(data []byte, err error) error {
 		if r.located {
 			ptr, off = r.ptr, r.off
 		}
+		if r.null && off >= 0 && off < int64(len(data)) {
+			off += int64(max(0, bytes.Index(data[off:], []byte("null"))))
+		}
 		return &ValidationError{Path: pathOf(data, ptr), Kind: r.kind, Err: r.err, Msg: r.msg + where(data, int(off))}
 	}
 	path := pathOf(data, me.JSONPointer)

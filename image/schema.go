@@ -2,8 +2,8 @@ package image
 
 import (
 	"bytes"
-	"errors"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json"
@@ -80,30 +80,58 @@ var schema = json.JoinUnmarshalers(
 	json.UnmarshalFromFunc(unmarshalTime),
 )
 
-// withSchema is the option that applies schema; withSchemaNoNull also
-// refuses null for every other type the format's fields hold, since v2
-// reads null into a Go value as its zero value (objects and times refuse
-// it themselves). A value of v2's options replaces an earlier one, so
-// this is one option, not two.
+// withSchema is the option that applies schema. withSchemaNoNull also
+// reads the arrays of numbers and strings element by element, refusing a
+// null element, which v2 would read as a zero value; it is for input that
+// holds the text null at all, since it costs a call per element. (A
+// function that hands a value back to v2 would be cheaper, but the way to
+// say so differs between the module and Go 1.26's GOEXPERIMENT=jsonv2
+// package, which the module becomes when that experiment is on.)
 var (
 	withSchema       = json.WithUnmarshalers(schema)
-	withSchemaNoNull = json.WithUnmarshalers(json.JoinUnmarshalers(
-		refuseNull[string](), refuseNull[bool](), refuseNull[int](), refuseNull[int16](), refuseNull[uint16](),
-		refuseNull[int32](), refuseNull[uint32](), refuseNull[int64](), refuseNull[uint64](),
-		refuseNull[[]uint16](), refuseNull[[]int16](), refuseNull[[]int32](), refuseNull[[]string](),
-		refuseNull[[]Set](), refuseNull[[]List](), refuseNull[[]Process](), refuseNull[[]Entry](),
-		schema,
-	))
+	withSchemaNoNull = json.WithUnmarshalers(json.JoinUnmarshalers(schema,
+		json.UnmarshalFromFunc(decodeArray[uint16]), json.UnmarshalFromFunc(decodeArray[int16]),
+		json.UnmarshalFromFunc(decodeArray[int32]), json.UnmarshalFromFunc(decodeArray[string])))
 )
 
-func refuseNull[T any]() *json.Unmarshalers {
-	return json.UnmarshalFromFunc(func(dec *jsontext.Decoder, _ *T) error {
-		if dec.PeekKind() == 'n' {
-			// Nothing read: v2 locates the error at the null.
-			return &json.SemanticError{JSONKind: 'n', GoType: reflect.TypeFor[T]()}
+// decodeArray reads an array of E, refusing null elements.
+func decodeArray[E any](dec *jsontext.Decoder, s *[]E) error {
+	if err := begin[[]E](dec, '['); err != nil {
+		return err
+	}
+	*s = (*s)[:0]
+	for i := 0; ; i++ {
+		switch dec.PeekKind() {
+		case ']':
+			_, err := dec.ReadToken()
+			return err
+		case 'n':
+			// The pointer is to the last value read: the array or the
+			// element before.
+			ptr := dec.StackPointer()
+			if i > 0 {
+				ptr = ptr.Parent()
+			}
+			return nullRefusal(ptr.AppendToken(strconv.Itoa(i)), dec.InputOffset(), reflect.TypeFor[E]())
 		}
-		return errors.ErrUnsupported // v2 decodes the value as usual
-	})
+		var e E
+		if err := json.UnmarshalDecode(dec, &e); err != nil {
+			return err
+		}
+		*s = append(*s, e)
+	}
+}
+
+// begin reads the '{' or '[' that starts a value of Go type T, or returns
+// an error saying what is there instead.
+func begin[T any](dec *jsontext.Decoder, want jsontext.Kind) error {
+	switch k := dec.PeekKind(); k {
+	case want, 0: // 0: a syntax error, which ReadToken returns
+		_, err := dec.ReadToken()
+		return err
+	default: // nothing read: v2 locates the error at the value
+		return &json.SemanticError{JSONKind: k, GoType: reflect.TypeFor[T]()}
+	}
 }
 
 // nilIfEmpty makes an empty array decode as nil, as it did before v2 (v2
@@ -128,19 +156,12 @@ func objectUnmarshaler[T any](members []member[T], after func(*T)) *json.Unmarsh
 }
 
 // decodeObject reads an object into v, each member with v2, and checks
-// what v2 does not: that no member of members is missing unless optional,
-// and that a name members lacks is refused when json.RejectUnknownMembers
-// is set (the rest is skipped). Duplicate names are the decoder's error.
+// what v2 does not: that no member of members is missing unless optional
+// or null, and that a name members lacks is refused when
+// json.RejectUnknownMembers is set (the rest is skipped). Duplicate names
+// are the decoder's error.
 func decodeObject[T any](dec *jsontext.Decoder, v *T, members []member[T]) error {
-	switch k := dec.PeekKind(); k {
-	case '{':
-	case 0: // a syntax error, which ReadToken returns
-		_, err := dec.ReadToken()
-		return err
-	default: // nothing read: v2 locates the error at the value
-		return &json.SemanticError{JSONKind: k, GoType: reflect.TypeFor[T]()}
-	}
-	if _, err := dec.ReadToken(); err != nil {
+	if err := begin[T](dec, '{'); err != nil {
 		return err
 	}
 	open := dec.InputOffset() - 1 // missing members are reported at the '{'
@@ -153,6 +174,9 @@ func decodeObject[T any](dec *jsontext.Decoder, v *T, members []member[T]) error
 		}
 		i := lookup(members, name)
 		switch {
+		case i >= 0 && dec.PeekKind() == 'n':
+			// v2 would read null as the zero value.
+			return nullRefusal(dec.StackPointer(), dec.InputOffset(), reflect.TypeOf(members[i].at(v)).Elem())
 		case i >= 0:
 			seen |= 1 << i
 			err = json.UnmarshalDecode(dec, members[i].at(v))
@@ -216,6 +240,13 @@ func unmarshalTime(dec *jsontext.Decoder, t *time.Time) error {
 	return nil
 }
 
+// nullRefusal refuses the null that follows offset off, at ptr, in place
+// of a value of type t.
+func nullRefusal(ptr jsontext.Pointer, off int64, t reflect.Type) error {
+	return &refusal{kind: ErrMalformed, msg: "want " + kindName(t) + ", got null",
+		located: true, ptr: ptr, off: off, null: true}
+}
+
 // refusal is an error of the decoding functions above, with its message;
 // v2 wraps it in a *json.SemanticError, which locates it unless located
 // says that ptr and off already do.
@@ -226,6 +257,7 @@ type refusal struct {
 	located bool
 	ptr     jsontext.Pointer
 	off     int64
+	null    bool // off is before the null meant, past white space and a delimiter
 }
 
 func (r *refusal) Error() string { return r.msg }
