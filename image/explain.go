@@ -31,7 +31,7 @@ func explain(data []byte, err error) error {
 	}
 	me, ok := errors.AsType[*jsonv2.SemanticError](err)
 	if !ok {
-		return &ValidationError{Kind: ErrMalformed, Msg: "not a semundo image: " + err.Error()}
+		return &ValidationError{Kind: ErrMalformed, Err: err, Msg: "not a semundo image: " + shorten(err.Error())}
 	}
 	if r, ok := me.Err.(*refusal); ok {
 		ptr, off := me.JSONPointer, me.ByteOffset

@@ -143,6 +143,8 @@ func nilIfEmpty[S ~[]E, E any](s *S) {
 	}
 }
 
+// objectUnmarshaler decodes objects of type T with decodeObject, then
+// calls after, if any, on each.
 func objectUnmarshaler[T any](members []member[T], after func(*T)) *json.Unmarshalers {
 	return json.UnmarshalFromFunc(func(dec *jsontext.Decoder, v *T) error {
 		if err := decodeObject(dec, v, members); err != nil {
