@@ -7,6 +7,9 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require github.com/hanwen/go-fuse/v2 v2.12.1
+require (
+	github.com/go-json-experiment/json v1.27.2
+	github.com/hanwen/go-fuse/v2 v2.12.1
+)
 
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -170,3 +170,21 @@ func TestRealisticIsValid(t *testing.T) {
 		t.Fatal("realistic() is not deterministic")
 	}
 }
+
+// The field names of each object of the format, in the decoder's order.
+var (
+	imageNames   = memberNames(imageMembers)
+	limitsNames  = memberNames(limitsMembers)
+	setNames     = memberNames(setMembers)
+	listNames    = memberNames(listMembers)
+	processNames = memberNames(processMembers)
+	entryNames   = memberNames(entryMembers)
+)
+
+func memberNames[T any](members []member[T]) []string {
+	names := make([]string, len(members))
+	for i, m := range members {
+		names[i] = m.name
+	}
+	return names
+}

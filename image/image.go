@@ -10,6 +10,14 @@
 // [Image.Validate] applies the same rules to an image built in memory, before
 // it is written.
 //
+// Decode is encoding/json/v2 (the module github.com/go-json-experiment/json,
+// the same code as the standard library's package under GOEXPERIMENT=jsonv2,
+// which a user's go build would not set) with the format's schema: v2
+// checks syntax, UTF-8, repeated names and each integer's fit in its Go
+// type; schema.go adds what v2 cannot express (a field that is missing or
+// null) and refuses unknown fields when v2's RejectUnknownMembers is set,
+// as it is under "semundo/1".
+//
 // Errors about the content are [*ValidationError] values naming the place
 // (for example "lists[2].entries[0].adj") and wrapping one of [ErrVersion],
 // [ErrMalformed] or [ErrInconsistent].

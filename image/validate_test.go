@@ -145,7 +145,7 @@ func TestCreatedYearRange(t *testing.T) {
 	im.Created = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 	checkErr(t, im.Validate(), ErrInconsistent, "created", "year 10000 is outside 1970..9999")
 	_, err := Decode(bytes.NewReader(encodeRaw(t, im)))
-	checkErr(t, err, ErrMalformed, "created", `want an RFC 3339 time such as "2006-01-02T15:04:05Z", got "10000-01-01T00:00:00Z" at line 3, column 13`)
+	checkErr(t, err, ErrMalformed, "created", `want an RFC 3339 time such as "2006-01-02T15:04:05Z", got "10000-01-01T00:00:00Z" at line 3, column 14`)
 	// 9999-12-31T23:30:00-01:00 is in year 10000 once in UTC.
 	data := bytes.Replace(encodeRaw(t, realistic()), []byte("2026-11-27T14:03:59.123456789Z"), []byte("9999-12-31T23:30:00-01:00"), 1)
 	_, err = Decode(bytes.NewReader(data))
