@@ -8,12 +8,26 @@ import (
 	"strconv"
 
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"github.com/semundo/semundo/writer"
 	"golang.org/x/sys/unix"
 )
+
+// ErrOtherSet: a set the image's lists name exists where they are
+// restored, but with another key or size than the image's: it is another
+// set that took the id.
+var ErrOtherSet = errors.New("the set with this id is another set")
+
+// semaphores counts semaphores in words: "1 semaphore", "2 semaphores".
+func semaphores(n int) string {
+	if n == 1 {
+		return "1 semaphore"
+	}
+	return strconv.Itoa(n) + " semaphores"
+}
 
 // nextIDFile makes the next semget of the caller's IPC namespace take a
 // chosen id (CONFIG_CHECKPOINT_RESTORE).
@@ -81,7 +95,7 @@ func RestoreSets(img *image.Image) (err error) {
 		if err != nil {
 			// Leave sem_next_id as it was: unset.
 			os.WriteFile(nextIDFile, []byte("-1"), 0)
-			return fmt.Errorf("create set %d (%d semaphores): %w", s.ID, s.Nsems, err)
+			return fmt.Errorf("create set %d (%s): %w", s.ID, semaphores(s.Nsems), err)
 		}
 		created = append(created, id)
 		// The kernel hands out the next free index, silently, when the
@@ -265,6 +279,30 @@ func restoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *w
 	return writer.SetMany(r, writes, opts)
 }
 
+// CheckUndoTargets checks, before anything changes, that no process the
+// lists of img would be written into (through pidMap, as RestoreUndo maps
+// them) is one writer.CheckTarget refuses: the caller itself, a process
+// sharing its list, a traced one. A restore that also recreates sets calls
+// it first, so that such a refusal leaves the namespace as it was. A pid
+// that does not exist passes: RestoreUndo names it better.
+func CheckUndoTargets(img *image.Image, pidMap map[int]int) error {
+	for _, l := range img.Lists {
+		if len(l.Entries) == 0 {
+			continue
+		}
+		for _, p := range l.Processes {
+			pid := int(p.PID)
+			if n, ok := pidMap[pid]; ok {
+				pid = n
+			}
+			if err := writer.CheckTarget(pid); err != nil && !errors.Is(err, inject.ErrNoProcess) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // runs reports whether process pid, if it exists, still runs the command
 // comm: its main thread's name, or (as the reader records it when the main
 // thread has exited, or when threads name themselves) one of its threads'.
@@ -331,8 +369,8 @@ func checkTargets(img *image.Image, writes []writer.Write, here bool) error {
 					return fmt.Errorf("set %d in the IPC namespace of pid %d: %w", e.Semid, w.PID, err)
 				}
 				if want != nil && (ds.Perm.Key != want.Key || ds.Nsems != want.Nsems) {
-					return fmt.Errorf("set %d in the IPC namespace of pid %d has key %#x and %d semaphores, the image's had key %#x and %d: it is another set; restore the sets (restore --sets) into a fresh namespace: %w",
-						e.Semid, w.PID, uint32(ds.Perm.Key), ds.Nsems, uint32(want.Key), want.Nsems, writer.ErrNoSet)
+					return fmt.Errorf("set %d in the IPC namespace of pid %d has key %#x and %s, the image's had key %#x and %s; restore the sets (restore --sets) into a fresh namespace: %w",
+						e.Semid, w.PID, uint32(ds.Perm.Key), semaphores(ds.Nsems), uint32(want.Key), semaphores(want.Nsems), ErrOtherSet)
 				}
 			}
 		}

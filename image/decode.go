@@ -168,6 +168,11 @@ func checkFormat(format string) (strict bool, err error) {
 	if !isDecimal(major) || (hasMinor && !isDecimal(minor)) {
 		return false, verr(quote(format) + " is not a version; want \"semundo/MAJOR\" or \"semundo/MAJOR.MINOR\" in decimal")
 	}
+	if major == "0" {
+		// No semundo wrote major version 0: a newer one would not read it
+		// either.
+		return false, verr(quote(format) + " is major version 0, which this semundo does not read: it reads major version 1 only (\"semundo/1\" and \"semundo/1.N\")")
+	}
 	if major != "1" {
 		return false, verr(quote(format) + " is major version " + shorten(major) +
 			"; this decoder reads major version 1 only (\"semundo/1\" and \"semundo/1.N\"): use a newer semundo")

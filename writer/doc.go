@@ -15,6 +15,11 @@
 // keep theirs. Everything is validated before the first change (the set
 // exists in the target's namespace, the number of values equals its nsems,
 // the target may alter it), and a write that fails part way is undone.
+// A target that holds the writer's own list (the writer, its threads, a
+// process sharing its list) is refused, since the writer's exit would
+// apply what was written, and so is a target another process traces
+// (CheckTarget). A listed set the target has no entry for gets one, even
+// of zeros: an all-zero entry is real state.
 //
 // All the changes for one set go in one semop call when they fit the
 // namespace's SEMOPM limit (500 by default: 250 semaphores with a change);

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/semundo/semundo/inject"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/plan"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
@@ -27,8 +29,12 @@ const maxNsems = 65535
 // shared by all of them), and left exactly as it was, stopped or running.
 //
 // The caller needs the right to ptrace pid (the kernel's
-// PTRACE_MODE_ATTACH check); semundo adds no privilege of its own.
+// PTRACE_MODE_ATTACH check); semundo adds no privilege of its own. A pid
+// that holds the caller's own list, or is traced, is refused (CheckTarget).
 func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
+	if err := CheckTarget(pid, opts.callers()...); err != nil {
+		return err
+	}
 	s, err := inject.Seize(pid)
 	if err != nil {
 		return err
@@ -85,8 +91,14 @@ type Job struct {
 
 // SetMany writes several processes' lists with one read of all lists
 // before and one after (Set reads twice per process). It stops at the
-// first failure and returns it; the writes before it stay.
+// first failure and returns it; the writes before it stay. Every target
+// passes CheckTarget before the first write.
 func SetMany(r *reader.Reader, writes []Write, opts *Options) error {
+	for _, w := range writes {
+		if err := CheckTarget(w.PID, opts.callers()...); err != nil {
+			return err
+		}
+	}
 	snap, err := r.Scan()
 	if err != nil {
 		return err
@@ -130,6 +142,9 @@ func Verify(r *reader.Reader, pid int, want undo.List) error {
 
 func verifyIn(snap *reader.Snapshot, pid int, want undo.List) error {
 	got := snap.ByPID(pid)
+	if got == nil && len(want) > 0 && exited(pid) {
+		return fmt.Errorf("pid %d exited right after the write, and its exit applied the list it was given: %w", pid, ErrExited)
+	}
 	for _, w := range want {
 		var adj []int16
 		if got != nil {
@@ -137,34 +152,54 @@ func verifyIn(snap *reader.Snapshot, pid int, want undo.List) error {
 				adj = e.Adj
 			}
 		}
-		if !equalOrZero(adj, w.Adj) {
-			return fmt.Errorf("pid %d: set %d holds %v after the write, not %v (did another thread change it?): %w",
-				pid, w.Semid, adj, w.Adj, ErrMismatch)
+		if !equalEntry(adj, w.Adj) {
+			return fmt.Errorf("pid %d: set %d %s after the write (did another thread change it?): %w",
+				pid, w.Semid, difference(adj, w.Adj), ErrMismatch)
 		}
 	}
 	return nil
 }
 
-// equalOrZero compares adjustments, where a missing entry (nil) equals all
-// zeros: a write of zeros into a process without an entry creates none.
-func equalOrZero(got, want []int16) bool {
+// exited reports whether pid is gone or a zombie: its list was applied.
+func exited(pid int) bool {
+	st, err := procfs.NewDefaultFS().Stat(pid)
+	return err != nil || st.Dead()
+}
+
+// difference says in a few words how got differs from want, naming the
+// first semaphore that differs: a set may hold thousands of values, and an
+// error is one short line.
+func difference(got, want []int16) string {
 	if got == nil {
-		for _, v := range want {
-			if v != 0 {
-				return false
-			}
-		}
-		return true
+		return "has no entry"
 	}
 	if len(got) != len(want) {
-		return false
+		return fmt.Sprintf("holds %d values, not %d", len(got), len(want))
 	}
+	first, n := -1, 0
 	for i := range got {
 		if got[i] != want[i] {
-			return false
+			if first < 0 {
+				first = i
+			}
+			n++
 		}
 	}
-	return true
+	if first < 0 {
+		return "holds what was asked"
+	}
+	msg := fmt.Sprintf("semaphore %d holds %d, not %d", first, got[first], want[first])
+	if n > 1 {
+		msg += fmt.Sprintf(", and %d more differ", n-1)
+	}
+	return msg
+}
+
+// equalEntry compares adjustments, where got is nil when the process has
+// no entry for the set: a listed set must have one, even of zeros (a
+// write creates it).
+func equalEntry(got, want []int16) bool {
+	return got != nil && slices.Equal(got, want)
 }
 
 // remote runs the calls inside the target.

@@ -28,6 +28,9 @@ var (
 	// ErrMismatch: after the write the adjustments are not what was asked
 	// (another thread of the target changed them meanwhile).
 	ErrMismatch = errors.New("adjustments differ after the write")
+	// ErrExited: the target exited right after the write; its exit applied
+	// the list (the write itself succeeded).
+	ErrExited = errors.New("process exited")
 )
 
 // Options tune a write. The zero value is right for normal use.
@@ -43,6 +46,17 @@ type Options struct {
 	// in a child process of its own session, which finishes (and puts the
 	// targets back) even when the command is killed mid-write.
 	Injector func(jobs []Job) error
+	// Callers are processes, besides the calling one, whose undo list a
+	// write must never touch: a helper that writes for another process
+	// names it (see CheckTarget).
+	Callers []int
+}
+
+func (o *Options) callers() []int {
+	if o == nil {
+		return nil
+	}
+	return o.Callers
 }
 
 func (o *Options) retries() int {
@@ -72,6 +86,10 @@ type setState struct {
 	orig  []int16 // adjustments before the write
 	now   []int16 // adjustments as far as the write got
 	want  []int16
+	// exists: the target had an entry for the set before the write. An
+	// entry of zeros is real state (the reader shows it), so a listed set
+	// without one gets one even when no adjustment changes.
+	exists bool
 }
 
 // apply validates want against the target and writes it. cur is the
@@ -85,7 +103,13 @@ func apply(x executor, cur, want undo.List, opts *Options) error {
 	// writes fit the default and save the target a stop.
 	semopm := defaultSemopm
 	for i, s := range sets {
-		if err := writeSet(x, s, s.want, &semopm, opts.retries()); err != nil {
+		var err error
+		if !s.exists && slices.Equal(s.orig, s.want) {
+			err = touch(x, s, opts.retries())
+		} else {
+			err = writeSet(x, s, s.want, &semopm, opts.retries())
+		}
+		if err != nil {
 			// Put back what was changed, so a failed write leaves the
 			// list as it was.
 			var undoErrs []error
@@ -127,7 +151,7 @@ func validate(x executor, cur, want undo.List) ([]*setState, error) {
 			return nil, fmt.Errorf("set %d: %w", e.Semid, err)
 		}
 		if len(e.Adj) != ds.Nsems {
-			return nil, fmt.Errorf("set %d has %d semaphores, %d values given: %w", e.Semid, ds.Nsems, len(e.Adj), ErrCount)
+			return nil, fmt.Errorf("set %d has %s, %s given: %w", e.Semid, count(ds.Nsems, "semaphore"), count(len(e.Adj), "value"), ErrCount)
 		}
 		if !creds.mayAlter(ds.Perm) {
 			return nil, fmt.Errorf("pid %d (uid %d) may not alter set %d (owner %d, mode %#o): %w", x.pid(), creds.EUID, e.Semid, ds.Perm.UID, ds.Perm.Mode&0o777, ErrPermission)
@@ -135,14 +159,23 @@ func validate(x executor, cur, want undo.List) ([]*setState, error) {
 		s := &setState{semid: e.Semid, nsems: ds.Nsems, want: e.Adj, orig: make([]int16, ds.Nsems)}
 		if c, ok := cur.Lookup(e.Semid); ok {
 			if len(c.Adj) != ds.Nsems {
-				return nil, fmt.Errorf("set %d changed size while it was read (%d, now %d semaphores): retry", e.Semid, len(c.Adj), ds.Nsems)
+				return nil, fmt.Errorf("set %d changed size while it was read (%d, now %s): retry", e.Semid, len(c.Adj), count(ds.Nsems, "semaphore"))
 			}
 			copy(s.orig, c.Adj)
+			s.exists = true
 		}
 		s.now = slices.Clone(s.orig)
 		sets = append(sets, s)
 	}
 	return sets, nil
+}
+
+// count says "1 semaphore", "2 semaphores".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // defaultSemopm is the kernel's default SEMOPM.
@@ -203,6 +236,34 @@ func writeSet(x executor, s *setState, target []int16, semopm *int, retries int)
 		case try >= retries:
 			return fmt.Errorf("set %d: values changed by other processes during %d tries: %w", s.semid, retries+1, ErrBusy)
 		}
+	}
+}
+
+// touch gives the target an all-zero entry for s, which it lacks, without
+// changing a value (plan.Touch). The first call assumes the value is
+// below SEMVMX, true but for a set at its ceiling; ERANGE (or EAGAIN, when
+// another process moved the value) makes it read the value and try again.
+func touch(x executor, s *setState, retries int) error {
+	value := 0
+	for try := 0; ; try++ {
+		call, err := plan.Touch(0, value)
+		if err != nil {
+			return fmt.Errorf("set %d: %w", s.semid, err)
+		}
+		err = x.semop(s.semid, call)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ERANGE):
+			return setErr(x, s.semid, err)
+		case try >= retries:
+			return fmt.Errorf("set %d: values changed by other processes during %d tries: %w", s.semid, retries+1, ErrBusy)
+		}
+		vals, err := x.getAll(s.semid, s.nsems)
+		if err != nil {
+			return setErr(x, s.semid, err)
+		}
+		value = int(vals[0])
 	}
 }
 

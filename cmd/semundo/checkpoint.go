@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/pidarg"
 	"github.com/semundo/semundo/writer"
 )
 
@@ -51,9 +51,9 @@ func runCheckpoint(args []string, stdout io.Writer) error {
 	}
 	var pids []int
 	for _, a := range pos {
-		pid, err := strconv.Atoi(a)
-		if err != nil || pid <= 0 {
-			return usagef("%q is not a pid", a)
+		pid, err := parsePID(a)
+		if err != nil {
+			return err
 		}
 		pids = append(pids, pid)
 	}
@@ -82,10 +82,16 @@ func (m pidMap) String() string { return fmt.Sprint(map[int]int(m)) }
 
 func (m pidMap) Set(s string) error {
 	a, b, ok := strings.Cut(s, "=")
-	oldPID, err1 := strconv.Atoi(a)
-	newPID, err2 := strconv.Atoi(b)
-	if !ok || err1 != nil || err2 != nil || oldPID <= 0 || newPID <= 0 {
+	if !ok {
 		return fmt.Errorf("--pid wants OLD=NEW, two pids, got %q", s)
+	}
+	oldPID, err := pidarg.Parse(a)
+	if err != nil {
+		return fmt.Errorf("--pid OLD=NEW: OLD %w", err)
+	}
+	newPID, err := pidarg.Parse(b)
+	if err != nil {
+		return fmt.Errorf("--pid OLD=NEW: NEW %w", err)
 	}
 	if _, dup := m[oldPID]; dup {
 		return fmt.Errorf("--pid maps %d twice", oldPID)
@@ -121,6 +127,11 @@ func runRestore(args []string, stdout io.Writer) error {
 		}
 	} else if img, err = image.ReadFile(pos[0]); err != nil {
 		return err
+	}
+	if *lists {
+		if err := checkpoint.CheckUndoTargets(img, pm); err != nil {
+			return err
+		}
 	}
 	if *sets {
 		if err := checkpoint.RestoreSets(img); err != nil {

@@ -24,6 +24,9 @@ func runCriuScript(args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return usagef("criu-script takes no arguments (CRIU passes everything in the environment), got %q", fs.Arg(0))
 	}
+	if _, ok := os.LookupEnv(criu.EnvAction); !ok {
+		return usagef("this is CRIU's action script, run by criu with %s set: pass a script that runs `semundo criu-script` to criu dump and criu restore --action-script (docs/criu.md)", criu.EnvAction)
+	}
 	env, err := criu.ParseEnv(os.LookupEnv)
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/inject"
+	"github.com/semundo/semundo/internal/pidarg"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/writer"
 )
@@ -41,6 +42,16 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// parsePID reads a pid argument by the mount's rules (package pidarg): a
+// text that is no pid is bad usage, whatever process might exist.
+func parsePID(s string) (int, error) {
+	pid, err := pidarg.Parse(s)
+	if err != nil {
+		return 0, usageError{err.Error()}
+	}
+	return pid, nil
+}
 
 const usage = `usage: semundo COMMAND [ARGS]
 
@@ -115,11 +126,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 func exitCode(err error) int {
 	var ue usageError
 	var ee codeError
+	var ce *childError
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.As(err, &ce):
+		return ce.code
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.Is(err, inject.ErrAlreadyTraced):
+		// ptrace answers EPERM, but no privilege would help: the
+		// message names the tracer to stop.
+		return exitError
 	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission), errors.Is(err, os.ErrPermission):
 		return exitPermission
 	case errors.Is(err, inject.ErrArchNotSupported):

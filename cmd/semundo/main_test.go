@@ -97,8 +97,8 @@ func TestShowErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"show", "999999999"}, 1, "pid 999999999: no such process"},
-		{[]string{"show", "1", "999999999"}, 1, "no such process"},
+		{[]string{"show", "4194304"}, 1, "pid 4194304: no such process"},
+		{[]string{"show", "1", "4194304"}, 1, "no such process"},
 		{[]string{"show"}, 2, "at least one PID"},
 		{[]string{"show", "abc"}, 2, "not a pid"},
 		{[]string{"frob"}, 2, "unknown command"},
@@ -208,7 +208,7 @@ func TestSetCommand(t *testing.T) {
 			t.Errorf("after refused %q: show %q, want unchanged %q", tc.input, out, want)
 		}
 	}
-	if _, errs, code := semundo(t, nil, "set", "999999999", file); code != 1 || !strings.Contains(errs, "no such process") {
+	if _, errs, code := semundo(t, nil, "set", "4194304", file); code != 1 || !strings.Contains(errs, "no such process") {
 		t.Errorf("set of a missing pid: exit %d, %q", code, errs)
 	}
 	// A target whose user may not alter the set (mode 0600, root's): exit

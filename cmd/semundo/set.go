@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -52,9 +51,9 @@ func runSet(args []string, stdout io.Writer) error {
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("set takes PID [FILE|-]")
 	}
-	pid, err := strconv.Atoi(args[0])
-	if err != nil || pid <= 0 {
-		return usagef("%q is not a pid", args[0])
+	pid, err := parsePID(args[0])
+	if err != nil {
+		return err
 	}
 	src := "-"
 	if len(args) == 2 {
@@ -122,22 +121,61 @@ func childInjector(jobs []writer.Job) error {
 		return err
 	}
 	msg := strings.TrimSpace(strings.TrimPrefix(stderr.String(), "semundo __inject: "))
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
 	if msg == "" {
 		msg = err.Error()
 	}
-	switch ee.ExitCode() {
-	case injectExitPermission:
-		return &childError{msg, writer.ErrPermission}
-	case injectExitGone:
-		return &childError{msg, inject.ErrNoProcess}
-	}
-	return errors.New(msg)
+	return &childError{msg: msg, code: commandCode(ee.ExitCode()), cause: childCause(ee.ExitCode())}
 }
 
+// commandCode is the command's exit status for the injection child's:
+// the documented statuses pass through as they are, so that "not
+// supported" (4) stays 4; the child's own codes for the file system
+// daemon (invalid request, process gone) and a death by signal are
+// errors (1).
+func commandCode(child int) int {
+	switch child {
+	case exitError, exitUsage, exitPermission, exitUnsupported:
+		return child
+	}
+	return exitError
+}
+
+// childCause is the sentinel an injection child's status stands for.
+func childCause(child int) error {
+	switch child {
+	case injectExitPermission:
+		return writer.ErrPermission
+	case injectExitGone:
+		return inject.ErrNoProcess
+	case injectExitInvalid:
+		return errInvalidList
+	case exitUnsupported:
+		return errUnsupported
+	}
+	return errInjectFailed
+}
+
+var (
+	// errInvalidList: the injection child found a set missing or a
+	// count wrong in the target's namespace.
+	errInvalidList = errors.New("invalid list")
+	// errUnsupported: the injection child found the platform or kernel
+	// lacking what the write needs.
+	errUnsupported = errors.New("not supported")
+	// errInjectFailed: the injection child failed for a reason its message
+	// names.
+	errInjectFailed = errors.New("injection failed")
+)
+
 // childError is the injection child's one-line message, which names its
-// cause already ("...: permission denied"), standing for that cause.
+// cause already ("...: permission denied"), standing for that cause, with
+// the exit status the command passes on.
 type childError struct {
 	msg   string
+	code  int
 	cause error
 }
 
@@ -161,9 +199,11 @@ func runExec(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A command that cannot run is an error (1), not a missing privilege,
+	// even when the kernel says EACCES (a noexec mount): hence codeError.
 	path, err := exec.LookPath(cmd[0])
 	if err != nil {
-		return fmt.Errorf("%s: %w", cmd[0], err)
+		return codeError{exitError, fmt.Errorf("%s: %w", cmd[0], err)}
 	}
 	// A process started by fork and exec has no list, or (threads) an
 	// empty one; with the reader (root) semundo checks rather than trusts.
@@ -180,8 +220,28 @@ func runExec(args []string, stdout io.Writer) error {
 		return err
 	}
 	err = syscall.Exec(path, cmd, os.Environ())
-	// Still here: the adjustments would be applied when semundo exits.
-	return fmt.Errorf("exec %s: %w (the adjustments were not kept)", path, err)
+	// Still here: semundo's exit would apply the adjustments it took, so
+	// give them back first (checks cannot rule out every execve failure:
+	// a bad interpreter, a noexec mount, E2BIG).
+	if berr := writeBack(cur, want); berr != nil {
+		return codeError{exitError, fmt.Errorf("exec %s: %w; giving the adjustments back failed, so semundo's exit applies them: %w", path, err, berr)}
+	}
+	return codeError{exitError, fmt.Errorf("exec %s: %w (the adjustments were given back; no value changed)", path, err)}
+}
+
+// writeBack returns semundo's own list from want to what it was before,
+// cur: each set of want gets cur's adjustments, or zeros where cur had no
+// entry (the entry stays, all zero, which applies nothing at exit).
+func writeBack(cur, want undo.List) error {
+	back := make(undo.List, 0, len(want))
+	for _, e := range want {
+		b := undo.Entry{Semid: e.Semid, Adj: make([]int16, len(e.Adj))}
+		if c, ok := cur.Lookup(e.Semid); ok && len(c.Adj) == len(e.Adj) {
+			copy(b.Adj, c.Adj)
+		}
+		back = append(back, b)
+	}
+	return writer.WriteSelf(want, back, nil)
 }
 
 // injectRequest is what `semundo __inject` reads on stdin: the file
@@ -206,6 +266,9 @@ func runInjectHelper(args []string, stdout io.Writer) error {
 	// If the semundo that started this helper is gone, its error message
 	// has nowhere to go; that must not kill the helper mid-injection.
 	signal.Ignore(syscall.SIGPIPE)
+	// The process that started this helper asked for the write: its
+	// list must not be the target (read now, while it certainly waits).
+	parent := os.Getppid()
 	in, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		return codeError{injectExitInvalid, fmt.Errorf("bad request: %w", err)}
@@ -222,14 +285,14 @@ func runInjectHelper(args []string, stdout io.Writer) error {
 		return codeError{injectExitInvalid, fmt.Errorf("bad request: %w", err)}
 	}
 	for _, req := range reqs {
-		if err := injectOne(req); err != nil {
+		if err := injectOne(req, parent); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func injectOne(req injectRequest) error {
+func injectOne(req injectRequest, parent int) error {
 	cur, err := undo.Parse([]byte(req.Current))
 	if err != nil {
 		return codeError{injectExitInvalid, fmt.Errorf("current list: %w", err)}
@@ -238,7 +301,7 @@ func injectOne(req injectRequest) error {
 	if err != nil {
 		return codeError{injectExitInvalid, err}
 	}
-	err = writer.Inject(req.PID, cur, want, nil)
+	err = writer.Inject(req.PID, cur, want, &writer.Options{Callers: []int{parent}})
 	if err != nil && !strings.Contains(err.Error(), fmt.Sprint(req.PID)) {
 		err = fmt.Errorf("pid %d: %w", req.PID, err)
 	}

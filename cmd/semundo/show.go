@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 
 	"github.com/semundo/semundo/reader"
 )
@@ -18,9 +17,9 @@ func runShow(args []string, stdout io.Writer) error {
 	}
 	pids := make([]int, len(args))
 	for i, a := range args {
-		pid, err := strconv.Atoi(a)
-		if err != nil || pid <= 0 {
-			return usagef("%q is not a pid", a)
+		pid, err := parsePID(a)
+		if err != nil {
+			return err
 		}
 		pids[i] = pid
 	}

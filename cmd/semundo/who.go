@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
 )
@@ -88,9 +90,40 @@ func runWho(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\n", pidsOf(l), commOf(l), strings.Join(adj, " "))
 	}
+	if !found && ns != uint32(st.Ino) && !ipcnsInUse(ns, snap) {
+		return fmt.Errorf("IPC namespace %d: no process is in it (see ls -l /proc/*/ns/ipc for the namespaces): %w", ns, errNoNamespace)
+	}
 	if !found {
 		fmt.Fprintf(stdout, "no process holds undo adjustments for set %d in IPC namespace %d\n", semid, ns)
 		return nil
 	}
 	return w.Flush()
+}
+
+// errNoNamespace: no process is in the IPC namespace named.
+var errNoNamespace = errors.New("no such IPC namespace")
+
+// ipcnsInUse reports whether some process is in the IPC namespace with
+// inode ns: only then can a list act on its sets. A list of snap in it
+// says so even where /proc hides a process's namespace.
+func ipcnsInUse(ns uint32, snap *reader.Snapshot) bool {
+	for i := range snap.Lists {
+		if snap.Lists[i].IPCNS == ns {
+			return true
+		}
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return true // cannot tell: the empty answer stands
+	}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name()+"/ns/ipc", &st) == nil && uint32(st.Ino) == ns {
+			return true
+		}
+	}
+	return false
 }
