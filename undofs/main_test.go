@@ -258,9 +258,9 @@ type fakeCall struct {
 	Current, Want undo.List
 }
 
-func (f *fakeInjector) Inject(ctx context.Context, c Caller, pid int, current, want undo.List) error {
+func (f *fakeInjector) Inject(ctx context.Context, c *Caller, pid int, current, want undo.List) error {
 	f.mu.Lock()
-	f.calls = append(f.calls, fakeCall{c, pid, current, want})
+	f.calls = append(f.calls, fakeCall{*c, pid, current, want})
 	err, gate, seen := f.err, f.gate, f.seen
 	f.mu.Unlock()
 	if seen != nil {
