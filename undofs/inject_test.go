@@ -56,6 +56,20 @@ func sleeper(t *testing.T, cred *syscall.Credential) int {
 	return cmd.Process.Pid
 }
 
+// ownFDs lists this process's descriptors as "N -> what".
+func ownFDs(t *testing.T) []string {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []string
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		fds = append(fds, e.Name()+" -> "+l)
+	}
+	return fds
+}
+
 // ids is the same id four times: real, effective, saved, filesystem.
 func ids(id uint32) [4]uint32 { return [4]uint32{id, id, id, id} }
 
@@ -89,6 +103,12 @@ func ownCaps(t *testing.T, file string) (eff, bnd uint64, nnp string) {
 // kernel's check before the helper lets it run.
 func TestExecInjectorCredentials(t *testing.T) {
 	testenv.RequireRoot(t)
+	// A mount makes this process hold the FUSE device, which go-fuse
+	// opens without O_CLOEXEC: the helpers must not get it.
+	mountT(t, &Options{Injector: &fakeInjector{}})
+	if !strings.Contains(strings.Join(ownFDs(t), " "), "/dev/fuse") {
+		t.Fatal("the mount left this process no descriptor of /dev/fuse")
+	}
 	eff, _, _ := ownCaps(t, "/proc/self/status")
 	const ptrace, kill = 1 << 19, 1 << 5
 	tests := []struct {
@@ -121,6 +141,11 @@ func TestExecInjectorCredentials(t *testing.T) {
 			s := rep.Status
 			if s["Uid"] != tt.uid || s["Gid"] != tt.gid || s["Groups"] != tt.groups {
 				t.Errorf("ids: Uid %q Gid %q Groups %q; want %q, %q, %q", s["Uid"], s["Gid"], s["Groups"], tt.uid, tt.gid, tt.groups)
+			}
+			// Descriptors 0 to 3 and the Go runtime's own: nothing of the
+			// daemon's, the FUSE device above all, reaches the helper.
+			if strings.Contains(strings.Join(rep.FDs, " "), "/dev/fuse") {
+				t.Errorf("the helper has descriptors %q: the FUSE device leaked", rep.FDs)
 			}
 			if s["CapEff"] != hexCaps(tt.capEff) || s["CapPrm"] != hexCaps(tt.capEff) ||
 				s["CapBnd"] != hexCaps(tt.capBnd) || s["CapAmb"] != hexCaps(tt.amb) || s["NoNewPrivs"] != "1" {

@@ -26,7 +26,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testenv.RunHelper(testenv.Helpers{"probe": probeMain})
+	testenv.RunHelper(testenv.Helpers{"probe": probeMain, "secjudge": secJudgeMain, "sechold": secHoldMain, "secrecv": secRecvMain})
 	holder.MainWith(m, func() func() {
 		return func() {
 			// No mount made by these tests may outlive them.
@@ -62,6 +62,8 @@ type probeReport struct {
 	Status  map[string]string
 	Request InjectRequest
 	Ptrace  string
+	// FDs are the helper's open descriptors: "N -> what".
+	FDs []string
 }
 
 // probeMain stands in for `semundo __inject`. It reports its credentials
@@ -82,6 +84,12 @@ func probeMain(args []string) int {
 			case "Uid", "Gid", "Groups", "CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb", "NoNewPrivs":
 				rep.Status[k] = strings.Join(strings.Fields(v), " ")
 			}
+		}
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range ents {
+			l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			rep.FDs = append(rep.FDs, e.Name()+" -> "+l)
 		}
 	}
 	if d, err := time.ParseDuration(os.Getenv(probeSleep)); err == nil {

@@ -452,7 +452,9 @@ func (fs *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 // newline; close returns its error.
 func (fs *rawFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	h := fs.file(in.Fh)
-	if h == nil || !h.writable {
+	if h == nil || !h.writable || isSpawned(int(in.Caller.Pid)) {
+		// A credential child closing its copy of this process's
+		// descriptors is no writer's close.
 		return fuse.OK
 	}
 	h.mu.Lock()

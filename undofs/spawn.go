@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -384,7 +385,12 @@ func startChild(c *Caller, mode accessMode, pidfd, targetPID int, x *execSpec) (
 		return nil, fmt.Errorf("block signals: %w", err)
 	}
 	p.sigmask = uintptr(unsafe.Pointer(&old))
+	spawned.Lock()
 	pid, errno := forkChild(p)
+	if errno == 0 {
+		spawned.pids[int(pid)] = true
+	}
+	spawned.Unlock()
 	unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
 	runtime.UnlockOSThread()
 	runtime.KeepAlive(p)
@@ -399,6 +405,25 @@ func startChild(c *Caller, mode accessMode, pidfd, targetPID int, x *execSpec) (
 		return nil, fmt.Errorf("fork: %w", errno)
 	}
 	return &child{pid: int(pid), pidfd: int(p.pidfdOut), report: rep}, nil
+}
+
+// spawned holds the pids of the children alive. A child starts with a copy
+// of the daemon's descriptor table and closes it when it executes or exits;
+// if the daemon's process has files of its own mount open (a program that
+// mounts and uses the file system, as the tests do), each close is a FUSE
+// flush from the child, which the daemon must answer without waiting on the
+// write that waits on the child. The lock is held across the fork, so that
+// a flush from a child can never be seen before its pid is recorded.
+var spawned = struct {
+	sync.Mutex
+	pids map[int]bool
+}{pids: make(map[int]bool)}
+
+// isSpawned reports whether pid is a credential child of this process.
+func isSpawned(pid int) bool {
+	spawned.Lock()
+	defer spawned.Unlock()
+	return spawned.pids[pid]
 }
 
 // errChildSetup: the child could not take on the credentials.
@@ -428,6 +453,9 @@ func (ch *child) wait(ctx context.Context) (status int, err error) {
 				break
 			}
 		}
+		spawned.Lock()
+		delete(spawned.pids, ch.pid)
+		spawned.Unlock()
 		close(done)
 	}()
 	select {
