@@ -39,7 +39,12 @@ import (
 //
 // The child is made by a raw clone(2) and runs only raw system calls until
 // execve: no allocation, no stack growth (nosplit), no race-detector hooks
-// (norace), and every signal blocked until just before execve.
+// (norace), and every signal blocked until just before execve. It is a
+// plain fork, with its own copy of the daemon's memory: sharing it
+// (CLONE_VM|CLONE_VFORK, as Go's own fork and exec does) would have the
+// child call childMain over the stack frames the waiting parent returns
+// through, which only Go's runtime-internal vfork code avoids. The copy
+// costs most of an open's time (BenchmarkOpenReadClose).
 
 // accessMode is the check a child makes before it executes anything.
 type accessMode uintptr
