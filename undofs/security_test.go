@@ -38,6 +38,7 @@ type judgeReport struct {
 	AttachAfter string `json:",omitempty"` // the same after a change of credentials
 	Open        string
 	Write       string
+	Read        string // an open for reading, after the write
 	After       string `json:",omitempty"` // the file read back (child targets)
 }
 
@@ -146,6 +147,10 @@ func secJudgeMain(args []string) int {
 			rep.Write = errName(err)
 			f.Close()
 		}
+	}
+	if mode != "pass" && mode != "drop" {
+		_, err := os.ReadFile(path)
+		rep.Read = errName(err)
 	}
 	if strings.HasPrefix(target, "child:") {
 		b, err := os.ReadFile(path)
@@ -294,6 +299,12 @@ func refused(t *testing.T, e *secEnv, rep judgeReport, pid int, before string) {
 	if rep.Open != "EACCES" {
 		t.Errorf("open for writing: %s, want EACCES (the kernel refuses PTRACE_SEIZE: %s)", rep.Open, rep.Attach)
 	}
+	// Reading needs less (PTRACE_MODE_READ), but none of the refused
+	// cases has it: no capability over the target's namespace, another
+	// user, or a target outside the PID namespace.
+	if rep.Read != "EACCES" {
+		t.Errorf("open for reading: %s, want EACCES", rep.Read)
+	}
 	if after := listText(t, e.f, pid); after != before {
 		t.Errorf("pid %d's list changed: %q -> %q", pid, before, after)
 	}
@@ -400,8 +411,8 @@ func TestSecurityPrivilegedPrograms(t *testing.T) {
 				refused(t, e, rep, h.PID, before)
 				return
 			}
-			if rep.Open != "ok" || rep.Write != "ok" {
-				t.Errorf("open %s, write %s; want both ok, as PTRACE_SEIZE is", rep.Open, rep.Write)
+			if rep.Open != "ok" || rep.Write != "ok" || rep.Read != "ok" {
+				t.Errorf("open %s, write %s, read %s; want all ok, as PTRACE_SEIZE is", rep.Open, rep.Write, rep.Read)
 			}
 			if after := listText(t, e.f, h.PID); after != line+"\n" {
 				t.Errorf("list %q, want %q", after, line+"\n")
