@@ -296,11 +296,19 @@ func readLine(t *testing.T, r *bufio.Reader) string {
 	return strings.TrimSpace(s)
 }
 
-// exec1 starts a command in dir, killed and reaped at cleanup.
+// exec1 starts a command in dir, killed and reaped at cleanup. A shell
+// changes into dir, not the child os/exec forks: that child shares this
+// process's memory until it executes, and if its chdir waits on this
+// process's own file system while a garbage collection waits for the
+// thread that forked it, neither ever goes on. exec1 returns once the
+// shell is in dir.
 func exec1(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
+	cmd := exec.Command("sh", append([]string{"-c", `cd "$1" && echo in && shift && exec "$@"`, "sh", dir, name}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +316,9 @@ func exec1(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	if s, _ := bufio.NewReader(out).ReadString('\n'); s != "in\n" {
+		t.Fatalf("sh could not enter %s: said %q", dir, s)
+	}
 	return cmd
 }
 
