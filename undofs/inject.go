@@ -1,18 +1,18 @@
 package undofs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/undo"
+	"golang.org/x/sys/unix"
 )
 
 // Errors an Injector returns (wrapped), each answered to the writer with its
@@ -32,27 +32,13 @@ var (
 	ErrTimeout = errors.New("injection timed out")
 )
 
-// Caller is the process that made a FUSE write request, as the kernel
-// judges it: every write is done with these credentials and no others.
-type Caller struct {
-	// PID is the calling thread (FUSE reports thread ids) and TGID its
-	// process, both in the daemon's PID namespace.
-	PID, TGID int
-	// UID and GID are the real ids, the ones ptrace's access check uses.
-	UID, GID uint32
-	// Groups are the supplementary groups.
-	Groups []uint32
-	// CapEff is the effective capability set.
-	CapEff uint64
-}
-
 // Injector changes the undo list of process pid from current (read just
 // before the call) to hold want: "add or update", entries of current that
 // want does not name stay as they are. It must act with caller's privileges
-// only, and return an error wrapping ErrPermission, ErrInvalid,
+// only (its ids and its capabilities in its own user namespace), and return an error wrapping ErrPermission, ErrInvalid,
 // ErrNoProcess or ErrTimeout where those apply.
 type Injector interface {
-	Inject(ctx context.Context, caller Caller, pid int, current, want undo.List) error
+	Inject(ctx context.Context, caller *Caller, pid int, current, want undo.List) error
 }
 
 // InjectRequest is the JSON object ExecInjector writes to its helper's
@@ -76,12 +62,16 @@ const (
 const DefaultInjectTimeout = 10 * time.Second
 
 // ExecInjector runs a helper program (by default this very binary as
-// "semundo __inject") with the caller's credentials: real uid and gid,
-// supplementary groups, and no capability the caller lacks. The helper gets
-// an InjectRequest on stdin and reports through its exit status; its stderr
-// (one line) becomes the error's message. Since the helper has no more
-// privilege than the caller, the kernel itself judges whether the caller may
-// ptrace the target.
+// "semundo __inject") as the caller: a child of the daemon takes on the
+// caller's ids and groups, enters the caller's user namespace, keeps only
+// the caller's capabilities there, sets no_new_privs, asks the kernel
+// whether it may PTRACE_ATTACH the target (refused: ErrPermission, and the
+// helper never runs), and executes the helper, which does the ptrace work
+// with those credentials. The helper gets an InjectRequest on stdin and
+// reports through its exit status; its stderr (one line) becomes the
+// error's message. The kernel, not the daemon, decides what the caller may
+// do: capabilities a caller holds in a user namespace of its own count
+// only over that namespace's processes.
 type ExecInjector struct {
 	// Path is the helper binary; "" means /proc/self/exe. It is opened by
 	// the daemon and executed through /proc/self/fd, so the caller's
@@ -123,7 +113,7 @@ func (e *InjectError) Error() string {
 func (e *InjectError) Unwrap() error { return e.Err }
 
 // Inject runs the helper; see ExecInjector.
-func (x *ExecInjector) Inject(ctx context.Context, caller Caller, pid int, current, want undo.List) error {
+func (x *ExecInjector) Inject(ctx context.Context, caller *Caller, pid int, current, want undo.List) error {
 	fail := func(status int, msg string, err error) error {
 		return &InjectError{PID: pid, Caller: caller.TGID, Status: status, Msg: msg, Err: err}
 	}
@@ -149,6 +139,14 @@ func (x *ExecInjector) Inject(ctx context.Context, caller Caller, pid int, curre
 		return fail(-1, "open helper", err)
 	}
 	defer bin.Close()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err == unix.ESRCH {
+		return fail(-1, "", ErrNoProcess)
+	}
+	if err != nil {
+		return fail(-1, "pidfd", err)
+	}
+	defer unix.Close(pidfd)
 
 	timeout := x.Timeout
 	if timeout <= 0 {
@@ -165,46 +163,76 @@ func (x *ExecInjector) Inject(ctx context.Context, caller Caller, pid int, curre
 	if env == nil {
 		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
-	// The helper is ExtraFiles[0], fd 3 in the child, and executed by its
-	// /proc/self/fd link after the child has taken on the caller's ids.
-	cmd := exec.CommandContext(ctx, "/proc/self/fd/3")
-	cmd.Args = append([]string{"semundo"}, args...)
-	cmd.Env = env
-	cmd.Dir = "/"
-	cmd.Stdin = bytes.NewReader(req)
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return fail(-1, "pipe", err)
+	}
+	defer inR.Close()
+	defer inW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return fail(-1, "pipe", err)
+	}
+	defer errR.Close()
+	defer errW.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return fail(-1, "open "+os.DevNull, err)
+	}
+	defer null.Close()
+	// The helper is descriptor 3, executed by its /proc/self/fd link after
+	// the child has taken on the caller's credentials: they need execute
+	// permission on the file, not search permission on its directories.
+	ch, err := startChild(caller, accessAttach, pidfd, pid, &execSpec{
+		path:  "/proc/self/fd/3",
+		argv:  append([]string{"semundo"}, args...),
+		env:   env,
+		files: [4]*os.File{inR, null, errW, bin},
+	})
+	if err != nil {
+		return fail(-1, fmt.Sprintf("start helper %s as uid %d", path, caller.UID[procfs.Real]), err)
+	}
+	inR.Close()
+	errW.Close()
+	go func() {
+		inW.Write(req)
+		inW.Close()
+	}()
 	var stderr limitedBuffer
-	cmd.Stderr = &stderr
-	cmd.ExtraFiles = []*os.File{bin}
-	cmd.WaitDelay = time.Second
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: caller.UID, Gid: caller.GID, Groups: caller.Groups},
+	errDone := make(chan struct{})
+	go func() {
+		io.Copy(&stderr, errR)
+		close(errDone)
+	}()
+	status, err := ch.wait(ctx)
+	// The helper's stderr ends with it, unless it left a child holding it:
+	// do not wait on that.
+	select {
+	case <-errDone:
+	case <-time.After(time.Second):
+		errR.Close()
 	}
-
-	if err := startAs(cmd, caller.UID, caller.CapEff); err != nil {
-		return fail(-1, fmt.Sprintf("start helper %s as uid %d", path, caller.UID), err)
-	}
-	err = cmd.Wait()
 	msg := stderr.line()
 	if ctx.Err() == context.DeadlineExceeded {
 		return fail(-1, msg, fmt.Errorf("%w after %v", ErrTimeout, timeout))
 	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ee) && ee.Exited():
-		status := ee.ExitCode()
-		switch status {
-		case HelperPermission:
-			return fail(status, msg, ErrPermission)
-		case HelperInvalid:
-			return fail(status, msg, ErrInvalid)
-		case HelperGone:
-			return fail(status, msg, ErrNoProcess)
-		}
-		return fail(status, msg, fmt.Errorf("helper exited with status %d", status))
+	if err != nil {
+		return fail(-1, msg, fmt.Errorf("helper: %w", err))
 	}
-	return fail(-1, msg, fmt.Errorf("helper: %w", err))
+	switch status {
+	case HelperOK:
+		return nil
+	case HelperPermission:
+		if msg == "" {
+			msg = fmt.Sprintf("pid %d may not ptrace pid %d", caller.TGID, pid)
+		}
+		return fail(status, msg, ErrPermission)
+	case HelperInvalid:
+		return fail(status, msg, ErrInvalid)
+	case HelperGone:
+		return fail(status, msg, ErrNoProcess)
+	}
+	return fail(status, msg, fmt.Errorf("helper exited with status %d", status))
 }
 
 // limitedBuffer keeps the first 4 KiB written to it: a helper's message

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,13 +18,14 @@ import (
 	"github.com/semundo/semundo/undo"
 )
 
-// probe runs the probe helper for caller and returns what it reported.
-func probe(t *testing.T, caller Caller) probeReport {
+// probe runs the probe helper for caller, into target, and returns what it
+// reported.
+func probe(t *testing.T, caller *Caller, target int) probeReport {
 	t.Helper()
 	x := probeInjector(t, probeExitEnv+"=9")
 	cur := undo.List{{Semid: 7, Adj: []int16{1, -2}}}
 	want := undo.List{{Semid: 3, Adj: []int16{4}}}
-	err := x.Inject(context.Background(), caller, 4242, cur, want)
+	err := x.Inject(context.Background(), caller, target, cur, want)
 	var ie *InjectError
 	if !errors.As(err, &ie) || ie.Status != 9 {
 		t.Fatalf("probe run: %v", err)
@@ -31,11 +34,44 @@ func probe(t *testing.T, caller Caller) probeReport {
 	if err := json.Unmarshal([]byte(ie.Msg), &rep); err != nil {
 		t.Fatalf("probe said %q: %v", ie.Msg, err)
 	}
-	if rep.Request != (InjectRequest{PID: 4242, Current: "7 1 -2\n", Want: "3 4\n"}) {
+	if rep.Request != (InjectRequest{PID: target, Current: "7 1 -2\n", Want: "3 4\n"}) {
 		t.Errorf("request %+v", rep.Request)
 	}
 	return rep
 }
+
+// sleeper starts a process with cred (nil: as this process) that only
+// waits, killed and reaped at cleanup.
+func sleeper(t *testing.T, cred *syscall.Credential) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "1000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd.Process.Pid
+}
+
+// ownFDs lists this process's descriptors as "N -> what".
+func ownFDs(t *testing.T) []string {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []string
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		fds = append(fds, e.Name()+" -> "+l)
+	}
+	return fds
+}
+
+// ids is the same id four times: real, effective, saved, filesystem.
+func ids(id uint32) [4]uint32 { return [4]uint32{id, id, id, id} }
 
 func hexCaps(c uint64) string { return fmt.Sprintf("%016x", c) }
 
@@ -60,36 +96,56 @@ func ownCaps(t *testing.T, file string) (eff, bnd uint64, nnp string) {
 	return eff, bnd, nnp
 }
 
+// The helper runs with the caller's ids and groups, its permitted
+// capabilities (no more than the daemon holds, for a caller in the daemon's
+// user namespace) as its effective, permitted, bounding and ambient sets,
+// and no_new_privs; the target is one the caller may ptrace, so that the
+// kernel's check before the helper lets it run.
 func TestExecInjectorCredentials(t *testing.T) {
 	testenv.RequireRoot(t)
-	eff, bnd, nnp := ownCaps(t, "/proc/self/status")
+	// A mount makes this process hold the FUSE device, which go-fuse
+	// opens without O_CLOEXEC: the helpers must not get it.
+	mountT(t, &Options{Injector: &fakeInjector{}})
+	if !strings.Contains(strings.Join(ownFDs(t), " "), "/dev/fuse") {
+		t.Fatal("the mount left this process no descriptor of /dev/fuse")
+	}
+	eff, _, _ := ownCaps(t, "/proc/self/status")
 	const ptrace, kill = 1 << 19, 1 << 5
 	tests := []struct {
 		name                string
 		caller              Caller
+		target              *syscall.Credential
 		uid, gid, groups    string
 		capEff, capBnd, amb uint64
 	}{
-		{"nobody", Caller{UID: 65534, GID: 65534, Groups: []uint32{65534, 100}},
+		{"nobody", Caller{UID: ids(65534), GID: ids(65534), Groups: []uint32{65534, 100}}, nobody,
 			"65534 65534 65534 65534", "65534 65534 65534 65534", "100 65534", 0, 0, 0},
 		// A non-root caller's capabilities come along as ambient ones.
-		{"user with CAP_SYS_PTRACE", Caller{UID: 1000, GID: 1000, CapEff: ptrace | kill},
+		{"user with CAP_SYS_PTRACE", Caller{UID: ids(1000), GID: ids(1000), CapEff: ptrace | kill, CapPrm: ptrace | kill}, nil,
 			"1000 1000 1000 1000", "1000 1000 1000 1000", "", ptrace | kill, ptrace | kill, ptrace | kill},
-		{"root", Caller{UID: 0, GID: 0, CapEff: eff},
-			"0 0 0 0", "0 0 0 0", "", eff, bnd & eff, 0},
+		// Only permitted capabilities can be raised.
+		{"effective without permitted", Caller{UID: ids(1000), GID: ids(1000), CapEff: ptrace}, &syscall.Credential{Uid: 1000, Gid: 1000},
+			"1000 1000 1000 1000", "1000 1000 1000 1000", "", 0, 0, 0},
+		{"root", Caller{UID: ids(0), GID: ids(0), CapEff: eff, CapPrm: eff}, nil,
+			"0 0 0 0", "0 0 0 0", "", eff, eff, eff},
 		// Root that dropped capabilities does not get them back.
-		{"root without most capabilities", Caller{UID: 0, GID: 5, Groups: []uint32{5}, CapEff: ptrace},
-			"0 0 0 0", "5 5 5 5", "5", ptrace, ptrace, 0},
+		{"root without most capabilities", Caller{UID: ids(0), GID: ids(5), Groups: []uint32{5}, CapEff: ptrace, CapPrm: ptrace}, nil,
+			"0 0 0 0", "5 5 5 5", "5", ptrace, ptrace, ptrace},
 		// A caller claiming more than the daemon holds gets what it holds.
-		{"more than the daemon", Caller{UID: 0, CapEff: ^uint64(0)},
-			"0 0 0 0", "0 0 0 0", "", eff, bnd, 0},
+		{"more than the daemon", Caller{UID: ids(0), CapEff: ^uint64(0), CapPrm: ^uint64(0)}, nil,
+			"0 0 0 0", "0 0 0 0", "", eff, eff, eff},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep := probe(t, tt.caller)
+			rep := probe(t, &tt.caller, sleeper(t, tt.target))
 			s := rep.Status
 			if s["Uid"] != tt.uid || s["Gid"] != tt.gid || s["Groups"] != tt.groups {
 				t.Errorf("ids: Uid %q Gid %q Groups %q; want %q, %q, %q", s["Uid"], s["Gid"], s["Groups"], tt.uid, tt.gid, tt.groups)
+			}
+			// Descriptors 0 to 3 and the Go runtime's own: nothing of the
+			// daemon's, the FUSE device above all, reaches the helper.
+			if strings.Contains(strings.Join(rep.FDs, " "), "/dev/fuse") {
+				t.Errorf("the helper has descriptors %q: the FUSE device leaked", rep.FDs)
 			}
 			if s["CapEff"] != hexCaps(tt.capEff) || s["CapPrm"] != hexCaps(tt.capEff) ||
 				s["CapBnd"] != hexCaps(tt.capBnd) || s["CapAmb"] != hexCaps(tt.amb) || s["NoNewPrivs"] != "1" {
@@ -98,33 +154,12 @@ func TestExecInjectorCredentials(t *testing.T) {
 			}
 		})
 	}
-	// The threads that forked the helpers were narrowed and must go (they
-	// exit just after their goroutine ends): in the end no thread of this
-	// process may have a smaller bounding set or no_new_privs.
-	var narrowed []string
-	for try := 0; try < 500; try++ {
-		narrowed = narrowed[:0]
-		ents, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range ents {
-			teff, tbnd, tnnp := ownCaps(t, filepath.Join("/proc/self/task", e.Name(), "status"))
-			if teff != eff || tbnd != bnd || tnnp != nnp {
-				narrowed = append(narrowed, fmt.Sprintf("%s (effective %x bounding %x no_new_privs %s)", e.Name(), teff, tbnd, tnnp))
-			}
-		}
-		if len(narrowed) == 0 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Errorf("threads with narrowed credentials stay: %v; the process has effective %x, bounding %x, no_new_privs %s", narrowed, eff, bnd, nnp)
 }
 
 func TestExecInjectorStatus(t *testing.T) {
 	testenv.RequireRoot(t)
-	caller := Caller{UID: 65534, GID: 65534}
+	caller := &Caller{UID: ids(65534), GID: ids(65534)}
+	target := sleeper(t, nobody)
 	for _, tt := range []struct {
 		env  []string
 		kind error
@@ -140,7 +175,7 @@ func TestExecInjectorStatus(t *testing.T) {
 		if tt.kind == ErrTimeout {
 			x.Timeout = 300 * time.Millisecond
 		}
-		err := x.Inject(context.Background(), caller, 1, nil, undo.List{{Semid: 1, Adj: []int16{1}}})
+		err := x.Inject(context.Background(), caller, target, nil, undo.List{{Semid: 1, Adj: []int16{1}}})
 		switch {
 		case tt.env[0] == probeExitEnv+"=0":
 			if err != nil {
@@ -157,7 +192,7 @@ func TestExecInjectorStatus(t *testing.T) {
 	}
 	// A helper that does not exist or cannot be run.
 	x := &ExecInjector{Path: filepath.Join(t.TempDir(), "none")}
-	if err := x.Inject(context.Background(), caller, 1, nil, nil); err == nil || errnoOf(err).Error() != "input/output error" {
+	if err := x.Inject(context.Background(), caller, target, nil, nil); err == nil || errnoOf(err).Error() != "input/output error" {
 		t.Errorf("missing helper: %v", err)
 	}
 }

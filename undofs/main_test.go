@@ -26,7 +26,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testenv.RunHelper(testenv.Helpers{"probe": probeMain})
+	testenv.RunHelper(testenv.Helpers{"probe": probeMain, "secjudge": secJudgeMain, "sechold": secHoldMain, "secrecv": secRecvMain})
 	holder.MainWith(m, func() func() {
 		return func() {
 			// No mount made by these tests may outlive them.
@@ -62,6 +62,8 @@ type probeReport struct {
 	Status  map[string]string
 	Request InjectRequest
 	Ptrace  string
+	// FDs are the helper's open descriptors: "N -> what".
+	FDs []string
 }
 
 // probeMain stands in for `semundo __inject`. It reports its credentials
@@ -82,6 +84,12 @@ func probeMain(args []string) int {
 			case "Uid", "Gid", "Groups", "CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb", "NoNewPrivs":
 				rep.Status[k] = strings.Join(strings.Fields(v), " ")
 			}
+		}
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range ents {
+			l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			rep.FDs = append(rep.FDs, e.Name()+" -> "+l)
 		}
 	}
 	if d, err := time.ParseDuration(os.Getenv(probeSleep)); err == nil {
@@ -258,9 +266,9 @@ type fakeCall struct {
 	Current, Want undo.List
 }
 
-func (f *fakeInjector) Inject(ctx context.Context, c Caller, pid int, current, want undo.List) error {
+func (f *fakeInjector) Inject(ctx context.Context, c *Caller, pid int, current, want undo.List) error {
 	f.mu.Lock()
-	f.calls = append(f.calls, fakeCall{c, pid, current, want})
+	f.calls = append(f.calls, fakeCall{*c, pid, current, want})
 	err, gate, seen := f.err, f.gate, f.seen
 	f.mu.Unlock()
 	if seen != nil {
@@ -288,11 +296,19 @@ func readLine(t *testing.T, r *bufio.Reader) string {
 	return strings.TrimSpace(s)
 }
 
-// exec1 starts a command in dir, killed and reaped at cleanup.
+// exec1 starts a command in dir, killed and reaped at cleanup. A shell
+// changes into dir, not the child os/exec forks: that child shares this
+// process's memory until it executes, and if its chdir waits on this
+// process's own file system while a garbage collection waits for the
+// thread that forked it, neither ever goes on. exec1 returns once the
+// shell is in dir.
 func exec1(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
+	cmd := exec.Command("sh", append([]string{"-c", `cd "$1" && echo in && shift && exec "$@"`, "sh", dir, name}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -300,6 +316,9 @@ func exec1(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	if s, _ := bufio.NewReader(out).ReadString('\n'); s != "in\n" {
+		t.Fatalf("sh could not enter %s: said %q", dir, s)
+	}
 	return cmd
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/undo"
+	"golang.org/x/sys/unix"
 )
 
 // FileName is the name of the one file in each process's directory.
@@ -97,11 +98,16 @@ type handle struct {
 	pid      int
 	data     []byte // the list's text at open (readers)
 	writable bool
+	// opener holds the credentials every write through this handle is
+	// made with (writers only).
+	opener *Caller
+	// pidfd pins the target opened: a write never reaches a later
+	// process that got its pid (writers only).
+	pidfd int
 
 	mu      sync.Mutex
-	pend    []byte      // written bytes not yet applied
-	pendOff uint64      // file offset of pend[0]
-	writer  fuse.Caller // who wrote the last of pend
+	pend    []byte // written bytes not yet applied
+	pendOff uint64 // file offset of pend[0]
 }
 
 func (fs *rawFS) String() string { return "semundo" }
@@ -136,8 +142,9 @@ func (fs *rawFS) rootAttr(a *fuse.Attr) {
 
 // dirAttr and fileAttr own a pid's nodes by the process's effective ids,
 // as /proc/<pid> does. The mode is informative: without default_permissions
-// the kernel leaves permission to the daemon, which reads for anyone let in
-// and writes as the kernel lets the writer ptrace the process.
+// the kernel leaves permission to the daemon, which opens a file for
+// reading when the kernel lets the opener ptrace-read the process, and for
+// writing when it lets the opener ptrace-attach it.
 func (fs *rawFS) dirAttr(a *fuse.Attr, pid int, st *procfs.Status) {
 	*a = fuse.Attr{Ino: dirID(pid), Mode: syscall.S_IFDIR | 0o555, Nlink: 2,
 		Owner: fuse.Owner{Uid: st.UID[procfs.Effective], Gid: st.GID[procfs.Effective]}}
@@ -270,8 +277,14 @@ func (fs *rawFS) file(fh uint64) *handle {
 	return fs.files[fh]
 }
 
-// Open takes the snapshot a reader will read: the file's whole text, from a
-// scan that began after the open arrived. Writers get an empty buffer.
+// Open judges the opener, as the kernel judges an open of
+// /proc/<pid>/mem: reading needs the right to ptrace-read the process
+// (PTRACE_MODE_READ_REALCREDS), writing the right to ptrace-attach it
+// (PTRACE_MODE_ATTACH_REALCREDS), with the opener's credentials in its own
+// user namespace; and the process must have a pid in the opener's PID
+// namespace. Any refusal is EACCES. A writer's credentials are kept for the
+// writes to come. A reader gets the snapshot it will read: the file's whole
+// text, from a scan that began after the open arrived.
 func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	kind, pid := node(in.NodeId)
 	if kind != kindFile {
@@ -281,22 +294,40 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return code
 	}
 	acc := in.Flags & syscall.O_ACCMODE
-	h := &handle{pid: pid, writable: acc != syscall.O_RDONLY}
+	h := &handle{pid: pid, writable: acc != syscall.O_RDONLY, pidfd: -1}
+	opener, code := fs.admit(in.Caller, pid, h.writable)
+	if !code.Ok() {
+		return code
+	}
+	if h.writable {
+		h.opener = opener
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			opener.Close()
+			return fuse.ENOENT
+		}
+		h.pidfd = fd
+	} else {
+		opener.Close()
+	}
 	if acc != syscall.O_WRONLY {
 		snap, err := fs.scan.fresh()
 		if err != nil {
 			fs.log.Printf("open pid %d's file: %v", pid, err)
+			h.close()
 			return fuse.EIO
 		}
 		if l := snap.ByPID(pid); l != nil {
 			if h.data, err = l.Undo().AppendText(nil); err != nil {
 				fs.log.Printf("open pid %d's file: %v", pid, err)
+				h.close()
 				return fuse.EIO
 			}
 		}
 		// A process that exited during the scan has no list any more;
 		// an empty file would say it never had one.
 		if _, code := fs.process(pid); !code.Ok() {
+			h.close()
 			return code
 		}
 	}
@@ -312,6 +343,58 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		out.OpenFlags |= fuse.FOPEN_NOFLUSH
 	}
 	return fuse.OK
+}
+
+// admit captures the opener's credentials and has the kernel judge them
+// (see Open).
+func (fs *rawFS) admit(c fuse.Caller, pid int, write bool) (*Caller, fuse.Status) {
+	what := "read"
+	mode := accessRead
+	if write {
+		what, mode = "write", accessAttach
+	}
+	refuse := func(err error) (*Caller, fuse.Status) {
+		fs.log.Printf("pid %d's file: open for %s by pid %d refused: %v", pid, what, c.Pid, err)
+		return nil, fuse.EACCES
+	}
+	opener, pidns, err := captureCaller(c)
+	if err != nil {
+		return refuse(err)
+	}
+	visible, err := visibleFrom(pidns, pid)
+	pidns.Close()
+	if err != nil || !visible {
+		opener.Close()
+		if err == nil {
+			err = errHidden
+		}
+		return refuse(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), fs.timeout)
+	defer cancel()
+	switch err := judge(ctx, opener, mode, pid); {
+	case err == nil:
+		return opener, fuse.OK
+	case errors.Is(err, ErrNoProcess):
+		opener.Close()
+		return nil, fuse.ENOENT
+	case errors.Is(err, ErrPermission):
+		opener.Close()
+		return refuse(err)
+	default:
+		opener.Close()
+		fs.log.Printf("pid %d's file: open for %s by pid %d: %v", pid, what, c.Pid, err)
+		return nil, fuse.EIO
+	}
+}
+
+// close releases what an open handle holds.
+func (h *handle) close() {
+	h.opener.Close()
+	if h.pidfd >= 0 {
+		unix.Close(h.pidfd)
+		h.pidfd = -1
+	}
 }
 
 func (fs *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
@@ -354,7 +437,6 @@ func (fs *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 	}
 	// data belongs to the request buffer, which go-fuse reuses.
 	h.pend = append(h.pend, data...)
-	h.writer = in.Caller
 	if len(data) == 0 || data[len(data)-1] != '\n' {
 		return uint32(len(data)), fuse.OK
 	}
@@ -370,7 +452,9 @@ func (fs *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 // newline; close returns its error.
 func (fs *rawFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	h := fs.file(in.Fh)
-	if h == nil || !h.writable {
+	if h == nil || !h.writable || isSpawned(int(in.Caller.Pid)) {
+		// A credential child closing its copy of this process's
+		// descriptors is no writer's close.
 		return fuse.OK
 	}
 	h.mu.Lock()
@@ -392,6 +476,7 @@ func (fs *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		return
 	}
 	h.mu.Lock()
+	defer h.close()
 	if len(h.pend) > 0 {
 		// Only reachable when the last reference goes without a close
 		// (an mmap, which direct I/O refuses, or a lost flush).
@@ -401,28 +486,25 @@ func (fs *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 // apply parses h.pend and has the Injector apply it to h.pid with the
-// credentials of the process that wrote it. blocked is the process now
+// opener's credentials, whoever wrote the bytes. blocked is the process now
 // waiting in write(2) or close(2): it cannot be the target, since an
 // injection stops the target and the target would wait on this request.
 func (fs *rawFS) apply(h *handle, blocked fuse.Caller) fuse.Status {
 	want, err := undo.Parse(h.pend)
 	if err != nil {
-		fs.log.Printf("pid %d's file: write by pid %d: %v", h.pid, h.writer.Pid, err)
+		fs.log.Printf("pid %d's file: write by pid %d: %v", h.pid, blocked.Pid, err)
 		return fuse.EINVAL
 	}
 	if len(want) == 0 {
 		return fuse.OK
 	}
-	caller, err := fs.caller(h.writer)
-	if err != nil {
-		fs.log.Printf("pid %d's file: writer: %v", h.pid, err)
-		return fuse.EACCES
-	}
-	tgids := []int{caller.TGID}
-	if blocked.Pid != h.writer.Pid {
-		if st, err := fs.proc.Status(int(blocked.Pid)); err == nil && st.Tgid != caller.TGID {
-			tgids = append(tgids, st.Tgid)
+	var tgids []int
+	if blocked.Pid != 0 {
+		tgid := int(blocked.Pid)
+		if st, err := fs.proc.Status(tgid); err == nil {
+			tgid = st.Tgid
 		}
+		tgids = append(tgids, tgid)
 	}
 	if slices.Contains(tgids, h.pid) {
 		fs.log.Printf("pid %d's file: a process cannot write its own list through the file system (it would wait on itself); use `semundo exec --undo FILE -- CMD`", h.pid)
@@ -434,6 +516,9 @@ func (fs *rawFS) apply(h *handle, blocked fuse.Caller) fuse.Status {
 	}
 	defer fs.leave(tgids)
 
+	if err := unix.PidfdSendSignal(h.pidfd, 0, nil, 0); err == unix.ESRCH {
+		return fuse.Status(syscall.ESRCH)
+	}
 	snap, err := fs.scan.fresh()
 	if err != nil {
 		fs.log.Printf("pid %d's file: read current list: %v", h.pid, err)
@@ -450,7 +535,7 @@ func (fs *rawFS) apply(h *handle, blocked fuse.Caller) fuse.Status {
 	// injection is worse than letting it finish; the timeout bounds it.
 	ctx, cancel := context.WithTimeout(context.Background(), fs.timeout)
 	defer cancel()
-	err = fs.inj.Inject(ctx, *caller, h.pid, current, want)
+	err = fs.inj.Inject(ctx, h.opener, h.pid, current, want)
 	if err != nil {
 		fs.log.Print(err)
 		return fuse.Status(errnoOf(err))
@@ -487,25 +572,6 @@ func (fs *rawFS) leave(tgids []int) {
 			delete(fs.writing, t)
 		}
 	}
-}
-
-// caller turns a FUSE request's caller into the credentials to write with,
-// from /proc/<tid>/status. The request's fsuid and fsgid must match the
-// status read, or the thread is not the one that asked (it was reaped and
-// its id reused).
-func (fs *rawFS) caller(c fuse.Caller) (*Caller, error) {
-	if c.Pid == 0 {
-		return nil, errors.New("the writing process is outside the daemon's PID namespace")
-	}
-	st, err := fs.proc.Status(int(c.Pid))
-	if err != nil {
-		return nil, err
-	}
-	if st.UID[procfs.Filesystem] != c.Uid || st.GID[procfs.Filesystem] != c.Gid {
-		return nil, errors.New("pid " + strconv.Itoa(int(c.Pid)) + " changed credentials during its write")
-	}
-	return &Caller{PID: int(c.Pid), TGID: st.Tgid, UID: st.UID[procfs.Real], GID: st.GID[procfs.Real],
-		Groups: st.Groups, CapEff: st.CapEff}, nil
 }
 
 // errnoOf maps an Injector's error to the errno the writer gets.

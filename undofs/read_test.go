@@ -295,12 +295,21 @@ func TestAccess(t *testing.T) {
 			t.Errorf("cat as root: exit %d, %s", code, errs)
 		}
 	})
+	// Let in, a user reads the lists of the processes it may ptrace-read
+	// (its own), not root's.
 	t.Run("allow other", func(t *testing.T) {
 		f := mountT(t, &Options{AllowOther: true})
-		want := listText(t, f, h.PID)
-		out, errs, code := run(t, nobody, "", "cat", path(f, h.PID))
-		if code != 0 || out != want {
-			t.Errorf("cat as nobody with allow_other: exit %d, %q, %q; want %q", code, out, errs, want)
+		_, errs, code := run(t, nobody, "", "cat", path(f, h.PID))
+		if code == 0 || !strings.Contains(errs, "Permission denied") {
+			t.Errorf("cat of root's process as nobody with allow_other: exit %d, %q; want Permission denied", code, errs)
+		}
+		mine := sleeper(t, nobody)
+		out, errs, code := run(t, nobody, "", "cat", path(f, mine))
+		if code != 0 || out != listText(t, f, mine) {
+			t.Errorf("cat of its own process as nobody with allow_other: exit %d, %q, %q; want %q", code, out, errs, listText(t, f, mine))
+		}
+		if _, errs, code := run(t, nil, "", "cat", path(f, h.PID)); code != 0 {
+			t.Errorf("cat as root: exit %d, %s", code, errs)
 		}
 	})
 }

@@ -24,11 +24,16 @@ SIGINT (Ctrl-C) or SIGTERM, which unmount it. Needs root.
                     opened. ls DIR shows the processes that have entries;
                     any live PID can be opened (empty when it has no list).
 
+Opening PID's file needs what opening /proc/PID/mem needs: the kernel must
+let the opening process ptrace PID (read it, to read; attach to it, to
+write), judged with the opener's own credentials in its own user namespace,
+and PID must be in the opener's PID namespace; otherwise EACCES.
 Writing "SEMID ADJ0 ADJ1 ..." lines adds or updates those entries of PID's
-list (others stay), as the writing process, never as root: the kernel must
-let the writer ptrace PID. A write(2) that ends a line applies it and returns
-the error; a last line without a newline is applied at close(2).
-  EACCES   the writer may not ptrace PID
+list (others stay), with the opener's credentials, never root's, and never
+those of another process the descriptor was passed to. A write(2) that ends
+a line applies it and returns the error; a last line without a newline is
+applied at close(2).
+  EACCES   the opener may not ptrace PID (at open, or no longer at write)
   EINVAL   not the format (nothing changed), or a semid that does not exist,
            or the wrong number of values for the set
   EDEADLK  the writer is PID itself (it would wait on itself): to set a
@@ -36,12 +41,13 @@ the error; a last line without a newline is applied at close(2).
   ESRCH    PID exited
 Example: echo "163848 -1 0 0 -2" > DIR/32139/semundo
 
-  --allow-other   let users other than root in (reads show every list to
-                  them; writes are still checked as above). Without it only
-                  root may enter DIR.
+  --allow-other   let users other than root in: they see which processes
+                  have lists; reads and writes are checked as above.
+                  Without it only root may enter DIR.
 
-A second semundo mount on the same DIR fails. Exit status: 0 after a clean
-unmount, 1 error, 2 usage, 3 not root, 4 no FUSE or BPF support.
+Who may do what: docs/security.md. A second semundo mount on the same DIR
+fails. Exit status: 0 after a clean unmount, 1 error, 2 usage, 3 not root,
+4 no FUSE or BPF support.
 `
 
 // runMount mounts the undo file system and serves it until a signal.

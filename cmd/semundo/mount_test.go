@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,5 +208,72 @@ func TestMountBusySIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(d.stderr.String(), "detached lazily") {
 		t.Errorf("the daemon did not report the lazy unmount; stderr:\n%s", d.stderr.String())
+	}
+}
+
+// runFor runs a command with a 2-minute deadline and returns its stdout,
+// stderr and exit status.
+func runFor(t *testing.T, name string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = "/"
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q still running after 2 minutes, killed; stderr %q", name, args, errb.String())
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// The issue's reproducer, through the command: root of a user namespace of
+// its own (a user's `unshare -r`) cannot write a root process's list, which
+// it cannot ptrace; it can write the list of its own child, which it can.
+func TestMountUserNamespace(t *testing.T) {
+	runuser := testenv.RequireTool(t, "runuser")
+	testenv.RequireTool(t, "unshare")
+	d := startMount(t, "--allow-other")
+	a := holder.NewSet(t, 1)
+	h := holder.Start(t, "wait", []holder.Op{{Semid: a, Num: 0, Val: 3, Undo: true}}, nil)
+	before, _, _ := semundo(t, nil, "show", strconv.Itoa(h.PID))
+	file := filepath.Join(d.dir, strconv.Itoa(h.PID), "semundo")
+	_, errs, code := runFor(t, runuser, "-u", "nobody", "--", "unshare", "-r", "sh", "-c", fmt.Sprintf(`echo "%d 7" > %s`, a, file))
+	if code == 0 || !strings.Contains(errs, "Permission denied") {
+		t.Errorf("user-namespace root writing root's process: exit %d, %q; want Permission denied", code, errs)
+	}
+	if after, _, _ := semundo(t, nil, "show", strconv.Itoa(h.PID)); after != before || before != fmt.Sprintf("%d -3\n", a) {
+		t.Errorf("root's process's list: %q before, %q after; want %q both", before, after, fmt.Sprintf("%d -3\n", a))
+	}
+
+	// Its own child: a process of the namespace that took -1 with exec
+	// --undo (on a set it may alter) and sleeps.
+	b := holder.NewSet(t, 1)
+	if err := sysvsem.Set(b, 0, 0, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	undoFile := filepath.Join(dir, "undo")
+	if err := os.WriteFile(undoFile, []byte(fmt.Sprintf("%d -1\n", b)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`%[1]s exec --undo %[2]s -- sleep 1000 & p=$!
+trap 'kill $p' EXIT
+f=%[3]s/$p/semundo
+i=0
+until [ -n "$(cat $f 2>/dev/null)" ]; do
+	i=$((i+1)); [ $i -lt 2000 ] || { echo "pid $p: no list after 2000 reads" >&2; exit 9; }
+done
+echo "%[4]d -4" > $f || exit 8
+cat $f`, binary, undoFile, d.dir, b)
+	out, errs, code := runFor(t, runuser, "-u", "nobody", "--", "unshare", "-r", "sh", "-c", script)
+	if code != 0 || out != fmt.Sprintf("%d -4\n", b) {
+		t.Errorf("user-namespace root writing its own child: exit %d, %q, %q; want %q; daemon log:\n%s", code, out, errs, fmt.Sprintf("%d -4\n", b), d.stderr.String())
 	}
 }
