@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,14 +73,74 @@ func (f *cgroupFreezer) thaw() error {
 	return nil
 }
 
-// signalFreezer stops processes with SIGSTOP and continues with SIGCONT
-// only those that were not stopped already.
+// sleeper is a thread left running because it sleeps in semop or
+// semtimedop, with what it showed when it was left: if it shows anything
+// else afterwards, it ran meanwhile.
+type sleeper struct {
+	pid, tid int
+	nr       int    // the system call it sleeps in
+	switches uint64 // procfs.TaskSwitches
+}
+
+// signalFreezer holds processes still one by one: SIGSTOP for a process
+// with no thread asleep in semop, nothing for a process whose every thread
+// sleeps in semop, and PTRACE_INTERRUPT for each other thread of a process
+// with both. It continues only what it stopped.
 type signalFreezer struct {
 	pids []int
 	// stopped: in group-stop before the freeze (filled by freeze unless
 	// the caller knows already).
 	stopped map[int]bool
 	sent    []int
+	// traced: thread id -> signal to deliver when it is let go.
+	traced   map[int]int
+	sleepers []sleeper
+	// warnings say where a process had to be stopped whole although a
+	// thread of it sleeps in semop.
+	warnings []string
+}
+
+// semCall says whether nr is a system call a sleeping thread is left in.
+func semCall(nr int) bool { return nr == unix.SYS_SEMOP || nr == unix.SYS_SEMTIMEDOP }
+
+// sleepersOf returns the threads of pid that sleep in semop or
+// semtimedop and its other live threads (none when it has exited).
+func sleepersOf(pid int) (asleep []sleeper, others []int) {
+	threads, err := procfs.NewDefaultFS().Threads(pid)
+	if err != nil {
+		return nil, nil
+	}
+	for _, th := range threads {
+		if th.Stat.Dead() {
+			continue
+		}
+		if s, ok := asleepInSem(pid, th.TID); ok {
+			asleep = append(asleep, s)
+		} else {
+			others = append(others, th.TID)
+		}
+	}
+	return asleep, others
+}
+
+// asleepInSem says whether thread tid sleeps in semop or semtimedop. The
+// switch count is read first: a thread that falls asleep after it shows a
+// higher count later, and is taken as having run (never the reverse).
+func asleepInSem(pid, tid int) (sleeper, bool) {
+	p := procfs.NewDefaultFS()
+	sw, err := p.TaskSwitches(pid, tid)
+	if err != nil {
+		return sleeper{}, false
+	}
+	st, err := p.TaskStat(pid, tid)
+	if err != nil || st.State != 'S' {
+		return sleeper{}, false
+	}
+	nr, err := p.TaskSyscall(pid, tid)
+	if err != nil || !semCall(nr) {
+		return sleeper{}, false
+	}
+	return sleeper{pid: pid, tid: tid, nr: nr, switches: sw}, true
 }
 
 func (f *signalFreezer) freeze() error {
@@ -92,9 +154,21 @@ func (f *signalFreezer) freeze() error {
 			f.stopped[pid] = st == 'T'
 		}
 	}
+	f.traced = map[int]int{}
 	for _, pid := range f.pids {
 		if f.stopped[pid] {
 			continue
+		}
+		asleep, others := sleepersOf(pid)
+		if len(asleep) > 0 {
+			// SIGSTOP would wake the sleepers with EINTR: semop and
+			// semtimedop never restart after a stop (signal(7)).
+			held, err := f.stopThreads(pid, asleep, others)
+			if err == nil {
+				f.sleepers = append(f.sleepers, held...)
+				continue
+			}
+			f.warnings = append(f.warnings, fmt.Sprintf("pid %d was stopped whole (its thread %d sleeps in semop and may see EINTR): %v", pid, asleep[0].tid, err))
 		}
 		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
 			return fmt.Errorf("stop pid %d: %w", pid, err)
@@ -111,13 +185,136 @@ func (f *signalFreezer) freeze() error {
 	return nil
 }
 
+// stopThreads holds the given threads of pid in a ptrace interrupt stop,
+// then any thread they created meanwhile, until every live thread of pid
+// is held or asleep in semop, and returns those asleep, as seen once the
+// others are held. On failure it lets go the threads of pid it held.
+func (f *signalFreezer) stopThreads(pid int, asleep []sleeper, tids []int) ([]sleeper, error) {
+	var mine []int
+	release := func() {
+		for _, tid := range mine {
+			detach(tid, f.traced[tid])
+			delete(f.traced, tid)
+		}
+	}
+	for round := 0; len(tids) > 0; round++ {
+		if round == 100 {
+			release()
+			return nil, fmt.Errorf("pid %d keeps creating threads", pid)
+		}
+		for _, tid := range tids {
+			if err := unix.PtraceSeize(tid); err != nil {
+				if errors.Is(err, unix.ESRCH) {
+					continue // exited
+				}
+				release()
+				return nil, fmt.Errorf("ptrace thread %d: %w", tid, err)
+			}
+			mine = append(mine, tid)
+			f.traced[tid] = 0
+			if err := unix.PtraceInterrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+				release()
+				return nil, fmt.Errorf("interrupt thread %d: %w", tid, err)
+			}
+		}
+		for _, tid := range tids {
+			if _, ok := f.traced[tid]; !ok {
+				continue
+			}
+			if err := f.waitTraceStop(pid, tid); err != nil {
+				release()
+				return nil, err
+			}
+		}
+		// A thread cloned before its creator stopped runs free: hold it
+		// too. Held threads create none, so this ends.
+		var others []int
+		asleep, others = sleepersOf(pid)
+		tids = tids[:0]
+		for _, tid := range others {
+			if _, ok := f.traced[tid]; !ok {
+				tids = append(tids, tid)
+			}
+		}
+	}
+	return asleep, nil
+}
+
+// detach lets traced thread tid go, delivering sig (0: none).
+func detach(tid, sig int) error {
+	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(tid), 0, uintptr(sig), 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// waitTraceStop waits until traced thread tid stops, keeping the signal a
+// signal-delivery-stop reports for its release.
+func (f *signalFreezer) waitTraceStop(pid, tid int) error {
+	deadline := time.Now().Add(stopTimeout)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if errors.Is(err, unix.ECHILD) || errors.Is(err, unix.ESRCH) {
+			delete(f.traced, tid)
+			return nil // exited
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("wait for thread %d of pid %d: %w", tid, pid, err)
+		}
+		if got == tid {
+			switch {
+			case ws.Exited() || ws.Signaled():
+				delete(f.traced, tid)
+				return nil
+			case ws.Stopped() && int(ws>>16) == unix.PTRACE_EVENT_STOP:
+				// The interrupt stop, or a group-stop (its signal is
+				// the stop's, not one to deliver). A thread that
+				// entered semop after it was looked at was woken with
+				// EINTR: make the kernel restart the call instead.
+				restartSemEINTR(tid)
+				return nil
+			case ws.Stopped():
+				// A signal arrived first: it is held in this stop and
+				// delivered at the release.
+				f.traced[tid] = int(ws.StopSignal())
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("thread %d of pid %d did not stop within %v (blocked in uninterruptible sleep?): retry when it is not", tid, pid, stopTimeout)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// ran returns the first thread left running that ran since it was left
+// (it no longer sleeps in the same call with the same switch count), as
+// an error naming it, or nil.
+func (f *signalFreezer) ran() error {
+	for _, s := range f.sleepers {
+		now, ok := asleepInSem(s.pid, s.tid)
+		if !ok || now.nr != s.nr || now.switches != s.switches {
+			return fmt.Errorf("thread %d of pid %d, left asleep in semop, was woken during the capture", s.tid, s.pid)
+		}
+	}
+	return nil
+}
+
 func (f *signalFreezer) thaw() error {
 	var errs []error
+	for tid, sig := range f.traced {
+		if err := detach(tid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("release thread %d: %w", tid, err))
+		}
+	}
+	f.traced = nil
 	for _, pid := range f.sent {
 		if err := unix.Kill(pid, unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("continue pid %d: %w", pid, err))
 		}
 	}
+	f.sent = nil
 	return errors.Join(errs...)
 }
 
@@ -186,4 +383,38 @@ func descendants(roots []int) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// cgroupSleeper returns a thread of cgroup dir (or of a cgroup below it)
+// that sleeps in semop or semtimedop, or nil. A cgroup frozen already is
+// left as it is, and has none to wake.
+func cgroupSleeper(dir string) (*sleeper, error) {
+	if b, err := os.ReadFile(filepath.Join(dir, "cgroup.freeze")); err != nil || strings.TrimSpace(string(b)) == "1" {
+		return nil, nil // not a cgroup v2 directory: the freeze says so
+	}
+	var found *sleeper
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || found != nil {
+			return err
+		}
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if asleep, _ := sleepersOf(pid); len(asleep) > 0 {
+				found = &asleep[0]
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", dir, err)
+	}
+	return found, nil
 }

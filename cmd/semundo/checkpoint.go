@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -63,6 +64,10 @@ func runCheckpoint(args []string, stdout io.Writer) error {
 	}
 	defer r.Close()
 	img, err := checkpoint.Capture(r, checkpoint.CaptureOptions{PIDs: pids, Tree: *tree, Cgroup: *cgroup, Force: *force, Version: version, Sempids: *sempids})
+	if errors.Is(err, checkpoint.ErrSelf) {
+		// Refused before anything was frozen: a bad choice of processes.
+		return codeError{exitUsage, err}
+	}
 	if err != nil {
 		return err
 	}
