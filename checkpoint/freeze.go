@@ -2,14 +2,18 @@ package checkpoint
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
@@ -82,10 +86,11 @@ type sleeper struct {
 	switches uint64 // procfs.TaskSwitches
 }
 
-// signalFreezer holds processes still one by one: SIGSTOP for a process
-// with no thread asleep in semop, nothing for a process whose every thread
-// sleeps in semop, and PTRACE_INTERRUPT for each other thread of a process
-// with both. It continues only what it stopped.
+// signalFreezer holds processes still one by one, each thread in a ptrace
+// interrupt stop except those asleep in semop or semtimedop, which are
+// left asleep; a process that cannot be traced (another tracer holds it)
+// is stopped with SIGSTOP. Processes in group-stop before are left alone.
+// It lets go only what it held.
 type signalFreezer struct {
 	pids []int
 	// stopped: in group-stop before the freeze (filled by freeze unless
@@ -93,7 +98,9 @@ type signalFreezer struct {
 	stopped map[int]bool
 	sent    []int
 	// traced: thread id -> signal to deliver when it is let go.
-	traced   map[int]int
+	traced map[int]int
+	// leader: thread id -> its process, for the threads in traced.
+	leader   map[int]int
 	sleepers []sleeper
 	// warnings say where a process had to be stopped whole although a
 	// thread of it sleeps in semop.
@@ -154,21 +161,26 @@ func (f *signalFreezer) freeze() error {
 			f.stopped[pid] = st == 'T'
 		}
 	}
-	f.traced = map[int]int{}
+	f.traced, f.leader = map[int]int{}, map[int]int{}
 	for _, pid := range f.pids {
 		if f.stopped[pid] {
 			continue
 		}
+		// Thread by thread, not SIGSTOP: a stop wakes a thread asleep in
+		// semop with EINTR (semop never restarts after a stop), so those
+		// are left asleep; and one that enters semop just before its
+		// interrupt has its call restarted (restartSemEINTR). Nor does
+		// a ptrace stop tell the parent (SIGCHLD) or run a SIGCONT
+		// handler, and it ends by itself if semundo is killed.
 		asleep, others := sleepersOf(pid)
+		held, err := f.stopThreads(pid, asleep, others)
+		if err == nil {
+			f.sleepers = append(f.sleepers, held...)
+			continue
+		}
+		// Traced by another (strace, gdb): only SIGSTOP holds it.
 		if len(asleep) > 0 {
-			// SIGSTOP would wake the sleepers with EINTR: semop and
-			// semtimedop never restart after a stop (signal(7)).
-			held, err := f.stopThreads(pid, asleep, others)
-			if err == nil {
-				f.sleepers = append(f.sleepers, held...)
-				continue
-			}
-			f.warnings = append(f.warnings, fmt.Sprintf("pid %d was stopped whole (its thread %d sleeps in semop and may see EINTR): %v", pid, asleep[0].tid, err))
+			f.warnings = append(f.warnings, fmt.Sprintf("pid %d was stopped with SIGSTOP (its thread %d sleeps in semop and may see EINTR): %v", pid, asleep[0].tid, err))
 		}
 		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
 			return fmt.Errorf("stop pid %d: %w", pid, err)
@@ -193,7 +205,7 @@ func (f *signalFreezer) stopThreads(pid int, asleep []sleeper, tids []int) ([]sl
 	var mine []int
 	release := func() {
 		for _, tid := range mine {
-			detach(tid, f.traced[tid])
+			f.release(tid)
 			delete(f.traced, tid)
 		}
 	}
@@ -211,7 +223,7 @@ func (f *signalFreezer) stopThreads(pid int, asleep []sleeper, tids []int) ([]sl
 				return nil, fmt.Errorf("ptrace thread %d: %w", tid, err)
 			}
 			mine = append(mine, tid)
-			f.traced[tid] = 0
+			f.traced[tid], f.leader[tid] = 0, pid
 			if err := unix.PtraceInterrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
 				release()
 				return nil, fmt.Errorf("interrupt thread %d: %w", tid, err)
@@ -240,6 +252,22 @@ func (f *signalFreezer) stopThreads(pid int, asleep []sleeper, tids []int) ([]sl
 	return asleep, nil
 }
 
+// release lets traced thread tid go, or reaps it if it was killed while
+// held (a thread left asleep woke and ended the process, or SIGKILL).
+func (f *signalFreezer) release(tid int) error {
+	err := detach(tid, f.traced[tid])
+	if errors.Is(err, unix.ESRCH) {
+		if dead, _, _ := traceReport(tid); dead {
+			reapTraced(f.leader[tid], tid)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("release thread %d: %w", tid, err)
+	}
+	return nil
+}
+
 // detach lets traced thread tid go, delivering sig (0: none).
 func detach(tid, sig int) error {
 	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(tid), 0, uintptr(sig), 0, 0); e != 0 {
@@ -253,38 +281,103 @@ func detach(tid, sig int) error {
 func (f *signalFreezer) waitTraceStop(pid, tid int) error {
 	deadline := time.Now().Add(stopTimeout)
 	for {
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
-		if errors.Is(err, unix.ECHILD) || errors.Is(err, unix.ESRCH) {
-			delete(f.traced, tid)
-			return nil // exited
-		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("wait for thread %d of pid %d: %w", tid, pid, err)
-		}
-		if got == tid {
-			switch {
-			case ws.Exited() || ws.Signaled():
-				delete(f.traced, tid)
-				return nil
-			case ws.Stopped() && int(ws>>16) == unix.PTRACE_EVENT_STOP:
-				// The interrupt stop, or a group-stop (its signal is
-				// the stop's, not one to deliver). A thread that
-				// entered semop after it was looked at was woken with
-				// EINTR: make the kernel restart the call instead.
-				restartSemEINTR(tid)
-				return nil
-			case ws.Stopped():
-				// A signal arrived first: it is held in this stop and
-				// delivered at the release.
-				f.traced[tid] = int(ws.StopSignal())
+		dead, ws, err := traceReport(tid)
+		if err != nil {
+			if errors.Is(err, unix.ECHILD) {
+				delete(f.traced, tid) // gone and reaped already
 				return nil
 			}
+			return fmt.Errorf("wait for thread %d of pid %d: %w", tid, pid, err)
+		}
+		switch {
+		case dead:
+			delete(f.traced, tid)
+			reapTraced(pid, tid)
+			return nil
+		case ws.Stopped() && int(ws>>16) == unix.PTRACE_EVENT_STOP:
+			// The interrupt stop, or a group-stop (its signal is the
+			// stop's, not one to deliver). A thread that entered semop
+			// after it was looked at was woken with EINTR: make the
+			// kernel restart the call instead.
+			restartSemEINTR(tid)
+			return nil
+		case ws.Stopped():
+			// A signal arrived first: it is held in this stop and
+			// delivered at the release.
+			f.traced[tid] = int(ws.StopSignal())
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("thread %d of pid %d did not stop within %v (blocked in uninterruptible sleep?): retry when it is not", tid, pid, stopTimeout)
 		}
 		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// siginfo is waitid's siginfo_t for SIGCHLD.
+type siginfo struct {
+	Signo, Errno, Code, _ int32
+	Pid, UID, Status      int32
+	_                     [100]byte
+}
+
+func waitid(tid, options int) (siginfo, error) {
+	var si siginfo
+	_, _, e := unix.Syscall6(unix.SYS_WAITID, unix.P_PID, uintptr(tid), uintptr(unsafe.Pointer(&si)), uintptr(options|unix.WNOHANG|unix.WALL), 0, 0)
+	if e != 0 {
+		return si, e
+	}
+	return si, nil
+}
+
+// si_code values of a SIGCHLD siginfo that mean an exit.
+const (
+	cldExited = 1
+	cldKilled = 2
+	cldDumped = 3
+)
+
+// traceReport returns what traced thread tid reports, without waiting:
+// that it exited (left unreaped: reapTraced decides), or its stop (taken,
+// as wait4 would give it), or nothing (ws 0). A tracer hears of a
+// tracee's stops whatever the options say.
+func traceReport(tid int) (dead bool, ws unix.WaitStatus, err error) {
+	si, err := waitid(tid, unix.WEXITED|unix.WSTOPPED|unix.WNOWAIT)
+	if err != nil || si.Pid == 0 {
+		return false, 0, err
+	}
+	switch si.Code {
+	case cldExited, cldKilled, cldDumped:
+		return true, 0, nil
+	}
+	// Without WEXITED this takes the stop, never an exit.
+	if si, err = waitid(tid, unix.WSTOPPED); err != nil || si.Pid == 0 {
+		return false, 0, err
+	}
+	return false, unix.WaitStatus(uint32(si.Status)<<8 | 0x7f), nil
+}
+
+// reapTraced takes the exit of traced thread tid of pid, which only its
+// tracer's wait releases: until then the real parent hears nothing (and a
+// leader is not reported while a thread of it is unreaped). The one left
+// is the leader of a process that semundo itself started: there the
+// tracer's wait would be the parent's, and the exit status its own code
+// waits for.
+func reapTraced(pid, tid int) {
+	if tid == pid {
+		if st, err := procfs.NewDefaultFS().Stat(pid); err == nil && st.PPID == os.Getpid() {
+			return
+		}
+	}
+	// A leader is reportable once its other threads are reaped: give it
+	// a moment.
+	for range 1000 {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if got == tid || err != nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -303,9 +396,18 @@ func (f *signalFreezer) ran() error {
 
 func (f *signalFreezer) thaw() error {
 	var errs []error
-	for tid, sig := range f.traced {
-		if err := detach(tid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("release thread %d: %w", tid, err))
+	// Leaders last: one is reported only once its threads are reaped.
+	tids := slices.Collect(maps.Keys(f.traced))
+	isLeader := func(tid int) int {
+		if f.leader[tid] == tid {
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(tids, func(a, b int) int { return cmp.Compare(isLeader(a), isLeader(b)) })
+	for _, tid := range tids {
+		if err := f.release(tid); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	f.traced = nil

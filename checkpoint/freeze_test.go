@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
@@ -73,7 +75,7 @@ func startWaiter(t *testing.T, bin string, set int, call string, timeoutMS int, 
 		close(w.lines)
 	}()
 	nr := unix.SYS_SEMOP
-	if call == "semtimedop" {
+	if call != "semop" {
 		nr = unix.SYS_SEMTIMEDOP
 	}
 	waitUntil(t, fmt.Sprintf("semwait %d to block in %s", w.pid, call), func() bool {
@@ -84,23 +86,14 @@ func startWaiter(t *testing.T, bin string, set int, call string, timeoutMS int, 
 
 // blockedIn returns the system call thread tid of pid sleeps in, or -1.
 func blockedIn(pid, tid int) int {
-	st, err := procState(tid)
-	if err != nil || st != 'S' {
+	if st, err := procState(tid); err != nil || st != 'S' {
 		return -1
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+	nr, err := procfs.NewDefaultFS().TaskSyscall(pid, tid)
 	if err != nil {
 		return -1
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return -1
-	}
-	n, err := strconv.Atoi(f[0])
-	if err != nil {
-		return -1
-	}
-	return n
+	return nr
 }
 
 // waitUntil polls cond until it holds, failing the test after deadline.
@@ -118,15 +111,22 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // result waits for the line semwait prints when its call returns.
 func (w *waiter) result(t *testing.T) (ret, errno, ms int) {
 	t.Helper()
+	ret, errno, ms, _ = w.resultEINTR(t)
+	return ret, errno, ms
+}
+
+// resultEINTR is result with the number of EINTRs a polling semwait saw.
+func (w *waiter) resultEINTR(t *testing.T) (ret, errno, ms, eintr int) {
+	t.Helper()
 	select {
 	case line, ok := <-w.lines:
 		if !ok {
 			t.Fatalf("semwait %d exited without saying how its call returned", w.pid)
 		}
-		if _, err := fmt.Sscanf(line, "ret %d errno %d ms %d", &ret, &errno, &ms); err != nil {
+		if _, err := fmt.Sscanf(line, "ret %d errno %d ms %d eintr %d", &ret, &errno, &ms, &eintr); err != nil {
 			t.Fatalf("semwait %d: bad line %q", w.pid, line)
 		}
-		return ret, errno, ms
+		return ret, errno, ms, eintr
 	case <-time.After(deadline):
 		t.Fatalf("semwait %d: its call did not return within %v", w.pid, deadline)
 	}
@@ -343,6 +343,45 @@ func TestKernelStopWakesSemop(t *testing.T) {
 			t.Logf("%s: semop returned %d errno %d", mode, ret, errno)
 			if ret != -1 || errno != int(unix.EINTR) {
 				t.Errorf("after a %s stop semop returned %d errno %d; the kernel used to return EINTR (4): Capture's reasons in the package doc need a new look", mode, ret, errno)
+			}
+		})
+	}
+}
+
+// TestCapturePollingWaiter: a thread that polls with semtimedop(1 ms) in
+// a loop wakes during many captures. Capture then tries again, and either
+// gets a capture in which it held the thread by ptrace or gives up saying
+// it was woken; either way the poller never sees EINTR (on x86-64 a call
+// the interrupt woke is restarted). Alone, and with a busy sibling.
+func TestCapturePollingWaiter(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the restart of an interrupted semtimedop is x86-64 only")
+	}
+	bin := testenv.BuildC(t, "semwait", semwaitSrc)
+	rd := openReader(t)
+	for _, busy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("busy=%v", busy), func(t *testing.T) {
+			set := holder.NewSet(t, 2)
+			w := startWaiter(t, bin, set, "poll", 1, busy)
+			var ok, woken int
+			for range 20 {
+				_, err := capture(t, rd, checkpoint.CaptureOptions{PIDs: []int{w.pid}, Version: "test"})
+				switch {
+				case err == nil:
+					ok++
+				case strings.Contains(err.Error(), "was woken during the capture") || strings.Contains(err.Error(), "changed during the capture"):
+					woken++
+				default:
+					t.Fatalf("Capture: %v", err)
+				}
+			}
+			t.Logf("20 captures of a 1 ms poller: %d taken, %d given up after 5 attempts", ok, woken)
+			if err := semPost(set); err != nil {
+				t.Fatal(err)
+			}
+			ret, errno, _, eintr := w.resultEINTR(t)
+			if ret != 0 || eintr != 0 {
+				t.Errorf("poller: ret %d errno %d after %d EINTRs, want ret 0 and no EINTR", ret, errno, eintr)
 			}
 		})
 	}

@@ -2,9 +2,10 @@
  * semop(-1, SEM_UNDO) (or semtimedop with a timeout) on semaphore 0 of set
  * SEMID (the semop system call itself, or semtimedop, which glibc's semop()
  * also uses), and prints one line only when that call returns:
- *   ret R errno E ms M   (M: milliseconds spent in the call)
+ *   ret R errno E ms M eintr N   (M: milliseconds spent in the call)
  * then waits for stdin to close and exits 0.
- * usage: semwait SEMID semop|semtimedop TIMEOUT_MS [busy]
+ * usage: semwait SEMID semop|semtimedop|poll TIMEOUT_MS [busy]
+ * (poll: semtimedop in a loop until it succeeds; N counts its EINTRs)
  * With "busy" a second thread, started first, takes and gives back
  * semaphore 1 with SEM_UNDO|IPC_NOWAIT in a loop, so that its list and
  * the set's values keep changing while it runs. */
@@ -42,7 +43,7 @@ static long ms(void) {
 
 int main(int argc, char **argv) {
 	if (argc < 4) {
-		fprintf(stderr, "usage: semwait SEMID semop|semtimedop TIMEOUT_MS [busy]\n");
+		fprintf(stderr, "usage: semwait SEMID semop|semtimedop|poll TIMEOUT_MS [busy]\n");
 		return 2;
 	}
 	semid = atoi(argv[1]);
@@ -56,13 +57,20 @@ int main(int argc, char **argv) {
 	struct timespec ts = {timeout / 1000, (timeout % 1000) * 1000000};
 	long t0 = ms();
 	int r;
-	if (strcmp(argv[2], "semtimedop") == 0)
+	long eintr = 0;
+	if (strcmp(argv[2], "poll") == 0) {
+		/* A polling loop: semtimedop again after each timeout, counting
+		 * the EINTRs a checkpoint must not cause. */
+		while ((r = semtimedop(semid, &op, 1, &ts)) < 0 && (errno == EAGAIN || errno == EINTR))
+			if (errno == EINTR)
+				eintr++;
+	} else if (strcmp(argv[2], "semtimedop") == 0)
 		r = semtimedop(semid, &op, 1, &ts);
 	else
 		/* glibc's semop() is semtimedop(..., NULL): call semop itself. */
 		r = syscall(SYS_semop, semid, &op, 1);
 	int e = r < 0 ? errno : 0;
-	printf("ret %d errno %d ms %ld\n", r, e, ms() - t0);
+	printf("ret %d errno %d ms %ld eintr %ld\n", r, e, ms() - t0, eintr);
 	fflush(stdout);
 	char buf[64];
 	while (read(0, buf, sizeof buf) > 0)
