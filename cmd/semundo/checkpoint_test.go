@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -100,7 +99,7 @@ func TestCheckpointRefusesSelf(t *testing.T) {
 // frozen.
 func TestCheckpointRefusesOwnCgroup(t *testing.T) {
 	testenv.RequireRoot(t)
-	root := cgroupRoot(t)
+	root := testenv.Cgroup2Root(t)
 	// The process named: not semundo's, so that only the cgroup is wrong.
 	target := holder.Start(t, "wait", nil, nil)
 	cg := filepath.Join(root, fmt.Sprintf("semundo-cmdtest-%d", os.Getpid()))
@@ -153,22 +152,4 @@ func TestCheckpointRefusesOwnCgroup(t *testing.T) {
 			}
 		})
 	}
-}
-
-// cgroupRoot returns where the cgroup v2 hierarchy is mounted.
-func cgroupRoot(t *testing.T) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fs := strings.Fields(sc.Text()); len(fs) > 2 && fs[2] == "cgroup2" {
-			return fs[1]
-		}
-	}
-	testenv.Missing(t, "a cgroup v2 mount", "mount -t cgroup2 none /sys/fs/cgroup/unified")
-	return ""
 }
