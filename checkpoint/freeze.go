@@ -162,6 +162,10 @@ func (f *signalFreezer) freeze() error {
 		}
 	}
 	f.traced, f.leader = map[int]int{}, map[int]int{}
+	// Every process's threads are interrupted first and waited for
+	// after, so that they stop in parallel.
+	interrupted := map[int][]int{}
+	var order []int
 	for _, pid := range f.pids {
 		if f.stopped[pid] {
 			continue
@@ -173,19 +177,37 @@ func (f *signalFreezer) freeze() error {
 		// a ptrace stop tell the parent (SIGCHLD) or run a SIGCONT
 		// handler, and it ends by itself if semundo is killed.
 		asleep, others := sleepersOf(pid)
-		held, err := f.stopThreads(pid, asleep, others)
+		var tids []int
+		var err error
+		if len(asleep) == 0 && childOfCaller(pid) {
+			// The caller's own child: its wait for it, if one runs
+			// meanwhile, would take the ptrace stops (a tracer hears of
+			// them whatever the options). SIGSTOP, which such a wait
+			// does not report, wakes no sleeper here.
+			err = errOwnChild
+		} else {
+			tids, err = f.interrupt(pid, others)
+		}
 		if err == nil {
-			f.sleepers = append(f.sleepers, held...)
+			interrupted[pid] = tids
+			order = append(order, pid)
 			continue
 		}
 		// Traced by another (strace, gdb): only SIGSTOP holds it.
-		if len(asleep) > 0 {
+		if len(asleep) > 0 && err != errOwnChild {
 			f.warnings = append(f.warnings, fmt.Sprintf("pid %d was stopped with SIGSTOP (its thread %d sleeps in semop and may see EINTR): %v", pid, asleep[0].tid, err))
 		}
 		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
 			return fmt.Errorf("stop pid %d: %w", pid, err)
 		}
 		f.sent = append(f.sent, pid)
+	}
+	for _, pid := range order {
+		asleep, err := f.settle(pid, interrupted[pid])
+		if err != nil {
+			return err
+		}
+		f.sleepers = append(f.sleepers, asleep...)
 	}
 	// SIGSTOP takes effect when each thread next leaves the kernel: wait
 	// until every thread reports stopped.
@@ -197,75 +219,107 @@ func (f *signalFreezer) freeze() error {
 	return nil
 }
 
-// stopThreads holds the given threads of pid in a ptrace interrupt stop,
-// then any thread they created meanwhile, until every live thread of pid
-// is held or asleep in semop, and returns those asleep, as seen once the
-// others are held. On failure it lets go the threads of pid it held.
-func (f *signalFreezer) stopThreads(pid int, asleep []sleeper, tids []int) ([]sleeper, error) {
+// interrupt seizes the given threads of pid and sends each a ptrace
+// interrupt, and returns those it seized (not those that exited). On
+// failure it lets go those it seized.
+func (f *signalFreezer) interrupt(pid int, tids []int) ([]int, error) {
 	var mine []int
-	release := func() {
+	fail := func(err error) ([]int, error) {
 		for _, tid := range mine {
 			f.release(tid)
 			delete(f.traced, tid)
 		}
+		return nil, err
 	}
-	for round := 0; len(tids) > 0; round++ {
-		if round == 100 {
-			release()
-			return nil, fmt.Errorf("pid %d keeps creating threads", pid)
-		}
-		for _, tid := range tids {
-			if err := unix.PtraceSeize(tid); err != nil {
-				if errors.Is(err, unix.ESRCH) {
-					continue // exited
-				}
-				release()
-				return nil, fmt.Errorf("ptrace thread %d: %w", tid, err)
+	for _, tid := range tids {
+		if err := unix.PtraceSeize(tid); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				continue // exited
 			}
-			mine = append(mine, tid)
-			f.traced[tid], f.leader[tid] = 0, pid
-			if err := unix.PtraceInterrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
-				release()
-				return nil, fmt.Errorf("interrupt thread %d: %w", tid, err)
-			}
+			return fail(fmt.Errorf("ptrace thread %d: %w", tid, err))
 		}
+		mine = append(mine, tid)
+		f.traced[tid], f.leader[tid] = 0, pid
+		if err := unix.PtraceInterrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fail(fmt.Errorf("interrupt thread %d: %w", tid, err))
+		}
+	}
+	return mine, nil
+}
+
+// settle waits until the interrupted threads tids of pid stop, then holds
+// any thread they created meanwhile, until every live thread of pid is
+// held or asleep in semop; it returns those asleep, as seen once the
+// others are held.
+func (f *signalFreezer) settle(pid int, tids []int) ([]sleeper, error) {
+	tried := map[int]bool{}
+	for round := 0; ; round++ {
 		for _, tid := range tids {
+			tried[tid] = true
 			if _, ok := f.traced[tid]; !ok {
 				continue
 			}
 			if err := f.waitTraceStop(pid, tid); err != nil {
-				release()
 				return nil, err
 			}
 		}
 		// A thread cloned before its creator stopped runs free: hold it
 		// too. Held threads create none, so this ends.
-		var others []int
-		asleep, others = sleepersOf(pid)
-		tids = tids[:0]
+		asleep, others := sleepersOf(pid)
+		var fresh []int
 		for _, tid := range others {
-			if _, ok := f.traced[tid]; !ok {
-				tids = append(tids, tid)
+			if _, held := f.traced[tid]; !held && !tried[tid] {
+				fresh = append(fresh, tid)
 			}
 		}
+		if len(fresh) == 0 {
+			return asleep, nil
+		}
+		if round == 100 {
+			return nil, fmt.Errorf("pid %d keeps creating threads: retry", pid)
+		}
+		var err error
+		if tids, err = f.interrupt(pid, fresh); err != nil {
+			return nil, err
+		}
+		for _, tid := range fresh {
+			tried[tid] = true
+		}
 	}
-	return asleep, nil
 }
 
-// release lets traced thread tid go, or reaps it if it was killed while
-// held (a thread left asleep woke and ended the process, or SIGKILL).
+// release lets traced thread tid go: at once from its stop; when it is
+// not stopped yet (interrupted a moment ago), once it is; and when it was
+// killed while held (a thread left asleep woke and ended the process, or
+// SIGKILL), by reaping it.
 func (f *signalFreezer) release(tid int) error {
-	err := detach(tid, f.traced[tid])
-	if errors.Is(err, unix.ESRCH) {
-		if dead, _, _ := traceReport(tid); dead {
-			reapTraced(f.leader[tid], tid)
+	sig := f.traced[tid]
+	deadline := time.Now().Add(stopTimeout)
+	for {
+		err := detach(tid, sig)
+		if !errors.Is(err, unix.ESRCH) {
+			if err != nil {
+				return fmt.Errorf("release thread %d: %w", tid, err)
+			}
+			return nil
 		}
-		return nil
+		dead, ws, werr := traceReport(tid)
+		switch {
+		case werr != nil:
+			return nil // not ours any more
+		case dead || ws == 0 && exiting(f.leader[tid], tid):
+			reapTraced(f.leader[tid], tid)
+			return nil
+		case ws.Stopped() && int(ws>>16) == unix.PTRACE_EVENT_STOP:
+			restartSemEINTR(tid) // as waitTraceStop does
+		case ws.Stopped():
+			sig = int(ws.StopSignal())
+		case ws == 0 && time.Now().After(deadline):
+			return fmt.Errorf("release thread %d: it did not stop within %v of its interrupt", tid, stopTimeout)
+		case ws == 0:
+			time.Sleep(100 * time.Microsecond)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("release thread %d: %w", tid, err)
-	}
-	return nil
 }
 
 // detach lets traced thread tid go, delivering sig (0: none).
@@ -307,11 +361,58 @@ func (f *signalFreezer) waitTraceStop(pid, tid int) error {
 			f.traced[tid] = int(ws.StopSignal())
 			return nil
 		}
+		if st, err := procfs.NewDefaultFS().TaskStat(pid, tid); err == nil && st.State == 't' {
+			// Held, but another wait of this process took the report
+			// (the caller waiting for its own child): ask the thread.
+			if sig, event := heldStop(tid); event {
+				restartSemEINTR(tid)
+			} else {
+				f.traced[tid] = sig
+			}
+			return nil
+		}
+		if exiting(pid, tid) {
+			// A leader whose process is ending is reported only once
+			// its other threads are reaped: the release takes it.
+			return nil
+		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("thread %d of pid %d did not stop within %v (blocked in uninterruptible sleep?): retry when it is not", tid, pid, stopTimeout)
+			st, _ := procfs.NewDefaultFS().TaskStat(pid, tid)
+			nr, _ := procfs.NewDefaultFS().TaskSyscall(pid, tid)
+			return fmt.Errorf("thread %d of pid %d did not stop within %v (state %c, system call %d; blocked in uninterruptible sleep?): retry when it is not", tid, pid, stopTimeout, st.State, nr)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
+}
+
+// errOwnChild: a process the caller started is held with SIGSTOP.
+var errOwnChild = errors.New("the caller's own child")
+
+// childOfCaller says whether pid's parent is the calling process.
+func childOfCaller(pid int) bool {
+	st, err := procfs.NewDefaultFS().Stat(pid)
+	return err == nil && st.PPID == os.Getpid()
+}
+
+// heldStop says, for traced thread tid in a ptrace stop whose report
+// another wait took, whether it is an interrupt stop, else which signal
+// it holds for delivery (0 for a group-stop, which has none).
+func heldStop(tid int) (sig int, event bool) {
+	var si siginfo
+	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETSIGINFO, uintptr(tid), 0, uintptr(unsafe.Pointer(&si)), 0, 0); e != 0 {
+		return 0, false // EINVAL: a group-stop
+	}
+	if si.Signo == int32(unix.SIGTRAP) && int(si.Code>>8) == unix.PTRACE_EVENT_STOP {
+		return 0, true
+	}
+	return int(si.Signo), false
+}
+
+// exiting says whether thread tid of pid has exited (a zombie, maybe not
+// yet reportable) or is gone.
+func exiting(pid, tid int) bool {
+	st, err := procfs.NewDefaultFS().TaskStat(pid, tid)
+	return err != nil || st.Dead()
 }
 
 // siginfo is waitid's siginfo_t for SIGCHLD.

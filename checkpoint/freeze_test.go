@@ -46,7 +46,11 @@ func startWaiter(t *testing.T, bin string, set int, call string, timeoutMS int, 
 	if busy {
 		args = append(args, "busy")
 	}
-	cmd := exec.Command(bin, args...)
+	// Started by a shell, as semundo's targets are: a process's own
+	// child is held with SIGSTOP unless it sleeps in semop (see
+	// childOfCaller). Its stdin goes through fd 3, since sh gives a
+	// background command /dev/null as stdin.
+	cmd := exec.Command("sh", append([]string{"-c", `exec 3<&0; "$0" "$@" <&3 3<&- & echo $!; wait $!`, bin}, args...)...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -59,10 +63,13 @@ func startWaiter(t *testing.T, bin string, set int, call string, timeoutMS int, 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &waiter{pid: cmd.Process.Pid, stdin: stdin, lines: make(chan string, 4)}
+	w := &waiter{stdin: stdin, lines: make(chan string, 4)}
 	t.Cleanup(func() {
 		// SIGCONT too: a failed capture must not leave it stopped for good.
-		unix.Kill(w.pid, unix.SIGCONT)
+		if w.pid > 0 {
+			unix.Kill(w.pid, unix.SIGCONT)
+			unix.Kill(w.pid, unix.SIGKILL)
+		}
 		stdin.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -74,6 +81,14 @@ func startWaiter(t *testing.T, bin string, set int, call string, timeoutMS int, 
 		}
 		close(w.lines)
 	}()
+	select {
+	case line := <-w.lines:
+		if w.pid, err = strconv.Atoi(line); err != nil {
+			t.Fatalf("sh: %q, want semwait's pid", line)
+		}
+	case <-time.After(deadline):
+		t.Fatalf("sh did not start semwait within %v", deadline)
+	}
 	nr := unix.SYS_SEMOP
 	if call != "semop" {
 		nr = unix.SYS_SEMTIMEDOP
