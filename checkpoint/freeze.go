@@ -121,7 +121,7 @@ func sleepersOf(pid int) (asleep []sleeper, others []int) {
 		if th.Stat.Dead() {
 			continue
 		}
-		if s, ok := asleepInSem(pid, th.TID); ok {
+		if s, ok := asleepInSem(pid, th.TID, th.Stat.State); ok {
 			asleep = append(asleep, s)
 		} else {
 			others = append(others, th.TID)
@@ -130,21 +130,21 @@ func sleepersOf(pid int) (asleep []sleeper, others []int) {
 	return asleep, others
 }
 
-// asleepInSem says whether thread tid sleeps in semop or semtimedop. The
-// switch count is read first: a thread that falls asleep after it shows a
-// higher count later, and is taken as having run (never the reverse).
-func asleepInSem(pid, tid int) (sleeper, bool) {
+// asleepInSem says whether thread tid, in state (of its stat), sleeps in
+// semop or semtimedop, and records its switch count. Capture takes these
+// before it reads anything: a run after that shows in the count, and one
+// before it changed nothing the capture reads afterwards.
+func asleepInSem(pid, tid int, state byte) (sleeper, bool) {
+	if state != 'S' {
+		return sleeper{}, false
+	}
 	p := procfs.NewDefaultFS()
-	sw, err := p.TaskSwitches(pid, tid)
-	if err != nil {
-		return sleeper{}, false
-	}
-	st, err := p.TaskStat(pid, tid)
-	if err != nil || st.State != 'S' {
-		return sleeper{}, false
-	}
 	nr, err := p.TaskSyscall(pid, tid)
 	if err != nil || !semCall(nr) {
+		return sleeper{}, false
+	}
+	sw, err := p.TaskSwitches(pid, tid)
+	if err != nil {
 		return sleeper{}, false
 	}
 	return sleeper{pid: pid, tid: tid, nr: nr, switches: sw}, true
@@ -165,6 +165,7 @@ func (f *signalFreezer) freeze() error {
 	// Every process's threads are interrupted first and waited for
 	// after, so that they stop in parallel.
 	interrupted := map[int][]int{}
+	sleeping := map[int][]sleeper{}
 	var order []int
 	for _, pid := range f.pids {
 		if f.stopped[pid] {
@@ -189,7 +190,7 @@ func (f *signalFreezer) freeze() error {
 			tids, err = f.interrupt(pid, others)
 		}
 		if err == nil {
-			interrupted[pid] = tids
+			interrupted[pid], sleeping[pid] = tids, asleep
 			order = append(order, pid)
 			continue
 		}
@@ -203,7 +204,7 @@ func (f *signalFreezer) freeze() error {
 		f.sent = append(f.sent, pid)
 	}
 	for _, pid := range order {
-		asleep, err := f.settle(pid, interrupted[pid])
+		asleep, err := f.settle(pid, sleeping[pid], interrupted[pid])
 		if err != nil {
 			return err
 		}
@@ -248,14 +249,18 @@ func (f *signalFreezer) interrupt(pid int, tids []int) ([]int, error) {
 }
 
 // settle waits until the interrupted threads tids of pid stop, then holds
-// any thread they created meanwhile, until every live thread of pid is
-// held or asleep in semop; it returns those asleep, as seen once the
-// others are held.
-func (f *signalFreezer) settle(pid int, tids []int) ([]sleeper, error) {
-	tried := map[int]bool{}
+// any thread they created meanwhile (asleep in semop: left so, and added
+// to asleep), until every live thread of pid is held or asleep; it
+// returns those asleep.
+func (f *signalFreezer) settle(pid int, asleep []sleeper, tids []int) ([]sleeper, error) {
+	known := map[int]bool{}
+	for _, s := range asleep {
+		known[s.tid] = true
+	}
+	p := procfs.NewDefaultFS()
 	for round := 0; ; round++ {
 		for _, tid := range tids {
-			tried[tid] = true
+			known[tid] = true
 			if _, ok := f.traced[tid]; !ok {
 				continue
 			}
@@ -265,10 +270,23 @@ func (f *signalFreezer) settle(pid int, tids []int) ([]sleeper, error) {
 		}
 		// A thread cloned before its creator stopped runs free: hold it
 		// too. Held threads create none, so this ends.
-		asleep, others := sleepersOf(pid)
+		all, err := p.Tasks(pid)
+		if err != nil {
+			return asleep, nil // exited
+		}
 		var fresh []int
-		for _, tid := range others {
-			if _, held := f.traced[tid]; !held && !tried[tid] {
+		for _, tid := range all {
+			if known[tid] {
+				continue
+			}
+			known[tid] = true
+			st, err := p.TaskStat(pid, tid)
+			if err != nil || st.Dead() {
+				continue
+			}
+			if s, ok := asleepInSem(pid, tid, st.State); ok {
+				asleep = append(asleep, s)
+			} else {
 				fresh = append(fresh, tid)
 			}
 		}
@@ -278,12 +296,8 @@ func (f *signalFreezer) settle(pid int, tids []int) ([]sleeper, error) {
 		if round == 100 {
 			return nil, fmt.Errorf("pid %d keeps creating threads: retry", pid)
 		}
-		var err error
 		if tids, err = f.interrupt(pid, fresh); err != nil {
 			return nil, err
-		}
-		for _, tid := range fresh {
-			tried[tid] = true
 		}
 	}
 }
@@ -439,11 +453,17 @@ const (
 )
 
 // traceReport returns what traced thread tid reports, without waiting:
-// that it exited (left unreaped: reapTraced decides), or its stop (taken,
-// as wait4 would give it), or nothing (ws 0). A tracer hears of a
-// tracee's stops whatever the options say.
+// its stop (taken, as wait4 would give it), or that it exited (left
+// unreaped: reapTraced decides), or nothing (ws 0).
 func traceReport(tid int) (dead bool, ws unix.WaitStatus, err error) {
-	si, err := waitid(tid, unix.WEXITED|unix.WSTOPPED|unix.WNOWAIT)
+	// Without WEXITED this takes a stop, never an exit.
+	si, err := waitid(tid, unix.WSTOPPED)
+	if err != nil || si.Pid != 0 {
+		return false, unix.WaitStatus(uint32(si.Status)<<8 | 0x7f), err
+	}
+	// A tracer hears of a tracee's stops whatever the options say: with
+	// WNOWAIT this only looks.
+	si, err = waitid(tid, unix.WEXITED|unix.WNOWAIT)
 	if err != nil || si.Pid == 0 {
 		return false, 0, err
 	}
@@ -451,11 +471,7 @@ func traceReport(tid int) (dead bool, ws unix.WaitStatus, err error) {
 	case cldExited, cldKilled, cldDumped:
 		return true, 0, nil
 	}
-	// Without WEXITED this takes the stop, never an exit.
-	if si, err = waitid(tid, unix.WSTOPPED); err != nil || si.Pid == 0 {
-		return false, 0, err
-	}
-	return false, unix.WaitStatus(uint32(si.Status)<<8 | 0x7f), nil
+	return false, 0, nil // a stop that came in between: the next call takes it
 }
 
 // reapTraced takes the exit of traced thread tid of pid, which only its
@@ -487,7 +503,12 @@ func reapTraced(pid, tid int) {
 // an error naming it, or nil.
 func (f *signalFreezer) ran() error {
 	for _, s := range f.sleepers {
-		now, ok := asleepInSem(s.pid, s.tid)
+		st, err := procfs.NewDefaultFS().TaskStat(s.pid, s.tid)
+		if err != nil {
+			return fmt.Errorf("thread %d of pid %d, left asleep in semop, ended during the capture", s.tid, s.pid)
+		}
+		// The count last: a switch after the state was read shows.
+		now, ok := asleepInSem(s.pid, s.tid, st.State)
 		if !ok || now.nr != s.nr || now.switches != s.switches {
 			return fmt.Errorf("thread %d of pid %d, left asleep in semop, was woken during the capture", s.tid, s.pid)
 		}
