@@ -3,6 +3,7 @@ package checkpoint_test
 import (
 	"bufio"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -400,4 +401,54 @@ func TestCapturePollingWaiter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCaptureRefusesSelf: Capture refuses, with ErrSelf and before it
+// stops anything, to hold the calling process (named by one of its
+// threads), its parent, a tree holding it, or a cgroup holding it.
+func TestCaptureRefusesSelf(t *testing.T) {
+	rd := openReader(t)
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid := 0
+	for _, e := range tasks {
+		if n, _ := strconv.Atoi(e.Name()); n != os.Getpid() {
+			tid = n
+		}
+	}
+	if tid == 0 {
+		t.Fatal("the test process has only one thread")
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own string
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
+			own = filepath.Join(testenv.Cgroup2Root(t), rest)
+		}
+	}
+	if own == "" {
+		testenv.Missing(t, "a cgroup v2 line in /proc/self/cgroup", string(b))
+	}
+	other := holder.Start(t, "wait", nil, nil)
+	for name, opts := range map[string]checkpoint.CaptureOptions{
+		"own thread":   {PIDs: []int{tid}},
+		"parent":       {PIDs: []int{os.Getppid()}},
+		"parent tree":  {PIDs: []int{os.Getppid()}, Tree: true},
+		"own cgroup":   {PIDs: []int{other.PID}, Cgroup: own},
+		"cgroup above": {PIDs: []int{other.PID}, Cgroup: filepath.Dir(own)},
+	} {
+		if name == "cgroup above" && !strings.HasPrefix(filepath.Dir(own), testenv.Cgroup2Root(t)) {
+			continue // own is the root
+		}
+		_, err := capture(t, rd, opts)
+		if !errors.Is(err, checkpoint.ErrSelf) {
+			t.Errorf("%s: Capture(%+v) = %v, want ErrSelf", name, opts, err)
+		}
+	}
+	requireRunning(t, os.Getppid(), other.PID)
 }
