@@ -100,14 +100,14 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 			return img, err
 		}
 		if attempt == wokenAttempts {
-			return nil, fmt.Errorf("%w (%d attempts): retry when it waits less briefly", err, attempt)
+			return nil, fmt.Errorf("%w (%d attempts in a row): checkpoint again when it waits longer", err, attempt)
 		}
 	}
 }
 
 // errWoken: a thread left asleep in semop ran during the capture, which
 // may then be inconsistent: Capture tries again.
-var errWoken = errors.New("woken")
+var errWoken = errors.New("woken during the capture")
 
 // wokenAttempts bounds how often Capture tries again after errWoken.
 const wokenAttempts = 5
@@ -191,7 +191,7 @@ func checkSleepers(r *reader.Reader, sf *signalFreezer, snap *reader.Snapshot) e
 		return nil
 	}
 	if err := sf.ran(); err != nil {
-		return fmt.Errorf("%w: %w", err, errWoken)
+		return err
 	}
 	again, err := r.Scan()
 	if err != nil {
@@ -199,7 +199,7 @@ func checkSleepers(r *reader.Reader, sf *signalFreezer, snap *reader.Snapshot) e
 	}
 	for _, s := range sf.sleepers {
 		if !snap.ByPID(s.pid).Undo().Equal(again.ByPID(s.pid).Undo()) {
-			return fmt.Errorf("the undo list of pid %d, whose thread %d sleeps in semop, changed during the capture: %w", s.pid, s.tid, errWoken)
+			return fmt.Errorf("the undo list of pid %d, whose thread %d sleeps in semop, was changed: %w", s.pid, s.tid, errWoken)
 		}
 	}
 	return nil

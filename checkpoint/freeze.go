@@ -505,12 +505,12 @@ func (f *signalFreezer) ran() error {
 	for _, s := range f.sleepers {
 		st, err := procfs.NewDefaultFS().TaskStat(s.pid, s.tid)
 		if err != nil {
-			return fmt.Errorf("thread %d of pid %d, left asleep in semop, ended during the capture", s.tid, s.pid)
+			return fmt.Errorf("thread %d of pid %d, left asleep in semop, ended: %w", s.tid, s.pid, errWoken)
 		}
 		// The count last: a switch after the state was read shows.
 		now, ok := asleepInSem(s.pid, s.tid, st.State)
 		if !ok || now.nr != s.nr || now.switches != s.switches {
-			return fmt.Errorf("thread %d of pid %d, left asleep in semop, was woken during the capture", s.tid, s.pid)
+			return fmt.Errorf("thread %d of pid %d, left asleep in semop, was %w", s.tid, s.pid, errWoken)
 		}
 	}
 	return nil

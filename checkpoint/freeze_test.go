@@ -385,7 +385,7 @@ func TestCapturePollingWaiter(t *testing.T) {
 				switch {
 				case err == nil:
 					ok++
-				case strings.Contains(err.Error(), "was woken during the capture") || strings.Contains(err.Error(), "changed during the capture"):
+				case strings.Contains(err.Error(), "woken during the capture (5 attempts in a row)"):
 					woken++
 				default:
 					t.Fatalf("Capture: %v", err)
