@@ -27,6 +27,10 @@ var (
 	ErrNotSupported = errors.New("not supported by this kernel")
 	// ErrNoProcess: a process named does not exist.
 	ErrNoProcess = errors.New("no such process")
+	// ErrSelf: the processes to freeze include semundo itself or one of
+	// its ancestors (or their cgroup): the freeze would never end, or
+	// would stop the program waiting for semundo.
+	ErrSelf = errors.New("checkpoint would freeze semundo or its parent")
 )
 
 // CaptureOptions say what to capture.
@@ -52,7 +56,11 @@ type CaptureOptions struct {
 // Capture takes one consistent snapshot: the processes are frozen while
 // their lists and their IPC namespace's sets are read, and let go
 // afterwards, also when the capture fails; processes that were stopped
-// before stay stopped. The image is checked (Validate) when it is encoded.
+// before stay stopped. A thread asleep in semop or semtimedop is not
+// stopped (a stop would wake it with EINTR); the package doc says how the
+// snapshot stays consistent. Capture refuses (ErrSelf), before it freezes
+// anything, processes or a cgroup that hold semundo or one of its
+// ancestors. The image is checked (Validate) when it is encoded.
 func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) {
 	if len(opts.PIDs) == 0 {
 		return nil, errors.New("no process to checkpoint")
@@ -74,11 +82,38 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 	}
 	slices.Sort(pids)
 	pids = slices.Compact(pids)
+	if err := refuseSelf(pids, opts); err != nil {
+		return nil, err
+	}
 	ns, err := oneNamespace(pids)
 	if err != nil {
 		return nil, err
 	}
 
+	// Every ptrace request on a thread must come from the thread that
+	// seized it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for attempt := 1; ; attempt++ {
+		img, err := captureOnce(r, pids, ns, opts)
+		if !errors.Is(err, errWoken) {
+			return img, err
+		}
+		if attempt == wokenAttempts {
+			return nil, fmt.Errorf("%w (%d attempts in a row): checkpoint again when it waits longer", err, attempt)
+		}
+	}
+}
+
+// errWoken: a thread left asleep in semop ran during the capture, which
+// may then be inconsistent: Capture tries again.
+var errWoken = errors.New("woken during the capture")
+
+// wokenAttempts bounds how often Capture tries again after errWoken.
+const wokenAttempts = 5
+
+// captureOnce freezes the processes, takes the snapshot and lets them go.
+func captureOnce(r *reader.Reader, pids []int, ns uint64, opts CaptureOptions) (_ *image.Image, err error) {
 	// Which processes were stopped before semundo came: the restore
 	// leaves those stopped.
 	stoppedBefore := map[int]bool{}
@@ -87,11 +122,27 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 			stoppedBefore[pid] = true
 		}
 	}
+	var warnings []string
+	useCgroup := opts.Cgroup != ""
+	if useCgroup {
+		s, err := cgroupSleeper(opts.Cgroup)
+		if err != nil {
+			return nil, err
+		}
+		if s != nil {
+			// The freezer wakes every sleeper with EINTR and cannot leave
+			// one out: hold the processes one by one instead.
+			useCgroup = false
+			warnings = append(warnings, fmt.Sprintf("cgroup %s was not frozen: thread %d of pid %d in it sleeps in semop, which the freezer would wake with EINTR; the processes were held one by one", opts.Cgroup, s.tid, s.pid))
+		}
+	}
 	var fz freezer
-	if opts.Cgroup != "" {
+	var sf *signalFreezer
+	if useCgroup {
 		fz = &cgroupFreezer{dir: opts.Cgroup}
 	} else {
-		fz = &signalFreezer{pids: pids, stopped: stoppedBefore}
+		sf = &signalFreezer{pids: pids, stopped: stoppedBefore}
+		fz = sf
 	}
 	if err := fz.freeze(); err != nil {
 		// A partial freeze is undone too.
@@ -102,7 +153,7 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 			err = errors.Join(err, terr)
 		}
 	}()
-	if opts.Tree && opts.Cgroup == "" {
+	if opts.Tree && !useCgroup {
 		// Children forked before the freeze took effect.
 		more, err := descendants(pids)
 		if err != nil {
@@ -117,7 +168,41 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 	if err != nil {
 		return nil, err
 	}
-	return build(snap, pids, ns, stoppedBefore, opts)
+	img, err := build(snap, pids, ns, stoppedBefore, opts)
+	if err != nil {
+		return nil, err
+	}
+	if sf != nil {
+		if err := checkSleepers(r, sf, snap); err != nil {
+			return nil, err
+		}
+		warnings = append(warnings, sf.warnings...)
+	}
+	img.Warnings = append(img.Warnings, warnings...)
+	return img, nil
+}
+
+// checkSleepers checks that no thread left asleep in semop ran during
+// the capture, nor had its list changed by a process outside the
+// checkpoint that completed its operation (the waker applies the
+// sleeper's operation, adjustment included, before it wakes it).
+func checkSleepers(r *reader.Reader, sf *signalFreezer, snap *reader.Snapshot) error {
+	if len(sf.sleepers) == 0 {
+		return nil
+	}
+	if err := sf.ran(); err != nil {
+		return err
+	}
+	again, err := r.Scan()
+	if err != nil {
+		return err
+	}
+	for _, s := range sf.sleepers {
+		if !snap.ByPID(s.pid).Undo().Equal(again.ByPID(s.pid).Undo()) {
+			return fmt.Errorf("the undo list of pid %d, whose thread %d sleeps in semop, was changed: %w", s.pid, s.tid, errWoken)
+		}
+	}
+	return nil
 }
 
 func missing(have, known []int) []int {

@@ -1,7 +1,6 @@
 package checkpoint_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,22 +14,7 @@ import (
 )
 
 // cgroup2Root returns where the cgroup v2 hierarchy is mounted.
-func cgroup2Root(t *testing.T) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fs := strings.Fields(sc.Text()); len(fs) > 2 && fs[2] == "cgroup2" {
-			return fs[1]
-		}
-	}
-	testenv.Missing(t, "a cgroup v2 mount", "mount -t cgroup2 none /sys/fs/cgroup/unified")
-	return ""
-}
+func cgroup2Root(t *testing.T) string { return testenv.Cgroup2Root(t) }
 
 // TestCaptureCgroup: with CaptureOptions.Cgroup the processes are frozen
 // with the cgroup v2 freezer, and thawed after.

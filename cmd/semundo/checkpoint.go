@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,7 +39,7 @@ func runCheckpoint(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("checkpoint", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	tree := fs.Bool("tree", false, "also every descendant of the PIDs")
-	cgroup := fs.String("cgroup", "", "cgroup v2 directory of the processes: freeze it instead of SIGSTOP")
+	cgroup := fs.String("cgroup", "", "cgroup v2 directory of the processes: freeze it instead of holding each thread")
 	force := fs.Bool("force", false, "capture lists shared with processes outside the checkpoint, with a warning")
 	sempids := fs.Bool("sempids", false, "record each semaphore's last pid (informational; a system call per semaphore)")
 	out := fs.String("o", "", "write the image to `FILE` (atomically, mode 0600) instead of stdout")
@@ -63,6 +64,10 @@ func runCheckpoint(args []string, stdout io.Writer) error {
 	}
 	defer r.Close()
 	img, err := checkpoint.Capture(r, checkpoint.CaptureOptions{PIDs: pids, Tree: *tree, Cgroup: *cgroup, Force: *force, Version: version, Sempids: *sempids})
+	if errors.Is(err, checkpoint.ErrSelf) {
+		// Refused before anything was frozen: a bad choice of processes.
+		return codeError{exitUsage, err}
+	}
 	if err != nil {
 		return err
 	}
