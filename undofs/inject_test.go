@@ -102,7 +102,7 @@ func TestExecInjectorCredentials(t *testing.T) {
 	// exit just after their goroutine ends): in the end no thread of this
 	// process may have a smaller bounding set or no_new_privs.
 	var narrowed []string
-	for try := 0; try < 500; try++ {
+	if testenv.Until(testenv.Patience, func() bool {
 		narrowed = narrowed[:0]
 		ents, err := os.ReadDir("/proc/self/task")
 		if err != nil {
@@ -114,10 +114,9 @@ func TestExecInjectorCredentials(t *testing.T) {
 				narrowed = append(narrowed, fmt.Sprintf("%s (effective %x bounding %x no_new_privs %s)", e.Name(), teff, tbnd, tnnp))
 			}
 		}
-		if len(narrowed) == 0 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+		return len(narrowed) == 0
+	}) {
+		return
 	}
 	t.Errorf("threads with narrowed credentials stay: %v; the process has effective %x, bounding %x, no_new_privs %s", narrowed, eff, bnd, nnp)
 }

@@ -251,23 +251,21 @@ func TestExecUndo(t *testing.T) {
 	want := fmt.Sprintf("%d -3 4\n", s)
 	os.WriteFile(file, []byte(want), 0o600)
 	cmd := exec.Command(binary, "exec", "--undo", file, "--", "sleep", "1000")
-	var errb bytes.Buffer
+	var errb testenv.SyncBuffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// Wait until semundo has become sleep.
-	for i := 0; ; i++ {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("semundo exec's stderr: %q", errb.String())
+		}
+	})
+	testenv.Eventually(t, fmt.Sprintf("semundo exec (pid %d) to become sleep", cmd.Process.Pid), func() bool {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
-		if strings.TrimSpace(string(comm)) == "sleep" {
-			break
-		}
-		if i > 2000 {
-			t.Fatalf("semundo exec did not become sleep: %q, stderr %q", comm, errb.String())
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return strings.TrimSpace(string(comm)) == "sleep"
+	})
 	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(cmd.Process.Pid)); out != want {
 		t.Fatalf("show of the exec'd program: %q, want %q", out, want)
 	}

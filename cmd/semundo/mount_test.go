@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -102,12 +103,18 @@ func startMount(t *testing.T, args ...string) *daemon {
 			unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
-	for i := 0; !mounted(t, dir); i++ {
-		if i == 200 || d.cmd.ProcessState != nil {
-			t.Fatalf("semundo mount %s did not mount in 10 s; stderr:\n%s", dir, d.stderr.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("semundo mount %s: stderr:\n%s", dir, d.stderr.String())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	})
+	pid := d.cmd.Process.Pid
+	testenv.EventuallyErr(t, fmt.Sprintf("semundo mount (pid %d) to mount %s", pid, dir), func() (bool, error) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(b), ") Z ") {
+			return false, errors.New("semundo mount exited")
+		}
+		return mounted(t, dir), nil
+	})
 	return d
 }
 
