@@ -338,10 +338,13 @@ func TestKillInjectorWindow(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		untraced(t, target.pid)
-		time.Sleep(20 * time.Millisecond) // let a harmed target show it
-		if !target.alive() || target.bad.Load() != 0 {
+		// A harmed target shows it in the sum it was computing or the
+		// next: it prints a wrong one, dies, or never prints again.
+		n := target.sums.Load()
+		progressed := testenv.Until(testenv.Patience, func() bool { return target.sums.Load() >= n+2 || !target.alive() })
+		if !progressed || !target.alive() || target.bad.Load() != 0 {
 			harmed++
-			t.Logf("trial %d: target harmed (alive %v, wrong sums %d)", i, target.alive(), target.bad.Load())
+			t.Logf("trial %d: target harmed (alive %v, wrong sums %d, printed %d sums after the kill)", i, target.alive(), target.bad.Load(), target.sums.Load()-n)
 			target = startSpinTarget(t)
 			before = ""
 			continue
@@ -358,4 +361,14 @@ func TestKillInjectorWindow(t *testing.T) {
 		before = got
 	}
 	t.Logf("%d kills of the injector within %v: %d written, %d untouched, %d targets harmed", trials, span, written, untouched, harmed)
+	// The window is known and not closed yet (docs/reliability.md): runs
+	// of 200 kills harmed 9 to 23 targets (4.5-11.5%). The bound is there
+	// to catch the window growing, not to pass judgement on it: a quarter
+	// of the trials is twice the worst rate seen, and a rate of 11.5%
+	// exceeds it in 200 trials with a probability of 3e-8. With -short's
+	// 20 trials a quarter (5) would be passed by chance 2% of the time,
+	// hence the floor of 7 (0.02%).
+	if maxHarmed := max(trials/4, 7); harmed > maxHarmed {
+		t.Fatalf("%d of %d kills of the injector harmed the target, more than the bound of %d: the window of a kill during an injected system call has grown", harmed, trials, maxHarmed)
+	}
 }
