@@ -93,6 +93,12 @@ func newRunner(t testing.TB) (*runner, error) {
 	return r, nil
 }
 
+// runnerPatience bounds the wait for the runner's reply. The runner's own
+// waits for its workers take up to testenv.Patience and report what they
+// waited for: this one is longer, so that their message is the one seen,
+// and still within the 2 minutes any wait of a test may take.
+const runnerPatience = 2 * testenv.Patience
+
 // call sends one command and returns the runner's reply; a reply with Err
 // set is returned as an error (with the reply).
 func (r *runner) call(format string, a ...any) (reply, error) {
@@ -109,8 +115,8 @@ func (r *runner) call(format string, a ...any) (reply, error) {
 		if err := json.Unmarshal([]byte(line), &rep); err != nil {
 			return rep, fmt.Errorf("runner %d: %s: bad reply %q", r.pid, cmd, line)
 		}
-	case <-time.After(testenv.Patience):
-		return rep, fmt.Errorf("runner %d: %s: no reply within %v (stderr: %s)", r.pid, cmd, testenv.Patience, r.stderr)
+	case <-time.After(runnerPatience):
+		return rep, fmt.Errorf("runner %d: %s: no reply within %v (stderr: %s)", r.pid, cmd, runnerPatience, r.stderr)
 	}
 	if rep.Err != "" {
 		return rep, fmt.Errorf("runner %d: %s: %s", r.pid, cmd, rep.Err)
