@@ -171,7 +171,7 @@ var probeInt80 = elfProgram{
 }
 
 var (
-	probeOnce             sync.Once
+	probeOnce           sync.Once
 	no32BitELF, noInt80 string
 )
 

@@ -589,7 +589,7 @@ func TestRefusals(t *testing.T) {
 	testenv.RequireRoot(t)
 	t.Run("no process", func(t *testing.T) {
 		cmd := exec.Command("true")
-		if err := cmd.Run(); err != nil {
+		if err := testenv.Run(t, cmd, "true"); err != nil {
 			t.Fatal(err)
 		}
 		for _, pid := range []int{0, -1, cmd.Process.Pid} {

@@ -248,7 +248,6 @@ func unusedKey(t *testing.T) int32 {
 	return 0
 }
 
-
 // indexOf finds the kernel table index of set id.
 func indexOf(t *testing.T, id int) int {
 	t.Helper()

@@ -145,7 +145,7 @@ func TestKillDuringSet(t *testing.T) {
 	t0 := time.Now()
 	first := exec.Command(binary, "set", fmt.Sprint(target.pid), "-")
 	first.Stdin = strings.NewReader(lists[1])
-	if out, err := first.CombinedOutput(); err != nil {
+	if out, err := testenv.CombinedOutput(t, first, "semundo __inject"); err != nil {
 		t.Fatalf("set: %v: %s", err, out)
 	}
 	span := time.Since(t0)
@@ -220,7 +220,7 @@ func TestKillDuringRestore(t *testing.T) {
 		restore := func() (time.Duration, error) {
 			t0 := time.Now()
 			cmd := exec.Command(binary, "restore", images[i], "--undo", "--pid", fmt.Sprintf("%d=%d", h.PID, target.pid))
-			out, err := cmd.CombinedOutput()
+			out, err := testenv.CombinedOutput(t, cmd, "semundo restore --undo")
 			if err != nil {
 				return 0, fmt.Errorf("%v: %s", err, out)
 			}
@@ -242,7 +242,7 @@ func TestKillDuringRestore(t *testing.T) {
 	}
 	// A restore to the end, timed: the kills land anywhere in that time.
 	t0 := time.Now()
-	if out, err := exec.Command(binary, "restore", images[0], "--undo", "--pid", fmt.Sprintf("%d=%d", imagePID(t, images[0]), target.pid)).CombinedOutput(); err != nil {
+	if out, err := testenv.CombinedOutput(t, exec.Command(binary, "restore", images[0], "--undo", "--pid", fmt.Sprintf("%d=%d", imagePID(t, images[0]), target.pid)), "semundo restore --undo"); err != nil {
 		t.Fatalf("restore: %v: %s", err, out)
 	}
 	span := time.Since(t0)
@@ -321,7 +321,7 @@ func TestKillInjectorWindow(t *testing.T) {
 	t0 := time.Now()
 	first := exec.Command(binary, "__inject")
 	first.Stdin = strings.NewReader(request("", lists[1]))
-	if out, err := first.CombinedOutput(); err != nil {
+	if out, err := testenv.CombinedOutput(t, first, "semundo __inject"); err != nil {
 		t.Fatalf("__inject: %v: %s", err, out)
 	}
 	span := time.Since(t0)

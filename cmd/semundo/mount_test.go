@@ -122,7 +122,7 @@ func startMount(t *testing.T, args ...string) *daemon {
 func (d *daemon) stop(t *testing.T, sig syscall.Signal) int {
 	t.Helper()
 	d.cmd.Process.Signal(sig)
-	err := d.cmd.Wait()
+	err := testenv.Wait(t, d.cmd, "semundo mount "+d.dir)
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode()
 	} else if err != nil {
@@ -149,7 +149,7 @@ func TestMountCommand(t *testing.T) {
 		cmd := exec.Command(bash, "-c", fmt.Sprintf("echo %q > %s", line, file))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		cmd.Dir = "/"
-		out, err := cmd.CombinedOutput()
+		out, err := testenv.CombinedOutput(t, cmd, "a write to "+file)
 		return string(out), err
 	}
 	if out, err := write(&syscall.Credential{Uid: 65534, Gid: 65534}, fmt.Sprintf("%d 1 1", a)); err == nil || !strings.Contains(out, "Permission denied") {

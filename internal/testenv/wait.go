@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"os/exec"
 	"testing"
 	"time"
@@ -82,4 +83,15 @@ func Run(tb testing.TB, cmd *exec.Cmd, what string) error {
 		return err
 	}
 	return Wait(tb, cmd, what)
+}
+
+// CombinedOutput runs cmd as Run does and returns its standard output and
+// error together.
+func CombinedOutput(tb testing.TB, cmd *exec.Cmd, what string) ([]byte, error) {
+	tb.Helper()
+	// One writer for both: exec then never calls it from two goroutines.
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := Run(tb, cmd, what)
+	return b.Bytes(), err
 }
