@@ -13,6 +13,7 @@ import (
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"github.com/semundo/semundo/undo"
@@ -270,7 +271,7 @@ func TestCaptureNoProcess(t *testing.T) {
 	rd := openReader(t)
 	// The test binary itself, running no test: the VM has no /bin/true.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	if err := cmd.Run(); err != nil {
+	if err := testenv.Run(t, cmd, "the test binary running no test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := capture(t, rd, checkpoint.CaptureOptions{PIDs: []int{cmd.Process.Pid}}); !errors.Is(err, checkpoint.ErrNoProcess) {

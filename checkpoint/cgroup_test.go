@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/internal/holder"
@@ -31,8 +30,8 @@ func TestCaptureCgroup(t *testing.T) {
 		// Out of the cgroup (and thawed) before it can be removed.
 		os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0)
 		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(fmt.Sprint(h.PID)), 0)
-		for i := 0; i < 100 && os.Remove(dir) != nil; i++ {
-			time.Sleep(10 * time.Millisecond)
+		if !testenv.Until(testenv.Patience, func() bool { return os.Remove(dir) == nil }) {
+			t.Errorf("cgroup %s still there %v after its process left it", dir, testenv.Patience)
 		}
 	})
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.freeze")); err != nil {

@@ -93,6 +93,12 @@ func newRunner(t testing.TB) (*runner, error) {
 	return r, nil
 }
 
+// runnerPatience bounds the wait for the runner's reply. The runner's own
+// waits for its workers take up to testenv.Patience and report what they
+// waited for: this one is longer, so that their message is the one seen,
+// and still within the 2 minutes any wait of a test may take.
+const runnerPatience = 2 * testenv.Patience
+
 // call sends one command and returns the runner's reply; a reply with Err
 // set is returned as an error (with the reply).
 func (r *runner) call(format string, a ...any) (reply, error) {
@@ -109,8 +115,8 @@ func (r *runner) call(format string, a ...any) (reply, error) {
 		if err := json.Unmarshal([]byte(line), &rep); err != nil {
 			return rep, fmt.Errorf("runner %d: %s: bad reply %q", r.pid, cmd, line)
 		}
-	case <-time.After(60 * time.Second):
-		return rep, fmt.Errorf("runner %d: %s: no reply within 60 s (stderr: %s)", r.pid, cmd, r.stderr)
+	case <-time.After(runnerPatience):
+		return rep, fmt.Errorf("runner %d: %s: no reply within %v (stderr: %s)", r.pid, cmd, runnerPatience, r.stderr)
 	}
 	if rep.Err != "" {
 		return rep, fmt.Errorf("runner %d: %s: %s", r.pid, cmd, rep.Err)
@@ -141,10 +147,10 @@ func (r *runner) close() error {
 	select {
 	case err := <-done:
 		return err
-	case <-time.After(20 * time.Second):
+	case <-time.After(testenv.Patience):
 		unix.Kill(r.pid, unix.SIGKILL)
 		<-done
-		return fmt.Errorf("runner %d did not exit within 20 s of EOF: killed", r.pid)
+		return fmt.Errorf("runner %d did not exit within %v of EOF: killed", r.pid, testenv.Patience)
 	}
 }
 
@@ -175,24 +181,24 @@ func ownNS() (uint64, error) {
 // namespace, and its sets, alive.
 func noThreadOutsideNS(hostNS uint64) error {
 	var out []string
-	for range 5000 {
+	var err error
+	if testenv.Until(testenv.Patience, func() bool {
 		var main bool
-		var err error
 		if out, main, err = threadsOutsideNS(hostNS); err != nil {
-			return err
+			return true
 		}
 		if main {
 			// The Go runtime never ends the main thread: when a goroutine
 			// locked to it returns, it parks the thread for good, here
 			// in another namespace.
-			return fmt.Errorf("after Capture the main thread of this process (pid %d) is parked in another IPC namespace, for good: %v", os.Getpid(), out)
+			err = fmt.Errorf("after Capture the main thread of this process (pid %d) is parked in another IPC namespace, for good: %v", os.Getpid(), out)
+			return true
 		}
-		if len(out) == 0 {
-			return nil
-		}
-		time.Sleep(time.Millisecond)
+		return len(out) == 0
+	}) {
+		return err
 	}
-	return fmt.Errorf("5 s after Capture this process (pid %d) still has threads outside its IPC namespace: %v", os.Getpid(), out)
+	return fmt.Errorf("%v after Capture this process (pid %d) still has threads outside its IPC namespace: %v", testenv.Patience, os.Getpid(), out)
 }
 
 // threadsOutsideNS lists this process's threads that are not in its
@@ -231,17 +237,14 @@ func procState(pid int) (byte, error) {
 // waitState waits until pid's state letter is one of states.
 func waitState(pid int, states string) error {
 	var st byte
-	for range 5000 {
-		var err error
-		if st, err = procState(pid); err != nil {
-			return err
-		}
-		if strings.IndexByte(states, st) >= 0 {
-			return nil
-		}
-		time.Sleep(time.Millisecond)
+	var err error
+	if testenv.Until(testenv.Patience, func() bool {
+		st, err = procState(pid)
+		return err != nil || strings.IndexByte(states, st) >= 0
+	}) {
+		return err
 	}
-	return fmt.Errorf("pid %d still in state %c after 5 s, want one of %q", pid, st, states)
+	return fmt.Errorf("pid %d still in state %c after %v, want one of %q", pid, st, testenv.Patience, states)
 }
 
 // sameOrZero compares two lists where a missing entry equals an all-zero

@@ -262,9 +262,9 @@ func spawnWorker(prefix []string) (*runnerProc, error) {
 		}
 		killAll([]*runnerProc{p})
 		return nil, fmt.Errorf("%q did not get ready (said %q, exit %v)", argv, line, cmd.ProcessState)
-	case <-time.After(20 * time.Second):
+	case <-time.After(testenv.Patience):
 		killAll([]*runnerProc{p})
-		return nil, fmt.Errorf("%q not ready after 20 s", argv)
+		return nil, fmt.Errorf("%q not ready after %v", argv, testenv.Patience)
 	}
 }
 
@@ -284,8 +284,8 @@ func workerReply(p *runnerProc) (string, error) {
 			return "", fmt.Errorf("worker %d died", p.cmd.Process.Pid)
 		}
 		return line, nil
-	case <-time.After(20 * time.Second):
-		return "", fmt.Errorf("worker %d: no reply within 20 s (blocked for good?)", p.cmd.Process.Pid)
+	case <-time.After(testenv.Patience):
+		return "", fmt.Errorf("worker %d: no reply within %v (blocked for good?)", p.cmd.Process.Pid, testenv.Patience)
 	}
 }
 
@@ -304,24 +304,21 @@ func runnerWorkerCmd(p *runnerProc, f []string) (reply, error) {
 	if f[0] == "opbg" {
 		// The op must block: wait until the kernel counts a waiter.
 		semid, num := atoi(f[2]), atoi(f[3])
-		for i := 0; ; i++ {
+		var err error
+		if !testenv.Until(testenv.Patience, func() bool {
 			select {
 			case line := <-p.replies:
-				return rep, fmt.Errorf("op did not block: worker said %q", line)
+				err = fmt.Errorf("op did not block: worker said %q", line)
+				return true
 			default:
 			}
-			n, err := sysvsem.GetNcnt(semid, num)
-			if err != nil {
-				return rep, err
-			}
-			if n > 0 {
-				return rep, nil
-			}
-			if i == 20000 {
-				return rep, fmt.Errorf("worker %d: op neither blocked nor completed within 20 s", p.cmd.Process.Pid)
-			}
-			time.Sleep(time.Millisecond)
+			var n int
+			n, err = sysvsem.GetNcnt(semid, num)
+			return err != nil || n > 0
+		}) {
+			err = fmt.Errorf("worker %d: op neither blocked nor completed within %v", p.cmd.Process.Pid, testenv.Patience)
 		}
+		return rep, err
 	}
 	line, err := workerReply(p)
 	if err != nil {

@@ -8,12 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/procfs"
+	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/writer"
 )
 
@@ -25,15 +25,10 @@ func TestCaptureLeaderExited(t *testing.T) {
 	rd := openReader(t)
 	s := holder.NewSet(t, 2)
 	h := holder.Start(t, "leaderexit", []holder.Op{{Semid: s, Num: 1, Val: 3, Undo: true}}, nil)
-	for i := 0; ; i++ {
-		if st, err := procState(h.PID); err == nil && st == 'Z' {
-			break
-		}
-		if i == 500 {
-			t.Fatalf("main thread of %d did not exit", h.PID)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(t, fmt.Sprintf("the main thread of %d to exit (state Z)", h.PID), func() bool {
+		st, err := procState(h.PID)
+		return err == nil && st == 'Z'
+	})
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", h.PID))
 	if err != nil {
 		t.Fatal(err)
@@ -86,15 +81,7 @@ func TestCaptureRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Wait() })
-	for i := 0; ; i++ {
-		if allDead(cmd.Process.Pid) {
-			break
-		}
-		if i == 2500 {
-			t.Fatalf("child %d did not exit", cmd.Process.Pid)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(t, fmt.Sprintf("every thread of child %d to exit", cmd.Process.Pid), func() bool { return allDead(cmd.Process.Pid) })
 	_, err := capture(t, rd, checkpoint.CaptureOptions{PIDs: []int{cmd.Process.Pid}})
 	if !errors.Is(err, checkpoint.ErrNoProcess) || !strings.Contains(err.Error(), "zombie") {
 		t.Errorf("Capture of zombie %d: %v, want ErrNoProcess saying zombie", cmd.Process.Pid, err)

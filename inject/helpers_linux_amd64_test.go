@@ -3,14 +3,12 @@ package inject
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -27,23 +25,34 @@ const (
 	semGetNcnt = 14
 )
 
-// patience bounds every wait for a target to reach a state. It guards
-// against a hang; no test asserts anything about how long things take.
-const patience = 20 * time.Second
+// The tracer helpers (testenv helpers, run by startTracer): the test binary
+// seizes the pid given as its argument and holds it until killed, standing
+// for "another process traces the target" and "semundo is killed
+// mid-session". "hold" only seizes, "inject-hold" also runs calls in the
+// target, "die-after-restore" kills itself in the middle of one.
+var tracerModes = []string{"hold", "inject-hold", "die-after-restore"}
 
-// TestMain doubles as a helper tracer process: with INJECT_TEST_HELPER set,
-// the test binary seizes INJECT_TEST_PID itself and holds it until killed,
-// standing for "another process traces the target" and "semundo is killed
-// mid-session".
 func TestMain(m *testing.M) {
-	if mode := os.Getenv("INJECT_TEST_HELPER"); mode != "" {
-		os.Exit(helperMain(mode))
+	h := testenv.Helpers{}
+	for _, mode := range tracerModes {
+		h["inject-"+mode] = func(args []string) int { return helperMain(mode, args) }
 	}
+	testenv.RunHelper(h)
 	os.Exit(m.Run())
 }
 
-func helperMain(mode string) int {
-	pid, _ := strconv.Atoi(os.Getenv("INJECT_TEST_PID"))
+// startTracer starts the tracer helper mode on pid.
+func startTracer(tb testing.TB, mode string, pid int) *target {
+	tb.Helper()
+	return startEnv(tb, testenv.HelperEnviron("inject-"+mode), os.Args[0], strconv.Itoa(pid))
+}
+
+func helperMain(mode string, args []string) int {
+	if len(args) != 1 {
+		fmt.Println("error: want one argument, the pid")
+		return 2
+	}
+	pid, _ := strconv.Atoi(args[0])
 	if mode == "die-after-restore" {
 		// Die at the syscall-exit-stop of the first injected call, with
 		// the target's registers already put back but before it is
@@ -117,7 +126,10 @@ func start(tb testing.TB, path string, args ...string) *target {
 func startEnv(tb testing.TB, env []string, path string, args ...string) *target {
 	tb.Helper()
 	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = env
+	if env == nil {
+		cmd.Env = os.Environ()
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -128,9 +140,6 @@ func startEnv(tb testing.TB, env []string, path string, args ...string) *target 
 		tb.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		if errors.Is(err, syscall.ENOEXEC) {
-			testenv.Missing(tb, "support for the executable format of "+path, "the 32-bit target needs a kernel with CONFIG_IA32_EMULATION")
-		}
 		tb.Fatal(err)
 	}
 	tg := &target{cmd: cmd, pid: cmd.Process.Pid, stdin: stdin, lines: make(chan string, 64)}
@@ -157,8 +166,8 @@ func (tg *target) line(tb testing.TB) string {
 			tb.Fatalf("pid %d closed its output", tg.pid)
 		}
 		return l
-	case <-time.After(patience):
-		tb.Fatalf("pid %d printed nothing for %v", tg.pid, patience)
+	case <-time.After(testenv.Patience):
+		tb.Fatalf("pid %d printed nothing for %v", tg.pid, testenv.Patience)
 	}
 	return ""
 }
@@ -168,18 +177,6 @@ func (tg *target) kill(tb testing.TB) {
 	tb.Helper()
 	_ = tg.cmd.Process.Kill()
 	_ = tg.cmd.Wait()
-}
-
-// waitFor polls cond until it holds.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("waited %v for %s", patience, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // syscallNr returns the number of the syscall pid's thread tid is blocked
@@ -203,7 +200,7 @@ func syscallNr(pid, tid int) int {
 // blockedIn waits until the target's main thread sleeps in one of nrs.
 func (tg *target) blockedIn(tb testing.TB, nrs ...int) {
 	tb.Helper()
-	waitFor(tb, fmt.Sprintf("pid %d to block in syscall %v", tg.pid, nrs), func() bool {
+	testenv.Eventually(tb, fmt.Sprintf("pid %d to block in syscall %v", tg.pid, nrs), func() bool {
 		n := syscallNr(tg.pid, tg.pid)
 		for _, want := range nrs {
 			if n == want && state(tg.pid) == 'S' {

@@ -345,7 +345,7 @@ func counters(t *testing.T, pid int, addr uintptr) [3]uint64 {
 func allAdvance(t *testing.T, pid int, addr uintptr) {
 	t.Helper()
 	before := counters(t, pid, addr)
-	waitFor(t, "every thread to make progress", func() bool {
+	testenv.Eventually(t, "every thread to make progress", func() bool {
 		now := counters(t, pid, addr)
 		for i := range now {
 			if now[i] <= before[i] {
@@ -369,12 +369,12 @@ func TestMultiThreaded(t *testing.T) {
 			if _, err := fmt.Sscanf(tg.line(t), "ready %v", &addr); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "all threads to start", func() bool {
+			testenv.Eventually(t, "all threads to start", func() bool {
 				tids, _ := liveThreads(tg.pid)
 				return len(tids) == 3 || (!leaderExits && len(tids) == 4)
 			})
 			if leaderExits {
-				waitFor(t, "the leader to exit", func() bool { return state(tg.pid) == 'Z' })
+				testenv.Eventually(t, "the leader to exit", func() bool { return state(tg.pid) == 'Z' })
 			}
 			allAdvance(t, tg.pid, addr)
 
@@ -415,7 +415,7 @@ func TestGoTarget(t *testing.T) {
 	mustDetach(t, s)
 	t.Logf("stop time %v, %d signals re-queued", s.Stats().StopTime, s.Stats().Signals)
 
-	waitFor(t, "every goroutine to make progress", func() bool {
+	testenv.Eventually(t, "every goroutine to make progress", func() bool {
 		now := snapshot()
 		for i := range now {
 			if now[i] <= before[i] {
@@ -444,7 +444,7 @@ int main(int argc, char **argv) {
 `), strconv.Itoa(a))
 	tg.line(t)
 	tg.blockedIn(t, nrSemop, nrSemtimedop)
-	waitFor(t, "the target to wait on the set", func() bool { return semctl(t, a, 0, semGetNcnt) == 1 })
+	testenv.Eventually(t, "the target to wait on the set", func() bool { return semctl(t, a, 0, semGetNcnt) == 1 })
 
 	s := mustSeize(t, tg.pid)
 	if got, err := s.Syscall(unix.SYS_GETPID); err != nil || int(got) != tg.pid {
@@ -469,7 +469,7 @@ int main(int argc, char **argv) {
 
 	// Still blocked: the first thing it prints must be the successful semop.
 	tg.blockedIn(t, nrSemop, nrSemtimedop)
-	waitFor(t, "the target to wait on the set again", func() bool { return semctl(t, a, 0, semGetNcnt) == 1 })
+	testenv.Eventually(t, "the target to wait on the set again", func() bool { return semctl(t, a, 0, semGetNcnt) == 1 })
 	semop(t, a, sembuf(0, 1, 0))
 	if got, want := tg.line(t), "semop 0 errno 0"; got != want {
 		t.Fatalf("target printed %q, want %q", got, want)
@@ -488,7 +488,7 @@ func TestGroupStopStaysStopped(t *testing.T) {
 	if err := unix.Kill(tg.pid, unix.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the target to stop", func() bool { return state(tg.pid) == 'T' })
+	testenv.Eventually(t, "the target to stop", func() bool { return state(tg.pid) == 'T' })
 
 	s := mustSeize(t, tg.pid)
 	if !s.Stats().GroupStop {
@@ -501,7 +501,7 @@ func TestGroupStopStaysStopped(t *testing.T) {
 	}
 	mustDetach(t, s)
 
-	waitFor(t, "the target to be in a job-control stop again", func() bool { return state(tg.pid) == 'T' })
+	testenv.Eventually(t, "the target to be in a job-control stop again", func() bool { return state(tg.pid) == 'T' })
 	if err := unix.Kill(tg.pid, unix.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +527,7 @@ func TestAlreadyTraced(t *testing.T) {
 	t.Run("other process", func(t *testing.T) {
 		tg := start(t, bin, "100000")
 		tg.line(t)
-		helper := startEnv(t, []string{"INJECT_TEST_HELPER=hold", "INJECT_TEST_PID=" + strconv.Itoa(tg.pid)}, os.Args[0])
+		helper := startTracer(t, "hold", tg.pid)
 		if l := helper.line(t); l != "seized" {
 			t.Fatalf("helper: %s", l)
 		}
@@ -565,7 +565,7 @@ func TestTracerKilledTargetSurvives(t *testing.T) {
 			tg := start(t, bin)
 			tg.line(t)
 			tg.blockedIn(t, nrRead)
-			helper := startEnv(t, []string{"INJECT_TEST_HELPER=" + mode, "INJECT_TEST_PID=" + strconv.Itoa(tg.pid)}, os.Args[0])
+			helper := startTracer(t, mode, tg.pid)
 			if l := helper.line(t); l != "seized" {
 				t.Fatalf("helper: %s", l)
 			}
@@ -573,7 +573,7 @@ func TestTracerKilledTargetSurvives(t *testing.T) {
 			if ws := helper.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != unix.SIGKILL {
 				t.Fatalf("helper ended with %v, want SIGKILL", helper.cmd.ProcessState)
 			}
-			waitFor(t, "the kernel to detach the dead tracer", func() bool { return tracerOf(tg.pid) == 0 })
+			testenv.Eventually(t, "the kernel to detach the dead tracer", func() bool { return tracerOf(tg.pid) == 0 })
 			tg.blockedIn(t, nrRead)
 			if _, err := tg.stdin.Write([]byte("alive")); err != nil {
 				t.Fatal(err)
@@ -589,7 +589,7 @@ func TestRefusals(t *testing.T) {
 	testenv.RequireRoot(t)
 	t.Run("no process", func(t *testing.T) {
 		cmd := exec.Command("true")
-		if err := cmd.Run(); err != nil {
+		if err := testenv.Run(t, cmd, "true"); err != nil {
 			t.Fatal(err)
 		}
 		for _, pid := range []int{0, -1, cmd.Process.Pid} {
@@ -600,7 +600,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("zombie", func(t *testing.T) {
 		tg := start(t, "true")
-		waitFor(t, "the child to become a zombie", func() bool { return state(tg.pid) == 'Z' })
+		testenv.Eventually(t, "the child to become a zombie", func() bool { return state(tg.pid) == 'Z' })
 		_, err := Seize(tg.pid)
 		if !errors.Is(err, ErrZombie) {
 			t.Fatalf("Seize of a zombie: %v, want ErrZombie", err)
@@ -658,21 +658,13 @@ func TestRefusals(t *testing.T) {
 	})
 }
 
+// Test32BitTarget: a 32-bit program (sleeper32) is refused, by its ELF
+// header and, without that check, by its CS register, and left alone.
 func Test32BitTarget(t *testing.T) {
 	testenv.RequireRoot(t)
-	// No libc: the machine need not have 32-bit headers or libraries.
-	bin := testenv.BuildC(t, "t32", `
-struct ts32 { long s, ns; };
-static struct ts32 req = { 1, 0 };
-void _start(void) {
-	for (;;) {
-		long ret;
-		__asm__ volatile("int $0x80" : "=a"(ret) : "a"(162), "b"(&req), "c"(0) : "memory");
-	}
-}
-`, "-m32", "-nostdlib", "-static", "-fno-pie", "-no-pie")
-	tg := start(t, bin)
-	waitFor(t, "the 32-bit target to sleep", func() bool { return state(tg.pid) == 'S' })
+	require32BitELF(t)
+	tg := start(t, sleeper32.write(t, "sleeper32"))
+	testenv.Eventually(t, "the 32-bit target to sleep", func() bool { return state(tg.pid) == 'S' })
 
 	_, err := Seize(tg.pid)
 	if !errors.Is(err, ErrTargetABI) {
@@ -692,27 +684,19 @@ void _start(void) {
 	if tr := tracerOf(tg.pid); tr != 0 {
 		t.Fatalf("refused target still traced by %d", tr)
 	}
-	waitFor(t, "the 32-bit target to sleep again", func() bool { return state(tg.pid) == 'S' })
+	testenv.Eventually(t, "the 32-bit target to sleep again", func() bool { return state(tg.pid) == 'S' })
 }
 
 // TestInt80From64Bit: a 64-bit thread blocked in a 32-bit system call (int
-// $0x80) is refused and left alone.
+// $0x80, int80Sleeper) is refused and left alone.
 func TestInt80From64Bit(t *testing.T) {
-	bin := buildC(t, "int80", `
-struct ts32 { int s, ns; };
-static struct ts32 req = { 100000, 0 }; /* below 4 GiB: the binary is not PIE */
-int main(void) {
-	long ret;
-	printf("ready\n");
-	fflush(stdout);
-	__asm__ volatile("int $0x80" : "=a"(ret) : "a"(162), "b"(&req), "c"(0) : "memory");
-	printf("nanosleep %ld\n", ret);
-	return 0;
-}
-`, "-fno-pie", "-no-pie")
-	tg := start(t, bin)
-	tg.line(t)
-	waitFor(t, "the target to sleep", func() bool { return state(tg.pid) == 'S' && syscallNr(tg.pid, tg.pid) == 162 })
+	testenv.RequireRoot(t)
+	requireInt80(t)
+	tg := start(t, int80Sleeper.write(t, "int80sleeper"))
+	if l := tg.line(t); l+"\n" != int80Ready {
+		t.Fatalf("int $0x80 target said %q, want %q", l, int80Ready)
+	}
+	testenv.Eventually(t, "the target to sleep", func() bool { return state(tg.pid) == 'S' && syscallNr(tg.pid, tg.pid) == 162 })
 	_, err := Seize(tg.pid)
 	if !errors.Is(err, ErrTargetABI) || !strings.Contains(err.Error(), "int $0x80") {
 		t.Fatalf("Seize of a thread in an int $0x80 call: %v, want ErrTargetABI", err)
@@ -723,7 +707,7 @@ int main(void) {
 	}
 	// Restarted by the kernel, the sleep continues in restart_syscall
 	// (0 in the ia32 table); had the restart failed, it would have returned.
-	waitFor(t, "the target to sleep again", func() bool {
+	testenv.Eventually(t, "the target to sleep again", func() bool {
 		n := syscallNr(tg.pid, tg.pid)
 		return state(tg.pid) == 'S' && (n == 0 || n == 162)
 	})
@@ -1068,7 +1052,7 @@ func TestGroupStopContinuedDuringSession(t *testing.T) {
 	if err := unix.Kill(tg.pid, unix.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the target to stop", func() bool { return state(tg.pid) == 'T' })
+	testenv.Eventually(t, "the target to stop", func() bool { return state(tg.pid) == 'T' })
 	s := mustSeize(t, tg.pid)
 	if err := unix.Kill(tg.pid, unix.SIGCONT); err != nil {
 		t.Fatal(err)
@@ -1170,7 +1154,7 @@ int main(void) {
 	read := func(addr uintptr) int64 {
 		return *(*int64)(unsafe.Pointer(&readRemote(t, tg.pid, addr, 8)[0]))
 	}
-	waitFor(t, fmt.Sprintf("the handler to count %d signals", n), func() bool { return read(countAddr) >= n })
+	testenv.Eventually(t, fmt.Sprintf("the handler to count %d signals", n), func() bool { return read(countAddr) >= n })
 	if c, sum := read(countAddr), read(sumAddr); c != n || sum != n*(n+1)/2 {
 		t.Fatalf("handler saw %d signals summing to %d, want %d summing to %d", c, sum, n, n*(n+1)/2)
 	}

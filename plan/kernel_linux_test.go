@@ -8,13 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
+
+	"github.com/semundo/semundo/internal/testenv"
 )
 
 // The plan package is pure, but its model of semop must match the kernel:
@@ -164,7 +165,9 @@ func TestApplyMatchesKernel(t *testing.T) {
 	}
 }
 
-const helperEnv = "SEMUNDO_PLAN_TEST_HELPER"
+// planHelper names the testenv helper that runs a helperJob, given as
+// JSON in its only argument.
+const planHelper = "plan-job"
 
 // helperJob is what the child process of TestPlanOnKernel does: plan and
 // run 0 -> Cur, then Cur -> Want, on set Semid, then exit.
@@ -175,13 +178,17 @@ type helperJob struct {
 }
 
 func TestMain(m *testing.M) {
-	if job := os.Getenv(helperEnv); job != "" {
-		if err := runHelper(job); err != nil {
-			fmt.Fprintln(os.Stderr, "helper:", err)
-			os.Exit(1)
+	testenv.RunHelper(testenv.Helpers{planHelper: func(args []string) int {
+		if len(args) != 1 {
+			fmt.Fprintln(os.Stderr, "helper: want one argument, the job")
+			return 2
 		}
-		os.Exit(0)
-	}
+		if err := runHelper(args[0]); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 1
+		}
+		return 0
+	}})
 	os.Exit(m.Run())
 }
 
@@ -243,11 +250,10 @@ func TestPlanOnKernel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"="+string(spec))
+			cmd := testenv.HelperCommand(t, planHelper, string(spec))
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Run(); err != nil {
+			if err := testenv.Run(t, cmd, "the plan helper"); err != nil {
 				t.Fatalf("helper: %v: %s", err, out.Bytes())
 			}
 			got, err := getAllValues(j.Semid, len(j.Values))

@@ -7,36 +7,21 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/internal/testreader"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
 )
 
-var (
-	sharedOnce   sync.Once
-	sharedReader *reader.Reader
-	sharedErr    error
-)
-
-// openReader returns a Reader shared by the package's tests, or stops the
+// openReader returns the Reader shared by the package's tests, or stops the
 // test naming what is missing.
 func openReader(t testing.TB) *reader.Reader {
 	t.Helper()
-	testenv.RequireRoot(t)
-	sharedOnce.Do(func() { sharedReader, sharedErr = reader.Open(nil) })
-	if sharedErr != nil {
-		if errors.Is(sharedErr, reader.ErrNotSupported) || errors.Is(sharedErr, reader.ErrPermission) {
-			testenv.Missing(t, "BPF task iterator", sharedErr.Error())
-		}
-		t.Fatal(sharedErr)
-	}
-	return sharedReader
+	return testreader.Open(t)
 }
 
 // checkList compares a list's entries with the expected adjustments.
@@ -325,16 +310,10 @@ func TestLeaderExited(t *testing.T) {
 	ops := []holder.Op{{Semid: s, Num: 2, Val: 4, Undo: true}}
 	h := holder.Start(t, "leaderexit", ops, nil)
 	// The main thread leaves right after "ready": wait until it has.
-	for i := 0; ; i++ {
+	testenv.Eventually(t, fmt.Sprintf("the main thread of %d to exit (state Z)", h.PID), func() bool {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", h.PID, h.PID))
-		if err == nil && strings.Contains(string(b), ") Z ") {
-			break
-		}
-		if i == 500 {
-			t.Fatalf("main thread of %d did not exit: %s %v", h.PID, b, err)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return err == nil && strings.Contains(string(b), ") Z ")
+	})
 	l, err := r.Read(h.PID)
 	if err != nil {
 		t.Fatal(err)

@@ -163,10 +163,10 @@ func (c *child) wait(t *testing.T) (int, string) {
 	t.Helper()
 	select {
 	case <-c.done:
-	case <-time.After(60 * time.Second):
+	case <-time.After(testenv.Patience):
 		_ = c.cmd.Process.Kill()
 		<-c.done
-		t.Fatalf("helper process did not exit within 60s; output: %s", c.out.String())
+		t.Fatalf("helper process %d did not exit within %v (killed); output: %s", c.cmd.Process.Pid, testenv.Patience, c.out.String())
 	}
 	code := c.cmd.ProcessState.ExitCode()
 	return code, strings.TrimSpace(c.out.String())
@@ -246,26 +246,6 @@ func unusedKey(t *testing.T) int32 {
 	}
 	t.Fatal("no unused random key in 100 tries")
 	return 0
-}
-
-// waitFor polls cond until it holds. The limit only keeps a broken test
-// from hanging; nothing is asserted about the time taken.
-func waitFor(t *testing.T, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ok, err := cond()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after 60s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // indexOf finds the kernel table index of set id.

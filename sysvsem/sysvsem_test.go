@@ -269,7 +269,7 @@ func TestGetPidAfterOp(t *testing.T) {
 func TestGetNcntCountsWaiterAndWakes(t *testing.T) {
 	id, _ := newSet(t, 2)
 	c := startChild(t, "op", strconv.Itoa(id), "1", "-1", "0")
-	waitFor(t, "GETNCNT reaches 1", func() (bool, error) {
+	testenv.EventuallyErr(t, "GETNCNT to reach 1", func() (bool, error) {
 		if c.exited() {
 			code, out := c.wait(t)
 			return false, fmt.Errorf("helper exited early (%d): %s", code, out)
@@ -305,7 +305,7 @@ func TestGetZcntCountsWaiterAndWakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startChild(t, "op", strconv.Itoa(id), "0", "0", "0")
-	waitFor(t, "GETZCNT reaches 1", func() (bool, error) {
+	testenv.EventuallyErr(t, "GETZCNT to reach 1", func() (bool, error) {
 		if c.exited() {
 			code, out := c.wait(t)
 			return false, fmt.Errorf("helper exited early (%d): %s", code, out)
@@ -329,7 +329,7 @@ func TestGetZcntCountsWaiterAndWakes(t *testing.T) {
 func TestRemoveWakesWaiterWithEIDRM(t *testing.T) {
 	id, remove := newSet(t, 1)
 	c := startChild(t, "op", strconv.Itoa(id), "0", "-1", "0")
-	waitFor(t, "GETNCNT reaches 1", func() (bool, error) {
+	testenv.EventuallyErr(t, "GETNCNT to reach 1", func() (bool, error) {
 		if c.exited() {
 			code, out := c.wait(t)
 			return false, fmt.Errorf("helper exited early (%d): %s", code, out)

@@ -328,7 +328,7 @@ func waitDone(t *testing.T, f *FS) {
 	t.Helper()
 	select {
 	case <-f.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s still served 20 s after its last user went", f.Dir())
+	case <-time.After(testenv.Patience):
+		t.Fatalf("%s still served %v after its last user went", f.Dir(), testenv.Patience)
 	}
 }

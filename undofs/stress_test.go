@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/undo"
 )
 
@@ -155,18 +156,13 @@ func TestSoakOpenReadClose(t *testing.T) {
 	// The kernel sends RELEASE after close(2) has returned: give the last
 	// ones a moment to arrive.
 	var open, dirs int
-	for i := 0; ; i++ {
+	if !testenv.Until(testenv.Patience, func() bool {
 		f.raw.mu.Lock()
 		open, dirs = len(f.raw.files), len(f.raw.dirs)
 		f.raw.mu.Unlock()
-		if open == 0 && dirs == 0 {
-			break
-		}
-		if i == 500 {
-			t.Errorf("5 s after all files were closed the daemon holds %d file and %d directory handles", open, dirs)
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+		return open == 0 && dirs == 0
+	}) {
+		t.Errorf("%v after all files were closed the daemon holds %d file and %d directory handles", testenv.Patience, open, dirs)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
@@ -72,7 +73,7 @@ func TestWriteErrnoMapping(t *testing.T) {
 	cmd := exec.Command(bash, "-c", fmt.Sprintf("read x; echo %q > %s", line, path(f, h.PID)))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{100, 65534}}}
 	cmd.Stdin = strings.NewReader("go\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := testenv.CombinedOutput(t, cmd, "bash writing as nobody"); err != nil {
 		t.Fatalf("echo as nobody: %v, %s", err, out)
 	}
 	calls := fake.Calls()
@@ -230,16 +231,21 @@ func TestWriteCycle(t *testing.T) {
 	a, aw, aerr := start()
 	b, bw, berr := start()
 	fmt.Fprintf(aw, "%d\n", b.Process.Pid)
-	if tgid := <-fake.seen; tgid != a.Process.Pid {
-		t.Fatalf("first injection for pid %d, want %d", tgid, a.Process.Pid)
+	select {
+	case tgid := <-fake.seen:
+		if tgid != a.Process.Pid {
+			t.Fatalf("first injection for pid %d, want %d", tgid, a.Process.Pid)
+		}
+	case <-time.After(testenv.Patience):
+		t.Fatalf("waited %v for bash (pid %d) to write b's file", testenv.Patience, a.Process.Pid)
 	}
 	// a now waits in the injection into b; b writing a's file is refused.
 	fmt.Fprintf(bw, "%d\n", a.Process.Pid)
-	if err := b.Wait(); err == nil || !strings.Contains(berr.String(), "Resource deadlock avoided") {
+	if err := testenv.Wait(t, b, "bash writing a's file"); err == nil || !strings.Contains(berr.String(), "Resource deadlock avoided") {
 		t.Errorf("b writing a's file while a injects into b: %v, %q; want EDEADLK", err, berr.String())
 	}
 	close(gate)
-	if err := a.Wait(); err != nil {
+	if err := testenv.Wait(t, a, "bash writing b's file"); err != nil {
 		t.Errorf("a: %v, %s", err, aerr.String())
 	}
 }
@@ -288,7 +294,7 @@ func realSemundo(t *testing.T) string {
 	bin := testenv.BuildGo(t, "github.com/semundo/semundo/cmd/semundo")
 	cmd := exec.Command(bin, "__inject")
 	cmd.Stdin = strings.NewReader("")
-	out, _ := cmd.CombinedOutput()
+	out, _ := testenv.CombinedOutput(t, cmd, "semundo __inject")
 	if strings.Contains(string(out), "unknown command") {
 		testenv.Missing(t, "semundo __inject", "the semundo command has no __inject helper yet: "+strings.TrimSpace(string(out)))
 	}

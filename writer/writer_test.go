@@ -98,8 +98,9 @@ func (p *proc) line(t *testing.T) string {
 			t.Fatalf("target output: %v", r.err)
 		}
 		return strings.TrimSpace(r.s)
-	case <-time.After(30 * time.Second):
-		t.Fatal("target said nothing for 30 s")
+	case <-time.After(testenv.Patience):
+		p.cmd.Process.Kill()
+		t.Fatalf("target %d said nothing for %v (killed)", p.pid, testenv.Patience)
 	}
 	return ""
 }
@@ -221,11 +222,18 @@ func TestSetTargets(t *testing.T) {
 			}
 		}},
 		{"threads", []string{"threads", "6"}, func(t *testing.T, p *proc, s set) {
-			time.Sleep(50 * time.Millisecond)
-			io.WriteString(p.stdin, "x\n")
-			if got := p.line(t); got != "count 6" {
-				t.Errorf("threads: %q, want all 6 counting", got)
+			// Every thread must go on counting after the write: on a busy
+			// machine some get no CPU for a while, so ask until all have.
+			io.WriteString(p.stdin, "mark\n")
+			if got := p.line(t); got != "marked" {
+				t.Fatalf("threads: %q, want marked", got)
 			}
+			var got string
+			testenv.Eventually(t, "all 6 threads of the target to count after the write", func() bool {
+				io.WriteString(p.stdin, "x\n")
+				got = p.line(t)
+				return got == "count 6"
+			})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,16 +257,11 @@ func TestSetTargets(t *testing.T) {
 // waitInSyscall waits until pid's main thread is blocked in system call nr.
 func waitInSyscall(t *testing.T, pid int, nr int) {
 	t.Helper()
-	for i := 0; ; i++ {
+	testenv.Eventually(t, fmt.Sprintf("pid %d to block in system call %d", pid, nr), func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
-		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == fmt.Sprint(nr) {
-			return
-		}
-		if i > 3000 {
-			t.Fatalf("pid %d not in system call %d: %s", pid, nr, b)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		f := strings.Fields(string(b))
+		return len(f) > 0 && f[0] == fmt.Sprint(nr)
+	})
 }
 
 func equal(a, b []int16) bool {
@@ -298,19 +301,10 @@ func TestSetBlockedOnSameSet(t *testing.T) {
 
 func waitNcnt(t *testing.T, semid, n int) {
 	t.Helper()
-	for i := 0; ; i++ {
+	testenv.EventuallyErr(t, fmt.Sprintf("semncnt of set %d to become %d", semid, n), func() (bool, error) {
 		c, err := sysvsem.GetNcnt(semid, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c == n {
-			return
-		}
-		if i > 2000 {
-			t.Fatalf("ncount %d, want %d", c, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return c == n, err
+	})
 }
 
 // TestSetGoTarget: a Go program with busy goroutines (the holder helper):

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -20,7 +19,7 @@ import (
 	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
-	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/internal/testreader"
 	"github.com/semundo/semundo/undo"
 )
 
@@ -109,31 +108,15 @@ func reapInjectors(t *testing.T, target int) {
 // which outlives a killed semundo, has finished.
 func untraced(t *testing.T, pid int) {
 	t.Helper()
-	for i := 0; ; i++ {
+	testenv.Eventually(t, fmt.Sprintf("pid %d to be traced no more (the injection child to finish)", pid), func() bool {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil || strings.Contains(string(b), "TracerPid:\t0\n") {
-			return
-		}
-		if i > 5000 {
-			t.Fatalf("pid %d still traced after 5 s", pid)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return err != nil || strings.Contains(string(b), "TracerPid:\t0\n")
+	})
 }
-
-var (
-	faultReaderOnce sync.Once
-	faultReader     *reader.Reader
-	faultReaderErr  error
-)
 
 func entryOf(t *testing.T, pid, semid int) string {
 	t.Helper()
-	faultReaderOnce.Do(func() { faultReader, faultReaderErr = reader.Open(nil) })
-	if faultReaderErr != nil {
-		t.Fatal(faultReaderErr)
-	}
-	l, err := faultReader.Read(pid)
+	l, err := testreader.Open(t).Read(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +145,7 @@ func TestKillDuringSet(t *testing.T) {
 	t0 := time.Now()
 	first := exec.Command(binary, "set", fmt.Sprint(target.pid), "-")
 	first.Stdin = strings.NewReader(lists[1])
-	if out, err := first.CombinedOutput(); err != nil {
+	if out, err := testenv.CombinedOutput(t, first, "semundo __inject"); err != nil {
 		t.Fatalf("set: %v: %s", err, out)
 	}
 	span := time.Since(t0)
@@ -199,9 +182,7 @@ func TestKillDuringSet(t *testing.T) {
 	}
 	// Let the target print a few more sums, then check them all.
 	n := target.sums.Load()
-	for i := 0; target.sums.Load() < n+3 && i < 3000; i++ {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, fmt.Sprintf("spin target %d to print 3 more sums", target.pid), func() bool { return target.sums.Load() >= n+3 })
 	if b := target.bad.Load(); b != 0 {
 		t.Fatalf("%d of %d sums were wrong", b, target.sums.Load())
 	}
@@ -239,7 +220,7 @@ func TestKillDuringRestore(t *testing.T) {
 		restore := func() (time.Duration, error) {
 			t0 := time.Now()
 			cmd := exec.Command(binary, "restore", images[i], "--undo", "--pid", fmt.Sprintf("%d=%d", h.PID, target.pid))
-			out, err := cmd.CombinedOutput()
+			out, err := testenv.CombinedOutput(t, cmd, "semundo restore --undo")
 			if err != nil {
 				return 0, fmt.Errorf("%v: %s", err, out)
 			}
@@ -261,7 +242,7 @@ func TestKillDuringRestore(t *testing.T) {
 	}
 	// A restore to the end, timed: the kills land anywhere in that time.
 	t0 := time.Now()
-	if out, err := exec.Command(binary, "restore", images[0], "--undo", "--pid", fmt.Sprintf("%d=%d", imagePID(t, images[0]), target.pid)).CombinedOutput(); err != nil {
+	if out, err := testenv.CombinedOutput(t, exec.Command(binary, "restore", images[0], "--undo", "--pid", fmt.Sprintf("%d=%d", imagePID(t, images[0]), target.pid)), "semundo restore --undo"); err != nil {
 		t.Fatalf("restore: %v: %s", err, out)
 	}
 	span := time.Since(t0)
@@ -322,8 +303,8 @@ func imagePID(t *testing.T, path string) int {
 // keep out of reach of a kill of semundo) at random moments. A kill while
 // an injected system call is in flight leaves the target to resume with
 // the injection's registers. The test asserts that no list is ever half
-// written and reports how often a target was harmed; docs/reliability.md
-// records the figure.
+// written and that at most a quarter of the targets were harmed (see
+// maxHarmed); docs/reliability.md records the figures.
 func TestKillInjectorWindow(t *testing.T) {
 	testenv.RequireRoot(t)
 	trials := 200
@@ -340,7 +321,7 @@ func TestKillInjectorWindow(t *testing.T) {
 	t0 := time.Now()
 	first := exec.Command(binary, "__inject")
 	first.Stdin = strings.NewReader(request("", lists[1]))
-	if out, err := first.CombinedOutput(); err != nil {
+	if out, err := testenv.CombinedOutput(t, first, "semundo __inject"); err != nil {
 		t.Fatalf("__inject: %v: %s", err, out)
 	}
 	span := time.Since(t0)
@@ -357,10 +338,13 @@ func TestKillInjectorWindow(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		untraced(t, target.pid)
-		time.Sleep(20 * time.Millisecond) // let a harmed target show it
-		if !target.alive() || target.bad.Load() != 0 {
+		// A harmed target shows it in the sum it was computing or the
+		// next: it prints a wrong one, dies, or never prints again.
+		n := target.sums.Load()
+		progressed := testenv.Until(testenv.Patience, func() bool { return target.sums.Load() >= n+2 || !target.alive() })
+		if !progressed || !target.alive() || target.bad.Load() != 0 {
 			harmed++
-			t.Logf("trial %d: target harmed (alive %v, wrong sums %d)", i, target.alive(), target.bad.Load())
+			t.Logf("trial %d: target harmed (alive %v, wrong sums %d, printed %d sums after the kill)", i, target.alive(), target.bad.Load(), target.sums.Load()-n)
 			target = startSpinTarget(t)
 			before = ""
 			continue
@@ -377,4 +361,14 @@ func TestKillInjectorWindow(t *testing.T) {
 		before = got
 	}
 	t.Logf("%d kills of the injector within %v: %d written, %d untouched, %d targets harmed", trials, span, written, untouched, harmed)
+	// The window is known and not closed yet (docs/reliability.md): runs
+	// of 200 kills harmed 9 to 23 targets (4.5-11.5%). The bound is there
+	// to catch the window growing, not to pass judgement on it: a quarter
+	// of the trials is twice the worst rate seen, and a rate of 11.5%
+	// exceeds it in 200 trials with a probability of 3e-8. With -short's
+	// 20 trials a quarter (5) would be passed by chance 2% of the time,
+	// hence the floor of 7 (0.02%).
+	if maxHarmed := max(trials/4, 7); harmed > maxHarmed {
+		t.Fatalf("%d of %d kills of the injector harmed the target, more than the bound of %d: the window of a kill during an injected system call has grown", harmed, trials, maxHarmed)
+	}
 }

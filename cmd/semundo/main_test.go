@@ -49,7 +49,7 @@ func semundo(t *testing.T, cred *syscall.Credential, args ...string) (string, st
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	err := testenv.Run(t, cmd, "semundo "+strings.Join(args, " "))
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -196,7 +196,7 @@ func TestSetCommand(t *testing.T) {
 		cmd.Stdin = strings.NewReader(tc.input)
 		var errb bytes.Buffer
 		cmd.Stderr = &errb
-		err := cmd.Run()
+		err := testenv.Run(t, cmd, "semundo set")
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
@@ -229,7 +229,7 @@ func TestSetCommand(t *testing.T) {
 	cmd.Stdin = strings.NewReader(fmt.Sprintf("%d 1 1 1\n", s))
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
-	err := cmd.Run()
+	err := testenv.Run(t, cmd, "semundo set under setpriv")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != exitPermission || !strings.Contains(errb.String(), "ptrace refused to root") || strings.Count(errb.String(), "\n") != 1 {
 		t.Errorf("set by a root without CAP_SYS_PTRACE and CAP_KILL: %v, %q; want exit 3 and one line saying ptrace refused root", err, errb.String())
@@ -251,23 +251,21 @@ func TestExecUndo(t *testing.T) {
 	want := fmt.Sprintf("%d -3 4\n", s)
 	os.WriteFile(file, []byte(want), 0o600)
 	cmd := exec.Command(binary, "exec", "--undo", file, "--", "sleep", "1000")
-	var errb bytes.Buffer
+	var errb testenv.SyncBuffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// Wait until semundo has become sleep.
-	for i := 0; ; i++ {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("semundo exec's stderr: %q", errb.String())
+		}
+	})
+	testenv.Eventually(t, fmt.Sprintf("semundo exec (pid %d) to become sleep", cmd.Process.Pid), func() bool {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
-		if strings.TrimSpace(string(comm)) == "sleep" {
-			break
-		}
-		if i > 2000 {
-			t.Fatalf("semundo exec did not become sleep: %q, stderr %q", comm, errb.String())
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return strings.TrimSpace(string(comm)) == "sleep"
+	})
 	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(cmd.Process.Pid)); out != want {
 		t.Fatalf("show of the exec'd program: %q, want %q", out, want)
 	}
@@ -356,7 +354,7 @@ func semundoIn(t *testing.T, stdin string, args ...string) (string, string, int)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	err := testenv.Run(t, cmd, "semundo "+strings.Join(args, " "))
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return out.String(), errb.String(), ee.ExitCode()

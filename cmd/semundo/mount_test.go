@@ -105,12 +105,18 @@ func startMount(t *testing.T, args ...string) *daemon {
 			unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
-	for i := 0; !mounted(t, dir); i++ {
-		if i == 200 || d.cmd.ProcessState != nil {
-			t.Fatalf("semundo mount %s did not mount in 10 s; stderr:\n%s", dir, d.stderr.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("semundo mount %s: stderr:\n%s", dir, d.stderr.String())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	})
+	pid := d.cmd.Process.Pid
+	testenv.EventuallyErr(t, fmt.Sprintf("semundo mount (pid %d) to mount %s", pid, dir), func() (bool, error) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(b), ") Z ") {
+			return false, errors.New("semundo mount exited")
+		}
+		return mounted(t, dir), nil
+	})
 	return d
 }
 
@@ -118,7 +124,7 @@ func startMount(t *testing.T, args ...string) *daemon {
 func (d *daemon) stop(t *testing.T, sig syscall.Signal) int {
 	t.Helper()
 	d.cmd.Process.Signal(sig)
-	err := d.cmd.Wait()
+	err := testenv.Wait(t, d.cmd, "semundo mount "+d.dir)
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode()
 	} else if err != nil {
@@ -145,7 +151,7 @@ func TestMountCommand(t *testing.T) {
 		cmd := exec.Command(bash, "-c", fmt.Sprintf("echo %q > %s", line, file))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		cmd.Dir = "/"
-		out, err := cmd.CombinedOutput()
+		out, err := testenv.CombinedOutput(t, cmd, "a write to "+file)
 		return string(out), err
 	}
 	if out, err := write(&syscall.Credential{Uid: 65534, Gid: 65534}, fmt.Sprintf("%d 1 1", a)); err == nil || !strings.Contains(out, "Permission denied") {

@@ -2,6 +2,8 @@
 // binary that performs a script of semops (with or without SEM_UNDO), says
 // "ready", and waits for its stdin to close. A re-exec'd test binary needs no
 // compiler, so tests built on it also run inside the kernel-matrix VMs.
+// The helpers are testenv helpers (testenv.RunHelper), registered under
+// the names "holder.MODE".
 //
 // A test package calls Main from its TestMain, then Start from its tests.
 package holder
@@ -21,15 +23,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
 )
 
+// Environment variables that carry a helper's arguments.
+const (
+	envOps    = "SEMUNDO_HOLDER_OPS"
+	envNextID = "SEMUNDO_HOLDER_NEXTID"
+	envNSems  = "SEMUNDO_HOLDER_NSEMS"
+	envKey    = "SEMUNDO_HOLDER_KEY"
+)
+
+// modes are the helpers' modes; mode M runs as testenv helper "holder.M".
+var modes = []string{"wait", "busy", "leaderexit", "fork", "exec", "ns", "churn"}
+
+func helperName(mode string) string { return "holder." + mode }
+
 func init() {
 	// Package init runs on the main thread; only a locked goroutine is sure
 	// to stay there, which the "leaderexit" helper needs.
-	if os.Getenv("SEMUNDO_HELPER") == "leaderexit" {
+	if testenv.HelperName() == helperName("leaderexit") {
 		runtime.LockOSThread()
+	}
+	for _, mode := range modes {
+		testenv.Register(helperName(mode), func([]string) int { return helperMain(mode) })
 	}
 }
 
@@ -40,9 +59,7 @@ func Main(m *testing.M) { MainWith(m, nil) }
 // MainWith is Main with a setup that runs before the tests (not in
 // helpers) and returns a teardown that runs after them.
 func MainWith(m *testing.M, setup func() (teardown func())) {
-	if mode := os.Getenv("SEMUNDO_HELPER"); mode != "" {
-		os.Exit(helperMain(mode))
-	}
+	testenv.RunHelper(nil)
 	// Orphans of helpers (their forked children) come back to this
 	// process, which reaps them at cleanup instead of leaving zombies.
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -130,7 +147,7 @@ func Expect(ops []Op, nsems map[int]int) map[int][]int16 {
 }
 
 func helperMain(mode string) int {
-	ops, err := decodeOps(os.Getenv("SEMUNDO_HELPER_OPS"))
+	ops, err := decodeOps(os.Getenv(envOps))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -142,11 +159,11 @@ func helperMain(mode string) int {
 	if mode == "ns" {
 		// Started in a new IPC namespace: create the set the ops name as
 		// semid -1, with the id asked for.
-		if err := os.WriteFile("/proc/sys/kernel/sem_next_id", []byte(os.Getenv("SEMUNDO_HELPER_NEXTID")), 0); err != nil {
+		if err := os.WriteFile("/proc/sys/kernel/sem_next_id", []byte(os.Getenv(envNextID)), 0); err != nil {
 			fmt.Fprintf(os.Stderr, "helper: %v\n", err)
 			return 2
 		}
-		n, _ := strconv.Atoi(os.Getenv("SEMUNDO_HELPER_NSEMS"))
+		n, _ := strconv.Atoi(os.Getenv(envNSems))
 		id, err := sysvsem.Get(sysvsem.Private, n, unix.IPC_CREAT|0o600)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "helper: %v\n", err)
@@ -220,15 +237,14 @@ func helperMain(mode string) int {
 		}
 		child = int(pid)
 	case "exec":
-		// The list survives execve; the new image only waits.
-		// Go takes the first of duplicate variables: drop the old ones.
+		// The list survives execve; the new image only waits, and must
+		// not run the ops again: drop them.
 		var env []string
-		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "SEMUNDO_HELPER") {
+		for _, kv := range testenv.HelperEnviron(helperName("wait")) {
+			if !strings.HasPrefix(kv, envOps+"=") {
 				env = append(env, kv)
 			}
 		}
-		env = append(env, "SEMUNDO_HELPER=wait")
 		exe, _ := os.Executable()
 		err := syscall.Exec(exe, []string{exe}, env)
 		fmt.Fprintf(os.Stderr, "helper: exec: %v\n", err)
@@ -273,8 +289,7 @@ func Start(t testing.TB, mode string, ops []Op, attr *syscall.SysProcAttr, env .
 		exe = sharedExe(t)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "SEMUNDO_HELPER="+mode, "SEMUNDO_HELPER_OPS="+encodeOps(ops))
-	cmd.Env = append(cmd.Env, env...)
+	cmd.Env = testenv.HelperEnviron(helperName(mode), append([]string{envOps + "=" + encodeOps(ops)}, env...)...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = attr
 	stdin, err := cmd.StdinPipe()
@@ -303,12 +318,28 @@ func Start(t testing.TB, mode string, ops []Op, attr *syscall.SysProcAttr, env .
 		}
 	})
 	h.Out = bufio.NewReader(stdout)
-	line, err := h.Out.ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper did not get ready: %v", err)
+	type result struct {
+		line string
+		err  error
 	}
-	if _, err := fmt.Sscanf(line, "ready %d", &h.Child); err != nil {
-		t.Fatalf("helper said %q", line)
+	ready := make(chan result, 1)
+	go func() {
+		line, err := h.Out.ReadString('\n')
+		ready <- result{line, err}
+	}()
+	var r result
+	select {
+	case r = <-ready:
+	case <-time.After(testenv.Patience):
+		// The kill ends the read above (EOF) as well.
+		cmd.Process.Kill()
+		t.Fatalf("holder helper %s (pid %d) did not say ready within %v (killed)", mode, h.PID, testenv.Patience)
+	}
+	if r.err != nil {
+		t.Fatalf("holder helper %s (pid %d) did not get ready: %v", mode, h.PID, r.err)
+	}
+	if _, err := fmt.Sscanf(r.line, "ready %d", &h.Child); err != nil {
+		t.Fatalf("holder helper %s (pid %d) said %q", mode, h.PID, r.line)
 	}
 	return h
 }
@@ -331,7 +362,7 @@ func NewSet(t testing.TB, n int) int {
 func StartNS(t testing.TB, nextID, nsems int, ops []Op) *Helper {
 	t.Helper()
 	return Start(t, "ns", ops, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWIPC},
-		fmt.Sprintf("SEMUNDO_HELPER_NEXTID=%d", nextID), fmt.Sprintf("SEMUNDO_HELPER_NSEMS=%d", nsems))
+		fmt.Sprintf("%s=%d", envNextID, nextID), fmt.Sprintf("%s=%d", envNSems, nsems))
 }
 
 // churnMain creates a set with the key and size given, takes SEM_UNDO
@@ -339,8 +370,8 @@ func StartNS(t testing.TB, nextID, nsems int, ops []Op) *Helper {
 // pause: the life of a short-lived lock user, for tests that read lists
 // while such processes come and go.
 func churnMain() int {
-	key, _ := strconv.Atoi(os.Getenv("SEMUNDO_HELPER_KEY"))
-	n, _ := strconv.Atoi(os.Getenv("SEMUNDO_HELPER_NSEMS"))
+	key, _ := strconv.Atoi(os.Getenv(envKey))
+	n, _ := strconv.Atoi(os.Getenv(envNSems))
 	id, err := sysvsem.Get(key, n, unix.IPC_CREAT|unix.IPC_EXCL|0o600)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "helper: %v\n", err)
@@ -373,8 +404,8 @@ func StartChurn(key, nsems int, removed func(key int)) (wait func() error, err e
 // StartChurnPID is StartChurn that also hands the helper's pid to started.
 func StartChurnPID(key, nsems int, removed func(key int), started func(pid int)) (wait func() error, err error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "SEMUNDO_HELPER=churn",
-		fmt.Sprintf("SEMUNDO_HELPER_KEY=%d", key), fmt.Sprintf("SEMUNDO_HELPER_NSEMS=%d", nsems))
+	cmd.Env = testenv.HelperEnviron(helperName("churn"),
+		fmt.Sprintf("%s=%d", envKey, key), fmt.Sprintf("%s=%d", envNSems, nsems))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -49,3 +49,13 @@ func RequireTool(tb testing.TB, name string) string {
 	}
 	return p
 }
+
+// SkipTestOnly skips the test because the machine lacks what, a feature
+// that only the test needs, not semundo (32-bit executables, int $0x80 from
+// a 64-bit process): unlike Missing it skips even under CI, where such
+// tests run on the kernel matrix's guests, whose kernels have the feature.
+// why says how its absence showed.
+func SkipTestOnly(tb testing.TB, what, why string) {
+	tb.Helper()
+	tb.Skipf("this machine lacks %s, which only this test needs (semundo does not): %s", what, why)
+}

@@ -4,6 +4,7 @@
 package testreader
 
 import (
+	"errors"
 	"sync"
 	"testing"
 
@@ -17,14 +18,19 @@ var (
 	err  error
 )
 
-// Open returns the shared reader, or stops the test (as testenv.Missing
-// does) when the machine cannot load it.
+// Open returns the shared reader. A kernel that lacks what the reader needs
+// (reader.ErrNotSupported) stops the test as testenv.Missing does; any other
+// error fails it, so that a program the verifier starts to reject, or any
+// other regression of the reader, can never pass as a skip.
 func Open(tb testing.TB) *reader.Reader {
 	tb.Helper()
 	testenv.RequireRoot(tb)
 	once.Do(func() { rd, err = reader.Open(nil) })
 	if err != nil {
-		testenv.Missing(tb, "BPF task iterator", err.Error())
+		if errors.Is(err, reader.ErrNotSupported) {
+			testenv.Missing(tb, "BPF task iterator", err.Error())
+		}
+		tb.Fatalf("open the BPF reader: %v", err)
 	}
 	return rd
 }

@@ -7,7 +7,9 @@
  *   pause           pause() until SIGUSR1; prints "woke"
  *   spin N          sums i*i mod 2^64 for i < N; prints "sum S"
  *   spinloop N      the same, again and again, printing each sum
- *   threads N       N threads counting; each stdin line prints "count C"
+ *   threads N       N threads counting; a stdin line "mark" notes where
+ *                   they are and prints "marked", any other line prints
+ *                   "count C": how many threads counted since the mark
  *   semop SEMID     semop(-1 on sem 0) blocks until posted; prints "got"
  * then it waits in pause() until killed. */
 #include <errno.h>
@@ -87,10 +89,17 @@ int main(int argc, char **argv)
 			pthread_create(&t, 0, counter, (void *)i);
 		printf("ready\n");
 		char line[16];
+		unsigned long mark[64] = { 0 };
 		while (fgets(line, sizeof(line), stdin)) {
+			if (!strncmp(line, "mark", 4)) {
+				for (long i = 0; i < n && i < 64; i++)
+					mark[i] = counts[i];
+				printf("marked\n");
+				continue;
+			}
 			unsigned long c = 0;
 			for (long i = 0; i < n && i < 64; i++)
-				c += counts[i] ? 1 : 0;
+				c += counts[i] != mark[i] ? 1 : 0;
 			printf("count %lu\n", c);
 		}
 	} else if (!strcmp(mode, "semop")) {
