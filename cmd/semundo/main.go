@@ -18,13 +18,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
-	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/internal/pidarg"
 	"github.com/semundo/semundo/reader"
-	"github.com/semundo/semundo/writer"
 )
 
 // Exit codes, documented in the README.
@@ -123,28 +122,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitCode(err)
 }
 
+// exitCode is the one mapping from errors to exit statuses. Refusals by the
+// kernel are fs.ErrPermission in every package, missing features
+// errors.ErrUnsupported, so no package's sentinels are named here.
 func exitCode(err error) int {
 	var ue usageError
-	var ee codeError
-	var ce *childError
+	var ce codeError
+	var che *childError
 	switch {
-	case errors.As(err, &ee):
-		return ee.code
+	case err == nil:
+		return exitOK
 	case errors.As(err, &ce):
 		return ce.code
+	case errors.As(err, &che):
+		return che.code
 	case errors.As(err, &ue):
 		return exitUsage
 	case errors.Is(err, inject.ErrAlreadyTraced):
 		// ptrace answers EPERM, but no privilege would help: the
 		// message names the tracer to stop.
 		return exitError
-	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission), errors.Is(err, os.ErrPermission):
+	case errors.Is(err, fs.ErrPermission):
 		return exitPermission
-	case errors.Is(err, inject.ErrArchNotSupported):
-		return exitUnsupported
-	case errors.Is(err, reader.ErrPermission):
-		return exitPermission
-	case errors.Is(err, reader.ErrNotSupported), errors.Is(err, checkpoint.ErrNotSupported):
+	case errors.Is(err, errors.ErrUnsupported):
 		return exitUnsupported
 	}
 	return exitError

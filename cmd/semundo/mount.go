@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/undofs"
 )
 
@@ -89,12 +88,7 @@ func runMount(args []string, stdout io.Writer) error {
 	defer r.Close()
 	lg := log.New(os.Stderr, "semundo mount: ", log.LstdFlags)
 	fsys, err := undofs.Mount(dir, &undofs.Options{AllowOther: allowOther, Reader: r, Log: lg})
-	switch {
-	case errors.Is(err, undofs.ErrNoFUSE):
-		return fmt.Errorf("%w (%w)", err, reader.ErrNotSupported)
-	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("%w (%w)", err, reader.ErrPermission)
-	case err != nil:
+	if err != nil {
 		return err
 	}
 	lg.Printf("serving %s (pid %d); Ctrl-C or kill -TERM %d unmounts", fsys.Dir(), os.Getpid(), os.Getpid())

@@ -302,9 +302,6 @@ func injectOne(req injectRequest, parent int) error {
 		return codeError{injectExitInvalid, err}
 	}
 	err = writer.Inject(req.PID, cur, want, &writer.Options{Callers: []int{parent}})
-	if err != nil && !strings.Contains(err.Error(), fmt.Sprint(req.PID)) {
-		err = fmt.Errorf("pid %d: %w", req.PID, err)
-	}
 	switch {
 	case err == nil:
 		return nil
