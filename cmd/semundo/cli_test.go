@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
+	"os"
 	"strings"
 	"testing"
 )
@@ -63,6 +66,32 @@ func TestUsageErrors(t *testing.T) {
 		code := run(tc.args, &out, &errs)
 		if code != exitUsage || out.Len() != 0 || strings.Count(errs.String(), "\n") != 1 || !strings.Contains(errs.String(), tc.want) {
 			t.Errorf("semundo %q: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q", tc.args, code, out.String(), errs.String(), tc.want)
+		}
+	}
+}
+
+// TestManPageCoversCommands: the man page names every command and flag the
+// command table has, so a new flag cannot go undocumented.
+func TestManPageCoversCommands(t *testing.T) {
+	src, err := os.ReadFile("../../man/semundo.8.md")
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Skip("no man/semundo.8.md: the test binary runs outside the source tree")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	man := string(src)
+	for _, s := range commands {
+		if s.hidden {
+			continue
+		}
+		if !strings.Contains(man, "**semundo "+s.name+"**") && !strings.Contains(man, "**semundo "+s.name+" ") {
+			t.Errorf("the man page's synopsis lacks semundo %s", s.name)
+		}
+		for _, f := range s.flagNames() {
+			if f != "--help" && !strings.Contains(man, "**"+f+"**") {
+				t.Errorf("the man page does not document %s %s", s.name, f)
+			}
 		}
 	}
 }
