@@ -12,4 +12,12 @@ require (
 	github.com/hanwen/go-fuse/v2 v2.12.1
 )
 
-tool github.com/cilium/ebpf/cmd/bpf2go
+require (
+	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
+	github.com/russross/blackfriday/v2 v2.1.0 // indirect
+)
+
+tool (
+	github.com/cilium/ebpf/cmd/bpf2go
+	github.com/cpuguy83/go-md2man/v2
+)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/errs"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
@@ -24,9 +25,9 @@ var (
 	// ErrTaken: a set's id or key is taken in the namespace restored into.
 	ErrTaken = errors.New("set id or key already taken")
 	// ErrNotSupported: the kernel lacks /proc/sys/kernel/sem_next_id.
-	ErrNotSupported = errors.New("not supported by this kernel")
+	ErrNotSupported = errs.ErrNotSupported
 	// ErrNoProcess: a process named does not exist.
-	ErrNoProcess = errors.New("no such process")
+	ErrNoProcess = errs.ErrNoProcess
 	// ErrSelf: the processes to freeze include semundo itself or one of
 	// its ancestors (or their cgroup): the freeze would never end, or
 	// would stop the program waiting for semundo.

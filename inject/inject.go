@@ -44,8 +44,11 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"runtime"
 	"time"
 
+	"github.com/semundo/semundo/internal/errs"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,9 +57,9 @@ import (
 // underlying errno (when there is one), so errors.Is works for both.
 var (
 	// ErrArchNotSupported: this build's platform has no injector (only linux/amd64 has one).
-	ErrArchNotSupported = errors.New("ptrace syscall injection is not supported on this platform")
+	ErrArchNotSupported = errs.New("ptrace syscall injection is not supported on "+runtime.GOARCH, errs.ErrNotSupported)
 	// ErrNoProcess: no process has the given pid (or it vanished during Seize).
-	ErrNoProcess = errors.New("no such process")
+	ErrNoProcess = errs.ErrNoProcess
 	// ErrAlreadyTraced: another tracer (a debugger, strace, CRIU, another Session) holds the target.
 	ErrAlreadyTraced = errors.New("process is already traced")
 	// ErrZombie: the process has exited and has no live thread left to inject into.
@@ -64,7 +67,7 @@ var (
 	// ErrKernelThread: the pid is a kernel thread, which has no user memory.
 	ErrKernelThread = errors.New("process is a kernel thread")
 	// ErrPermission: the kernel refused to let the caller ptrace the target.
-	ErrPermission = errors.New("not permitted to trace the process")
+	ErrPermission = fs.ErrPermission
 	// ErrTargetExited: the target exited (or was killed) while the session held it.
 	ErrTargetExited = errors.New("target exited during the session")
 	// ErrSelf: the pid is the calling process or one of its threads.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/semundo/semundo/internal/errs"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,11 +28,11 @@ import (
 var (
 	// ErrNotSupported: the kernel lacks something the reader needs (BTF,
 	// the BPF task iterator, the BPF ring buffer, System V IPC).
-	ErrNotSupported = errors.New("not supported by this kernel")
+	ErrNotSupported = errs.ErrNotSupported
 	// ErrPermission: the caller may not load BPF programs.
-	ErrPermission = errors.New("permission denied")
+	ErrPermission = fs.ErrPermission
 	// ErrNoProcess: no process has the pid asked for.
-	ErrNoProcess = errors.New("no such process")
+	ErrNoProcess = errs.ErrNoProcess
 	// ErrIncomplete: a list could not be read whole (too many entries, a
 	// set too large, or a list that kept changing during every retry).
 	ErrIncomplete = errors.New("undo list could not be read whole")

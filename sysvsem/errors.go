@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/semundo/semundo/internal/errs"
 	"golang.org/x/sys/unix"
 )
 
 var (
 	// ErrNotSupported is wrapped by errors from commands the running kernel
 	// does not implement (SEM_STAT_ANY before Linux 4.17).
-	ErrNotSupported = errors.New("not supported by this kernel")
+	ErrNotSupported = errs.ErrNotSupported
 
 	// ErrNsemsMismatch is wrapped when SetAll gets a number of values that
 	// differs from the set's size.

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/semundo/semundo/internal/errs"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/undo"
 	"golang.org/x/sys/unix"
@@ -20,13 +22,13 @@ import (
 var (
 	// ErrPermission: the kernel refused the caller (ptrace access, or alter
 	// permission on a set). The writer gets EACCES.
-	ErrPermission = errors.New("permission denied")
+	ErrPermission = fs.ErrPermission
 	// ErrInvalid: the list written does not fit the target (a semid that
 	// does not exist, the wrong number of values, a value out of range).
 	// The writer gets EINVAL.
 	ErrInvalid = errors.New("invalid undo list for the target")
 	// ErrNoProcess: the target process is gone. The writer gets ESRCH.
-	ErrNoProcess = errors.New("no such process")
+	ErrNoProcess = errs.ErrNoProcess
 	// ErrTimeout: the injection did not finish in time and was killed.
 	// The writer gets ETIMEDOUT.
 	ErrTimeout = errors.New("injection timed out")

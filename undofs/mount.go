@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/semundo/semundo/internal/errs"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"golang.org/x/sys/unix"
@@ -23,8 +24,9 @@ var (
 	// it (another semundo mount, or any other), or another Mount is being
 	// set up there.
 	ErrMounted = errors.New("mount point already in use")
-	// ErrNoFUSE: the kernel offers no FUSE (/dev/fuse is missing).
-	ErrNoFUSE = errors.New("FUSE is not available")
+	// ErrNoFUSE: the kernel offers no FUSE (/dev/fuse is missing). It is
+	// ErrNotSupported (and errors.ErrUnsupported) as well.
+	ErrNoFUSE = errs.New("FUSE is not available", errs.ErrNotSupported)
 	// ErrBusy: the mount was in use, so Unmount detached it lazily.
 	ErrBusy = errors.New("mount point busy")
 )

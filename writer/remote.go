@@ -32,6 +32,7 @@ const maxNsems = 65535
 // PTRACE_MODE_ATTACH check); semundo adds no privilege of its own. A pid
 // that holds the caller's own list, or is traced, is refused (CheckTarget).
 func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
+	defer func() { err = namingPID(pid, err) }()
 	if err := CheckTarget(pid, opts.callers()...); err != nil {
 		return err
 	}
@@ -114,7 +115,7 @@ func SetMany(r *reader.Reader, writes []Write, opts *Options) error {
 	} else {
 		for _, j := range jobs {
 			if err := Inject(j.PID, j.Current, j.Want, opts); err != nil {
-				return fmt.Errorf("pid %d: %w", j.PID, err)
+				return err // it names the pid
 			}
 		}
 	}
@@ -143,7 +144,7 @@ func Verify(r *reader.Reader, pid int, want undo.List) error {
 func verifyIn(snap *reader.Snapshot, pid int, want undo.List) error {
 	got := snap.ByPID(pid)
 	if got == nil && len(want) > 0 && exited(pid) {
-		return fmt.Errorf("pid %d exited right after the write, and its exit applied the list it was given: %w", pid, ErrExited)
+		return targetErrorf(pid, "pid %d exited right after the write, and its exit applied the list it was given: %w", pid, ErrExited)
 	}
 	for _, w := range want {
 		var adj []int16
@@ -153,7 +154,7 @@ func verifyIn(snap *reader.Snapshot, pid int, want undo.List) error {
 			}
 		}
 		if !equalEntry(adj, w.Adj) {
-			return fmt.Errorf("pid %d: set %d %s after the write (did another thread change it?): %w",
+			return targetErrorf(pid, "pid %d: set %d %s after the write (did another thread change it?): %w",
 				pid, w.Semid, difference(adj, w.Adj), ErrMismatch)
 		}
 	}

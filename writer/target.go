@@ -36,9 +36,9 @@ func CheckTarget(pid int, callers ...int) error {
 	st, err := procfs.NewDefaultFS().Status(pid)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("pid %d: %w", pid, inject.ErrNoProcess)
+			return targetErrorf(pid, "pid %d: %w", pid, inject.ErrNoProcess)
 		}
-		return fmt.Errorf("pid %d: %w", pid, err)
+		return targetErrorf(pid, "pid %d: %w", pid, err)
 	}
 	self := os.Getpid()
 	for _, c := range append([]int{self}, callers...) {
@@ -55,7 +55,7 @@ func CheckTarget(pid int, callers ...int) error {
 			what = fmt.Sprintf("shares the undo list of semundo (pid %d)", c)
 		}
 		if what != "" {
-			return fmt.Errorf("pid %d %s; use `semundo exec --undo FILE -- CMD` instead: %w", pid, what, ErrOwnList)
+			return targetErrorf(pid, "pid %d %s; use `semundo exec --undo FILE -- CMD` instead: %w", pid, what, ErrOwnList)
 		}
 	}
 	if st.TracerPid != 0 {
@@ -68,7 +68,7 @@ func CheckTarget(pid int, callers ...int) error {
 			if ts, err := procfs.NewDefaultFS().Stat(tracer); err == nil {
 				comm = ts.Comm
 			}
-			return fmt.Errorf("pid %d is traced by pid %d (%s): detach that debugger or strace first: %w", pid, tracer, comm, inject.ErrAlreadyTraced)
+			return targetErrorf(pid, "pid %d is traced by pid %d (%s): detach that debugger or strace first: %w", pid, tracer, comm, inject.ErrAlreadyTraced)
 		}
 	}
 	return nil
@@ -79,4 +79,33 @@ func CheckTarget(pid int, callers ...int) error {
 func sameList(a, b int) bool {
 	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(a), uintptr(b), kcmpSysvsem, 0, 0, 0)
 	return errno == 0 && r == 0
+}
+
+// TargetError is a failure in one target process whose text already names
+// its pid. Together with *inject.OpError, which names its pid too, it is
+// every error Inject returns, so callers never add the pid a second time.
+type TargetError struct {
+	PID int   // the target's pid
+	Err error // the failure, its text naming PID
+}
+
+func (e *TargetError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the failure.
+func (e *TargetError) Unwrap() error { return e.Err }
+
+// targetErrorf formats an error that names pid (the format must).
+func targetErrorf(pid int, format string, a ...any) error {
+	return &TargetError{PID: pid, Err: fmt.Errorf(format, a...)}
+}
+
+// namingPID returns err as an error whose text names pid: unchanged when
+// its type says it does, prefixed with the pid otherwise.
+func namingPID(pid int, err error) error {
+	var te *TargetError
+	var oe *inject.OpError
+	if err == nil || errors.As(err, &te) || errors.As(err, &oe) {
+		return err
+	}
+	return targetErrorf(pid, "pid %d: %w", pid, err)
 }

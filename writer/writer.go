@@ -3,6 +3,7 @@ package writer
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 
 	"github.com/semundo/semundo/inject"
@@ -21,7 +22,7 @@ var (
 	// ErrCount: the number of values differs from the set's nsems.
 	ErrCount = errors.New("wrong number of values")
 	// ErrPermission: the target may not alter the set.
-	ErrPermission = errors.New("permission denied")
+	ErrPermission = fs.ErrPermission
 	// ErrBusy: other processes kept changing the values the plan depends
 	// on, through every retry.
 	ErrBusy = errors.New("semaphore values kept changing")
@@ -146,7 +147,7 @@ func validate(x executor, cur, want undo.List) ([]*setState, error) {
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EIDRM):
 			return nil, fmt.Errorf("set %d does not exist in the IPC namespace of pid %d: %w", e.Semid, x.pid(), ErrNoSet)
 		case errors.Is(err, unix.EACCES):
-			return nil, fmt.Errorf("pid %d may not read set %d: %w", x.pid(), e.Semid, ErrPermission)
+			return nil, targetErrorf(x.pid(), "pid %d may not read set %d: %w", x.pid(), e.Semid, ErrPermission)
 		case err != nil:
 			return nil, fmt.Errorf("set %d: %w", e.Semid, err)
 		}
@@ -154,7 +155,7 @@ func validate(x executor, cur, want undo.List) ([]*setState, error) {
 			return nil, fmt.Errorf("set %d has %s, %s given: %w", e.Semid, count(ds.Nsems, "semaphore"), count(len(e.Adj), "value"), ErrCount)
 		}
 		if !creds.mayAlter(ds.Perm) {
-			return nil, fmt.Errorf("pid %d (uid %d) may not alter set %d (owner %d, mode %#o): %w", x.pid(), creds.EUID, e.Semid, ds.Perm.UID, ds.Perm.Mode&0o777, ErrPermission)
+			return nil, targetErrorf(x.pid(), "pid %d (uid %d) may not alter set %d (owner %d, mode %#o): %w", x.pid(), creds.EUID, e.Semid, ds.Perm.UID, ds.Perm.Mode&0o777, ErrPermission)
 		}
 		s := &setState{semid: e.Semid, nsems: ds.Nsems, want: e.Adj, orig: make([]int16, ds.Nsems)}
 		if c, ok := cur.Lookup(e.Semid); ok {
@@ -272,7 +273,7 @@ func setErr(x executor, semid int32, err error) error {
 	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EIDRM):
 		return fmt.Errorf("set %d was removed during the write to pid %d: %w", semid, x.pid(), ErrNoSet)
 	case errors.Is(err, unix.EACCES):
-		return fmt.Errorf("pid %d may not alter set %d: %w", x.pid(), semid, ErrPermission)
+		return targetErrorf(x.pid(), "pid %d may not alter set %d: %w", x.pid(), semid, ErrPermission)
 	}
 	return fmt.Errorf("set %d: %w", semid, err)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -14,70 +13,55 @@ import (
 	"github.com/semundo/semundo/writer"
 )
 
-// version is recorded in checkpoint images.
-var version = "semundo (development build)"
-
-// parseInterleaved parses flags that may come before, between or after the
-// positional arguments, which it returns.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usagef("%v", err)
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 // runCheckpoint writes an image of the processes' IPC namespace's sets and
 // of their undo lists.
-func runCheckpoint(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("checkpoint", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+var checkpointCmd = &spec{
+	name:   "checkpoint",
+	args:   "PID...",
+	about:  "save the sets of the processes' IPC namespace and their undo lists, as one\nsnapshot taken with the processes frozen, as a JSON image",
+	pids:   true,
+	define: defineCheckpoint,
+}
+
+func defineCheckpoint(fs *flag.FlagSet, c *cli) func([]string) error {
 	tree := fs.Bool("tree", false, "also every descendant of the PIDs")
-	cgroup := fs.String("cgroup", "", "cgroup v2 directory of the processes: freeze it instead of holding each thread")
+	cgroup := fs.String("cgroup", "", "the processes' cgroup v2 `DIR` (under /sys/fs/cgroup): freeze it instead of holding each thread")
 	force := fs.Bool("force", false, "capture lists shared with processes outside the checkpoint, with a warning")
 	sempids := fs.Bool("sempids", false, "record each semaphore's last pid (informational; a system call per semaphore)")
 	out := fs.String("o", "", "write the image to `FILE` (atomically, mode 0600) instead of stdout")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) == 0 {
-		return usagef("checkpoint needs at least one PID")
-	}
-	var pids []int
-	for _, a := range pos {
-		pid, err := parsePID(a)
+	return func(pos []string) error {
+		if len(pos) == 0 {
+			return usagef("checkpoint needs at least one PID")
+		}
+		var pids []int
+		for _, a := range pos {
+			pid, err := parsePID(a)
+			if err != nil {
+				return err
+			}
+			pids = append(pids, pid)
+		}
+		r, err := openReader()
 		if err != nil {
 			return err
 		}
-		pids = append(pids, pid)
+		defer r.Close()
+		img, err := checkpoint.Capture(r, checkpoint.CaptureOptions{PIDs: pids, Tree: *tree, Cgroup: *cgroup, Force: *force, Version: version, Sempids: *sempids})
+		if errors.Is(err, checkpoint.ErrSelf) {
+			// Refused before anything was frozen: a bad choice of processes.
+			return codeError{exitUsage, err}
+		}
+		if err != nil {
+			return err
+		}
+		for _, w := range img.Warnings {
+			fmt.Fprintf(c.stderr, "semundo checkpoint: warning: %s\n", w)
+		}
+		if *out == "" {
+			return image.Encode(c.stdout, img)
+		}
+		return image.WriteFile(*out, img)
 	}
-	r, err := openReader()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	img, err := checkpoint.Capture(r, checkpoint.CaptureOptions{PIDs: pids, Tree: *tree, Cgroup: *cgroup, Force: *force, Version: version, Sempids: *sempids})
-	if errors.Is(err, checkpoint.ErrSelf) {
-		// Refused before anything was frozen: a bad choice of processes.
-		return codeError{exitUsage, err}
-	}
-	if err != nil {
-		return err
-	}
-	for _, w := range img.Warnings {
-		fmt.Fprintf(os.Stderr, "semundo checkpoint: warning: %s\n", w)
-	}
-	if *out == "" {
-		return image.Encode(stdout, img)
-	}
-	return image.WriteFile(*out, img)
 }
 
 // pidMap is the repeatable --pid OLD=NEW flag.
@@ -107,54 +91,58 @@ func (m pidMap) Set(s string) error {
 
 // runRestore recreates the sets of an image in semundo's IPC namespace
 // and/or writes its lists into live processes.
-func runRestore(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+var restoreCmd = &spec{
+	name:   "restore",
+	args:   "FILE|-",
+	about:  "recreate the image's sets with their ids in this IPC namespace (--sets), then\nwrite the lists into the live processes (--undo); with neither flag, both",
+	define: defineRestore,
+}
+
+func defineRestore(fs *flag.FlagSet, c *cli) func([]string) error {
 	sets := fs.Bool("sets", false, "recreate the sets (same ids, keys, owners, modes, values)")
 	lists := fs.Bool("undo", false, "write the undo lists into the live processes")
 	pm := pidMap{}
-	fs.Var(pm, "pid", "the process `OLD=NEW` replaces (repeatable)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("restore takes one image FILE")
-	}
-	if !*sets && !*lists {
-		*sets, *lists = true, true
-	}
-	var img *image.Image
-	if pos[0] == "-" {
-		// A restorer may pipe the image (checkpoint writes to stdout).
-		if img, err = image.Decode(os.Stdin); err != nil {
-			return fmt.Errorf("image on stdin: %w", err)
+	fs.Var(pm, "pid", "`OLD=NEW`: the image's process OLD is the live process NEW now (repeatable)")
+	return func(pos []string) error {
+		if len(pos) != 1 {
+			return usagef("restore takes one image FILE")
 		}
-	} else if img, err = image.ReadFile(pos[0]); err != nil {
-		return err
-	}
-	if *lists {
-		if err := checkpoint.CheckUndoTargets(img, pm); err != nil {
-			return err
+		if !*sets && !*lists {
+			*sets, *lists = true, true
 		}
-	}
-	if *sets {
-		if err := checkpoint.RestoreSets(img); err != nil {
-			return err
-		}
-	}
-	if *lists {
-		r, err := openReader()
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		if err := checkpoint.RestoreUndoHere(r, img, pm, &writer.Options{Injector: childInjector}); err != nil {
-			if *sets {
-				return fmt.Errorf("%w (the sets were restored; rerun with --undo only)", err)
+		var img *image.Image
+		var err error
+		if pos[0] == "-" {
+			// A restorer may pipe the image (checkpoint writes to stdout).
+			if img, err = image.Decode(os.Stdin); err != nil {
+				return fmt.Errorf("image on stdin: %w", err)
 			}
+		} else if img, err = image.ReadFile(pos[0]); err != nil {
 			return err
 		}
+		if *lists {
+			if err := checkpoint.CheckUndoTargets(img, pm); err != nil {
+				return err
+			}
+		}
+		if *sets {
+			if err := checkpoint.RestoreSets(img); err != nil {
+				return err
+			}
+		}
+		if *lists {
+			r, err := openReader()
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			if err := checkpoint.RestoreUndoHere(r, img, pm, &writer.Options{Injector: childInjector}); err != nil {
+				if *sets {
+					return fmt.Errorf("%w (the sets were restored; rerun with --undo only)", err)
+				}
+				return err
+			}
+		}
+		return nil
 	}
-	return nil
 }

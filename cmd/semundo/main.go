@@ -1,14 +1,21 @@
-// Command semundo reads and writes the System V semaphore undo lists
+// Command semundo shows and writes the System V semaphore undo lists
 // (semadj) of Linux processes: the adjustments the kernel applies when a
 // process that used SEM_UNDO exits.
 //
 // Usage:
 //
-//	semundo show PID...            the seed's /proc/<pid>/semundo format
-//	semundo ps [--json] [--all]    every process that holds adjustments
-//	semundo who SEMID [--ipcns N]  who will adjust a set on exit, and by how much
-//	semundo set PID [FILE|-]       write a list into another process (ptrace)
-//	semundo exec --undo FILE -- CMD   take a list, then execve CMD
+//	semundo show PID...              the list of each process, one line per set
+//	semundo ps [--json] [--all]      every process that holds adjustments
+//	semundo who SEMID [--ipcns N]    who will adjust a set on exit, and by how much
+//	semundo set PID [FILE|-]         write a list into another process (ptrace)
+//	semundo exec --undo FILE -- CMD  take a list, then execve CMD
+//	semundo checkpoint PID...        save the namespace's sets and the lists
+//	semundo restore FILE|-           recreate the sets, write the lists back
+//	semundo mount DIR                the file interface, DIR/PID/semundo
+//	semundo criu-script              CRIU's action script
+//	semundo completion bash          a bash completion script
+//
+// Every command takes -h or --help. The manual is man/semundo.8.
 //
 // Exit status: 0 success, 1 error, 2 bad usage, 3 missing privilege
 // (root, capabilities, kernel lockdown), 4 the kernel lacks a feature.
@@ -16,15 +23,16 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"strings"
 
-	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/internal/pidarg"
 	"github.com/semundo/semundo/reader"
-	"github.com/semundo/semundo/writer"
 )
 
 // Exit codes, documented in the README.
@@ -53,48 +61,53 @@ func parsePID(s string) (int, error) {
 	return pid, nil
 }
 
-const usage = `usage: semundo COMMAND [ARGS]
+// commands are semundo's commands, in the order help lists them.
+var commands []*spec
+
+func init() {
+	commands = []*spec{showCmd, psCmd, whoCmd, setCmd, execCmd, checkpointCmd,
+		restoreCmd, mountCmd, criuScriptCmd, completionCmd, injectCmd}
+}
+
+// lookup returns the command named name.
+func lookup(name string) *spec {
+	for _, s := range commands {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// usage is the top-level help: every visible command's synopsis and what
+// it does.
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: semundo COMMAND [ARGS]
+
+semundo shows and writes the System V semaphore undo lists (semadj) of
+processes: the adjustments the kernel applies to semaphores when a process
+that used semop(2) with SEM_UNDO exits. Lists are printed in the format of
+the 2008 /proc/<pid>/semundo proposal: a line per set, "SEMID ADJ0 ADJ1 ...".
 
 Commands:
-  show PID...              print each process's undo list in the seed's format:
-                           "SEMID ADJ0 ADJ1 ..." per set, sorted by SEMID
-  ps [--json] [--all]      list every process holding undo adjustments
-  who SEMID [--ipcns INODE]
-                           the processes that will adjust set SEMID when they exit
-  set PID [FILE|-]         make PID's adjustments for the listed sets equal FILE's
-                           ("add or update"; by ptrace injection into PID)
-  exec --undo FILE -- CMD [ARGS...]
-                           take FILE's adjustments, then execve CMD, which keeps them
-  checkpoint [--tree] [--cgroup DIR] [--force] [--sempids] [-o FILE] PID...
-                           save the sets of the processes' IPC namespace and their
-                           undo lists (processes frozen meanwhile) as a JSON image
-  restore FILE|- [--sets] [--undo] [--pid OLD=NEW]...
-                           recreate the sets with their ids in this IPC namespace,
-                           then write the lists into the live processes
-  mount [--allow-other] DIR
-                           a FUSE file system with DIR/PID/semundo for every
-                           process: cat reads the list, echo "SEMID V..." writes it
-  criu-script              CRIU's action script (criu --action-script): keeps undo
-                           lists across criu dump and criu restore (docs/criu.md)
-  help                     this text
+`)
+	for _, s := range commands {
+		if s.hidden {
+			continue
+		}
+		fs := flag.NewFlagSet(s.name, flag.ContinueOnError)
+		s.define(fs, &cli{stdout: io.Discard, stderr: io.Discard})
+		syn := strings.TrimPrefix(s.synopsis(fs), "semundo ")
+		fmt.Fprintf(w, "  %s\n      %s\n", syn, strings.ReplaceAll(s.about, "\n", "\n      "))
+	}
+	fmt.Fprint(w, `  help, --help, -h
+      this text; semundo COMMAND --help tells more of one command
+  --version
+      semundo's version
 
 Exit status: 0 ok, 1 error, 2 usage, 3 missing privilege, 4 kernel lacks a feature.
-`
-
-type command func(args []string, stdout io.Writer) error
-
-var commands = map[string]command{
-	"show":        runShow,
-	"ps":          runPs,
-	"who":         runWho,
-	"mount":       runMount,
-	"set":         runSet,
-	"exec":        runExec,
-	"checkpoint":  runCheckpoint,
-	"restore":     runRestore,
-	"criu-script": runCriuScript,
-	// Hidden: the file system's write path (see set.go).
-	"__inject": runInjectHelper,
+The manual: man semundo (man ./man/semundo.8 in the source tree).
+`)
 }
 
 func main() {
@@ -103,48 +116,60 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		usage(stderr)
 		return exitUsage
 	}
-	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, usage)
+	switch args[0] {
+	case "help", "-h", "--help", "-help":
+		if len(args) > 1 {
+			if s := lookup(args[1]); s != nil && !s.hidden {
+				return run([]string{args[1], "--help"}, stdout, stderr)
+			}
+		}
+		usage(stdout)
+		return exitOK
+	case "--version", "-version", "version":
+		fmt.Fprintln(stdout, version)
 		return exitOK
 	}
-	cmd, ok := commands[args[0]]
-	if !ok {
+	s := lookup(args[0])
+	if s == nil {
 		fmt.Fprintf(stderr, "semundo: unknown command %q (see semundo help)\n", args[0])
 		return exitUsage
 	}
-	err := cmd(args[1:], stdout)
-	if err == nil {
+	err := s.run(&cli{stdout: stdout, stderr: stderr}, args[1:])
+	if errors.Is(err, errHelpShown) {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "semundo %s: %v\n", args[0], err)
+	if err != nil {
+		fmt.Fprintf(stderr, "semundo %s: %v\n", args[0], err)
+	}
 	return exitCode(err)
 }
 
+// exitCode is the one mapping from errors to exit statuses. Refusals by the
+// kernel are fs.ErrPermission in every package, missing features
+// errors.ErrUnsupported, so no package's sentinels are named here.
 func exitCode(err error) int {
 	var ue usageError
-	var ee codeError
-	var ce *childError
+	var ce codeError
+	var che *childError
 	switch {
-	case errors.As(err, &ee):
-		return ee.code
+	case err == nil:
+		return exitOK
 	case errors.As(err, &ce):
 		return ce.code
+	case errors.As(err, &che):
+		return che.code
 	case errors.As(err, &ue):
 		return exitUsage
 	case errors.Is(err, inject.ErrAlreadyTraced):
 		// ptrace answers EPERM, but no privilege would help: the
 		// message names the tracer to stop.
 		return exitError
-	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission), errors.Is(err, os.ErrPermission):
+	case errors.Is(err, fs.ErrPermission):
 		return exitPermission
-	case errors.Is(err, inject.ErrArchNotSupported):
-		return exitUnsupported
-	case errors.Is(err, reader.ErrPermission):
-		return exitPermission
-	case errors.Is(err, reader.ErrNotSupported), errors.Is(err, checkpoint.ErrNotSupported):
+	case errors.Is(err, errors.ErrUnsupported):
 		return exitUnsupported
 	}
 	return exitError

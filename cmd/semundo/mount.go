@@ -2,27 +2,24 @@ package main
 
 import (
 	"errors"
-	"fmt"
-	"io"
+	"flag"
 	"log"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/undofs"
 )
 
-const mountUsage = `usage: semundo mount [--allow-other] DIR
+// mountMore is the rest of mount's -h text.
+const mountMore = `Serves in the foreground until SIGINT (Ctrl-C) or SIGTERM, which unmount
+DIR. Needs root.
 
-Mounts a FUSE file system on DIR and serves it in the foreground until
-SIGINT (Ctrl-C) or SIGTERM, which unmount it. Needs root.
-
-  DIR/PID/semundo   the undo list of process PID in the seed's format,
-                    "SEMID ADJ0 ADJ1 ..." per set, taken when the file is
-                    opened. ls DIR shows the processes that have entries;
-                    any live PID can be opened (empty when it has no list).
+  DIR/PID/semundo   the undo list of process PID, "SEMID ADJ0 ADJ1 ..." per
+                    set, taken when the file is opened. ls DIR shows the
+                    processes that have entries; any live PID can be opened
+                    (empty when it has no list).
 
 Opening PID's file needs what opening /proc/PID/mem needs: the kernel must
 let the opening process ptrace PID (read it, to read; attach to it, to
@@ -41,39 +38,31 @@ applied at close(2).
   ESRCH    PID exited
 Example: echo "163848 -1 0 0 -2" > DIR/32139/semundo
 
-  --allow-other   let users other than root in: they see which processes
-                  have lists; reads and writes are checked as above.
-                  Without it only root may enter DIR.
-
-Who may do what: docs/security.md. A second semundo mount on the same DIR
-fails. Exit status: 0 after a clean unmount, 1 error, 2 usage, 3 not root,
-4 no FUSE or BPF support.
+Without --allow-other only root may enter DIR. Who may do what:
+docs/security.md. A second semundo mount on the same DIR fails.
 `
 
 // runMount mounts the undo file system and serves it until a signal.
-func runMount(args []string, stdout io.Writer) error {
-	allowOther := false
-	var dir string
-	for _, a := range args {
-		switch a {
-		case "--allow-other", "-allow-other":
-			allowOther = true
-		case "-h", "--help", "-help":
-			fmt.Fprint(stdout, mountUsage)
-			return nil
-		default:
-			if len(a) > 1 && a[0] == '-' {
-				return usagef("mount: unknown flag %q (see semundo mount --help)", a)
+var mountCmd = &spec{
+	name:  "mount",
+	args:  "DIR",
+	about: "the file interface: a FUSE file system on DIR with DIR/PID/semundo for every\nprocess; reading gives the list, writing \"SEMID ADJ...\" lines updates it",
+	more:  mountMore,
+	define: func(fs *flag.FlagSet, c *cli) func([]string) error {
+		allowOther := fs.Bool("allow-other", false, "let users other than root in (each open is still judged as below)")
+		return func(pos []string) error {
+			switch len(pos) {
+			case 0:
+				return usagef("mount needs a DIR (see semundo mount --help)")
+			case 1:
+				return runMount(c, pos[0], *allowOther)
 			}
-			if dir != "" {
-				return usagef("mount takes one DIR, got %q and %q", dir, a)
-			}
-			dir = a
+			return usagef("mount takes one DIR, got %q and %q", pos[0], pos[1])
 		}
-	}
-	if dir == "" {
-		return usagef("mount needs a DIR (see semundo mount --help)")
-	}
+	},
+}
+
+func runMount(c *cli, dir string, allowOther bool) error {
 
 	// Signals are caught before mounting, so that one arriving during the
 	// mount still unmounts.
@@ -87,14 +76,9 @@ func runMount(args []string, stdout io.Writer) error {
 	}
 	// The FS does not own r: it is closed here, after serving ends.
 	defer r.Close()
-	lg := log.New(os.Stderr, "semundo mount: ", log.LstdFlags)
+	lg := log.New(c.stderr, "semundo mount: ", log.LstdFlags)
 	fsys, err := undofs.Mount(dir, &undofs.Options{AllowOther: allowOther, Reader: r, Log: lg})
-	switch {
-	case errors.Is(err, undofs.ErrNoFUSE):
-		return fmt.Errorf("%w (%w)", err, reader.ErrNotSupported)
-	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("%w (%w)", err, reader.ErrPermission)
-	case err != nil:
+	if err != nil {
 		return err
 	}
 	lg.Printf("serving %s (pid %d); Ctrl-C or kill -TERM %d unmounts", fsys.Dir(), os.Getpid(), os.Getpid())

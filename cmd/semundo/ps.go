@@ -16,28 +16,35 @@ import (
 // shortAdj is how many adjustments a ps row shows before it elides.
 const shortAdj = 8
 
-func runPs(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("ps", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+var psCmd = &spec{
+	name:   "ps",
+	about:  "list every process holding undo adjustments, a row per (list, set)",
+	define: definePs,
+}
+
+func definePs(fs *flag.FlagSet, c *cli) func([]string) error {
 	asJSON := fs.Bool("json", false, "print every value as JSON")
 	all := fs.Bool("all", false, "include lists with no entries (every multi-threaded process has one)")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
+	return func(pos []string) error {
+		if len(pos) > 0 {
+			return usagef("ps takes no arguments, got %q", pos[0])
+		}
+		return runPs(c.stdout, *asJSON, *all)
 	}
-	if fs.NArg() > 0 {
-		return usagef("ps takes no arguments, got %q", fs.Arg(0))
-	}
+}
+
+func runPs(stdout io.Writer, asJSON, all bool) error {
 	snap, err := scan()
 	if err != nil {
 		return err
 	}
 	var lists []reader.List
 	for _, l := range snap.Lists {
-		if *all || len(l.Entries) > 0 {
+		if all || len(l.Entries) > 0 {
 			lists = append(lists, l)
 		}
 	}
-	if *asJSON {
+	if asJSON {
 		return writeJSON(stdout, lists)
 	}
 	return writeTable(stdout, lists)

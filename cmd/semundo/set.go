@@ -47,7 +47,15 @@ func displayName(name string) string {
 }
 
 // runSet writes a list into another process by ptrace injection.
-func runSet(args []string, stdout io.Writer) error {
+var setCmd = &spec{
+	name:   "set",
+	args:   "PID [FILE|-]",
+	about:  "make PID's adjustments for the sets listed in FILE (standard input for - or none)\nequal FILE's, by ptrace injection into PID (\"add or update\")",
+	pids:   true,
+	define: noFlags(func(c *cli, pos []string) error { return runSet(pos) }),
+}
+
+func runSet(args []string) error {
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("set takes PID [FILE|-]")
 	}
@@ -184,18 +192,22 @@ func (e *childError) Unwrap() error { return e.cause }
 
 // runExec writes a list into semundo's own process, then becomes CMD: the
 // list survives execve, so CMD starts holding the adjustments.
-func runExec(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	file := fs.String("undo", "", "the list to hold, in the seed's format (- for stdin)")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
-	}
-	cmd := fs.Args()
-	if *file == "" || len(cmd) == 0 {
+var execCmd = &spec{
+	name:  "exec",
+	args:  "-- CMD [ARGS...]",
+	about: "take FILE's adjustments into semundo's own process, then execve CMD, which keeps them\n(if execve fails, the adjustments are given back and no value changes)",
+	raw:   true,
+	define: func(fs *flag.FlagSet, c *cli) func([]string) error {
+		file := fs.String("undo", "", "`FILE` holding the list to take, in show's format (- for standard input)")
+		return func(cmd []string) error { return runExec(*file, cmd) }
+	},
+}
+
+func runExec(file string, cmd []string) error {
+	if file == "" || len(cmd) == 0 {
 		return usagef("exec takes --undo FILE -- CMD [ARGS...]")
 	}
-	want, err := readList(*file)
+	want, err := readList(file)
 	if err != nil {
 		return err
 	}
@@ -262,7 +274,16 @@ const (
 
 // runInjectHelper is the hidden `__inject` command: it reads one request,
 // or an array of them (done in order, stopping at the first failure).
-func runInjectHelper(args []string, stdout io.Writer) error {
+// injectCmd is the hidden helper that runs one injection session (see
+// childInjector).
+var injectCmd = &spec{
+	name:   "__inject",
+	about:  "internal: one injection, requested on standard input",
+	hidden: true,
+	define: noFlags(func(c *cli, pos []string) error { return runInjectHelper() }),
+}
+
+func runInjectHelper() error {
 	// If the semundo that started this helper is gone, its error message
 	// has nowhere to go; that must not kill the helper mid-injection.
 	signal.Ignore(syscall.SIGPIPE)
@@ -302,9 +323,6 @@ func injectOne(req injectRequest, parent int) error {
 		return codeError{injectExitInvalid, err}
 	}
 	err = writer.Inject(req.PID, cur, want, &writer.Options{Callers: []int{parent}})
-	if err != nil && !strings.Contains(err.Error(), fmt.Sprint(req.PID)) {
-		err = fmt.Errorf("pid %d: %w", req.PID, err)
-	}
 	switch {
 	case err == nil:
 		return nil

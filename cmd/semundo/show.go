@@ -11,6 +11,14 @@ import (
 
 // runShow prints each pid's list in the seed's format, all from one scan so
 // that several pids are shown at the same instant.
+var showCmd = &spec{
+	name:   "show",
+	args:   "PID...",
+	about:  "print each process's undo list: \"SEMID ADJ0 ADJ1 ...\" per set, sorted by SEMID",
+	pids:   true,
+	define: noFlags(func(c *cli, pids []string) error { return runShow(pids, c.stdout) }),
+}
+
 func runShow(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usagef("show needs at least one PID")

@@ -18,28 +18,28 @@ import (
 
 // runWho prints the processes whose lists hold an entry for one set: what
 // each will add to the set's semaphores when it exits.
-func runWho(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("who", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	ipcns := fs.Uint64("ipcns", 0, "IPC namespace inode of the set (default: semundo's own)")
-	// Accept the flag before or after SEMID.
-	var semidArg string
-	rest := args
-	for len(rest) > 0 {
-		if err := fs.Parse(rest); err != nil {
-			return usagef("%v", err)
+var whoCmd = &spec{
+	name:   "who",
+	args:   "SEMID",
+	about:  "the processes that will adjust set SEMID when they exit, and by how much",
+	define: defineWho,
+}
+
+func defineWho(fs *flag.FlagSet, c *cli) func([]string) error {
+	ipcns := fs.Uint64("ipcns", 0, "`INODE` of the set's IPC namespace, as in /proc/PID/ns/ipc (default: semundo's own)")
+	return func(pos []string) error {
+		switch len(pos) {
+		case 0:
+			return usagef("who needs a SEMID")
+		case 1:
+			return runWho(c.stdout, pos[0], *ipcns)
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if semidArg != "" {
-			return usagef("who takes one SEMID, got %q and %q", semidArg, fs.Arg(0))
-		}
-		semidArg, rest = fs.Arg(0), fs.Args()[1:]
+		return usagef("who takes one SEMID, got %q and %q", pos[0], pos[1])
 	}
-	if semidArg == "" {
-		return usagef("who needs a SEMID")
-	}
+}
+
+func runWho(stdout io.Writer, semidArg string, ipcnsFlag uint64) error {
+	ipcns := &ipcnsFlag
 	semid, err := strconv.ParseInt(semidArg, 10, 32)
 	if err != nil || semid < 0 {
 		return usagef("%q is not a semid", semidArg)
