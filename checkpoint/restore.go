@@ -103,7 +103,7 @@ func RestoreSets(img *image.Image) (err error) {
 		if id != int(s.ID) {
 			return fmt.Errorf("asked the kernel for set id %d and got %d (another process created a set meanwhile?): %w", s.ID, id, ErrTaken)
 		}
-		if err := sysvsem.Set(id, s.UID, s.GID, s.Mode&0o777); err != nil {
+		if err := sysvsem.SetPerm(id, s.UID, s.GID, s.Mode&0o777); err != nil {
 			return fmt.Errorf("set owner of set %d: %w", id, err)
 		}
 		if err := sysvsem.SetAll(id, s.Values); err != nil {
@@ -204,7 +204,7 @@ func fitLimits(img *image.Image, existing []sysvsem.Entry) (*limitsChange, error
 // written once, and only when their new processes share a list again. The
 // sets must exist with their values already (RestoreSets): SETALL would
 // zero the adjustments written here.
-// opts pass through to writer.SetMany (nil: inject from this process).
+// opts pass through to writer.WriteProcesses (nil: inject from this process).
 //
 // Before anything is written it checks that the processes are all in one
 // IPC namespace, that every set the lists name exists there with the
@@ -276,7 +276,7 @@ func restoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *w
 	if err := checkTargets(img, writes, here); err != nil {
 		return err
 	}
-	return writer.SetMany(r, writes, opts)
+	return writer.WriteProcesses(r, writes, opts)
 }
 
 // CheckUndoTargets checks, before anything changes, that no process the

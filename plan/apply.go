@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+
+	"github.com/semundo/semundo/sysvsem"
 )
 
 // ErrWouldBlock is what Apply returns where the kernel would put the caller
@@ -65,7 +67,7 @@ func Apply(values []int, adj []int16, call []Op, semopm int) error {
 			for j := i - 1; j >= 0; j-- {
 				o := call[j]
 				values[o.Num] -= int(o.Op)
-				if o.Flg&SEM_UNDO != 0 {
+				if o.Flg&sysvsem.Undo != 0 {
 					adj[o.Num] += o.Op
 				}
 			}
@@ -85,16 +87,16 @@ func applyOne(values []int, adj []int16, op Op) error {
 		blocked = true // wait-for-zero
 	case r < 0:
 		blocked = true
-	case r > SEMVMX:
+	case r > sysvsem.SemVMX:
 		return syscall.ERANGE
 	}
 	if blocked {
-		if op.Flg&IPC_NOWAIT != 0 {
+		if op.Flg&sysvsem.NoWait != 0 {
 			return syscall.EAGAIN
 		}
 		return ErrWouldBlock
 	}
-	if op.Flg&SEM_UNDO != 0 {
+	if op.Flg&sysvsem.Undo != 0 {
 		u := int(adj[op.Num]) - int(op.Op)
 		if u < MinAdj || u > MaxAdj {
 			return syscall.ERANGE

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+
+	"github.com/semundo/semundo/sysvsem"
 )
 
 // applyCase is one semop call on a model state and the kernel's answer;
@@ -18,31 +20,31 @@ type applyCase struct {
 	after  []int         // values after success
 }
 
-const nw = IPC_NOWAIT
-const un = SEM_UNDO | IPC_NOWAIT
+const nw = sysvsem.NoWait
+const un = sysvsem.Undo | sysvsem.NoWait
 
 // applyCases need a set of 70 semaphores at most and adjustments the
 // kernel can be brought to with a plan.
 func applyCases() []applyCase {
 	return []applyCase{
-		{"pair raising first", []int{5}, []int16{0}, []Op{{0, 3, nw}, {0, -3, un}}, 0, []int{5}},
-		{"pair lowering first", []int{5}, []int16{0}, []Op{{0, -3, un}, {0, 3, nw}}, 0, []int{5}},
-		{"raising first past SEMVMX", []int{32767}, []int16{0}, []Op{{0, 1, nw}, {0, -1, un}}, syscall.ERANGE, nil},
-		{"lowering first below 0", []int{0}, []int16{0}, []Op{{0, -1, un}, {0, 1, nw}}, syscall.EAGAIN, nil},
-		{"adjustment past 32767", []int{100}, []int16{32767}, []Op{{0, 1, nw}, {0, -1, un}}, syscall.ERANGE, nil},
-		{"adjustment past -32768", []int{100}, []int16{-32768}, []Op{{0, -1, nw}, {0, 1, un}}, syscall.ERANGE, nil},
-		{"adjustment reaches 32767", []int{0}, []int16{32766}, []Op{{0, 1, nw}, {0, -1, un}}, 0, []int{0}},
-		{"adjustment reaches -32768", []int{1}, []int16{-32767}, []Op{{0, -1, nw}, {0, 1, un}}, 0, []int{1}},
-		{"largest single pair", []int{0}, []int16{-32768}, []Op{{0, 32767, nw}, {0, -32767, un}}, 0, []int{0}},
-		{"wait for zero, not zero", []int{3}, []int16{0}, []Op{{0, 0, nw}}, syscall.EAGAIN, nil},
-		{"wait for zero, zero", []int{0}, []int16{0}, []Op{{0, 0, nw}}, 0, []int{0}},
-		{"running value", []int{10}, []int16{0}, []Op{{0, 10, nw}, {0, -20, nw}, {0, 10, nw}}, 0, []int{10}},
-		{"running value fails mid-way", []int{10}, []int16{0}, []Op{{0, -10, nw}, {0, -1, nw}, {0, 11, nw}}, syscall.EAGAIN, nil},
-		{"no duplicates: second op fails, first rolled back", []int{0, 0, 5}, []int16{0, 0, 0}, []Op{{2, 1, nw}, {1, -1, nw}}, syscall.EAGAIN, nil},
-		{"no duplicates: both apply", []int{0, 4, 5}, []int16{0, 0, 0}, []Op{{2, 1, nw}, {1, -4, un}}, 0, []int{0, 0, 6}},
-		{"0 and 64 look alike to dupsop", slices.Repeat([]int{1}, 70), make([]int16, 70), []Op{{0, 1, nw}, {64, -2, nw}}, syscall.EAGAIN, nil},
-		{"value past SEMVMX after undo ops", []int{32000, 7}, []int16{0, 0}, []Op{{1, -7, un}, {0, 767, nw}, {0, 1, nw}}, syscall.ERANGE, nil},
-		{"sem_num past the set", []int{1, 1}, []int16{0, 0}, []Op{{0, 1, nw}, {2, 1, nw}}, syscall.EFBIG, nil},
+		{"pair raising first", []int{5}, []int16{0}, []Op{{Num: 0, Op: 3, Flg: nw}, {Num: 0, Op: -3, Flg: un}}, 0, []int{5}},
+		{"pair lowering first", []int{5}, []int16{0}, []Op{{Num: 0, Op: -3, Flg: un}, {Num: 0, Op: 3, Flg: nw}}, 0, []int{5}},
+		{"raising first past SEMVMX", []int{32767}, []int16{0}, []Op{{Num: 0, Op: 1, Flg: nw}, {Num: 0, Op: -1, Flg: un}}, syscall.ERANGE, nil},
+		{"lowering first below 0", []int{0}, []int16{0}, []Op{{Num: 0, Op: -1, Flg: un}, {Num: 0, Op: 1, Flg: nw}}, syscall.EAGAIN, nil},
+		{"adjustment past 32767", []int{100}, []int16{32767}, []Op{{Num: 0, Op: 1, Flg: nw}, {Num: 0, Op: -1, Flg: un}}, syscall.ERANGE, nil},
+		{"adjustment past -32768", []int{100}, []int16{-32768}, []Op{{Num: 0, Op: -1, Flg: nw}, {Num: 0, Op: 1, Flg: un}}, syscall.ERANGE, nil},
+		{"adjustment reaches 32767", []int{0}, []int16{32766}, []Op{{Num: 0, Op: 1, Flg: nw}, {Num: 0, Op: -1, Flg: un}}, 0, []int{0}},
+		{"adjustment reaches -32768", []int{1}, []int16{-32767}, []Op{{Num: 0, Op: -1, Flg: nw}, {Num: 0, Op: 1, Flg: un}}, 0, []int{1}},
+		{"largest single pair", []int{0}, []int16{-32768}, []Op{{Num: 0, Op: 32767, Flg: nw}, {Num: 0, Op: -32767, Flg: un}}, 0, []int{0}},
+		{"wait for zero, not zero", []int{3}, []int16{0}, []Op{{Num: 0, Op: 0, Flg: nw}}, syscall.EAGAIN, nil},
+		{"wait for zero, zero", []int{0}, []int16{0}, []Op{{Num: 0, Op: 0, Flg: nw}}, 0, []int{0}},
+		{"running value", []int{10}, []int16{0}, []Op{{Num: 0, Op: 10, Flg: nw}, {Num: 0, Op: -20, Flg: nw}, {Num: 0, Op: 10, Flg: nw}}, 0, []int{10}},
+		{"running value fails mid-way", []int{10}, []int16{0}, []Op{{Num: 0, Op: -10, Flg: nw}, {Num: 0, Op: -1, Flg: nw}, {Num: 0, Op: 11, Flg: nw}}, syscall.EAGAIN, nil},
+		{"no duplicates: second op fails, first rolled back", []int{0, 0, 5}, []int16{0, 0, 0}, []Op{{Num: 2, Op: 1, Flg: nw}, {Num: 1, Op: -1, Flg: nw}}, syscall.EAGAIN, nil},
+		{"no duplicates: both apply", []int{0, 4, 5}, []int16{0, 0, 0}, []Op{{Num: 2, Op: 1, Flg: nw}, {Num: 1, Op: -4, Flg: un}}, 0, []int{0, 0, 6}},
+		{"0 and 64 look alike to dupsop", slices.Repeat([]int{1}, 70), make([]int16, 70), []Op{{Num: 0, Op: 1, Flg: nw}, {Num: 64, Op: -2, Flg: nw}}, syscall.EAGAIN, nil},
+		{"value past SEMVMX after undo ops", []int{32000, 7}, []int16{0, 0}, []Op{{Num: 1, Op: -7, Flg: un}, {Num: 0, Op: 767, Flg: nw}, {Num: 0, Op: 1, Flg: nw}}, syscall.ERANGE, nil},
+		{"sem_num past the set", []int{1, 1}, []int16{0, 0}, []Op{{Num: 0, Op: 1, Flg: nw}, {Num: 2, Op: 1, Flg: nw}}, syscall.EFBIG, nil},
 		{"no ops", []int{1}, []int16{0}, nil, syscall.EINVAL, nil},
 	}
 }
@@ -71,7 +73,7 @@ func TestApply(t *testing.T) {
 func TestApplyAdjustments(t *testing.T) {
 	t.Parallel()
 	values, adj := []int{5, 5}, []int16{0, 10}
-	call := []Op{{0, -3, un}, {0, 3, nw}, {1, 2, un}, {1, -2, nw}}
+	call := []Op{{Num: 0, Op: -3, Flg: un}, {Num: 0, Op: 3, Flg: nw}, {Num: 1, Op: 2, Flg: un}, {Num: 1, Op: -2, Flg: nw}}
 	if err := Apply(values, adj, call, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func TestApplyAdjustments(t *testing.T) {
 
 func TestApplyLimits(t *testing.T) {
 	t.Parallel()
-	call := []Op{{0, 1, nw}, {0, -1, un}, {0, 1, nw}}
+	call := []Op{{Num: 0, Op: 1, Flg: nw}, {Num: 0, Op: -1, Flg: un}, {Num: 0, Op: 1, Flg: nw}}
 	if err := Apply([]int{0}, []int16{0}, call, 2); !errors.Is(err, syscall.E2BIG) {
 		t.Errorf("3 ops with semopm 2: %v, want E2BIG", err)
 	}
@@ -91,13 +93,13 @@ func TestApplyLimits(t *testing.T) {
 		t.Errorf("3 ops with semopm 3: %v", err)
 	}
 	// Without IPC_NOWAIT the kernel would sleep.
-	if err := Apply([]int{0}, []int16{0}, []Op{{0, -1, 0}}, 0); !errors.Is(err, ErrWouldBlock) {
+	if err := Apply([]int{0}, []int16{0}, []Op{{Num: 0, Op: -1, Flg: 0}}, 0); !errors.Is(err, ErrWouldBlock) {
 		t.Errorf("blocking decrement: %v, want ErrWouldBlock", err)
 	}
-	if err := Apply([]int{1}, []int16{0}, []Op{{0, 0, SEM_UNDO}}, 0); !errors.Is(err, ErrWouldBlock) {
+	if err := Apply([]int{1}, []int16{0}, []Op{{Num: 0, Op: 0, Flg: sysvsem.Undo}}, 0); !errors.Is(err, ErrWouldBlock) {
 		t.Errorf("blocking wait-for-zero: %v, want ErrWouldBlock", err)
 	}
-	if err := Apply([]int{1}, []int16{0, 0}, []Op{{0, 1, 0}}, 0); !errors.Is(err, ErrSize) {
+	if err := Apply([]int{1}, []int16{0, 0}, []Op{{Num: 0, Op: 1, Flg: 0}}, 0); !errors.Is(err, ErrSize) {
 		t.Errorf("mismatched model: %v, want ErrSize", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/sysvsem"
 )
 
 // The plan package is pure, but its model of semop must match the kernel:
@@ -126,7 +127,7 @@ func TestApplyMatchesKernel(t *testing.T) {
 		}
 		// Bring this process's adjustments to the case's starting point
 		// (SETALL just zeroed them), using the planner itself.
-		calls, err := Set(c.values, make([]int16, len(c.adj)), c.adj, semopm)
+		calls, err := Adjust(c.values, make([]int16, len(c.adj)), c.adj, semopm)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -158,7 +159,7 @@ func TestApplyMatchesKernel(t *testing.T) {
 	id := newSet(t, 1)
 	call := make([]Op, semopm+1)
 	for i := range call {
-		call[i] = Op{0, 1, nw}
+		call[i] = Op{Num: 0, Op: 1, Flg: nw}
 	}
 	if kerr, merr := semop(id, call), Apply([]int{0}, []int16{0}, call, semopm); !errors.Is(kerr, syscall.E2BIG) || !errors.Is(merr, syscall.E2BIG) {
 		t.Errorf("%d ops: kernel %v, Apply %v; want E2BIG", len(call), kerr, merr)
@@ -202,7 +203,7 @@ func runHelper(spec string) error {
 	n := len(j.Values)
 	adj := make([]int16, n)
 	for phase, to := range [][]int16{j.Cur, j.Want} {
-		calls, err := Set(j.Values, adj, to, j.Semopm)
+		calls, err := Adjust(j.Values, adj, to, j.Semopm)
 		if err != nil {
 			return err
 		}
@@ -263,7 +264,7 @@ func TestPlanOnKernel(t *testing.T) {
 			exact := 0
 			for i, v := range j.Values {
 				sum := v + int(j.Want[i])
-				want := min(max(sum, 0), SEMVMX)
+				want := min(max(sum, 0), sysvsem.SemVMX)
 				if got[i] != want {
 					t.Errorf("semaphore %d: value %d, adjustment %d -> %d: after exit %d, want %d",
 						i, v, j.Cur[i], j.Want[i], got[i], want)

@@ -56,40 +56,30 @@ package plan
 import (
 	"errors"
 	"fmt"
-)
 
-// Flags of struct sembuf's sem_flg (include/uapi/linux/sem.h, ipc.h).
-const (
-	SEM_UNDO   = 0x1000 // the op's change is recorded in semadj, undone at exit
-	IPC_NOWAIT = 0x800  // fail with EAGAIN instead of sleeping
+	"github.com/semundo/semundo/sysvsem"
 )
 
 // Limits of the kernel's semaphore state.
 const (
-	SEMVMX = 32767  // largest semaphore value
 	MinAdj = -32768 // smallest adjustment (semadj is a short, -(SEMAEM+1))
 	MaxAdj = 32767  // largest adjustment (SEMAEM)
-	// MaxSems is the largest set Set accepts: what sembuf's 16-bit sem_num
+	// MaxSems is the largest set Adjust accepts: what sembuf's 16-bit sem_num
 	// can address (the kernel's SEMMSL is lower, 32000 by default).
 	MaxSems = 1 << 16
 )
 
-// Op is one semaphore operation, with the fields and field order of the
-// kernel's struct sembuf (and of package sysvsem's Sembuf), so a []Op
-// converts to the syscall's array field by field.
-type Op struct {
-	Num uint16 // sem_num: the semaphore's index in its set
-	Op  int16  // sem_op: added to the value
-	Flg int16  // sem_flg: SEM_UNDO, IPC_NOWAIT
-}
+// Op is one semaphore operation: package sysvsem's Sembuf, the kernel's
+// struct sembuf, so a plan's calls go to sysvsem.Semop as they are.
+type Op = sysvsem.Sembuf
 
-// Errors returned by Semaphore and Set (through *RangeError or wrapped).
+// Errors returned by Semaphore and Adjust (through *RangeError or wrapped).
 var (
 	// ErrRange: a value or adjustment the kernel cannot hold, given as input.
 	ErrRange = errors.New("out of range")
 	// ErrSemopm: the per-call op limit cannot hold even one pair.
 	ErrSemopm = errors.New("semopm too small for a pair of ops")
-	// ErrSize: the slices given to Set describe no set.
+	// ErrSize: the slices given to Adjust describe no set.
 	ErrSize = errors.New("bad set size")
 )
 
@@ -121,11 +111,11 @@ func Semaphore(num uint16, value int, curAdj, wantAdj int) ([]Op, error) {
 // maxStep is the largest pair size that keeps the intermediate value of a
 // pair inside [0, SEMVMX] for the given value: one order goes up by s, the
 // other down by s. It is in [16384, 32767], so it also fits sem_op.
-func maxStep(value int) int { return max(value, SEMVMX-value) }
+func maxStep(value int) int { return max(value, sysvsem.SemVMX-value) }
 
 func appendSemaphore(dst []Op, num uint16, value, curAdj, wantAdj int) ([]Op, error) {
-	if value < 0 || value > SEMVMX {
-		return dst, &RangeError{Num: int(num), What: "value", Value: value, Min: 0, Max: SEMVMX}
+	if value < 0 || value > sysvsem.SemVMX {
+		return dst, &RangeError{Num: int(num), What: "value", Value: value, Min: 0, Max: sysvsem.SemVMX}
 	}
 	if curAdj < MinAdj || curAdj > MaxAdj {
 		return dst, &RangeError{Num: int(num), What: "current adjustment", Value: curAdj, Min: MinAdj, Max: MaxAdj}
@@ -149,15 +139,15 @@ func appendSemaphore(dst []Op, num uint16, value, curAdj, wantAdj int) ([]Op, er
 	// SEM_UNDO op can never leave [MinAdj, MaxAdj].
 	for k := range pairs {
 		s := mag*(k+1)/pairs - mag*k/pairs
-		plain := Op{Num: num, Op: int16(sign * s), Flg: IPC_NOWAIT}
-		undo := Op{Num: num, Op: int16(-sign * s), Flg: SEM_UNDO | IPC_NOWAIT}
+		plain := Op{Num: num, Op: int16(sign * s), Flg: sysvsem.NoWait}
+		undo := Op{Num: num, Op: int16(-sign * s), Flg: sysvsem.Undo | sysvsem.NoWait}
 		up, down := plain, undo
 		if sign < 0 {
 			up, down = undo, plain
 		}
 		// Raise first when the value can go up by s; otherwise s <= value
 		// (as s <= maxStep(value)) and lowering first fits.
-		if value+s <= SEMVMX {
+		if value+s <= sysvsem.SemVMX {
 			dst = append(dst, up, down)
 		} else {
 			dst = append(dst, down, up)
@@ -166,7 +156,7 @@ func appendSemaphore(dst []Op, num uint16, value, curAdj, wantAdj int) ([]Op, er
 	return dst, nil
 }
 
-// Set returns the semop calls that move the calling process's adjustments
+// Adjust returns the semop calls that move the calling process's adjustments
 // of a whole set from cur to want without changing any value. values, cur
 // and want are indexed by semaphore number and must have the same length,
 // the set's nsems. semopm is the kernel's per-call op limit (SEMOPM, the
@@ -186,7 +176,7 @@ func appendSemaphore(dst []Op, num uint16, value, curAdj, wantAdj int) ([]Op, er
 //
 // The returned calls share one backing array; each has its capacity cut to
 // its length, so appending to one cannot overwrite another.
-func Set(values []int, cur, want []int16, semopm int) ([][]Op, error) {
+func Adjust(values []int, cur, want []int16, semopm int) ([][]Op, error) {
 	n := len(values)
 	if len(cur) != n || len(want) != n {
 		return nil, fmt.Errorf("plan: %d values, %d current and %d wanted adjustments; give one of each per semaphore: %w",

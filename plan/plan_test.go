@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/semundo/semundo/sysvsem"
 )
 
 // extremes are the adjustments where off-by-one and sign mistakes live.
@@ -25,18 +27,18 @@ func checkSemaphore(t *testing.T, num uint16, value, cur, want int) {
 	if d < 0 {
 		d = -d
 	}
-	m := max(value, SEMVMX-value)
+	m := max(value, sysvsem.SemVMX-value)
 	if wantOps := 2 * ((d + m - 1) / m); len(ops) != wantOps {
 		t.Fatalf("value %d, %d -> %d: %d ops, want %d: %v", value, cur, want, len(ops), wantOps, ops)
 	}
 	for k := 0; k < len(ops); k += 2 {
 		a, b := ops[k], ops[k+1]
 		for _, o := range []Op{a, b} {
-			if o.Op == 0 || o.Num != num || o.Flg&IPC_NOWAIT == 0 || o.Flg&^(IPC_NOWAIT|SEM_UNDO) != 0 {
+			if o.Op == 0 || o.Num != num || o.Flg&sysvsem.NoWait == 0 || o.Flg&^(sysvsem.NoWait|sysvsem.Undo) != 0 {
 				t.Fatalf("value %d, %d -> %d: bad op %+v in %v", value, cur, want, o, ops)
 			}
 		}
-		if a.Op != -b.Op || (a.Flg&SEM_UNDO != 0) == (b.Flg&SEM_UNDO != 0) {
+		if a.Op != -b.Op || (a.Flg&sysvsem.Undo != 0) == (b.Flg&sysvsem.Undo != 0) {
 			t.Fatalf("value %d, %d -> %d: ops %d, %d are not a pair: %v", value, cur, want, k, k+1, ops)
 		}
 	}
@@ -59,7 +61,7 @@ func checkSemaphore(t *testing.T, num uint16, value, cur, want int) {
 func TestSemaphoreExhaustive(t *testing.T) {
 	t.Parallel()
 	const chunk = 4096
-	for lo := 0; lo <= SEMVMX; lo += chunk {
+	for lo := 0; lo <= sysvsem.SemVMX; lo += chunk {
 		t.Run(fmt.Sprintf("values%d-%d", lo, lo+chunk-1), func(t *testing.T) {
 			t.Parallel()
 			cases := 0
@@ -73,7 +75,7 @@ func TestSemaphoreExhaustive(t *testing.T) {
 				}
 				// Around each multiple of this value's largest step, from
 				// both ends of the range.
-				m := max(v, SEMVMX-v)
+				m := max(v, sysvsem.SemVMX-v)
 				for k := 1; k <= 4; k++ {
 					for _, d := range []int{k*m - 1, k * m, k*m + 1} {
 						if d > 0 && d <= MaxAdj-MinAdj {
@@ -89,13 +91,13 @@ func TestSemaphoreExhaustive(t *testing.T) {
 				}
 				// A pair one bigger than the planner's step fails in both
 				// orders, so no pair plan can use fewer pairs.
-				if m < SEMVMX {
+				if m < sysvsem.SemVMX {
 					s := int16(m + 1)
 					for _, call := range [][]Op{
-						{{0, s, IPC_NOWAIT}, {0, -s, SEM_UNDO | IPC_NOWAIT}},
-						{{0, -s, SEM_UNDO | IPC_NOWAIT}, {0, s, IPC_NOWAIT}},
-						{{0, -s, IPC_NOWAIT}, {0, s, SEM_UNDO | IPC_NOWAIT}},
-						{{0, s, SEM_UNDO | IPC_NOWAIT}, {0, -s, IPC_NOWAIT}},
+						{{Num: 0, Op: s, Flg: sysvsem.NoWait}, {Num: 0, Op: -s, Flg: sysvsem.Undo | sysvsem.NoWait}},
+						{{Num: 0, Op: -s, Flg: sysvsem.Undo | sysvsem.NoWait}, {Num: 0, Op: s, Flg: sysvsem.NoWait}},
+						{{Num: 0, Op: -s, Flg: sysvsem.NoWait}, {Num: 0, Op: s, Flg: sysvsem.Undo | sysvsem.NoWait}},
+						{{Num: 0, Op: s, Flg: sysvsem.Undo | sysvsem.NoWait}, {Num: 0, Op: -s, Flg: sysvsem.NoWait}},
 					} {
 						if err := Apply([]int{v}, []int16{0}, call, 0); err == nil {
 							t.Fatalf("value %d: pair %v of size maxStep+1 works", v, call)
@@ -135,7 +137,7 @@ func TestPlanNeverHoldsZeroOp(t *testing.T) {
 	for range 200 {
 		values, cur, want := randomSet(r, 64)
 		for _, semopm := range []int{2, 3, 8, 500} {
-			calls, err := Set(values, cur, want, semopm)
+			calls, err := Adjust(values, cur, want, semopm)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,9 +191,9 @@ func randomSet(r *rand.Rand, n int) (values []int, cur, want []int16) {
 		case 0:
 			values[i] = 0
 		case 1:
-			values[i] = SEMVMX
+			values[i] = sysvsem.SemVMX
 		default:
-			values[i] = r.IntN(SEMVMX + 1)
+			values[i] = r.IntN(sysvsem.SemVMX + 1)
 		}
 		cur[i] = int16(r.IntN(65536) + MinAdj)
 		switch r.IntN(3) {
@@ -209,7 +211,7 @@ func randomSet(r *rand.Rand, n int) (values []int, cur, want []int16) {
 // checkSet plans a set and checks the chunking rules and the result.
 func checkSet(t *testing.T, values []int, cur, want []int16, semopm int) {
 	t.Helper()
-	calls, err := Set(values, cur, want, semopm)
+	calls, err := Adjust(values, cur, want, semopm)
 	var flat []Op
 	units := make([]int, len(values)) // ops per semaphore
 	for i := range values {
@@ -301,7 +303,7 @@ func TestSetChunking(t *testing.T) {
 	}
 	t.Run("unchanged", func(t *testing.T) {
 		t.Parallel()
-		v := []int{0, 5, SEMVMX}
+		v := []int{0, 5, sysvsem.SemVMX}
 		a := []int16{-1, 0, 32767}
 		for _, semopm := range semopms {
 			checkSet(t, v, a, a, semopm)
@@ -316,7 +318,7 @@ func TestSetChunking(t *testing.T) {
 		for _, semopm := range semopms {
 			checkSet(t, v, cur, want, semopm)
 		}
-		calls, err := Set(v, cur, want, 5)
+		calls, err := Adjust(v, cur, want, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,7 +331,7 @@ func TestSetChunking(t *testing.T) {
 		t.Parallel()
 		r := rand.New(rand.NewPCG(9, 9))
 		values, cur, want := randomSet(r, 250)
-		calls, err := Set(values, cur, want, 1<<20)
+		calls, err := Adjust(values, cur, want, 1<<20)
 		if err != nil || len(calls) != 1 {
 			t.Fatalf("Set = %d calls, %v; want one call", len(calls), err)
 		}
@@ -359,14 +361,14 @@ func TestSetErrors(t *testing.T) {
 		{"bad value, nothing changes", []int{-1, 0}, a, a, 500, ErrRange, "semaphore 0"},
 	}
 	for _, tt := range tests {
-		calls, err := Set(tt.values, tt.cur, tt.want, tt.semopm)
+		calls, err := Adjust(tt.values, tt.cur, tt.want, tt.semopm)
 		if calls != nil || !errors.Is(err, tt.kind) || !strings.Contains(err.Error(), tt.mentionsNum) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: Set = %v, %v; want %v", tt.name, calls, err, tt.kind)
 		}
 	}
 	// Exactly MaxSems semaphores is fine.
 	n := MaxSems
-	if _, err := Set(make([]int, n), make([]int16, n), slices.Repeat([]int16{1}, n), 500); err != nil {
+	if _, err := Adjust(make([]int, n), make([]int16, n), slices.Repeat([]int16{1}, n), 500); err != nil {
 		t.Errorf("Set of %d semaphores: %v", n, err)
 	}
 }

@@ -1,5 +1,7 @@
 package plan
 
+import "github.com/semundo/semundo/sysvsem"
+
 // Touch returns the semop call that gives the calling process an undo
 // entry for a set without changing any value or adjustment: an entry that
 // holds only zeros, which the kernel creates on a set's first SEM_UNDO
@@ -15,12 +17,12 @@ package plan
 // carry SEM_UNDO, and no op is zero: sem_op 0 would wait for the value to
 // reach zero.
 func Touch(num uint16, value int) ([]Op, error) {
-	if value < 0 || value > SEMVMX {
-		return nil, &RangeError{Num: int(num), What: "value", Value: value, Min: 0, Max: SEMVMX}
+	if value < 0 || value > sysvsem.SemVMX {
+		return nil, &RangeError{Num: int(num), What: "value", Value: value, Min: 0, Max: sysvsem.SemVMX}
 	}
-	up := Op{Num: num, Op: 1, Flg: SEM_UNDO | IPC_NOWAIT}
-	down := Op{Num: num, Op: -1, Flg: SEM_UNDO | IPC_NOWAIT}
-	if value < SEMVMX {
+	up := Op{Num: num, Op: 1, Flg: sysvsem.Undo | sysvsem.NoWait}
+	down := Op{Num: num, Op: -1, Flg: sysvsem.Undo | sysvsem.NoWait}
+	if value < sysvsem.SemVMX {
 		return []Op{up, down}, nil
 	}
 	return []Op{down, up}, nil

@@ -3,6 +3,8 @@ package plan
 import (
 	"errors"
 	"testing"
+
+	"github.com/semundo/semundo/sysvsem"
 )
 
 // TestTouch: for every value at the edges and inside, the call runs (in
@@ -10,7 +12,7 @@ import (
 // adjustment and leaves value and adjustment as they were; every op has
 // SEM_UNDO and IPC_NOWAIT and none is zero.
 func TestTouch(t *testing.T) {
-	for _, v := range []int{0, 1, 2, 100, SEMVMX / 2, SEMVMX - 1, SEMVMX} {
+	for _, v := range []int{0, 1, 2, 100, sysvsem.SemVMX / 2, sysvsem.SemVMX - 1, sysvsem.SemVMX} {
 		call, err := Touch(3, v)
 		if err != nil {
 			t.Fatalf("Touch(value %d): %v", v, err)
@@ -19,7 +21,7 @@ func TestTouch(t *testing.T) {
 			t.Fatalf("Touch(value %d) = %v, want two ops", v, call)
 		}
 		for _, op := range call {
-			if op.Num != 3 || op.Op == 0 || op.Flg != SEM_UNDO|IPC_NOWAIT {
+			if op.Num != 3 || op.Op == 0 || op.Flg != sysvsem.Undo|sysvsem.NoWait {
 				t.Fatalf("Touch(value %d): op %+v", v, op)
 			}
 		}
@@ -33,7 +35,7 @@ func TestTouch(t *testing.T) {
 		}
 	}
 	var re *RangeError
-	if _, err := Touch(0, SEMVMX+1); !errors.As(err, &re) || !errors.Is(err, ErrRange) {
-		t.Errorf("Touch of value %d: %v, want a RangeError", SEMVMX+1, err)
+	if _, err := Touch(0, sysvsem.SemVMX+1); !errors.As(err, &re) || !errors.Is(err, ErrRange) {
+		t.Errorf("Touch of value %d: %v, want a RangeError", sysvsem.SemVMX+1, err)
 	}
 }

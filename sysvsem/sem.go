@@ -142,10 +142,10 @@ func Stat(semid int) (SemidDS, error) {
 	return raw.decode(), nil
 }
 
-// Set changes the set's owner and permission bits (IPC_SET); only the low
+// SetPerm changes the set's owner and permission bits (IPC_SET); only the low
 // nine bits of mode are used. The caller must own or have created the set,
 // or have CAP_SYS_ADMIN. The creator ids cannot be changed.
-func Set(semid int, uid, gid, mode uint32) error {
+func SetPerm(semid int, uid, gid, mode uint32) error {
 	var raw semid64DS
 	raw.Perm.UID = uid
 	raw.Perm.GID = gid

@@ -232,7 +232,7 @@ func TestStat(t *testing.T) {
 
 func TestSetChangesOwnerAndMode(t *testing.T) {
 	id, _ := newSet(t, 1)
-	if err := Set(id, 1234, 5678, 0o604); err != nil {
+	if err := SetPerm(id, 1234, 5678, 0o604); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := Stat(id)
@@ -584,7 +584,7 @@ func TestErrors(t *testing.T) {
 		{"removed: GetAll", func() error { _, err := GetAll(gone); return err }, unix.EINVAL, "semctl(GETALL)", gone},
 		{"removed: SetAll", func() error { return SetAll(gone, []uint16{1, 1}) }, unix.EINVAL, "semctl(SETALL)", gone},
 		{"removed: Op", func() error { return Op(gone, []Sembuf{{Op: 1}}) }, unix.EINVAL, "semop", gone},
-		{"removed: Set", func() error { return Set(gone, 0, 0, 0o600) }, unix.EINVAL, "semctl(IPC_SET)", gone},
+		{"removed: Set", func() error { return SetPerm(gone, 0, 0, 0o600) }, unix.EINVAL, "semctl(IPC_SET)", gone},
 		{"removed: Remove", func() error { return Remove(gone) }, unix.EINVAL, "semctl(IPC_RMID)", gone},
 	}
 	for _, tc := range tests {

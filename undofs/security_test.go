@@ -282,7 +282,7 @@ func rootTarget(t *testing.T) (*holder.Helper, int) {
 func openSet(t *testing.T) int {
 	t.Helper()
 	a := holder.NewSet(t, 1)
-	if err := sysvsem.Set(a, 0, 0, 0o666); err != nil {
+	if err := sysvsem.SetPerm(a, 0, 0, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	return a

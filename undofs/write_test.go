@@ -65,7 +65,7 @@ func TestWriteErrnoMapping(t *testing.T) {
 	fake.mu.Lock()
 	fake.err, fake.calls = nil, nil
 	fake.mu.Unlock()
-	if err := sysvsem.Set(a, 0, 0, 0o666); err != nil {
+	if err := sysvsem.SetPerm(a, 0, 0, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	h = holder.Start(t, "wait", []holder.Op{{Semid: a, Num: 1, Val: 1, Undo: true}}, &syscall.SysProcAttr{Credential: nobody})
@@ -259,7 +259,7 @@ func TestWriteKernelJudges(t *testing.T) {
 	f := mountT(t, &Options{AllowOther: true, Injector: probeInjector(t, probePtrace+"=1"), Log: testLogger(t, &logs)})
 	h, a, _ := startHolder(t)
 	// nobody's process needs alter permission on the set.
-	if err := sysvsem.Set(a, 0, 0, 0o666); err != nil {
+	if err := sysvsem.SetPerm(a, 0, 0, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	mine := holder.Start(t, "wait", []holder.Op{{Semid: a, Num: 1, Val: 1, Undo: true}}, &syscall.SysProcAttr{Credential: nobody})

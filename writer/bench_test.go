@@ -51,7 +51,7 @@ func BenchmarkSet(b *testing.B) {
 		}
 		opts := &writer.Options{Stats: func(pid int, st inject.Stats) { setStops = append(setStops, st.StopTime) }}
 		t0 := time.Now()
-		if err := writer.SetMany(r, writes, opts); err != nil {
+		if err := writer.WriteProcesses(r, writes, opts); err != nil {
 			b.Fatal(err)
 		}
 		setWall += time.Since(t0)

@@ -7,7 +7,7 @@
 // the same semaphore, +a and -a, the second with SEM_UNDO, in the order that
 // keeps the value within [0, 32767] in between; package plan works out those
 // calls. For the calling process the calls are made directly (WriteSelf);
-// for another process they are injected into it with ptrace (Inject, Set),
+// for another process they are injected into it with ptrace (Inject, WriteProcess),
 // so they run with the target's IPC namespace, credentials and undo list.
 //
 // Semantics are the seed's "add or update": after a write, the target's
@@ -29,6 +29,6 @@
 // the target's pid and the set's otime to now.
 //
 // Writing into a process whose other threads are doing SEM_UNDO operations
-// on the same sets at the same moment races with them: Set checks the result
+// on the same sets at the same moment races with them: WriteProcess checks the result
 // afterwards and reports a mismatch.
 package writer

@@ -70,14 +70,14 @@ func sameIPCNamespace(pid int) bool {
 	return self.Dev == other.Dev && self.Ino == other.Ino
 }
 
-// Set writes want into process pid: it reads pid's current list with r,
+// WriteProcess writes want into process pid: it reads pid's current list with r,
 // injects the write, and reads the list again to check that the listed sets
 // now hold exactly what was asked.
-func Set(r *reader.Reader, pid int, want undo.List, opts *Options) error {
-	return SetMany(r, []Write{{PID: pid, List: want}}, opts)
+func WriteProcess(r *reader.Reader, pid int, want undo.List, opts *Options) error {
+	return WriteProcesses(r, []Write{{PID: pid, List: want}}, opts)
 }
 
-// Write is one process's part of a SetMany.
+// Write is one process's part of a WriteProcesses.
 type Write struct {
 	PID  int
 	List undo.List
@@ -90,11 +90,11 @@ type Job struct {
 	Want    undo.List
 }
 
-// SetMany writes several processes' lists with one read of all lists
-// before and one after (Set reads twice per process). It stops at the
+// WriteProcesses writes several processes' lists with one read of all lists
+// before and one after (WriteProcess reads twice per process). It stops at the
 // first failure and returns it; the writes before it stay. Every target
 // passes CheckTarget before the first write.
-func SetMany(r *reader.Reader, writes []Write, opts *Options) error {
+func WriteProcesses(r *reader.Reader, writes []Write, opts *Options) error {
 	for _, w := range writes {
 		if err := CheckTarget(w.PID, opts.callers()...); err != nil {
 			return err

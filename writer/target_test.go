@@ -35,7 +35,7 @@ func TestRefusesOwnList(t *testing.T) {
 	for _, tid := range tids {
 		for name, write := range map[string]func() error{
 			"CheckTarget": func() error { return writer.CheckTarget(tid) },
-			"Set":         func() error { return writer.Set(r, tid, want, nil) },
+			"Set":         func() error { return writer.WriteProcess(r, tid, want, nil) },
 			"Inject":      func() error { return writer.Inject(tid, nil, want, nil) },
 		} {
 			err := write()
@@ -113,7 +113,7 @@ func TestVerifyShortErrors(t *testing.T) {
 	if !errors.Is(err, writer.ErrMismatch) || !strings.Contains(err.Error(), "has no entry") || len(err.Error()) > 160 {
 		t.Errorf("Verify of a process without the entry: %v; want ErrMismatch saying it has no entry, short", err)
 	}
-	if err := writer.Set(r, h.PID, mustParse(t, fmt.Sprintf("%d%s\n", s, strings.Repeat(" 0", 1000))), nil); err != nil {
+	if err := writer.WriteProcess(r, h.PID, mustParse(t, fmt.Sprintf("%d%s\n", s, strings.Repeat(" 0", 1000))), nil); err != nil {
 		t.Fatal(err)
 	}
 	err = writer.Verify(r, h.PID, want)
@@ -130,7 +130,7 @@ func TestZeroEntry(t *testing.T) {
 	for _, v := range []uint16{0, 9, 32767} {
 		st := newSet(t, v, v)
 		h := holder.Start(t, "wait", nil, nil)
-		if err := writer.Set(r, h.PID, undo.List{{Semid: int32(st.id), Adj: []int16{0, 0}}}, nil); err != nil {
+		if err := writer.WriteProcess(r, h.PID, undo.List{{Semid: int32(st.id), Adj: []int16{0, 0}}}, nil); err != nil {
 			t.Fatalf("Set of zeros (value %d): %v", v, err)
 		}
 		if l := listOf(t, r, h.PID, st.id); len(l) != 2 || l[0] != 0 || l[1] != 0 {

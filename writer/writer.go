@@ -42,7 +42,7 @@ type Options struct {
 	// Stats, when set, receives each injection's figures (the target's
 	// stop time among them) after it detached.
 	Stats func(pid int, st inject.Stats)
-	// Injector, when set, performs the injections of Set and SetMany
+	// Injector, when set, performs the injections of WriteProcess and WriteProcesses
 	// instead of Inject in this process: semundo's command line runs them
 	// in a child process of its own session, which finishes (and puts the
 	// targets back) even when the command is killed mid-write.
@@ -203,7 +203,7 @@ func writeSet(x executor, s *setState, target []int16, semopm *int, retries int)
 				ivals[i] = int(v)
 			}
 		}
-		calls, err := plan.Set(ivals, s.now, target, *semopm)
+		calls, err := plan.Adjust(ivals, s.now, target, *semopm)
 		if err != nil {
 			return fmt.Errorf("set %d: %w", s.semid, err)
 		}
@@ -225,7 +225,7 @@ func writeSet(x executor, s *setState, target []int16, semopm *int, retries int)
 				return setErr(x, s.semid, err)
 			}
 			for _, op := range call {
-				if op.Flg&plan.SEM_UNDO != 0 {
+				if op.Flg&sysvsem.Undo != 0 {
 					s.now[op.Num] -= op.Op
 				}
 			}

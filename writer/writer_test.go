@@ -240,7 +240,7 @@ func TestSetTargets(t *testing.T) {
 			s := newSet(t, 0, 5, 100, 32767, 2)
 			p := startTarget(t, tc.args...)
 			want := mustParse(t, fmt.Sprintf("%d 3 -5 -32768 32767 0\n", s.id))
-			if err := writer.Set(r, p.pid, want, nil); err != nil {
+			if err := writer.WriteProcess(r, p.pid, want, nil); err != nil {
 				t.Fatal(err)
 			}
 			if got := listOf(t, r, p.pid, s.id); !equal(got, want[0].Adj) {
@@ -284,7 +284,7 @@ func TestSetBlockedOnSameSet(t *testing.T) {
 	p := startTarget(t, "semop", fmt.Sprint(s.id))
 	waitNcnt(t, s.id, 1)
 	want := mustParse(t, fmt.Sprintf("%d 0 -4\n", s.id))
-	if err := writer.Set(r, p.pid, want, nil); err != nil {
+	if err := writer.WriteProcess(r, p.pid, want, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitNcnt(t, s.id, 1)
@@ -315,7 +315,7 @@ func TestSetGoTarget(t *testing.T) {
 	h := holder.Start(t, "busy", nil, nil)
 	want := mustParse(t, fmt.Sprintf("%d -7 0 100\n", s.id))
 	for i := 0; i < 5; i++ {
-		if err := writer.Set(r, h.PID, want, nil); err != nil {
+		if err := writer.WriteProcess(r, h.PID, want, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -343,7 +343,7 @@ func TestAddOrUpdate(t *testing.T) {
 		{Semid: a.id, Num: 0, Val: 3, Undo: true}, {Semid: b.id, Num: 0, Val: 2, Undo: true},
 	}, nil)
 	want := mustParse(t, fmt.Sprintf("%d 4 -1\n", a.id))
-	if err := writer.Set(r, h.PID, want, nil); err != nil {
+	if err := writer.WriteProcess(r, h.PID, want, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := listOf(t, r, h.PID, a.id); !equal(got, []int16{4, -1}) {
@@ -375,7 +375,7 @@ func TestValidation(t *testing.T) {
 		{"too many values", fmt.Sprintf("%d 1 2 3\n", s.id), writer.ErrCount},
 		{"second set wrong", fmt.Sprintf("%d 1 1\n%d 1 1\n", s.id, other.id), writer.ErrCount},
 	} {
-		err := writer.Set(r, h.PID, mustParse(t, tc.text), nil)
+		err := writer.WriteProcess(r, h.PID, mustParse(t, tc.text), nil)
 		if !errors.Is(err, tc.err) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.err)
 		}
@@ -387,7 +387,7 @@ func TestValidation(t *testing.T) {
 		}
 		s.unchanged(t)
 	}
-	if err := writer.Set(r, 1<<30, mustParse(t, fmt.Sprintf("%d 1 1\n", s.id)), nil); !errors.Is(err, inject.ErrNoProcess) {
+	if err := writer.WriteProcess(r, 1<<30, mustParse(t, fmt.Sprintf("%d 1 1\n", s.id)), nil); !errors.Is(err, inject.ErrNoProcess) {
 		t.Errorf("missing pid: %v, want inject.ErrNoProcess", err)
 	}
 }
@@ -397,11 +397,11 @@ func TestValidation(t *testing.T) {
 func TestNoAlterPermission(t *testing.T) {
 	r := openReader(t)
 	s := newSet(t, 1, 1)
-	if err := sysvsem.Set(s.id, 0, 0, 0o644); err != nil {
+	if err := sysvsem.SetPerm(s.id, 0, 0, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h := holder.Start(t, "wait", nil, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}})
-	err := writer.Set(r, h.PID, mustParse(t, fmt.Sprintf("%d 1 0\n", s.id)), nil)
+	err := writer.WriteProcess(r, h.PID, mustParse(t, fmt.Sprintf("%d 1 0\n", s.id)), nil)
 	if !errors.Is(err, writer.ErrPermission) {
 		t.Fatalf("write into a target without alter permission: %v", err)
 	}
@@ -440,7 +440,7 @@ func TestValuesChangingDuringWrite(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		h := holder.Start(t, "wait", nil, nil)
 		want := mustParse(t, fmt.Sprintf("%d %d -20000 32767 -32768\n", s.id, i))
-		err := writer.Set(r, h.PID, want, nil)
+		err := writer.WriteProcess(r, h.PID, want, nil)
 		switch {
 		case err == nil:
 			ok++
@@ -476,7 +476,7 @@ func TestTargetExitsDuringWrite(t *testing.T) {
 			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 			h.Cmd.Process.Kill()
 		}()
-		err := writer.Set(r, h.PID, want, nil)
+		err := writer.WriteProcess(r, h.PID, want, nil)
 		h.Cmd.Wait()
 		if err == nil {
 			done++
@@ -527,7 +527,7 @@ func TestUnprivilegedInject(t *testing.T) {
 	os.Chmod(dirOf(bin), 0o755)
 	os.Chmod(dirOf(dirOf(bin)), 0o755)
 	s := newSet(t, 2, 2)
-	if err := sysvsem.Set(s.id, 0, 0, 0o666); err != nil {
+	if err := sysvsem.SetPerm(s.id, 0, 0, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
@@ -575,7 +575,7 @@ func TestSetOtherNamespace(t *testing.T) {
 		t.Fatalf("set in the new namespace got id %d, want %d", h.Child, mine.id)
 	}
 	want := mustParse(t, fmt.Sprintf("%d -5 7 -32768\n", h.Child))
-	if err := writer.Set(r, h.PID, want, nil); err != nil {
+	if err := writer.WriteProcess(r, h.PID, want, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := listOf(t, r, h.PID, h.Child); !equal(got, want[0].Adj) {
@@ -583,7 +583,7 @@ func TestSetOtherNamespace(t *testing.T) {
 	}
 	mine.unchanged(t)
 	// A list for the caller's set of the same id has the wrong size there.
-	if err := writer.Set(r, h.PID, mustParse(t, fmt.Sprintf("%d 1\n", h.Child)), nil); !errors.Is(err, writer.ErrCount) {
+	if err := writer.WriteProcess(r, h.PID, mustParse(t, fmt.Sprintf("%d 1\n", h.Child)), nil); !errors.Is(err, writer.ErrCount) {
 		t.Fatalf("one value for the 3-semaphore set in the target's namespace: %v", err)
 	}
 }

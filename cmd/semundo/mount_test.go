@@ -260,7 +260,7 @@ func TestMountUserNamespace(t *testing.T) {
 	// Its own child: a process of the namespace that took -1 with exec
 	// --undo (on a set it may alter) and sleeps.
 	b := holder.NewSet(t, 1)
-	if err := sysvsem.Set(b, 0, 0, 0o666); err != nil {
+	if err := sysvsem.SetPerm(b, 0, 0, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

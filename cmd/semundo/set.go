@@ -79,7 +79,7 @@ func runSet(args []string) error {
 		return err
 	}
 	defer r.Close()
-	return writer.Set(r, pid, want, &writer.Options{Injector: childInjector})
+	return writer.WriteProcess(r, pid, want, &writer.Options{Injector: childInjector})
 }
 
 // childInjector runs the injections in `semundo __inject`, a child in a
