@@ -8,8 +8,8 @@
 // IPC namespace with their old ids through /proc/sys/kernel/sem_next_id
 // (and, into a namespace without sets, its limits); RestoreUndo then writes
 // each list into the live process that replaces the checkpointed one, after
-// checking that the processes and sets are the image's (RestoreUndoHere
-// also that they are in the caller's namespace). The order matters: SETALL
+// checking that the processes and sets are the image's, and in the caller's
+// namespace unless UndoOptions.AnyNamespace says otherwise (as for CRIU). The order matters: SETALL
 // zeroes every adjustment of a set, so values come first and adjustments
 // after.
 //

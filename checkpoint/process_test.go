@@ -119,7 +119,7 @@ func undoImage(id, key, nsems, pid int, comm string, adj []int16) *image.Image {
 // TestRestoreUndoRefuses: RestoreUndo writes nothing when the process or
 // the set is not the image's: an unmapped pid now running another
 // command, a set whose id is the image's but whose key or size is not, a
-// process outside the caller's namespace (RestoreUndoHere). Each refusal
+// process outside the caller's namespace (RestoreUndo without AnyNamespace). Each refusal
 // names the object and leaves the target's list as it was.
 func TestRestoreUndoRefuses(t *testing.T) {
 	rd := openReader(t)
@@ -152,11 +152,7 @@ func TestRestoreUndoRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			restore := checkpoint.RestoreUndo
-			if tc.here {
-				restore = checkpoint.RestoreUndoHere
-			}
-			err = restore(rd, tc.img, tc.pidMap, nil)
+			err = checkpoint.RestoreUndo(rd, tc.img, checkpoint.UndoOptions{PIDMap: tc.pidMap, AnyNamespace: !tc.here})
 			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) || !strings.Contains(err.Error(), tc.say) || !strings.Contains(err.Error(), strconv.Itoa(tc.pid)) ||
 				strings.HasSuffix(err.Error(), writer.ErrNoSet.Error()) {
 				t.Errorf("RestoreUndo: %v; want an error naming pid %d, saying %q (is %v)", err, tc.pid, tc.say, tc.is)
@@ -172,10 +168,10 @@ func TestRestoreUndoRefuses(t *testing.T) {
 	}
 	// The same images, right: the namespace's own process and set, mapped
 	// explicitly or by an unchanged pid with its command, are written.
-	if err := checkpoint.RestoreUndo(rd, undoImage(s, 0, 2, h.PID, self, want), nil, nil); err != nil {
+	if err := checkpoint.RestoreUndo(rd, undoImage(s, 0, 2, h.PID, self, want), checkpoint.UndoOptions{AnyNamespace: true}); err != nil {
 		t.Fatalf("RestoreUndo into the holder itself: %v", err)
 	}
-	if err := checkpoint.RestoreUndo(rd, undoImage(7, 0, 2, 77777, "x", want), map[int]int{77777: ns.PID}, nil); err != nil {
+	if err := checkpoint.RestoreUndo(rd, undoImage(7, 0, 2, 77777, "x", want), checkpoint.UndoOptions{PIDMap: map[int]int{77777: ns.PID}, AnyNamespace: true}); err != nil {
 		t.Fatalf("RestoreUndo into a process of another namespace, not required here: %v", err)
 	}
 	for _, pid := range []int{h.PID, ns.PID} {

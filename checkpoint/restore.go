@@ -198,28 +198,36 @@ func fitLimits(img *image.Image, existing []sysvsem.Entry) (*limitsChange, error
 	return c, nil
 }
 
+// UndoOptions say where RestoreUndo writes.
+type UndoOptions struct {
+	// PIDMap maps a checkpointed pid to the pid of the live process that
+	// replaces it; a pid not in the map is taken as unchanged.
+	PIDMap map[int]int
+	// AnyNamespace lets the processes be in an IPC namespace other than
+	// the caller's (CRIU restores a container's tasks into their own).
+	// By default they must be in the caller's, where RestoreSets puts the
+	// sets: a list written into a process elsewhere would act on another
+	// namespace's sets.
+	AnyNamespace bool
+	// Writer passes through to writer.WriteProcesses (nil: inject from
+	// this process).
+	Writer *writer.Options
+}
+
 // RestoreUndo writes each list of img into the live process that replaces
-// the checkpointed one: pidMap maps an old pid to its new one (a pid not in
-// the map is taken as unchanged). A list shared by several processes is
+// the checkpointed one (opts.PIDMap). A list shared by several processes is
 // written once, and only when their new processes share a list again. The
 // sets must exist with their values already (RestoreSets): SETALL would
 // zero the adjustments written here.
-// opts pass through to writer.WriteProcesses (nil: inject from this process).
 //
 // Before anything is written it checks that the processes are all in one
-// IPC namespace, that every set the lists name exists there with the
-// image's key and size (an id alone may name another set), and that a
-// process not mapped by pidMap still runs the command it ran at
-// checkpoint (its pid may have been reused).
-func RestoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *writer.Options) error {
-	return restoreUndo(r, img, pidMap, opts, false)
-}
-
-// RestoreUndoHere is RestoreUndo for a restore into the caller's IPC
-// namespace, where RestoreSets puts the sets: a process outside it is
-// refused, since the sets its list would act on are another namespace's.
-func RestoreUndoHere(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *writer.Options) error {
-	return restoreUndo(r, img, pidMap, opts, true)
+// IPC namespace (the caller's, unless opts.AnyNamespace), that every set
+// the lists name exists there with the image's key and size (an id alone
+// may name another set), and that a process not mapped by opts.PIDMap
+// still runs the command it ran at checkpoint (its pid may have been
+// reused).
+func RestoreUndo(r *reader.Reader, img *image.Image, opts UndoOptions) error {
+	return restoreUndo(r, img, opts.PIDMap, opts.Writer, !opts.AnyNamespace)
 }
 
 func restoreUndo(r *reader.Reader, img *image.Image, pidMap map[int]int, opts *writer.Options, here bool) error {

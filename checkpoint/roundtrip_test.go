@@ -325,7 +325,7 @@ func trial(t *testing.T, rd *reader.Reader, sc *script, mode restoreMode, semund
 				pidMap[old] = standins[w]
 			}
 		}
-		if err := checkpoint.RestoreUndo(rd, img, pidMap, nil); err != nil {
+		if err := checkpoint.RestoreUndo(rd, img, checkpoint.UndoOptions{PIDMap: pidMap, AnyNamespace: true}); err != nil {
 			return fmt.Errorf("RestoreUndo: %w", err)
 		}
 	case viaExec:

@@ -232,7 +232,7 @@ func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 			if err != nil {
 				return nil, fail(err)
 			}
-			err = checkpoint.RestoreUndo(r, img, pidMap, &writer.Options{Injector: opts.injector()})
+			err = checkpoint.RestoreUndo(r, img, checkpoint.UndoOptions{PIDMap: pidMap, AnyNamespace: true, Writer: &writer.Options{Injector: opts.injector()}})
 			r.Close()
 			if err != nil {
 				return nil, fail(err)

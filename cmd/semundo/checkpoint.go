@@ -136,7 +136,7 @@ func defineRestore(fs *flag.FlagSet, c *cli) func([]string) error {
 				return err
 			}
 			defer r.Close()
-			if err := checkpoint.RestoreUndoHere(r, img, pm, &writer.Options{Injector: childInjector}); err != nil {
+			if err := checkpoint.RestoreUndo(r, img, checkpoint.UndoOptions{PIDMap: pm, Writer: &writer.Options{Injector: childInjector}}); err != nil {
 				if *sets {
 					return fmt.Errorf("%w (the sets were restored; rerun with --undo only)", err)
 				}
