@@ -162,6 +162,11 @@ func visibleFrom(ns *os.File, pid int) (bool, error) {
 		return false, err
 	}
 	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT || err == unix.ESRCH {
+		// Gone, or a zombie: its namespaces went with its exit, so it
+		// is as absent to a reader as to procfs.
+		return false, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
 	if err != nil {
 		return false, fmt.Errorf("PID namespace of pid %d: %w", pid, err)
 	}

@@ -363,6 +363,10 @@ func (fs *rawFS) admit(c fuse.Caller, pid int, write bool) (*Caller, fuse.Status
 	}
 	visible, err := visibleFrom(pidns, pid)
 	pidns.Close()
+	if errors.Is(err, ErrNoProcess) {
+		opener.Close()
+		return nil, fuse.ENOENT
+	}
 	if err != nil || !visible {
 		opener.Close()
 		if err == nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -340,5 +341,27 @@ func TestUnmountBusy(t *testing.T) {
 	waitDone(t, f)
 	if err2 := f.Unmount(); err2 != err {
 		t.Errorf("second Unmount = %v, want the first's result", err2)
+	}
+}
+
+// TestVisibleFromGone: a process reaped while its file is being opened
+// (after the opener's credentials were taken, before its namespace was
+// compared) is gone, ENOENT to the opener as for any exit, never a
+// refusal: CI once saw EACCES there while readers raced exits.
+func TestVisibleFromGone(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := os.Open("/proc/self/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if _, err := visibleFrom(ns, cmd.Process.Pid); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("visibleFrom of reaped pid %d: %v, want ErrNoProcess", cmd.Process.Pid, err)
+	}
+	if ok, err := visibleFrom(ns, os.Getpid()); !ok || err != nil {
+		t.Errorf("visibleFrom of this process: %v, %v; want true", ok, err)
 	}
 }
