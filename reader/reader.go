@@ -53,6 +53,10 @@ type Options struct {
 	// (before 5.17) even where bpf_loop exists, so that tests can cover it.
 	// That variant walks at most 2048 entries per list.
 	Bounded bool
+	// VerifierLog, when set, asks the kernel's verifier for its full log
+	// (every branch, which slows loading) and receives it when loading
+	// fails. Without it the error still carries the log's last lines.
+	VerifierLog io.Writer
 }
 
 // Reader reads undo lists through a loaded BPF task iterator. It is safe for
@@ -105,15 +109,14 @@ func Open(opts *Options) (*Reader, error) {
 	delete(spec.Programs, "semundo_floor")
 
 	var lopts ebpf.CollectionOptions
-	if os.Getenv("SEMUNDO_DEBUG_VERIFIER") != "" {
+	if opts.VerifierLog != nil {
 		lopts.Programs = ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 26}
 	}
 	r := &Reader{procf: "/proc"}
 	r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts)
 	if err != nil {
-		var ve *ebpf.VerifierError
-		if lopts.Programs.LogLevel != 0 && errors.As(err, &ve) {
-			fmt.Fprintf(os.Stderr, "%+v\n", ve)
+		if opts.VerifierLog != nil {
+			writeVerifierLog(opts.VerifierLog, err)
 		}
 		return nil, loadError(err)
 	}
@@ -134,6 +137,14 @@ func Open(opts *Options) (*Reader, error) {
 	return r, nil
 }
 
+// writeVerifierLog writes the whole verifier log carried by err, if any.
+func writeVerifierLog(w io.Writer, err error) {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		fmt.Fprintf(w, "%+v\n", ve)
+	}
+}
+
 func loadError(err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
@@ -144,7 +155,47 @@ func loadError(err error) error {
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return fmt.Errorf("load BPF iterator: %w (%w)", ErrNotSupported, err)
 	}
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		if tail := verifierTail(ve.Log, verifierTailLines); tail != "" {
+			return fmt.Errorf("load BPF iterator: %w; the verifier's last lines:\n%s", err, tail)
+		}
+	}
 	return fmt.Errorf("load BPF iterator: %w", err)
+}
+
+// verifierTailLines is how much of the verifier's log an error carries: the
+// reason is at the end, and a full log runs to millions of lines.
+const verifierTailLines = 20
+
+// verifierTail returns the last n non-blank lines of a verifier log,
+// indented, after a line saying how many earlier ones were left out. It
+// walks from the end: a branch-level log runs to millions of lines.
+func verifierTail(log []string, n int) string {
+	var kept []string
+	i := len(log) - 1
+	for ; i >= 0 && len(kept) < n; i-- {
+		if strings.TrimSpace(log[i]) != "" {
+			kept = append(kept, log[i])
+		}
+	}
+	omitted := 0
+	for ; i >= 0; i-- {
+		if strings.TrimSpace(log[i]) != "" {
+			omitted++
+		}
+	}
+	var b strings.Builder
+	if omitted > 0 {
+		fmt.Fprintf(&b, "\t(%d earlier lines omitted)", omitted)
+	}
+	for j := len(kept) - 1; j >= 0; j-- {
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString("\t" + kept[j])
+	}
+	return b.String()
 }
 
 // lockdown returns the active kernel lockdown mode, or "" when unknown.

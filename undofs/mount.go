@@ -3,6 +3,7 @@ package undofs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log"
 	"os"
@@ -46,9 +47,10 @@ type Options struct {
 	// InjectTimeout bounds one write's injection (0: DefaultInjectTimeout).
 	InjectTimeout time.Duration
 	// Log receives one line per failed request and per event worth an
-	// administrator's eye. nil: standard error.
+	// administrator's eye. nil: nothing is logged; the caller owns where
+	// and how those lines are shown (the command passes its own).
 	Log *log.Logger
-	// Debug logs every FUSE request.
+	// Debug logs every FUSE request to Log.
 	Debug bool
 }
 
@@ -139,7 +141,7 @@ func Mount(dir string, opts *Options) (f *FS, err error) {
 	}
 	lg := opts.Log
 	if lg == nil {
-		lg = log.New(os.Stderr, "semundo mount: ", log.LstdFlags)
+		lg = log.New(io.Discard, "", 0)
 	}
 	inj := opts.Injector
 	if inj == nil {

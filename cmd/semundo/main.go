@@ -178,8 +178,14 @@ func exitCode(err error) int {
 // openReader loads the BPF reader, first checking the privilege it needs so
 // that an unprivileged user gets the plain reason.
 func openReader() (*reader.Reader, error) {
+	opts := &reader.Options{}
+	// The verifier's whole log is for whoever debugs a kernel that
+	// rejects the iterator; the error carries its last lines anyway.
+	if os.Getenv("SEMUNDO_DEBUG_VERIFIER") != "" {
+		opts.VerifierLog = os.Stderr
+	}
 	if os.Geteuid() != 0 {
-		r, err := reader.Open(nil)
+		r, err := reader.Open(opts)
 		if err != nil {
 			if errors.Is(err, reader.ErrPermission) {
 				return nil, fmt.Errorf("reading undo lists needs root (or CAP_BPF and CAP_PERFMON): run it with sudo: %w", reader.ErrPermission)
@@ -188,7 +194,7 @@ func openReader() (*reader.Reader, error) {
 		}
 		return r, nil
 	}
-	return reader.Open(nil)
+	return reader.Open(opts)
 }
 
 // scan reads every undo list once.

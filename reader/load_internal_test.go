@@ -1,0 +1,71 @@
+package reader
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// verifierFailure is what cilium/ebpf returns when the verifier rejects a
+// program: n log lines, the reason last.
+func verifierFailure(n int) error {
+	log := make([]string, 0, n+1)
+	for i := range n {
+		log = append(log, fmt.Sprintf("%d: insn %d", i, i))
+	}
+	log = append(log, "")
+	ve := &ebpf.VerifierError{Cause: unix.EINVAL, Log: log}
+	return fmt.Errorf("program semundo_tasks: %w", ve)
+}
+
+func TestLoadErrorCarriesVerifierTail(t *testing.T) {
+	err := loadError(verifierFailure(100))
+	msg := err.Error()
+	if !strings.Contains(msg, "\t(80 earlier lines omitted)\n\t80: insn 80\n") || !strings.HasSuffix(msg, "\t99: insn 99") {
+		t.Errorf("error does not end with the log's last 20 lines and the omitted count:\n%s", msg)
+	}
+	if strings.Contains(msg, "79: insn 79") {
+		t.Errorf("error carries more than the last 20 lines:\n%s", msg)
+	}
+	if lines := strings.Count(msg, "\n"); lines != verifierTailLines+1 {
+		t.Errorf("error has %d line breaks, want %d:\n%s", lines, verifierTailLines+1, msg)
+	}
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) || !errors.Is(err, unix.EINVAL) {
+		t.Errorf("error no longer wraps the verifier's error and its cause: %v", err)
+	}
+}
+
+func TestLoadErrorShortVerifierLog(t *testing.T) {
+	msg := loadError(verifierFailure(3)).Error()
+	if strings.Contains(msg, "earlier lines omitted") || !strings.HasSuffix(msg, "lines:\n\t0: insn 0\n\t1: insn 1\n\t2: insn 2") {
+		t.Errorf("a short log should come whole, without an omitted count:\n%s", msg)
+	}
+}
+
+func TestLoadErrorWithoutVerifierLog(t *testing.T) {
+	msg := loadError(errors.New("map records: no space")).Error()
+	if msg != "load BPF iterator: map records: no space" {
+		t.Errorf("got %q", msg)
+	}
+}
+
+func TestWriteVerifierLogWritesWholeLog(t *testing.T) {
+	var buf bytes.Buffer
+	writeVerifierLog(&buf, verifierFailure(100))
+	for _, want := range []string{"0: insn 0\n", "50: insn 50\n", "99: insn 99\n"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the written log lacks %q:\n%s", want, buf.String())
+		}
+	}
+	buf.Reset()
+	writeVerifierLog(&buf, errors.New("not a verifier error"))
+	if buf.Len() != 0 {
+		t.Errorf("wrote %q for an error that carries no log", buf.String())
+	}
+}
