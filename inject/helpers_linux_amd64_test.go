@@ -53,11 +53,12 @@ func helperMain(mode string, args []string) int {
 		return 2
 	}
 	pid, _ := strconv.Atoi(args[0])
+	var h hooks
 	if mode == "die-after-restore" {
 		// Die at the syscall-exit-stop of the first injected call, with
 		// the target's registers already put back but before it is
 		// parked again.
-		testHook = func(stage string) {
+		h.onStage = func(stage string) {
 			if stage == "restored" {
 				fmt.Println("seized")
 				_ = unix.Kill(os.Getpid(), unix.SIGKILL)
@@ -66,7 +67,7 @@ func helperMain(mode string, args []string) int {
 		}
 		mode = "inject-hold"
 	}
-	s, err := Seize(pid)
+	s, err := seizeWith(pid, h)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -390,7 +391,13 @@ func (u undoProbe) check(tb testing.TB, tg *target) {
 
 func mustSeize(tb testing.TB, pid int) *Session {
 	tb.Helper()
-	s, err := Seize(pid)
+	return mustSeizeWith(tb, pid, hooks{})
+}
+
+// mustSeizeWith is mustSeize with test hooks.
+func mustSeizeWith(tb testing.TB, pid int, h hooks) *Session {
+	tb.Helper()
+	s, err := seizeWith(pid, h)
 	if err != nil {
 		tb.Fatalf("Seize(%d): %v", pid, err)
 	}

@@ -674,9 +674,7 @@ func Test32BitTarget(t *testing.T) {
 
 	// Without the ELF check the CS register gives it away, after seizing;
 	// the target must then be left as it was.
-	skipELFCheck = true
-	defer func() { skipELFCheck = false }()
-	_, err = Seize(tg.pid)
+	_, err = seizeWith(tg.pid, hooks{skipELFCheck: true})
 	if !errors.Is(err, ErrTargetABI) || !strings.Contains(err.Error(), "CS 0x23") {
 		t.Fatalf("Seize of a thread in 32-bit mode: %v, want ErrTargetABI from CS 0x23", err)
 	}
@@ -963,9 +961,7 @@ func TestSeccompNotSuspended(t *testing.T) {
 	tg := start(t, buildC(t, "filtered", filteredSrc))
 	tg.line(t)
 	tg.blockedIn(t, nrPause)
-	noSuspendSeccomp = true
-	defer func() { noSuspendSeccomp = false }()
-	s := mustSeize(t, tg.pid)
+	s := mustSeizeWith(t, tg.pid, hooks{noSuspendSeccomp: true})
 	defer mustDetach(t, s)
 	if !s.Stats().SeccompActive {
 		t.Fatalf("Stats().SeccompActive is false while the filter applies")
@@ -1020,9 +1016,8 @@ func TestRegistersIntact(t *testing.T) {
 func TestPokeFallback(t *testing.T) {
 	tg := start(t, buildC(t, "sleeper", sleeperSrc), "100000")
 	tg.line(t)
-	s := mustSeize(t, tg.pid)
+	s := mustSeizeWith(t, tg.pid, hooks{pokeOnly: true})
 	defer mustDetach(t, s)
-	s.pokeOnly = true
 	addr, err := s.Mmap(4096)
 	if err != nil {
 		t.Fatal(err)

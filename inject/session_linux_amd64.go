@@ -33,12 +33,15 @@ const defaultIgnored = 1<<(unix.SIGCHLD-1) | 1<<(unix.SIGCONT-1) | 1<<(unix.SIGU
 // check that no session leaks.
 var activeSessions atomic.Int32
 
-// Test hooks.
-var (
+// hooks let tests reach paths that real targets rarely take. They belong to
+// one session, so tests running in parallel do not see each other's; the
+// zero value is what Seize uses.
+type hooks struct {
 	skipELFCheck     bool               // reach the CS check with a 32-bit target
 	noSuspendSeccomp bool               // show what a seccomp filter does to injected calls
-	testHook         func(stage string) // called at named points of an injection
-)
+	pokeOnly         bool               // skip process_vm_readv/writev
+	onStage          func(stage string) // called at named points of an injection
+}
 
 type sessionState int
 
@@ -78,7 +81,7 @@ type Session struct {
 	signals  []caughtSignal  // signals to queue again at Detach
 	start    time.Time
 	stats    Stats
-	pokeOnly bool // tests: skip process_vm_readv/writev
+	hooks    hooks
 }
 
 // Seize attaches to process pid and stops one of its threads (the
@@ -90,8 +93,10 @@ type Session struct {
 // Seize waits for the thread to stop. A thread in uninterruptible sleep (D
 // state, a vfork parent, a cgroup-v1 frozen task) stops only when that sleep
 // ends.
-func Seize(pid int) (*Session, error) {
-	s := &Session{pid: pid}
+func Seize(pid int) (*Session, error) { return seizeWith(pid, hooks{}) }
+
+func seizeWith(pid int, h hooks) (*Session, error) {
+	s := &Session{pid: pid, hooks: h}
 	if pid <= 0 {
 		return nil, s.fail("seize", ErrNoProcess, nil, fmt.Sprintf("%d is not a process id: pass the pid of a running process", pid))
 	}
@@ -117,7 +122,7 @@ func Seize(pid int) (*Session, error) {
 	if lst.KernelThread() {
 		return nil, s.fail("seize", ErrKernelThread, nil, fmt.Sprintf("%q is a kernel thread: it has no user memory and no undo list", lst.Comm))
 	}
-	if is32, ok := exeIs32Bit(s.pid); ok && is32 && !skipELFCheck {
+	if is32, ok := exeIs32Bit(s.pid); ok && is32 && !s.hooks.skipELFCheck {
 		return nil, s.fail("seize", ErrTargetABI, nil, fmt.Sprintf("%q runs a 32-bit (ia32 or x32) program: only x86-64 processes can be injected", lst.Comm))
 	}
 
@@ -175,7 +180,7 @@ func (s *Session) attach() error {
 			continue // the thread went away; pick another
 		}
 		var opts uintptr
-		if st.Seccomp != 0 && noSuspendSeccomp {
+		if st.Seccomp != 0 && s.hooks.noSuspendSeccomp {
 			s.stats.SeccompActive = true
 		} else if st.Seccomp != 0 {
 			// A seccomp filter could turn an injected mmap into SIGSYS or
@@ -439,7 +444,7 @@ func (s *Session) WriteMemory(addr uintptr, data []byte) error {
 	if err := s.usable("write memory"); err != nil {
 		return err
 	}
-	for len(data) > 0 && !s.pokeOnly {
+	for len(data) > 0 && !s.hooks.pokeOnly {
 		n, err := unix.ProcessVMWritev(s.tid, []unix.Iovec{iovec(data)},
 			[]unix.RemoteIovec{{Base: addr, Len: len(data)}}, 0)
 		if err != nil {
@@ -475,7 +480,7 @@ func (s *Session) ReadMemory(addr uintptr, buf []byte) error {
 }
 
 func (s *Session) readMemory(addr uintptr, buf []byte) error {
-	for len(buf) > 0 && !s.pokeOnly {
+	for len(buf) > 0 && !s.hooks.pokeOnly {
 		n, err := unix.ProcessVMReadv(s.tid, []unix.Iovec{iovec(buf)},
 			[]unix.RemoteIovec{{Base: addr, Len: len(buf)}}, 0)
 		if err != nil {
@@ -674,8 +679,8 @@ func (s *Session) park(op string) error {
 	if err := setRegs(s.tid, &s.saved); err != nil {
 		return s.lost(op, err)
 	}
-	if testHook != nil {
-		testHook("restored")
+	if s.hooks.onStage != nil {
+		s.hooks.onStage("restored")
 	}
 	for i := 0; i < maxStops; i++ {
 		if err := interrupt(s.tid); err != nil {
