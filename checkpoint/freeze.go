@@ -585,28 +585,10 @@ func procState(pid int) (byte, error) {
 	return st.State, err
 }
 
-// descendants returns pid's descendants (children, grandchildren, ...),
-// from the ppid field of every process.
+// descendants returns the descendants of roots (children, grandchildren,
+// ...).
 func descendants(roots []int) ([]int, error) {
-	children, err := procfs.NewDefaultFS().Children()
-	if err != nil {
-		return nil, err
-	}
-	seen := map[int]bool{}
-	var out []int
-	queue := append([]int(nil), roots...)
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		for _, c := range children[p] {
-			if !seen[c] {
-				seen[c] = true
-				out = append(out, c)
-				queue = append(queue, c)
-			}
-		}
-	}
-	return out, nil
+	return procfs.NewDefaultFS().Descendants(roots...)
 }
 
 // cgroupSleeper returns a thread of cgroup dir (or of a cgroup below it)

@@ -23,19 +23,16 @@ func walkTree(root int) ([]proc, error) {
 	if _, err := procFS.Stat(root); err != nil {
 		return nil, fmt.Errorf("root of the tree, pid %d: %w", root, syscall.ESRCH)
 	}
-	children, err := procFS.Children()
-	if err != nil {
-		return nil, err
-	}
-	rootNS, err := nspids(root)
+	rootNS, err := procFS.NSpid(root)
 	if err != nil {
 		return nil, err
 	}
 	level := len(rootNS) - 1
-	pids := []int{root}
-	for i := 0; i < len(pids); i++ {
-		pids = append(pids, children[pids[i]]...)
+	desc, err := procFS.Descendants(root)
+	if err != nil {
+		return nil, err
 	}
+	pids := append([]int{root}, desc...)
 	out := make([]proc, 0, len(pids))
 	for _, pid := range pids {
 		ns, err := nspids(pid)
@@ -53,19 +50,9 @@ func walkTree(root int) ([]proc, error) {
 	return out, nil
 }
 
-// nspids returns the NSpid field of pid's status: its pid in each PID
-// namespace from /proc's down to its own.
-func nspids(pid int) ([]int, error) {
-	st, err := procFS.Status(pid)
-	if err != nil {
-		return nil, err
-	}
-	if len(st.NSpid) == 0 {
-		// Kernels before 4.1 lack NSpid; semundo needs 5.8.
-		return nil, fmt.Errorf("pid %d: no NSpid line in its status", pid)
-	}
-	return st.NSpid, nil
-}
+// nspids returns pid's pid in each PID namespace from /proc's down to its
+// own.
+func nspids(pid int) ([]int, error) { return procFS.NSpid(pid) }
 
 // readStat reads pid's /proc stat.
 func readStat(pid int) (procfs.Stat, error) { return procFS.Stat(pid) }

@@ -1,7 +1,6 @@
 package reader
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/semundo/semundo/internal/errs"
+	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,7 +91,7 @@ func Open(opts *Options) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load BPF object: %w", err)
 	}
-	level, err := pidnsLevel("/proc/self/status")
+	level, err := pidnsLevel(procfs.NewDefaultFS())
 	if err != nil {
 		return nil, err
 	}
@@ -238,21 +238,14 @@ func ownersSize() uint32 {
 }
 
 // pidnsLevel returns the depth of the caller's PID namespace: the number of
-// ids on the NSpid line of /proc/self/status, less one.
-func pidnsLevel(status string) (int, error) {
-	f, err := os.Open(status)
+// ids on the NSpid line of its status, less one.
+func pidnsLevel(p procfs.FS) (int, error) {
+	st, err := p.SelfStatus()
 	if err != nil {
 		return 0, fmt.Errorf("read PID namespace level: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
-			return len(strings.Fields(v)) - 1, nil
-		}
-	}
 	// Kernels before 4.1 have no NSpid line; they are far below 5.8.
-	return 0, nil
+	return max(len(st.NSpid)-1, 0), nil
 }
 
 // Close detaches the iterator and frees its maps.

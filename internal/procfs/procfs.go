@@ -25,8 +25,18 @@ import (
 // DefaultMountPoint is where procfs is mounted on a live system.
 const DefaultMountPoint = "/proc"
 
-// FS reads process information under a procfs mount point.
+// FS reads process information under a procfs mount point. The zero FS
+// reads DefaultMountPoint, so that an options struct holding one needs no
+// default of its own.
 type FS struct{ root string }
+
+// dir is the mount point.
+func (p FS) dir() string {
+	if p.root == "" {
+		return DefaultMountPoint
+	}
+	return p.root
+}
 
 // NewFS returns an FS rooted at mountPoint.
 func NewFS(mountPoint string) FS { return FS{root: mountPoint} }
@@ -42,7 +52,7 @@ var ErrMalformed = errors.New("malformed")
 // reaped between open and read (the read then fails with ESRCH), to an
 // error that Is syscall.ESRCH.
 func (p FS) read(pid int, elem ...string) ([]byte, string, error) {
-	path := filepath.Join(append([]string{p.root, strconv.Itoa(pid)}, elem...)...)
+	path := filepath.Join(append([]string{p.dir(), strconv.Itoa(pid)}, elem...)...)
 	if pid <= 0 {
 		return nil, path, fmt.Errorf("pid %d: %w", pid, syscall.ESRCH)
 	}
@@ -172,6 +182,35 @@ func (s Status) Dead() bool { return s.State == 'Z' || s.State == 'X' || s.State
 // Status reads /proc/<pid>/status. pid may be a thread id: /proc/<tid>
 // exists, unlisted, for every thread, and credentials belong to threads.
 func (p FS) Status(pid int) (Status, error) { return parse(p, ParseStatus, pid, "status") }
+
+// SelfStatus reads /proc/self/status: the caller's own, as the mount
+// point's PID namespace numbers it.
+func (p FS) SelfStatus() (Status, error) {
+	path := filepath.Join(p.dir(), "self", "status")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Status{}, err
+	}
+	st, err := ParseStatus(b)
+	if err != nil {
+		return Status{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// NSpid returns pid's NSpid: its pid in each PID namespace from the mount
+// point's down to its own. A status without the line (kernels before 4.1)
+// is ErrMalformed: semundo needs 5.8.
+func (p FS) NSpid(pid int) ([]int, error) {
+	st, err := p.Status(pid)
+	if err != nil {
+		return nil, err
+	}
+	if len(st.NSpid) == 0 {
+		return nil, fmt.Errorf("pid %d: no NSpid line in its status (Linux >= 4.1 has one): %w", pid, ErrMalformed)
+	}
+	return st.NSpid, nil
+}
 
 // TaskStatus reads /proc/<pid>/task/<tid>/status.
 func (p FS) TaskStatus(pid, tid int) (Status, error) {
@@ -308,7 +347,7 @@ func parseIDs(ids *[4]uint32, fields []string) error {
 // Tasks returns the thread ids of process pid, in ascending order. A
 // process that does not exist is an error that Is syscall.ESRCH.
 func (p FS) Tasks(pid int) ([]int, error) {
-	ents, err := os.ReadDir(filepath.Join(p.root, strconv.Itoa(pid), "task"))
+	ents, err := os.ReadDir(filepath.Join(p.dir(), strconv.Itoa(pid), "task"))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 			return nil, fmt.Errorf("pid %d: %w", pid, syscall.ESRCH)
@@ -344,7 +383,7 @@ func (p FS) Threads(pid int) ([]Thread, error) {
 
 // PIDs returns the ids of every process the FS shows, in ascending order.
 func (p FS) PIDs() ([]int, error) {
-	ents, err := os.ReadDir(p.root)
+	ents, err := os.ReadDir(p.dir())
 	if err != nil {
 		return nil, err
 	}
@@ -382,4 +421,38 @@ func (p FS) Children() (map[int][]int, error) {
 		children[st.PPID] = append(children[st.PPID], pid)
 	}
 	return children, nil
+}
+
+// Descendants returns the descendants of roots (children, grandchildren,
+// ...), breadth first, each once, roots left out; a process that exits
+// during the walk is left out too.
+//
+// The walk reads the ppid of every process (Children) rather than
+// /proc/PID/task/TID/children: that file needs CONFIG_PROC_CHILDREN, and
+// the kernel documents it as reliable only while the children are frozen,
+// but the checkpoint walks a tree before freezing it, to know what to
+// freeze, and again after, to catch processes forked meanwhile.
+func (p FS) Descendants(roots ...int) ([]int, error) {
+	children, err := p.Children()
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[int]bool, len(roots))
+	for _, r := range roots {
+		seen[r] = true
+	}
+	var out []int
+	queue := append([]int(nil), roots...)
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, c := range children[pid] {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out, nil
 }
