@@ -189,7 +189,7 @@ func TestTreeOfLists(t *testing.T) {
 		// too. It was written into: it may still be on its way back to
 		// group-stop after the ptrace detach.
 		for i := 0; ; i++ {
-			st, err := processState(kids[stoppedKid])
+			st, err := processState(live, kids[stoppedKid])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -416,7 +416,7 @@ func TestResumeFailureLeavesStopped(t *testing.T) {
 	// detach (in the kernel, without running its own code): wait for it.
 	for _, p := range all {
 		for i := 0; ; i++ {
-			st, err := processState(p)
+			st, err := processState(live, p)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/writer"
 )
@@ -134,6 +135,16 @@ type Options struct {
 	// Injector, when set, performs the injections (see
 	// writer.Options.Injector); nil injects from this process.
 	Injector func(jobs []writer.Job) error
+	// Proc is where the process tree and its tasks' states are read; the
+	// zero value reads /proc.
+	Proc procfs.FS
+}
+
+func (o *Options) proc() procfs.FS {
+	if o == nil {
+		return procfs.FS{}
+	}
+	return o.Proc
 }
 
 func (o *Options) injector() func([]writer.Job) error {

@@ -15,11 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/internal/testreader"
 	"github.com/semundo/semundo/reader"
 	"golang.org/x/sys/unix"
 )
+
+// live is the host's /proc, where the tests' trees run.
+var live = procfs.NewDefaultFS()
 
 //go:embed testdata/tree.c
 var treeSrc string
@@ -173,7 +177,7 @@ func (rg *rig) startTree(tb testing.TB, spec treeSpec) *liveTree {
 	if lt.root == 0 || len(lt.kids) != len(spec.kids) || slices.Contains(lt.kids, 0) {
 		tb.Fatalf("could not find the tree's processes (%q) among the reaper's descendants %v", text, host)
 	}
-	procs, err := walkTree(lt.root)
+	procs, err := walkTree(live, lt.root)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -188,13 +192,13 @@ func (rg *rig) startTree(tb testing.TB, spec treeSpec) *liveTree {
 // namespace to its host pid.
 func innermost(tb testing.TB, pid int) map[int]int {
 	tb.Helper()
-	procs, err := walkTree(pid)
+	procs, err := walkTree(live, pid)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	out := map[int]int{}
 	for _, p := range procs[1:] {
-		ns, err := nspids(p.pid)
+		ns, err := nspids(live, p.pid)
 		if err != nil {
 			continue
 		}
@@ -265,7 +269,7 @@ func killDescendants(pid int) {
 	// A killed parent's children move to the reaper: walk until none is
 	// left.
 	for range 50 {
-		procs, err := walkTree(pid)
+		procs, err := walkTree(live, pid)
 		if err != nil || len(procs) <= 1 {
 			return
 		}
@@ -289,7 +293,7 @@ func waitReaper(tb testing.TB, cmd *exec.Cmd) {
 }
 
 func alive(pid int) bool {
-	st, err := readStat(pid)
+	st, err := live.Stat(pid)
 	return err == nil && st.State != 'Z'
 }
 
@@ -395,7 +399,7 @@ func (rg *rig) restore(tb testing.TB, dir string, leaveStopped, script bool, env
 	if rs.root, err = strconv.Atoi(strings.TrimSpace(string(p))); err != nil {
 		tb.Fatalf("pid file: %q", p)
 	}
-	if rs.procs, err = walkTree(rs.root); err != nil {
+	if rs.procs, err = walkTree(live, rs.root); err != nil {
 		tb.Fatal(err)
 	}
 	return rs
@@ -463,7 +467,7 @@ func waitState(tb testing.TB, pid int, want runState) {
 	tb.Helper()
 	names := map[runState]string{stateRunning: "running", stateStopping: "stopping", stateStopped: "stopped", stateGone: "gone"}
 	for i := 0; ; i++ {
-		st, err := processState(pid)
+		st, err := processState(live, pid)
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -8,9 +8,6 @@ import (
 	"github.com/semundo/semundo/internal/procfs"
 )
 
-// procFS is where the process tree is read.
-var procFS = procfs.NewDefaultFS()
-
 // proc is one process of a tree.
 type proc struct {
 	pid  int // in semundo's PID namespace (the directory name under /proc)
@@ -19,23 +16,23 @@ type proc struct {
 
 // walkTree returns root and all its descendants, root first, each with its
 // pid in root's PID namespace. CRIU dumps exactly this set of processes.
-func walkTree(root int) ([]proc, error) {
-	if _, err := procFS.Stat(root); err != nil {
+func walkTree(p procfs.FS, root int) ([]proc, error) {
+	if _, err := p.Stat(root); err != nil {
 		return nil, fmt.Errorf("root of the tree, pid %d: %w", root, syscall.ESRCH)
 	}
-	rootNS, err := procFS.NSpid(root)
+	rootNS, err := p.NSpid(root)
 	if err != nil {
 		return nil, err
 	}
 	level := len(rootNS) - 1
-	desc, err := procFS.Descendants(root)
+	desc, err := p.Descendants(root)
 	if err != nil {
 		return nil, err
 	}
 	pids := append([]int{root}, desc...)
 	out := make([]proc, 0, len(pids))
 	for _, pid := range pids {
-		ns, err := nspids(pid)
+		ns, err := nspids(p, pid)
 		if errors.Is(err, syscall.ESRCH) && pid != root {
 			continue // exited since the walk
 		}
@@ -52,10 +49,7 @@ func walkTree(root int) ([]proc, error) {
 
 // nspids returns pid's pid in each PID namespace from /proc's down to its
 // own.
-func nspids(pid int) ([]int, error) { return procFS.NSpid(pid) }
-
-// readStat reads pid's /proc stat.
-func readStat(pid int) (procfs.Stat, error) { return procFS.Stat(pid) }
+func nspids(p procfs.FS, pid int) ([]int, error) { return p.NSpid(pid) }
 
 // runState is how far a restored process is from running.
 type runState int
@@ -71,8 +65,8 @@ const (
 const sigstopBit = 1 << (syscall.SIGSTOP - 1)
 
 // processState tells whether every thread of pid is in group-stop.
-func processState(pid int) (runState, error) {
-	threads, err := procFS.Threads(pid)
+func processState(p procfs.FS, pid int) (runState, error) {
+	threads, err := p.Threads(pid)
 	if err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return stateGone, nil
@@ -97,7 +91,7 @@ func processState(pid int) (runState, error) {
 	case stopped > 0:
 		return stateStopping, nil
 	}
-	pending, err := stopPending(pid)
+	pending, err := stopPending(p, pid)
 	if err != nil {
 		return 0, err
 	}
@@ -109,8 +103,8 @@ func processState(pid int) (runState, error) {
 
 // stopPending reports whether SIGSTOP waits in pid's shared or main
 // thread's pending set (CRIU sends it just before it detaches).
-func stopPending(pid int) (bool, error) {
-	st, err := procFS.Status(pid)
+func stopPending(p procfs.FS, pid int) (bool, error) {
+	st, err := p.Status(pid)
 	if err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return false, nil

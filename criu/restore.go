@@ -12,6 +12,7 @@ import (
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/undo"
 	"github.com/semundo/semundo/writer"
 	"golang.org/x/sys/unix"
@@ -35,7 +36,7 @@ func handoffDir(env Env) (string, error) {
 			}
 		}
 	}
-	st, err := readStat(pid)
+	st, err := procfs.NewDefaultFS().Stat(pid)
 	if err != nil {
 		return "", fmt.Errorf("CRIU process %d: %w", pid, err)
 	}
@@ -55,7 +56,7 @@ func removeStale(state string) {
 		if _, err := fmt.Sscanf(e.Name(), "criu-%d-%d", &pid, &start); err != nil {
 			continue
 		}
-		if st, err := readStat(pid); err != nil || st.StartTime != start {
+		if st, err := procfs.NewDefaultFS().Stat(pid); err != nil || st.StartTime != start {
 			os.RemoveAll(filepath.Join(state, e.Name()))
 		}
 	}
@@ -152,7 +153,7 @@ func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	procs, err := walkTree(root)
+	procs, err := walkTree(opts.proc(), root)
 	if err != nil {
 		return nil, err
 	}
@@ -180,12 +181,12 @@ func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 	// way back to group-stop, which /proc shows as running.
 	var states map[int]runState
 	fail := func(err error) error {
-		if pids := leftStopped(t, newPID, states); pids != "" {
+		if pids := leftStopped(opts.proc(), t, newPID, states); pids != "" {
 			return fmt.Errorf("%w; the restored tasks are left stopped: kill -CONT %s to run them without their undo lists", err, pids)
 		}
 		return err
 	}
-	states, err = waitStops(t, newPID)
+	states, err = waitStops(opts.proc(), t, newPID)
 	if err != nil {
 		states = nil
 		return nil, fail(err)
@@ -259,14 +260,14 @@ func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 // each one's state, by its pid at dump. A task that looks running is looked
 // at once more a moment later: a thread the group-stop has not reached yet
 // shows neither a pending SIGSTOP nor a stopped state.
-func waitStops(t *tree, newPID map[int]int) (map[int]runState, error) {
+func waitStops(p procfs.FS, t *tree, newPID map[int]int) (map[int]runState, error) {
 	deadline := time.Now().Add(stopWait)
 	rechecked := false
 	for {
 		states := map[int]runState{}
 		pending, running := 0, false
 		for _, tk := range t.Tasks {
-			st, err := processState(newPID[tk.PID])
+			st, err := processState(p, newPID[tk.PID])
 			if err != nil {
 				return nil, err
 			}
@@ -300,7 +301,7 @@ const recheckDelay = 20 * time.Millisecond
 // leftStopped lists the restored tasks that are stopped but were running
 // at dump: what Resume would have continued. states gives their states, or
 // is nil to read them now.
-func leftStopped(t *tree, newPID map[int]int, states map[int]runState) string {
+func leftStopped(p procfs.FS, t *tree, newPID map[int]int, states map[int]runState) string {
 	var s []string
 	for _, tk := range t.Tasks {
 		if tk.Stopped {
@@ -308,7 +309,7 @@ func leftStopped(t *tree, newPID map[int]int, states map[int]runState) string {
 		}
 		st, ok := states[tk.PID]
 		if !ok {
-			st, _ = processState(newPID[tk.PID])
+			st, _ = processState(p, newPID[tk.PID])
 		}
 		if st == stateStopped {
 			s = append(s, strconv.Itoa(newPID[tk.PID]))

@@ -262,7 +262,7 @@ func TestCheckSharing(t *testing.T) {
 
 func TestHandoffDir(t *testing.T) {
 	me := os.Getpid()
-	st, err := readStat(me)
+	st, err := live.Stat(me)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestHandoffDir(t *testing.T) {
 		t.Errorf("got %q, %v; want %q", got, err, want)
 	}
 	// Not a /proc path: CRIU is the parent.
-	pst, err := readStat(os.Getppid())
+	pst, err := live.Stat(os.Getppid())
 	if err != nil {
 		t.Fatal(err)
 	}
