@@ -52,6 +52,10 @@ type CaptureOptions struct {
 	// not restorable, and one system call per semaphore, so off by
 	// default (the image's sempids are empty then).
 	Sempids bool
+	// Proc is where PIDs are resolved to processes and the tree is
+	// walked; the zero value reads /proc. Freezing and reading the lists
+	// always act on the live processes.
+	Proc procfs.FS
 }
 
 // Capture takes one consistent snapshot: the processes are frozen while
@@ -68,14 +72,14 @@ func Capture(r *reader.Reader, opts CaptureOptions) (_ *image.Image, err error) 
 	}
 	pids := make([]int, 0, len(opts.PIDs))
 	for _, pid := range opts.PIDs {
-		p, err := processOf(pid)
+		p, err := processOf(opts.Proc, pid)
 		if err != nil {
 			return nil, err
 		}
 		pids = append(pids, p)
 	}
 	if opts.Tree {
-		more, err := descendants(pids)
+		more, err := opts.Proc.Descendants(pids...)
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +160,7 @@ func captureOnce(r *reader.Reader, pids []int, ns uint64, opts CaptureOptions) (
 	}()
 	if opts.Tree && !useCgroup {
 		// Children forked before the freeze took effect.
-		more, err := descendants(pids)
+		more, err := opts.Proc.Descendants(pids...)
 		if err != nil {
 			return nil, err
 		}
@@ -220,8 +224,7 @@ func missing(have, known []int) []int {
 // or the process of a thread id, whose threads share one undo list. It
 // refuses what has no list to capture: a kernel thread, or a process whose
 // every thread has exited (a zombie).
-func processOf(pid int) (int, error) {
-	p := procfs.NewDefaultFS()
+func processOf(p procfs.FS, pid int) (int, error) {
 	st, err := p.Status(pid)
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
@@ -233,7 +236,7 @@ func processOf(pid int) (int, error) {
 	if stat.KernelThread() {
 		return 0, fmt.Errorf("pid %d (%s) is a kernel thread: it has no undo list", st.Tgid, stat.Comm)
 	}
-	if _, err := liveThread(st.Tgid); err != nil {
+	if _, err := liveThread(p, st.Tgid); err != nil {
 		return 0, err
 	}
 	return st.Tgid, nil
@@ -243,8 +246,7 @@ func processOf(pid int) (int, error) {
 // leader when it lives, else another (a leader that called pthread_exit
 // stays a zombie while its threads run on, and its /proc/PID/ns links are
 // gone).
-func liveThread(pid int) (int, error) {
-	p := procfs.NewDefaultFS()
+func liveThread(p procfs.FS, pid int) (int, error) {
 	if st, err := p.Stat(pid); err == nil && !st.Dead() {
 		return pid, nil
 	}
@@ -263,7 +265,7 @@ func liveThread(pid int) (int, error) {
 // nsInode returns the inode of process pid's IPC namespace, read through
 // a live thread.
 func nsInode(pid int) (uint64, error) {
-	tid, err := liveThread(pid)
+	tid, err := liveThread(procfs.NewDefaultFS(), pid)
 	if err != nil {
 		return 0, err
 	}
@@ -321,7 +323,7 @@ func inNamespace(pid int, ns uint64, fn func() error) error {
 			return
 		}
 		// No UnlockOSThread: the thread exits with this goroutine.
-		tid, err := liveThread(pid)
+		tid, err := liveThread(procfs.NewDefaultFS(), pid)
 		if err != nil {
 			done <- err
 			return

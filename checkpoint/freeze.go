@@ -585,12 +585,6 @@ func procState(pid int) (byte, error) {
 	return st.State, err
 }
 
-// descendants returns the descendants of roots (children, grandchildren,
-// ...).
-func descendants(roots []int) ([]int, error) {
-	return procfs.NewDefaultFS().Descendants(roots...)
-}
-
 // cgroupSleeper returns a thread of cgroup dir (or of a cgroup below it)
 // that sleeps in semop or semtimedop, or nil. A cgroup frozen already is
 // left as it is, and has none to wake.
