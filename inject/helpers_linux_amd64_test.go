@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -31,6 +32,9 @@ const (
 // mid-session". "hold" only seizes, "inject-hold" also runs calls in the
 // target, "die-after-restore" kills itself in the middle of one.
 var tracerModes = []string{"hold", "inject-hold", "die-after-restore"}
+
+// proc is the live /proc, where the tests' targets run.
+var proc = procfs.NewDefaultFS()
 
 func TestMain(m *testing.M) {
 	h := testenv.Helpers{}

@@ -330,7 +330,7 @@ int main(int argc, char **argv) {
 
 func counters(t *testing.T, pid int, addr uintptr) [3]uint64 {
 	t.Helper()
-	tids, err := liveThreads(pid)
+	tids, err := liveThreads(proc, pid)
 	if err != nil || len(tids) == 0 {
 		t.Fatalf("no live thread in %d: %v", pid, err)
 	}
@@ -370,7 +370,7 @@ func TestMultiThreaded(t *testing.T) {
 				t.Fatal(err)
 			}
 			testenv.Eventually(t, "all threads to start", func() bool {
-				tids, _ := liveThreads(tg.pid)
+				tids, _ := liveThreads(proc, tg.pid)
 				return len(tids) == 3 || (!leaderExits && len(tids) == 4)
 			})
 			if leaderExits {
@@ -622,7 +622,7 @@ func TestRefusals(t *testing.T) {
 		if _, err := Seize(os.Getpid()); !errors.Is(err, ErrSelf) {
 			t.Errorf("Seize(self): %v, want ErrSelf", err)
 		}
-		tids, _ := liveThreads(os.Getpid())
+		tids, _ := liveThreads(proc, os.Getpid())
 		for _, tid := range tids {
 			if tid != os.Getpid() {
 				if _, err := Seize(tid); !errors.Is(err, ErrSelf) {

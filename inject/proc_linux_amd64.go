@@ -19,14 +19,11 @@ const (
 	pfUserWorker = 0x00004000 // PF_USER_WORKER: a kernel-made thread of a user process
 )
 
-// proc is the live /proc.
-var proc = procfs.NewDefaultFS()
-
 // liveThreads lists the threads of process tgid that have not exited and
 // can be traced (not io_uring or other kernel-made workers), the
 // thread-group leader first when it is alive.
-func liveThreads(tgid int) ([]int, error) {
-	threads, err := proc.Threads(tgid)
+func liveThreads(p procfs.FS, tgid int) ([]int, error) {
+	threads, err := p.Threads(tgid)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,6 +83,7 @@ type Session struct {
 	start    time.Time
 	stats    Stats
 	hooks    hooks
+	proc     procfs.FS // the target's tasks; the zero FS reads /proc
 }
 
 // Seize attaches to process pid and stops one of its threads (the
@@ -104,7 +106,7 @@ func seizeWith(pid int, h hooks) (*Session, error) {
 	if pid == self {
 		return nil, s.fail("seize", ErrSelf, nil, "pid is the calling process: a process cannot ptrace itself")
 	}
-	st, err := proc.Status(pid)
+	st, err := s.proc.Status(pid)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
 			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "no process with this pid: check that it still runs")
@@ -115,7 +117,7 @@ func seizeWith(pid int, h hooks) (*Session, error) {
 		return nil, s.fail("seize", ErrSelf, nil, "pid is a thread of the calling process: a process cannot ptrace itself")
 	}
 	s.pid = st.Tgid
-	lst, err := proc.Stat(s.pid)
+	lst, err := s.proc.Stat(s.pid)
 	if err != nil {
 		return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 	}
@@ -167,7 +169,7 @@ func (s *Session) checkABI() error {
 // exits under our feet.
 func (s *Session) attach() error {
 	for attempt := 0; attempt < 8; attempt++ {
-		tids, err := liveThreads(s.pid)
+		tids, err := liveThreads(s.proc, s.pid)
 		if err != nil {
 			return s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 		}
@@ -175,7 +177,7 @@ func (s *Session) attach() error {
 			return s.fail("seize", ErrZombie, nil, "process has exited and waits to be reaped by its parent: nothing to inject into")
 		}
 		s.tid = tids[0]
-		st, err := proc.TaskStatus(s.pid, s.tid)
+		st, err := s.proc.TaskStatus(s.pid, s.tid)
 		if err != nil {
 			continue // the thread went away; pick another
 		}
@@ -213,13 +215,13 @@ func (s *Session) attach() error {
 
 // classifyEPERM tells apart the reasons PTRACE_SEIZE answers EPERM.
 func (s *Session) classifyEPERM(err error) error {
-	st, serr := proc.TaskStatus(s.pid, s.tid)
+	st, serr := s.proc.TaskStatus(s.pid, s.tid)
 	if serr != nil {
 		return s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 	}
 	// TracerPid names the tracer thread; the process is its thread group.
 	tracer := st.TracerPid
-	if ts, err := proc.Status(tracer); err == nil {
+	if ts, err := s.proc.Status(tracer); err == nil {
 		tracer = ts.Tgid
 	}
 	switch {
@@ -227,14 +229,14 @@ func (s *Session) classifyEPERM(err error) error {
 		return s.fail("seize", ErrAlreadyTraced, err, "already traced by this process: Detach the other Session first")
 	case st.TracerPid != 0:
 		comm := "?"
-		if ts, err := proc.Stat(tracer); err == nil {
+		if ts, err := s.proc.Stat(tracer); err == nil {
 			comm = ts.Comm
 		}
 		return s.fail("seize", ErrAlreadyTraced, err, fmt.Sprintf("already traced by pid %d (%s): stop that debugger, strace or CRIU first", tracer, comm))
 	case st.Dead():
 		return s.fail("seize", ErrZombie, err, "thread has exited: nothing to inject into")
 	}
-	if ts, err := proc.TaskStat(s.pid, s.tid); err == nil && ts.KernelThread() {
+	if ts, err := s.proc.TaskStat(s.pid, s.tid); err == nil && ts.KernelThread() {
 		return s.fail("seize", ErrKernelThread, err, "kernel thread: it has no user memory")
 	}
 	if os.Geteuid() == 0 {
@@ -822,7 +824,7 @@ func (s *Session) restartSemop() error {
 	if err := s.readMemory(uintptr(r.Rip-2), b[:]); err != nil || b != [2]byte{0x0f, 0x05} {
 		return nil
 	}
-	st, err := proc.TaskStatus(s.pid, s.tid)
+	st, err := s.proc.TaskStatus(s.pid, s.tid)
 	if err != nil {
 		return nil // gone; the detach below reports it
 	}
