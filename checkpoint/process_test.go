@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/holder"
-	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/writer"
 )
@@ -73,35 +71,12 @@ func TestCaptureRefuses(t *testing.T) {
 	if _, err := capture(t, rd, checkpoint.CaptureOptions{PIDs: []int{2}}); err == nil || !strings.Contains(err.Error(), "kernel thread") {
 		t.Errorf("Capture of kthreadd (pid 2): %v, want a kernel thread error", err)
 	}
-	// A child that has exited and is not reaped yet. It is a Go program:
-	// its leader shows Z while other threads are still on their way out,
-	// so wait until every thread has.
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Wait() })
-	testenv.Eventually(t, fmt.Sprintf("every thread of child %d to exit", cmd.Process.Pid), func() bool { return allDead(cmd.Process.Pid) })
-	_, err := capture(t, rd, checkpoint.CaptureOptions{PIDs: []int{cmd.Process.Pid}})
+	// A child that has exited and is not reaped yet.
+	pid := testenv.Zombie(t)
+	_, err := capture(t, rd, checkpoint.CaptureOptions{PIDs: []int{pid}})
 	if !errors.Is(err, checkpoint.ErrNoProcess) || !strings.Contains(err.Error(), "zombie") {
-		t.Errorf("Capture of zombie %d: %v, want ErrNoProcess saying zombie", cmd.Process.Pid, err)
+		t.Errorf("Capture of zombie %d: %v, want ErrNoProcess saying zombie", pid, err)
 	}
-}
-
-// allDead reports whether every thread of process pid has exited (the
-// process is a zombie, or gone).
-func allDead(pid int) bool {
-	p := procfs.NewDefaultFS()
-	threads, err := p.Threads(pid)
-	if err != nil {
-		return true
-	}
-	for _, th := range threads {
-		if !th.Stat.Dead() {
-			return false
-		}
-	}
-	return true
 }
 
 // undoImage is a minimal image: set id of nsems semaphores with key, and

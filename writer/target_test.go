@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,28 +60,6 @@ func TestRefusesOwnList(t *testing.T) {
 	}
 }
 
-// zombie starts a child that exits at once and is left unreaped until
-// cleanup; it returns its pid once it is a zombie.
-func zombie(t *testing.T) int {
-	t.Helper()
-	// The test binary itself, running no test: the kernel matrix's guests
-	// have no /bin/true.
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	t.Cleanup(func() { cmd.Wait() })
-	testenv.Eventually(t, fmt.Sprintf("child %d (this test binary, running no test) to exit", pid), func() bool {
-		st, err := procfs.NewDefaultFS().Stat(pid)
-		if err != nil {
-			t.Fatalf("child %d: %v", pid, err)
-		}
-		return st.Dead()
-	})
-	return pid
-}
-
 // TestVerifyShortErrors: the check after a write says in one short line
 // that a target which exited meanwhile exited (its exit applied the list),
 // and names only the first differing semaphore of a large set, never its
@@ -97,7 +74,7 @@ func TestVerifyShortErrors(t *testing.T) {
 	}
 	want := mustParse(t, fmt.Sprintf("%d %s\n", s, strings.Join(adj, " ")))
 
-	pid := zombie(t)
+	pid := testenv.Zombie(t)
 	err := writer.Verify(r, pid, want)
 	if !errors.Is(err, writer.ErrExited) || !strings.Contains(err.Error(), "exited") || !strings.Contains(err.Error(), "applied") || len(err.Error()) > 160 {
 		t.Errorf("Verify of a process that exited: %v (%d bytes); want ErrExited in one short line", err, len(err.Error()))
