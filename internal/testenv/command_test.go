@@ -25,12 +25,21 @@ func TestCommandDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the shell printed %q, not its child's pid", out)
 	}
-	// The child was in the shell's group, so it was killed with it; it may
-	// linger as a zombie of an init that does not reap.
-	if st, err := os.ReadFile("/proc/" + strconv.Itoa(child) + "/stat"); err == nil {
-		if s := string(st); !strings.Contains(s[strings.LastIndexByte(s, ')'):], ") Z ") {
-			t.Errorf("the shell's child %d still runs after the deadline: %s", child, st)
+	// The child was in the shell's group, so it was sent SIGKILL with it.
+	// Dying takes it a moment (it shows R with its SIGKILL pending on a busy
+	// machine), and it may linger as a zombie of an init that does not
+	// reap; unkilled, it would sleep for 1000 s.
+	var last string
+	if !Until(Patience, func() bool {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(child) + "/stat")
+		if err != nil {
+			return true
 		}
+		last = string(st)
+		state := strings.Fields(last[strings.LastIndexByte(last, ')')+1:])
+		return len(state) > 0 && (state[0] == "Z" || state[0] == "X")
+	}) {
+		t.Errorf("the shell's child %d still runs %v after the deadline: %s", child, Patience, last)
 	}
 }
 
