@@ -57,6 +57,9 @@ type Options struct {
 	// (every branch, which slows loading) and receives it when loading
 	// fails. Without it the error still carries the log's last lines.
 	VerifierLog io.Writer
+	// NoWaiters leaves blocked semop callers out of every Snapshot, sparing
+	// a scan their cost; Snapshot.WaitersErr then says so.
+	NoWaiters bool
 }
 
 // Reader reads undo lists through a loaded BPF task iterator. It is safe for
@@ -72,6 +75,8 @@ type Reader struct {
 	// pass to the next, sparing a scan most of its allocations.
 	buf       []byte
 	lastLists int
+	// waitersErr is why snapshots carry no waiters, nil when they do.
+	waitersErr error
 }
 
 // Open loads and attaches the iterator. It needs root, or CAP_BPF and
@@ -99,20 +104,34 @@ func Open(opts *Options) (*Reader, error) {
 		return nil, fmt.Errorf("set pidns_level: %w", err)
 	}
 	spec.Maps["owners"].MaxEntries = ownersSize()
+	spec.Maps["sleepers"].MaxEntries = ownersSize()
 	spec.Maps["records"].MaxEntries = ringSize
 
 	prog, unused := "semundo_tasks", "semundo_tasks_bounded"
-	if opts.Bounded || features.HaveProgramHelper(ebpf.Tracing, asm.FnLoop) != nil {
+	if opts.Bounded || haveHelper(asm.FnLoop) != nil {
 		prog, unused = unused, prog
 	}
 	delete(spec.Programs, unused)
 	delete(spec.Programs, "semundo_floor")
 
+	waitersErr := waitersSupport(prog != "semundo_tasks")
+	if waitersErr == nil && opts.NoWaiters {
+		waitersErr = errWaitersOff
+	}
+	if waitersErr == nil {
+		semop, semtimedop := syscallNumbers()
+		for name, v := range map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop} {
+			if err := spec.Variables[name].Set(v); err != nil {
+				return nil, fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+	}
+
 	var lopts ebpf.CollectionOptions
 	if opts.VerifierLog != nil {
 		lopts.Programs = ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 26}
 	}
-	r := &Reader{procf: "/proc"}
+	r := &Reader{procf: "/proc", waitersErr: waitersErr}
 	r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts)
 	if err != nil {
 		if opts.VerifierLog != nil {
@@ -135,6 +154,16 @@ func Open(opts *Options) (*Reader, error) {
 		return nil, fmt.Errorf("open BPF ring buffer: %w", err)
 	}
 	return r, nil
+}
+
+// haveHelper says whether BPF programs of this kernel may call fn. The
+// probe loads a kprobe program: cilium/ebpf has no probe for Tracing
+// programs (it answers every Tracing question with an error, which made
+// the reader pick its bounded variant on every kernel), and the helpers
+// the iterator calls (bpf_loop, bpf_task_pt_regs) came to kprobes in the
+// same release as to iterators.
+func haveHelper(fn asm.BuiltinFunc) error {
+	return features.HaveProgramHelper(ebpf.Kprobe, fn)
 }
 
 // writeVerifierLog writes the whole verifier log carried by err, if any.
@@ -296,8 +325,14 @@ func (r *Reader) Scan() (*Snapshot, error) {
 		return nil, fmt.Errorf("undo list of pid %s changed during each of %d reads; retry: %w", strings.Join(pids, ", "), retries+1, ErrIncomplete)
 	}
 	snap.finish()
+	snap.WaitersErr = r.waitersErr
 	return snap, nil
 }
+
+// WaitersErr is nil when the reader's snapshots carry the blocked semop
+// callers, and otherwise says why not (ErrNotSupported when the kernel
+// lacks what reading them needs).
+func (r *Reader) WaitersErr() error { return r.waitersErr }
 
 // Read returns the undo list of the process (or thread) pid, or nil when it
 // has none. A pid that does not exist is ErrNoProcess.

@@ -25,6 +25,10 @@ func TestRecordConstants(t *testing.T) {
 		"SEMUNDO_ENTRY_NOSET":    iterSemundoEntryNoset,
 		"SEMUNDO_ENTRY_TOOBIG":   iterSemundoEntryToobig,
 		"SEMUNDO_CHUNK_MAGIC":    iterSemundoChunkMagic,
+		"SEMUNDO_TASK_WAITER":    iterSemundoTaskWaiter,
+		"SEMUNDO_MAX_WAIT_OPS":   iterSemundoMaxWaitOps,
+		"SEMUNDO_WAIT_TIMED":     iterSemundoWaitTimed,
+		"SEMUNDO_WAIT_TRUNC":     iterSemundoWaitTrunc,
 	}
 	re := regexp.MustCompile(`(?m)^#define (SEMUNDO_\w+) (0x[0-9a-f]+|\d+)\b`)
 	seen := 0
@@ -53,6 +57,7 @@ func TestRecordSizes(t *testing.T) {
 		{"semundo_task", taskSize, binary.Size(iterSemundoTask{})},
 		{"semundo_entry", entrySize, binary.Size(iterSemundoEntry{})},
 		{"semundo_chunk", chunkSize, binary.Size(iterSemundoChunk{})},
+		{"semundo_wait", waitSize, binary.Size(iterSemundoWait{})},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: decoder uses %d bytes, C layout has %d", c.name, c.got, c.want)

@@ -72,6 +72,9 @@ func MainWith(m *testing.M, setup func() (teardown func())) {
 	if sharedDir != "" {
 		os.RemoveAll(sharedDir)
 	}
+	if semwaitDir != "" {
+		os.RemoveAll(semwaitDir)
+	}
 	os.Exit(code)
 }
 

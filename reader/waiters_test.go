@@ -1,0 +1,197 @@
+package reader_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/reader"
+	"github.com/semundo/semundo/sysvsem"
+	"golang.org/x/sys/unix"
+)
+
+// scanWaiters scans and returns the waiters of process pid, failing the
+// test when the reader cannot read waiters at all.
+func scanWaiters(t *testing.T, r *reader.Reader, pid int) []reader.Waiter {
+	t.Helper()
+	snap, err := r.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.WaitersErr != nil {
+		if errors.Is(snap.WaitersErr, reader.ErrNotSupported) {
+			testenv.Missing(t, "reading blocked semop callers", snap.WaitersErr.Error())
+		}
+		t.Fatal(snap.WaitersErr)
+	}
+	var out []reader.Waiter
+	for _, w := range snap.Waiters {
+		if w.PID == pid {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// ipcNS is the inode of the IPC namespace of pid.
+func ipcNS(t *testing.T, pid int) uint32 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/ipc", pid), &st); err != nil {
+		t.Fatal(err)
+	}
+	return uint32(st.Ino)
+}
+
+// checkWaiter compares a reported waiter with what the process was told.
+func checkWaiter(t *testing.T, w reader.Waiter, pid, semid int, ops []sysvsem.Sembuf, timed bool) {
+	t.Helper()
+	if w.PID != pid || w.TID <= 0 || w.Semid != int32(semid) || w.Comm != "semwait" {
+		t.Errorf("waiter %+v: want pid %d, a tid, set %d, comm semwait", w, pid, semid)
+	}
+	if !slices.Equal(w.Ops, ops) || w.NOps != len(ops) {
+		t.Errorf("waiter %d ops %v (of %d), want %v", w.TID, w.Ops, w.NOps, ops)
+	}
+	if w.Timed != timed {
+		t.Errorf("waiter %d timed %v, want %v", w.TID, w.Timed, timed)
+	}
+	if w.IPCNS != ipcNS(t, pid) {
+		t.Errorf("waiter %d: ipc namespace %d, want %d", w.TID, w.IPCNS, ipcNS(t, pid))
+	}
+	if w.Blocking < -1 || w.Blocking >= len(w.Ops) {
+		t.Errorf("waiter %d: blocking index %d out of range", w.TID, w.Blocking)
+	}
+}
+
+func TestWaiterDecrement(t *testing.T) {
+	r := openReader(t)
+	id := holder.NewSetVal(t, 3, 0)
+	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:1:-2", id))
+	holder.BlockedOn(t, id, 1, 1, false)
+	ws := scanWaiters(t, r, p.PID)
+	if len(ws) != 1 {
+		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
+	}
+	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 1, Op: -2}}, false)
+	if ws[0].Blocking != 0 {
+		t.Errorf("blocking op %d, want 0", ws[0].Blocking)
+	}
+}
+
+func TestWaiterZero(t *testing.T) {
+	r := openReader(t)
+	id := holder.NewSetVal(t, 2, 1)
+	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:0:0", id))
+	holder.BlockedOn(t, id, 0, 1, true)
+	ws := scanWaiters(t, r, p.PID)
+	if len(ws) != 1 {
+		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
+	}
+	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: 0}}, false)
+}
+
+// Several operations in one call wait on the set's own queue; the one that
+// blocks is the third.
+func TestWaiterSeveralOps(t *testing.T) {
+	r := openReader(t)
+	id := holder.NewSetVal(t, 4, 1)
+	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:0:-1,2:1,3:-2", id))
+	holder.BlockedOn(t, id, 3, 1, false)
+	ws := scanWaiters(t, r, p.PID)
+	if len(ws) != 1 {
+		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
+	}
+	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: -1}, {Num: 2, Op: 1}, {Num: 3, Op: -2}}, false)
+	if ws[0].Blocking != 2 {
+		t.Errorf("blocking op %d, want 2", ws[0].Blocking)
+	}
+}
+
+func TestWaiterTimed(t *testing.T) {
+	r := openReader(t)
+	id := holder.NewSetVal(t, 1, 0)
+	// An hour: the test ends long before, and kills it.
+	p := holder.StartWaiter(t, "timed:3600000", fmt.Sprintf("wait:%d:0:-1", id))
+	holder.BlockedOn(t, id, 0, 1, false)
+	ws := scanWaiters(t, r, p.PID)
+	if len(ws) != 1 {
+		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
+	}
+	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: -1}}, true)
+}
+
+func TestWaiterMany(t *testing.T) {
+	r := openReader(t)
+	const n = 50
+	id := holder.NewSetVal(t, 1, 0)
+	p := holder.StartWaiter(t, fmt.Sprintf("threads:%d", n), fmt.Sprintf("wait:%d:0:-1", id))
+	holder.BlockedOn(t, id, 0, n, false)
+	ws := scanWaiters(t, r, p.PID)
+	if len(ws) != n {
+		t.Fatalf("got %d waiters of pid %d, want %d", len(ws), p.PID, n)
+	}
+	tids := map[int]bool{}
+	for _, w := range ws {
+		checkWaiter(t, w, p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: -1}}, false)
+		if w.TID == p.PID || tids[w.TID] {
+			t.Errorf("tid %d: the main thread, or reported twice", w.TID)
+		}
+		tids[w.TID] = true
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", p.PID, w.TID)); err != nil {
+			t.Errorf("tid %d is no thread of pid %d: %v", w.TID, p.PID, err)
+		}
+	}
+}
+
+// A waiter in its own IPC namespace names a set of that namespace, whose id
+// here may be nobody's or another set's.
+func TestWaiterOtherNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	r := openReader(t)
+	p := holder.StartWaiter(t, "ns", "new:2:0", "wait:-1:1:-3")
+	var ws []reader.Waiter
+	testenv.Eventually(t, fmt.Sprintf("pid %d blocked in its IPC namespace", p.PID), func() bool {
+		ws = scanWaiters(t, r, p.PID)
+		return len(ws) > 0
+	})
+	if len(ws) != 1 {
+		t.Fatalf("got %d waiters, want 1: %+v", len(ws), ws)
+	}
+	checkWaiter(t, ws[0], p.PID, p.Semid, []sysvsem.Sembuf{{Num: 1, Op: -3}}, false)
+	if ws[0].IPCNS == ipcNS(t, os.Getpid()) {
+		t.Errorf("waiter reported in the test's IPC namespace")
+	}
+}
+
+// A reader opened without waiters still reads lists, and says why it has no
+// waiters.
+func TestWaitersOff(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, opts := range []*reader.Options{{NoWaiters: true}, {Bounded: true}} {
+		r, err := reader.Open(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		id := holder.NewSetVal(t, 1, 0)
+		h := holder.StartWaiter(t, fmt.Sprintf("hold:%d:0:1", id), fmt.Sprintf("wait:%d:0:-5", id))
+		holder.BlockedOn(t, id, 0, 1, false)
+		snap, err := r.Scan()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.WaitersErr == nil || r.WaitersErr() == nil || len(snap.Waiters) != 0 {
+			t.Errorf("%+v: waiters %d, error %v", opts, len(snap.Waiters), snap.WaitersErr)
+		}
+		if opts.Bounded && !errors.Is(snap.WaitersErr, reader.ErrNotSupported) {
+			t.Errorf("bounded reader: %v is not ErrNotSupported", snap.WaitersErr)
+		}
+		if l := snap.ByPID(h.PID); l == nil || l.Entry(int32(id)) == nil || l.Entry(int32(id)).Adj[0] != -1 {
+			t.Errorf("%+v: the holder's list is missing or wrong: %+v", opts, l)
+		}
+	}
+}
