@@ -103,7 +103,7 @@ type iterSleeper struct {
 	Session uint64
 	Q       uint64
 	Semid   int32
-	Pad     uint32
+	Ipcns   uint32
 }
 
 type iterWalked struct {
@@ -125,7 +125,7 @@ type iterWscratch struct {
 		H       uint32
 		Semid   int32
 		Nheads  uint32
-		Pad     uint32
+		Ipcns   uint32
 	}
 	Buf [8320]int8
 }

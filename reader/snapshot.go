@@ -169,6 +169,7 @@ type builder struct {
 	slab   adjSlab
 	lost   bool
 	waits  []Waiter
+	wslab  waitSlab
 }
 
 type chunk struct {
@@ -206,7 +207,7 @@ func (b *builder) tasks(data []byte) ([]byte, error) {
 		t := decodeTask(data)
 		used := taskSize
 		if t.Flags&iterSemundoTaskWaiter != 0 {
-			w, n, err := decodeWait(data)
+			w, n, err := decodeWait(data, &b.wslab)
 			if err == errShort {
 				return data, nil
 			}

@@ -85,7 +85,7 @@ func syscallNumbers() (semop, semtimedop uint32) {
 
 // decodeWait decodes a waiter record and its operations from b, returning
 // the bytes used, or errShort when b holds only part of it.
-func decodeWait(b []byte) (Waiter, int, error) {
+func decodeWait(b []byte, ws *waitSlab) (Waiter, int, error) {
 	if len(b) < waitSize {
 		return Waiter{}, 0, errShort
 	}
@@ -97,10 +97,6 @@ func decodeWait(b []byte) (Waiter, int, error) {
 	if len(b) < l {
 		return Waiter{}, 0, errShort
 	}
-	var comm [16]int8
-	for i := range comm {
-		comm[i] = int8(b[40+i])
-	}
 	w := Waiter{
 		TID:      int(ne.Uint32(b[0:])),
 		PID:      int(ne.Uint32(b[4:])),
@@ -109,8 +105,8 @@ func decodeWait(b []byte) (Waiter, int, error) {
 		NOps:     int(ne.Uint32(b[24:])),
 		Timed:    ne.Uint32(b[32:])&iterSemundoWaitTimed != 0,
 		Blocking: int(int32(ne.Uint32(b[36:]))),
-		Comm:     commString(comm),
-		Ops:      make([]sysvsem.Sembuf, nops),
+		Comm:     ws.comm(b[40:56]),
+		Ops:      ws.ops(int(nops)),
 	}
 	for i := range w.Ops {
 		o := b[waitSize+i*sembufSize:]
@@ -134,14 +130,56 @@ func (s *Snapshot) WaitersOf(ipcns uint32, semid int32) []Waiter {
 	return out
 }
 
-// sortWaiters orders waiters by pid, then tid.
+// sortWaiters orders waiters by pid, then tid. The iterator shows tasks in
+// that order, so this is almost always sorted already.
 func sortWaiters(ws []Waiter) {
-	slices.SortFunc(ws, func(a, b Waiter) int {
+	cmp := func(a, b Waiter) int {
 		if a.PID != b.PID {
 			return a.PID - b.PID
 		}
 		return a.TID - b.TID
-	})
+	}
+	if !slices.IsSortedFunc(ws, cmp) {
+		slices.SortFunc(ws, cmp)
+	}
+}
+
+// waitSlab spares a scan of 10,000 waiters 20,000 allocations: operations
+// are carved from large blocks, and the threads of one program, which wait
+// alike, share their command name's string.
+type waitSlab struct {
+	free  []sysvsem.Sembuf
+	comms map[[16]byte]string
+}
+
+func (s *waitSlab) ops(n int) []sysvsem.Sembuf {
+	if n > len(s.free) {
+		if n > 1<<10 {
+			return make([]sysvsem.Sembuf, n)
+		}
+		s.free = make([]sysvsem.Sembuf, 1<<14)
+	}
+	o := s.free[:n:n]
+	s.free = s.free[n:]
+	return o
+}
+
+func (s *waitSlab) comm(b []byte) string {
+	var key [16]byte
+	copy(key[:], b)
+	if c, ok := s.comms[key]; ok {
+		return c
+	}
+	var raw [16]int8
+	for i := range raw {
+		raw[i] = int8(key[i])
+	}
+	c := commString(raw)
+	if s.comms == nil {
+		s.comms = make(map[[16]byte]string)
+	}
+	s.comms[key] = c
+	return c
 }
 
 // errWaitersOff is a Snapshot's WaitersErr when Options.NoWaiters asked

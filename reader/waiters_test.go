@@ -14,26 +14,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// scanWaiters scans and returns the waiters of process pid, failing the
-// test when the reader cannot read waiters at all.
-func scanWaiters(t *testing.T, r *reader.Reader, pid int) []reader.Waiter {
+// scanWaiters scans until it sees n waiters of process pid (a thread the
+// kernel counts as waiting may still be on its way to sleep, and a scan
+// reports only sleepers), and returns them; it fails the test when the
+// reader cannot read waiters at all.
+func scanWaiters(t *testing.T, r *reader.Reader, pid, n int) []reader.Waiter {
 	t.Helper()
-	snap, err := r.Scan()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if snap.WaitersErr != nil {
-		if errors.Is(snap.WaitersErr, reader.ErrNotSupported) {
-			testenv.Missing(t, "reading blocked semop callers", snap.WaitersErr.Error())
-		}
-		t.Fatal(snap.WaitersErr)
-	}
 	var out []reader.Waiter
-	for _, w := range snap.Waiters {
-		if w.PID == pid {
-			out = append(out, w)
+	testenv.EventuallyErr(t, fmt.Sprintf("a scan that sees %d waiters of pid %d", n, pid), func() (bool, error) {
+		snap, err := r.Scan()
+		if err != nil {
+			return false, err
 		}
-	}
+		if snap.WaitersErr != nil {
+			if errors.Is(snap.WaitersErr, reader.ErrNotSupported) {
+				testenv.Missing(t, "reading blocked semop callers", snap.WaitersErr.Error())
+			}
+			return false, snap.WaitersErr
+		}
+		out = out[:0]
+		for _, w := range snap.Waiters {
+			if w.PID == pid {
+				out = append(out, w)
+			}
+		}
+		return len(out) >= n, nil
+	})
 	return out
 }
 
@@ -72,7 +78,7 @@ func TestWaiterDecrement(t *testing.T) {
 	id := holder.NewSetVal(t, 3, 0)
 	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:1:-2", id))
 	holder.BlockedOn(t, id, 1, 1, false)
-	ws := scanWaiters(t, r, p.PID)
+	ws := scanWaiters(t, r, p.PID, 1)
 	if len(ws) != 1 {
 		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
 	}
@@ -87,7 +93,7 @@ func TestWaiterZero(t *testing.T) {
 	id := holder.NewSetVal(t, 2, 1)
 	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:0:0", id))
 	holder.BlockedOn(t, id, 0, 1, true)
-	ws := scanWaiters(t, r, p.PID)
+	ws := scanWaiters(t, r, p.PID, 1)
 	if len(ws) != 1 {
 		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
 	}
@@ -101,7 +107,7 @@ func TestWaiterSeveralOps(t *testing.T) {
 	id := holder.NewSetVal(t, 4, 1)
 	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:0:-1,2:1,3:-2", id))
 	holder.BlockedOn(t, id, 3, 1, false)
-	ws := scanWaiters(t, r, p.PID)
+	ws := scanWaiters(t, r, p.PID, 1)
 	if len(ws) != 1 {
 		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
 	}
@@ -117,7 +123,7 @@ func TestWaiterTimed(t *testing.T) {
 	// An hour: the test ends long before, and kills it.
 	p := holder.StartWaiter(t, "timed:3600000", fmt.Sprintf("wait:%d:0:-1", id))
 	holder.BlockedOn(t, id, 0, 1, false)
-	ws := scanWaiters(t, r, p.PID)
+	ws := scanWaiters(t, r, p.PID, 1)
 	if len(ws) != 1 {
 		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
 	}
@@ -130,7 +136,7 @@ func TestWaiterMany(t *testing.T) {
 	id := holder.NewSetVal(t, 1, 0)
 	p := holder.StartWaiter(t, fmt.Sprintf("threads:%d", n), fmt.Sprintf("wait:%d:0:-1", id))
 	holder.BlockedOn(t, id, 0, n, false)
-	ws := scanWaiters(t, r, p.PID)
+	ws := scanWaiters(t, r, p.PID, n)
 	if len(ws) != n {
 		t.Fatalf("got %d waiters of pid %d, want %d", len(ws), p.PID, n)
 	}
@@ -153,11 +159,7 @@ func TestWaiterOtherNamespace(t *testing.T) {
 	testenv.RequireRoot(t)
 	r := openReader(t)
 	p := holder.StartWaiter(t, "ns", "new:2:0", "wait:-1:1:-3")
-	var ws []reader.Waiter
-	testenv.Eventually(t, fmt.Sprintf("pid %d blocked in its IPC namespace", p.PID), func() bool {
-		ws = scanWaiters(t, r, p.PID)
-		return len(ws) > 0
-	})
+	ws := scanWaiters(t, r, p.PID, 1)
 	if len(ws) != 1 {
 		t.Fatalf("got %d waiters, want 1: %+v", len(ws), ws)
 	}

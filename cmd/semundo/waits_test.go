@@ -11,6 +11,19 @@ import (
 	"github.com/semundo/semundo/internal/testenv"
 )
 
+// runUntil runs semundo until done accepts its output, and returns that
+// output: a thread the kernel counts as waiting may still be on its way to
+// sleep, and semundo reports only sleepers.
+func runUntil(t *testing.T, done func(out string) bool, args ...string) string {
+	t.Helper()
+	var out string
+	testenv.Eventually(t, "semundo "+strings.Join(args, " ")+" to show the test's waiters", func() bool {
+		out = mustRun(t, args...)
+		return done(out)
+	})
+	return out
+}
+
 // mustRun runs semundo and fails the test unless it exits 0.
 func mustRun(t *testing.T, args ...string) string {
 	t.Helper()
@@ -42,15 +55,17 @@ func TestWhoShowsWaiters(t *testing.T) {
 			Timed    bool
 		} `json:"waiters"`
 	}
-	out := mustRun(t, "who", "--json", fmt.Sprint(s))
-	if err := json.Unmarshal([]byte(out), &who); err != nil {
-		t.Fatalf("who --json: %v:\n%s", err, out)
-	}
+	runUntil(t, func(out string) bool {
+		if err := json.Unmarshal([]byte(out), &who); err != nil {
+			t.Fatalf("who --json: %v:\n%s", err, out)
+		}
+		return len(who.Waiters) >= 2
+	}, "who", "--json", fmt.Sprint(s))
 	if len(who.Holders) != 1 || who.Holders[0].PID != h.PID || !slices.Equal(who.Holders[0].Adj, []int16{-1, 0}) {
 		t.Errorf("holders %+v, want pid %d with adj [-1 0]", who.Holders, h.PID)
 	}
 	if len(who.Waiters) != 2 {
-		t.Fatalf("waiters %+v, want 2:\n%s", who.Waiters, out)
+		t.Fatalf("waiters %+v, want 2", who.Waiters)
 	}
 	for _, w := range who.Waiters {
 		switch w.PID {
@@ -67,7 +82,7 @@ func TestWhoShowsWaiters(t *testing.T) {
 		}
 	}
 
-	out = mustRun(t, "who", fmt.Sprint(s))
+	out := mustRun(t, "who", fmt.Sprint(s))
 	for _, want := range []string{"0:-1", "WAITER PID", fmt.Sprintf("%d ", zero.PID), "1:-2* 0:-1"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("who %d lacks %q:\n%s", s, want, out)
@@ -86,31 +101,46 @@ func TestWaitsCommand(t *testing.T) {
 		Semid    int32
 		Ops      []struct{ Sem, Op, Flags int }
 	}
-	out := mustRun(t, "waits", "--json")
-	if err := json.Unmarshal([]byte(out), &ws); err != nil {
-		t.Fatalf("waits --json: %v", err)
-	}
 	tids := map[int]bool{}
-	for _, w := range ws {
-		if w.PID == p.PID {
-			if w.Semid != int32(s) || w.IPCNS == 0 || len(w.Ops) != 1 || w.Ops[0].Op != -1 {
-				t.Errorf("waiter %+v", w)
-			}
-			tids[w.TID] = true
+	runUntil(t, func(out string) bool {
+		if err := json.Unmarshal([]byte(out), &ws); err != nil {
+			t.Fatalf("waits --json: %v", err)
 		}
-	}
+		clear(tids)
+		for _, w := range ws {
+			if w.PID == p.PID {
+				if w.Semid != int32(s) || w.IPCNS == 0 || len(w.Ops) != 1 || w.Ops[0].Op != -1 {
+					t.Errorf("waiter %+v", w)
+				}
+				tids[w.TID] = true
+			}
+		}
+		return len(tids) >= 3
+	}, "waits", "--json")
 	if len(tids) != 3 {
 		t.Errorf("pid %d has %d waiting threads in waits --json, want 3", p.PID, len(tids))
 	}
-	out = mustRun(t, "waits")
+	out := runUntil(t, func(out string) bool { return strings.Count(out, fmt.Sprintf("%d ", p.PID)) >= 3 }, "waits")
 	if n := strings.Count(out, fmt.Sprintf("%d ", p.PID)); n < 3 || !strings.Contains(out, "0:-1") {
 		t.Errorf("waits table shows pid %d %d times:\n%s", p.PID, n, out)
 	}
 }
 
-// deadlockJSON runs deadlock --json and returns the cycles that involve
-// only the pids given (the machine may have others), as pid lists.
-func deadlockJSON(t *testing.T, pids ...int) (cycles [][]int, edges int) {
+// deadlockJSON runs deadlock --json until it shows wantEdges dependencies
+// among the pids given, and returns the cycles that involve only those
+// pids (the machine may have others), as pid lists.
+func deadlockJSON(t *testing.T, wantEdges int, pids ...int) (cycles [][]int) {
+	t.Helper()
+	testenv.Eventually(t, fmt.Sprintf("deadlock --json to show %d dependencies among pids %v", wantEdges, pids), func() bool {
+		var edges int
+		cycles, edges = deadlockOnce(t, pids...)
+		return edges >= wantEdges
+	})
+	return cycles
+}
+
+// deadlockOnce runs deadlock --json once; see deadlockJSON.
+func deadlockOnce(t *testing.T, pids ...int) (cycles [][]int, edges int) {
 	t.Helper()
 	var g struct {
 		Cycles []struct {
@@ -161,7 +191,7 @@ func TestDeadlockTwoProcesses(t *testing.T) {
 	a.Continue(t)
 	holder.BlockedOn(t, s1, 0, 1, false)
 	holder.BlockedOn(t, s2, 0, 1, false)
-	cycles, _ := deadlockJSON(t, a.PID, b.PID)
+	cycles := deadlockJSON(t, 2, a.PID, b.PID)
 	want := []int{min(a.PID, b.PID), max(a.PID, b.PID)}
 	if len(cycles) != 1 || !slices.Equal(cycles[0], want) {
 		t.Fatalf("cycles among pids %d and %d: %v, want [%v]", a.PID, b.PID, cycles, want)
@@ -192,7 +222,7 @@ func TestDeadlockThreeProcesses(t *testing.T) {
 	for _, id := range s {
 		holder.BlockedOn(t, id, 0, 1, false)
 	}
-	cycles, _ := deadlockJSON(t, ps[0].PID, ps[1].PID, ps[2].PID)
+	cycles := deadlockJSON(t, 3, ps[0].PID, ps[1].PID, ps[2].PID)
 	if len(cycles) != 1 || len(cycles[0]) != 3 {
 		t.Fatalf("cycles among the three: %v, want one of three", cycles)
 	}
@@ -216,9 +246,8 @@ func TestDeadlockQueueIsNone(t *testing.T) {
 		pids = append(pids, holder.StartWaiter(t, fmt.Sprintf("wait:%d:0:-1", s)).PID)
 	}
 	holder.BlockedOn(t, s, 0, 4, false)
-	cycles, edges := deadlockJSON(t, pids...)
-	if len(cycles) != 0 || edges != 4 {
-		t.Fatalf("queue behind pid %d: cycles %v, %d edges; want none and 4", h.PID, cycles, edges)
+	if cycles := deadlockJSON(t, 4, pids...); len(cycles) != 0 {
+		t.Fatalf("queue behind pid %d: cycles %v, want none", h.PID, cycles)
 	}
 }
 

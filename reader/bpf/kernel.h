@@ -167,6 +167,8 @@ struct pid {
 struct task_struct {
 	unsigned int __state;
 	unsigned int flags;
+	int on_rq;
+	unsigned long nvcsw;
 	int pid;
 	int tgid;
 	char comm[16];

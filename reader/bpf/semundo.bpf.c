@@ -428,7 +428,7 @@ struct sleeper {
 	__u64 session;
 	__u64 q; /* struct sem_queue * */
 	__s32 semid;
-	__u32 pad;
+	__u32 ipcns;
 };
 
 struct {
@@ -464,7 +464,7 @@ struct qwalk {
 	__u32 h;
 	__s32 semid;
 	__u32 nheads;
-	__u32 pad;
+	__u32 ipcns;
 };
 
 struct wscratch {
@@ -524,7 +524,7 @@ __attribute__((noinline)) int qstep(void)
 	struct sem_queue *q = (struct sem_queue *)(w->pos - bpf_core_field_offset(struct sem_queue, list));
 	__u64 task = (__u64)BPF_CORE_READ(q, sleeper);
 	if (task) {
-		struct sleeper v = { .session = w->session, .q = (__u64)q, .semid = w->semid };
+		struct sleeper v = { .session = w->session, .q = (__u64)q, .semid = w->semid, .ipcns = w->ipcns };
 		bpf_map_update_elem(&sleepers, &task, &v, BPF_ANY);
 	}
 	w->pos = next;
@@ -566,6 +566,7 @@ static __always_inline void walk_queues(__u64 session, struct ipc_namespace *ns,
 	s->w.session = session;
 	s->w.semid = semid;
 	s->w.nheads = 2 + 2 * nsems;
+	s->w.ipcns = BPF_CORE_READ(ns, ns.inum);
 	bpf_loop(QWALK_MAX, qwalk_step, 0, 0);
 }
 
@@ -624,23 +625,47 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	if (!v || v->session != session || v->semid != semid)
 		return;
 	struct sem_queue *q = (struct sem_queue *)v->q;
-	if ((__u64)BPF_CORE_READ(q, sleeper) != key)
+	/* The entry lives on the task's stack and is rewritten when the task
+	 * wakes and calls semop again: read it only while the task provably
+	 * does not run. A task off every run queue has slept since its entry
+	 * was complete; if it wakes, it is back on a run queue until it sleeps
+	 * again, which counts a voluntary switch. */
+	if (task->on_rq)
+		return;
+	unsigned long csw = *(volatile unsigned long *)&task->nvcsw;
+	char qb[128];
+	__u32 qsize = bpf_core_type_size(struct sem_queue);
+	if (qsize > sizeof(qb) || bpf_probe_read_kernel(qb, qsize & 127, q))
+		return;
+	__u64 sleeper = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, sleeper) & 120));
+	__u64 sops = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, sops) & 120));
+	__u64 next = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, list.next) & 120));
+	int nsops = *(int *)(qb + (bpf_core_field_offset(struct sem_queue, nsops) & 124));
+	__u64 back = 0;
+	/* Still queued: a woken sleeper's entry is unlinked first. */
+	if (sleeper != key || nsops <= 0 ||
+	    bpf_probe_read_kernel(&back, sizeof(back), &((struct list_head *)next)->prev) ||
+	    back != (__u64)q + bpf_core_field_offset(struct sem_queue, list))
 		return;
 	struct wscratch *s = bpf_map_lookup_elem(&wscratch, &zero);
 	if (!s)
 		return;
 	struct semundo_wait *rec = (struct semundo_wait *)s->buf;
-	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->tid = pidns_level ? pid_at_level(task) : task->pid;
 	rec->tgid = pidns_level ? pid_at_level(BPF_CORE_READ(task, group_leader)) : task->tgid;
-	rec->ipcns = BPF_CORE_READ(ns, ns.inum);
+	rec->list = 0;
+	rec->ipcns = v->ipcns;
 	rec->flags = SEMUNDO_TASK_WAITER;
 	rec->semid = semid;
+	rec->wflags = 0;
+	rec->blocking = -1;
+	rec->pad = 0;
+	if (bpf_core_field_exists(q->blocking)) {
+		__u64 b = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, blocking) & 120));
+		if (b >= sops && b < sops + (__u64)nsops * sizeof(struct sembuf))
+			rec->blocking = (b - sops) / sizeof(struct sembuf);
+	}
 	bpf_probe_read_kernel(rec->comm, sizeof(rec->comm), task->comm);
-	int nsops = BPF_CORE_READ(q, nsops);
-	struct sembuf *sops = BPF_CORE_READ(q, sops);
-	if (nsops <= 0)
-		return;
 	rec->nsops = nsops;
 	if (nsops > SEMUNDO_MAX_WAIT_OPS) {
 		nsops = SEMUNDO_MAX_WAIT_OPS;
@@ -648,19 +673,11 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	}
 	if (nr == nr_semtimedop && arg3)
 		rec->wflags |= SEMUNDO_WAIT_TIMED;
-	rec->blocking = -1;
-	if (bpf_core_field_exists(q->blocking)) {
-		__u64 b = (__u64)BPF_CORE_READ(q, blocking);
-		if (b >= (__u64)sops && b < (__u64)sops + nsops * sizeof(struct sembuf))
-			rec->blocking = (b - (__u64)sops) / sizeof(struct sembuf);
-	}
 	__u32 n = (__u32)nsops * sizeof(struct sembuf);
-	if (n > SEMUNDO_MAX_WAIT_OPS * sizeof(struct sembuf))
+	if (bpf_probe_read_kernel(s->buf + sizeof(*rec), n & 8191, (void *)sops))
 		return;
-	if (bpf_probe_read_kernel(s->buf + sizeof(*rec), n & 8191, sops))
-		return;
-	/* Re-check: the copy is the sleeper's only while it still sleeps. */
-	if ((__u64)BPF_CORE_READ(q, sleeper) != key)
+	/* Did not run meanwhile: what was read is one call's, whole. */
+	if (*(volatile unsigned long *)&task->nvcsw != csw || *(volatile int *)&task->on_rq)
 		return;
 	rec->ops = nsops;
 	__u32 size = (sizeof(*rec) + (n & 8191) + 3) & ~3;
