@@ -73,61 +73,42 @@ func checkWaiter(t *testing.T, w reader.Waiter, pid, semid int, ops []sysvsem.Se
 	}
 }
 
-func TestWaiterDecrement(t *testing.T) {
-	r := openReader(t)
-	id := holder.NewSetVal(t, 3, 0)
-	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:1:-2", id))
-	holder.BlockedOn(t, id, 1, 1, false)
-	ws := scanWaiters(t, r, p.PID, 1)
-	if len(ws) != 1 {
-		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
+// TestWaiterOps: one blocked call of each kind, reported with its
+// operations, the one that blocks, and whether it has a timeout.
+func TestWaiterOps(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		init     int    // every semaphore's value
+		steps    string // semwait's steps, %[1]d the set
+		sem      int    // a semaphore it waits on
+		zero     bool   // ... to be zero
+		ops      []sysvsem.Sembuf
+		blocking int
+		timed    bool
+	}{
+		{"decrement", 0, "wait:%[1]d:1:-2", 1, false, []sysvsem.Sembuf{{Num: 1, Op: -2}}, 0, false},
+		{"zero", 1, "wait:%[1]d:0:0", 0, true, []sysvsem.Sembuf{{Num: 0, Op: 0}}, 0, false},
+		// Several operations wait on the set's own queue; the third blocks.
+		{"several", 1, "wait:%[1]d:0:-1,2:1,3:-2", 3, false,
+			[]sysvsem.Sembuf{{Num: 0, Op: -1}, {Num: 2, Op: 1}, {Num: 3, Op: -2}}, 2, false},
+		// An hour: the test ends long before, and kills it.
+		{"semtimedop", 0, "timed:3600000 wait:%[1]d:0:-1", 0, false, []sysvsem.Sembuf{{Num: 0, Op: -1}}, 0, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := openReader(t)
+			id := holder.NewSetVal(t, 4, c.init)
+			p := holder.StartWaiter(t, holder.Steps(c.steps, id)...)
+			holder.BlockedOn(t, id, c.sem, 1, c.zero)
+			ws := scanWaiters(t, r, p.PID, 1)
+			if len(ws) != 1 {
+				t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
+			}
+			checkWaiter(t, ws[0], p.PID, id, c.ops, c.timed)
+			if ws[0].Blocking != c.blocking {
+				t.Errorf("blocking op %d, want %d", ws[0].Blocking, c.blocking)
+			}
+		})
 	}
-	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 1, Op: -2}}, false)
-	if ws[0].Blocking != 0 {
-		t.Errorf("blocking op %d, want 0", ws[0].Blocking)
-	}
-}
-
-func TestWaiterZero(t *testing.T) {
-	r := openReader(t)
-	id := holder.NewSetVal(t, 2, 1)
-	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:0:0", id))
-	holder.BlockedOn(t, id, 0, 1, true)
-	ws := scanWaiters(t, r, p.PID, 1)
-	if len(ws) != 1 {
-		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
-	}
-	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: 0}}, false)
-}
-
-// Several operations in one call wait on the set's own queue; the one that
-// blocks is the third.
-func TestWaiterSeveralOps(t *testing.T) {
-	r := openReader(t)
-	id := holder.NewSetVal(t, 4, 1)
-	p := holder.StartWaiter(t, fmt.Sprintf("wait:%d:0:-1,2:1,3:-2", id))
-	holder.BlockedOn(t, id, 3, 1, false)
-	ws := scanWaiters(t, r, p.PID, 1)
-	if len(ws) != 1 {
-		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
-	}
-	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: -1}, {Num: 2, Op: 1}, {Num: 3, Op: -2}}, false)
-	if ws[0].Blocking != 2 {
-		t.Errorf("blocking op %d, want 2", ws[0].Blocking)
-	}
-}
-
-func TestWaiterTimed(t *testing.T) {
-	r := openReader(t)
-	id := holder.NewSetVal(t, 1, 0)
-	// An hour: the test ends long before, and kills it.
-	p := holder.StartWaiter(t, "timed:3600000", fmt.Sprintf("wait:%d:0:-1", id))
-	holder.BlockedOn(t, id, 0, 1, false)
-	ws := scanWaiters(t, r, p.PID, 1)
-	if len(ws) != 1 {
-		t.Fatalf("got %d waiters of pid %d, want 1: %+v", len(ws), p.PID, ws)
-	}
-	checkWaiter(t, ws[0], p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: -1}}, true)
 }
 
 func TestWaiterMany(t *testing.T) {

@@ -76,18 +76,7 @@ type Waiter struct {
 func StartWaiter(t testing.TB, steps ...string) *Waiter {
 	t.Helper()
 	cmd := exec.Command(semwait(t), steps...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout := startPiped(t, cmd)
 	w := &Waiter{Cmd: cmd, PID: cmd.Process.Pid, stdin: stdin, Out: bufio.NewReader(stdout)}
 	t.Cleanup(func() { w.Kill() })
 	w.ready(t)
