@@ -100,6 +100,7 @@ type iterSetInfo struct {
 
 type iterSleeper struct {
 	_       structs.HostLayout
+	Task    uint64
 	Session uint64
 	Q       uint64
 	Semid   int32
@@ -149,6 +150,8 @@ const (
 	iterVarNrSemop              = "nr_semop"
 	iterVarNrSemtimedop         = "nr_semtimedop"
 	iterVarPidnsLevel           = "pidns_level"
+	iterVarSleepersLost         = "sleepers_lost"
+	iterVarSleepersMask         = "sleepers_mask"
 	iterVarUnusedChunk          = "unused_chunk"
 	iterVarUnusedEntry          = "unused_entry"
 	iterVarUnusedTask           = "unused_task"
@@ -225,6 +228,8 @@ type iterVariableSpecs struct {
 	NrSemop      *ebpf.VariableSpec `ebpf:"nr_semop"`
 	NrSemtimedop *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
+	SleepersLost *ebpf.VariableSpec `ebpf:"sleepers_lost"`
+	SleepersMask *ebpf.VariableSpec `ebpf:"sleepers_mask"`
 	UnusedChunk  *ebpf.VariableSpec `ebpf:"unused_chunk"`
 	UnusedEntry  *ebpf.VariableSpec `ebpf:"unused_entry"`
 	UnusedTask   *ebpf.VariableSpec `ebpf:"unused_task"`
@@ -283,6 +288,8 @@ type iterVariables struct {
 	NrSemop      *ebpf.Variable `ebpf:"nr_semop"`
 	NrSemtimedop *ebpf.Variable `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
+	SleepersLost *ebpf.Variable `ebpf:"sleepers_lost"`
+	SleepersMask *ebpf.Variable `ebpf:"sleepers_mask"`
 	UnusedChunk  *ebpf.Variable `ebpf:"unused_chunk"`
 	UnusedEntry  *ebpf.Variable `ebpf:"unused_entry"`
 	UnusedTask   *ebpf.Variable `ebpf:"unused_task"`

@@ -77,6 +77,9 @@ type Reader struct {
 	lastLists int
 	// waitersErr is why snapshots carry no waiters, nil when they do.
 	waitersErr error
+	// sleepersLost is the program's count of sleepers it could not note,
+	// as the last scan saw it.
+	sleepersLost uint64
 }
 
 // Open loads and attaches the iterator. It needs root, or CAP_BPF and
@@ -104,7 +107,11 @@ func Open(opts *Options) (*Reader, error) {
 		return nil, fmt.Errorf("set pidns_level: %w", err)
 	}
 	spec.Maps["owners"].MaxEntries = ownersSize()
-	spec.Maps["sleepers"].MaxEntries = ownersSize()
+	sleepers := sleepersSize()
+	spec.Maps["sleepers"].MaxEntries = sleepers
+	if err := spec.Variables["sleepers_mask"].Set(sleepers - 1); err != nil {
+		return nil, fmt.Errorf("set sleepers_mask: %w", err)
+	}
 	spec.Maps["records"].MaxEntries = ringSize
 
 	prog, unused := "semundo_tasks", "semundo_tasks_bounded"
@@ -266,6 +273,16 @@ func ownersSize() uint32 {
 	return n
 }
 
+// sleepersSize sizes the waiter table: a power of two, so that the program
+// can mask a hash into it, at least four times the tasks (ownersSize).
+func sleepersSize() uint32 {
+	n := uint32(1)
+	for n < ownersSize() {
+		n <<= 1
+	}
+	return n
+}
+
 // pidnsLevel returns the depth of the caller's PID namespace: the number of
 // ids on the NSpid line of its status, less one.
 func pidnsLevel(p procfs.FS) (int, error) {
@@ -326,6 +343,15 @@ func (r *Reader) Scan() (*Snapshot, error) {
 	}
 	snap.finish()
 	snap.WaitersErr = r.waitersErr
+	if r.waitersErr == nil {
+		var lost uint64
+		if err := r.coll.Variables["sleepers_lost"].Get(&lost); err != nil {
+			snap.WaitersErr = fmt.Errorf("read the waiter table's count of lost sleepers: %w", err)
+		} else if lost != r.sleepersLost {
+			snap.WaitersErr = fmt.Errorf("%d blocked tasks found no room in the waiter table and are missing; retry: %w", lost-r.sleepersLost, ErrIncomplete)
+			r.sleepersLost = lost
+		}
+	}
 	return snap, nil
 }
 

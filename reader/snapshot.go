@@ -79,8 +79,9 @@ type Snapshot struct {
 	// and tid, read in the same pass as the lists.
 	Waiters []Waiter
 	// WaitersErr is nil when Waiters is complete, and otherwise says why
-	// the reader could not read them (errors.Is ErrNotSupported when the
-	// kernel lacks what that needs); the lists are whole either way.
+	// not: errors.Is ErrNotSupported when the kernel lacks what reading
+	// them needs (Waiters is empty), ErrIncomplete when some were missed
+	// (a retry may see them). The lists are whole either way.
 	WaitersErr error
 
 	unstable map[uint32]bool

@@ -223,9 +223,13 @@ func (c *collector) collect(ch chan<- prometheus.Metric) error {
 		}
 	}
 	supported := 1.0
-	if snap.WaitersErr != nil {
+	switch {
+	case errors.Is(snap.WaitersErr, reader.ErrNotSupported):
 		supported = 0
-	} else {
+	case snap.WaitersErr != nil:
+		// Counts short of some waiters would mislead: fail the scrape.
+		return snap.WaitersErr
+	default:
 		for _, w := range snap.Waiters {
 			u := use(waitfor.Set{IPCNS: w.IPCNS, Semid: w.Semid})
 			u.waiters++
@@ -243,7 +247,7 @@ func (c *collector) collect(ch chan<- prometheus.Metric) error {
 	}
 	for s, u := range uses {
 		ns, id := strconv.FormatUint(uint64(s.IPCNS), 10), strconv.Itoa(int(s.Semid))
-		if snap.WaitersErr == nil {
+		if supported == 1 {
 			ch <- prometheus.MustNewConstMetric(descSetWaiters, prometheus.GaugeValue, float64(u.waiters), ns, id)
 		}
 		ch <- prometheus.MustNewConstMetric(descSetHolders, prometheus.GaugeValue, float64(u.holders), ns, id)

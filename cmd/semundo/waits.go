@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -57,8 +58,11 @@ func scanWaiters() (*reader.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	if snap.WaitersErr != nil {
+	switch {
+	case errors.Is(snap.WaitersErr, reader.ErrNotSupported):
 		return nil, fmt.Errorf("cannot list blocked semop callers on this kernel (upgrade to Linux 5.17 or later): %w", snap.WaitersErr)
+	case snap.WaitersErr != nil:
+		return nil, snap.WaitersErr
 	}
 	return snap, nil
 }

@@ -425,18 +425,56 @@ const volatile __u32 nr_semop = 0;
 const volatile __u32 nr_semtimedop = 0;
 
 struct sleeper {
+	__u64 task; /* struct task_struct * */
 	__u64 session;
 	__u64 q; /* struct sem_queue * */
 	__s32 semid;
 	__u32 ipcns;
 };
 
+/* An open-addressed table, not a hash map: a walk notes every sleeper of a
+ * queue, and a hash map's update (its locks, its free lists) cost as much
+ * as the rest of a waiter together. A slot of an earlier session is free;
+ * within a session slots only fill, so a lookup stops at a free one. The
+ * loader makes the size a power of two at least four times the tasks. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536); /* resized by the loader */
-	__type(key, __u64);
+	__type(key, __u32);
 	__type(value, struct sleeper);
 } sleepers SEC(".maps");
+
+const volatile __u32 sleepers_mask = 65535;
+
+#define SLEEPER_PROBES 16
+
+/* Sleepers that found no slot in SLEEPER_PROBES probes (a table four times
+ * the tasks makes that next to impossible): user space reads the count and
+ * calls the pass's waiters incomplete when it grew. */
+__u64 sleepers_lost = 0;
+
+static __always_inline __u32 sleeper_hash(__u64 task)
+{
+	return (__u32)(((task >> 6) * 0x9E3779B97F4A7C15ULL) >> 32);
+}
+
+/* The slot of task in this session, or a free one to take; 0 when the
+ * probes met neither. */
+static __always_inline struct sleeper *sleeper_slot(__u64 task, __u64 session, int take)
+{
+	__u32 h = sleeper_hash(task);
+	for (int i = 0; i < SLEEPER_PROBES; i++) {
+		__u32 slot = (h + i) & sleepers_mask;
+		struct sleeper *e = bpf_map_lookup_elem(&sleepers, &slot);
+		if (!e)
+			return 0;
+		if (e->session != session)
+			return take ? e : 0;
+		if (e->task == task)
+			return e;
+	}
+	return 0;
+}
 
 /* The sets whose queues a pass has walked, direct-mapped like sets: a
  * collision only costs a second walk. */
@@ -523,9 +561,15 @@ __attribute__((noinline)) int qstep(void)
 	}
 	struct sem_queue *q = (struct sem_queue *)(w->pos - bpf_core_field_offset(struct sem_queue, list));
 	__u64 task = (__u64)BPF_CORE_READ(q, sleeper);
-	if (task) {
-		struct sleeper v = { .session = w->session, .q = (__u64)q, .semid = w->semid, .ipcns = w->ipcns };
-		bpf_map_update_elem(&sleepers, &task, &v, BPF_ANY);
+	struct sleeper *e = task ? sleeper_slot(task, w->session, 1) : 0;
+	if (task && !e)
+		sleepers_lost++;
+	if (e) {
+		e->task = task;
+		e->session = w->session;
+		e->q = (__u64)q;
+		e->semid = w->semid;
+		e->ipcns = w->ipcns;
 	}
 	w->pos = next;
 	return 0;
@@ -620,8 +664,12 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	__u64 session = ctx->meta->session_id;
 	walk_queues(session, ns, semid);
 
-	__u64 key = (__u64)task;
-	struct sleeper *v = bpf_map_lookup_elem(&sleepers, &key);
+	/* The task's address as a number, read as one: it is hashed, and the
+	 * verifier allows no shifts of a pointer. */
+	__u64 key = 0;
+	if (bpf_probe_read_kernel(&key, sizeof(key), &ctx->task) || !key)
+		return;
+	struct sleeper *v = sleeper_slot(key, session, 0);
 	if (!v || v->session != session || v->semid != semid)
 		return;
 	struct sem_queue *q = (struct sem_queue *)v->q;
