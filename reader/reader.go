@@ -140,6 +140,22 @@ func Open(opts *Options) (*Reader, error) {
 	}
 	r := &Reader{procf: "/proc", waitersErr: waitersErr}
 	r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts)
+	var ve *ebpf.VerifierError
+	if err != nil && waitersErr == nil && errors.As(err, &ve) {
+		// A verifier that rejects the waiter code must not cost the
+		// lists: without want_waiters it proves that code dead and never
+		// checks it. The error says why, for tests under CI to fail on.
+		reason := strings.TrimSpace(verifierTail(ve.Log, 1))
+		if opts.VerifierLog != nil {
+			writeVerifierLog(opts.VerifierLog, err)
+		}
+		if serr := spec.Variables["want_waiters"].Set(uint32(0)); serr != nil {
+			return nil, fmt.Errorf("set want_waiters: %w", serr)
+		}
+		if r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts); err == nil {
+			r.waitersErr = fmt.Errorf("this kernel's verifier rejects the code that reads blocked semop callers (%q; SEMUNDO_DEBUG_VERIFIER=1 shows its log): %w", reason, ErrNotSupported)
+		}
+	}
 	if err != nil {
 		if opts.VerifierLog != nil {
 			writeVerifierLog(opts.VerifierLog, err)

@@ -161,8 +161,7 @@ func TestWaitersOff(t *testing.T) {
 		}
 		t.Cleanup(func() { r.Close() })
 		id := holder.NewSetVal(t, 1, 0)
-		h := holder.StartWaiter(t, fmt.Sprintf("hold:%d:0:1", id), fmt.Sprintf("wait:%d:0:-5", id))
-		holder.BlockedOn(t, id, 0, 1, false)
+		h := holder.Start(t, "wait", []holder.Op{{Semid: id, Num: 0, Val: 1, Undo: true}}, nil)
 		snap, err := r.Scan()
 		if err != nil {
 			t.Fatal(err)
@@ -176,5 +175,33 @@ func TestWaitersOff(t *testing.T) {
 		if l := snap.ByPID(h.PID); l == nil || l.Entry(int32(id)) == nil || l.Entry(int32(id)).Adj[0] != -1 {
 			t.Errorf("%+v: the holder's list is missing or wrong: %+v", opts, l)
 		}
+	}
+}
+
+// TestWaitersSupported: from Linux 5.17 on (bpf_loop, bpf_task_pt_regs)
+// the reader reads waiters; a kernel that has both but whose verifier
+// rejects the waiter code fails here, by its verifier's words. It needs no
+// target process, so that it runs on the kernel matrix's guests too.
+func TestWaitersSupported(t *testing.T) {
+	r := openReader(t)
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("kernel release %q: %v", u.Release[:], err)
+	}
+	err := r.WaitersErr()
+	switch {
+	case major > 5 || major == 5 && minor >= 17:
+		if err != nil {
+			if errors.Is(err, reader.ErrNotSupported) {
+				testenv.Missing(t, "reading blocked semop callers", err.Error())
+			}
+			t.Fatal(err)
+		}
+	case !errors.Is(err, reader.ErrNotSupported):
+		t.Errorf("Linux %d.%d: waiters error %v, want ErrNotSupported", major, minor, err)
 	}
 }
