@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
@@ -203,5 +205,65 @@ func TestWaitersSupported(t *testing.T) {
 		}
 	case !errors.Is(err, reader.ErrNotSupported):
 		t.Errorf("Linux %d.%d: waiters error %v, want ErrNotSupported", major, minor, err)
+	}
+}
+
+// TestWaiterInProcess blocks threads of the test process itself in semop
+// and semtimedop: no target program, so that it runs on the kernel matrix's
+// guests too, where semwait cannot be compiled.
+func TestWaiterInProcess(t *testing.T) {
+	r := openReader(t)
+	for _, c := range []struct {
+		name  string
+		init  int
+		ops   []sysvsem.Sembuf
+		timed bool
+	}{
+		{"decrement", 0, []sysvsem.Sembuf{{Num: 1, Op: -1}}, false},
+		{"zero", 1, []sysvsem.Sembuf{{Num: 0, Op: 0}}, false},
+		{"semtimedop", 0, []sysvsem.Sembuf{{Num: 0, Op: 1}, {Num: 1, Op: -3}}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := holder.NewSetVal(t, 2, c.init)
+			tid := make(chan int, 1)
+			done := make(chan error, 1)
+			go func() {
+				// The call holds this thread; the test knows it by its tid.
+				runtime.LockOSThread()
+				tid <- unix.Gettid()
+				if c.timed {
+					done <- sysvsem.TimedOp(id, c.ops, time.Hour)
+				} else {
+					done <- sysvsem.Op(id, c.ops)
+				}
+			}()
+			me := <-tid
+			// Removing the set ends the call (EIDRM); NewSet's cleanup
+			// removes it again, harmlessly.
+			t.Cleanup(func() {
+				sysvsem.Remove(id)
+				<-done
+			})
+			var got *reader.Waiter
+			testenv.EventuallyErr(t, fmt.Sprintf("a scan that sees thread %d waiting", me), func() (bool, error) {
+				snap, err := r.Scan()
+				if err == nil {
+					err = snap.WaitersErr
+				}
+				if err != nil {
+					return false, err
+				}
+				for i, w := range snap.Waiters {
+					if w.TID == me {
+						got = &snap.Waiters[i]
+					}
+				}
+				return got != nil, nil
+			})
+			if got.PID != os.Getpid() || got.Semid != int32(id) || !slices.Equal(got.Ops, c.ops) || got.Timed != c.timed ||
+				got.IPCNS != ipcNS(t, os.Getpid()) || got.Blocking != len(c.ops)-1 {
+				t.Errorf("waiter %+v: want pid %d, set %d, ops %v, timed %v, the last op blocking", *got, os.Getpid(), id, c.ops, c.timed)
+			}
+		})
 	}
 }
