@@ -19,7 +19,9 @@
 // and on which set; that set's queues are walked once a pass, and a queued
 // entry is believed only for the task it names as its sleeper when that
 // task's own registers name the same set, because the entries live on the
-// sleepers' stacks and a woken sleeper's entry is soon garbage. This needs
+// sleepers' stacks and a woken sleeper's entry is soon garbage; and it is
+// read only while that task provably does not run (off every run queue, its
+// voluntary context switches unchanged across the reads). This needs
 // Linux 5.17 (bpf_loop, bpf_task_pt_regs); on older kernels
 // Snapshot.WaitersErr says so and the lists are read as before.
 package reader
