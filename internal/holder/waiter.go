@@ -59,6 +59,7 @@ func semwait(t testing.TB) string {
 
 // Waiter is a running semwait process (see semwait.c for its steps).
 type Waiter struct {
+	// Cmd is the running semwait.
 	Cmd *exec.Cmd
 	// PID is the process's pid.
 	PID int
