@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
@@ -165,4 +166,60 @@ func runCommand(tb testing.TB, bin string, args ...string) (time.Duration, int64
 		tb.Fatalf("%s %v: %v", bin, args, err)
 	}
 	return time.Since(t0), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+}
+
+// BenchmarkScanWaiters measures a scan with 10,000 threads blocked in semop
+// (10 processes of 1,000 threads, each process on its own semaphore of one
+// set) next to the undo-only scan of the same machine in the same run: a
+// reader opened with NoWaiters, which visits the same tasks.
+func BenchmarkScanWaiters(b *testing.B) {
+	testenv.RequireRoot(b)
+	const procs, threads = 10, 1000
+	set := holder.NewSetVal(b, procs, 0)
+	for i := range procs {
+		holder.StartWaiter(b, fmt.Sprintf("threads:%d", threads), fmt.Sprintf("wait:%d:%d:-1", set, i))
+	}
+	for i := range procs {
+		holder.BlockedOn(b, set, i, threads, false)
+	}
+	full, err := Open(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { full.Close() })
+	undoOnly, err := Open(&Options{NoWaiters: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { undoOnly.Close() })
+	// Threads the kernel counts as waiting may still be on their way to
+	// sleep; a scan reports sleepers only.
+	testenv.EventuallyErr(b, fmt.Sprintf("a scan that sees the %d waiters", procs*threads), func() (bool, error) {
+		snap, err := full.Scan()
+		if err == nil {
+			err = snap.WaitersErr
+		}
+		return err == nil && len(snap.WaitersOf(0, int32(set))) == procs*threads, err
+	})
+
+	var fullT, undoT time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := full.Scan(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := undoOnly.Scan(); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		fullT += t1.Sub(t0)
+		undoT += t2.Sub(t1)
+	}
+	b.StopTimer()
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) / 1000 }
+	b.ReportMetric(per(fullT), "scan-waiters-ms")
+	b.ReportMetric(per(undoT), "scan-undo-only-ms")
+	b.ReportMetric(float64(fullT)/float64(undoT), "x-undo-only")
 }

@@ -13,4 +13,15 @@
 // Read the list of one process. Lists are grouped as the kernel shares them:
 // all threads of a process (and any task cloned with CLONE_SYSVSEM) share one
 // list, reported once with every process that shares it.
+//
+// The same pass reports the tasks blocked in semop or semtimedop
+// (Snapshot.Waiters): a task's saved registers say which call it sleeps in
+// and on which set; that set's queues are walked once a pass, and a queued
+// entry is believed only for the task it names as its sleeper when that
+// task's own registers name the same set, because the entries live on the
+// sleepers' stacks and a woken sleeper's entry is soon garbage; and it is
+// read only while that task provably does not run (off every run queue, its
+// voluntary context switches unchanged across the reads). This needs
+// Linux 5.17 (bpf_loop, bpf_task_pt_regs); on older kernels
+// Snapshot.WaitersErr says so and the lists are read as before.
 package reader

@@ -72,6 +72,22 @@ type iterSemundoTask struct {
 	Pad2    uint64
 }
 
+type iterSemundoWait struct {
+	_        structs.HostLayout
+	Tid      uint32
+	Tgid     uint32
+	List     uint32
+	Ipcns    uint32
+	Flags    uint32
+	Semid    int32
+	Nsops    uint32
+	Ops      uint32
+	Wflags   uint32
+	Blocking int32
+	Comm     [16]int8
+	Pad      uint64
+}
+
 type iterSetInfo struct {
 	_       structs.HostLayout
 	Session uint64
@@ -80,6 +96,39 @@ type iterSetInfo struct {
 	Nsems   uint32
 	Key     int32
 	Found   uint32
+}
+
+type iterSleeper struct {
+	_       structs.HostLayout
+	Task    uint64
+	Session uint64
+	Q       uint64
+	Semid   int32
+	Ipcns   uint32
+}
+
+type iterWalked struct {
+	_       structs.HostLayout
+	Session uint64
+	Ns      uint64
+	Semid   int32
+	Pad     uint32
+}
+
+type iterWscratch struct {
+	_ structs.HostLayout
+	W struct {
+		_       structs.HostLayout
+		Sma     uint64
+		Head    uint64
+		Pos     uint64
+		Session uint64
+		H       uint32
+		Semid   int32
+		Nheads  uint32
+		Ipcns   uint32
+	}
+	Buf [8320]int8
 }
 
 // Names of all BPF objects in the ELF.
@@ -91,14 +140,23 @@ const (
 	iterMapScratch              = "scratch"
 	iterMapSets                 = "sets"
 	iterMapShown                = "shown"
+	iterMapSleepers             = "sleepers"
+	iterMapWalked               = "walked"
+	iterMapWscratch             = "wscratch"
 	iterProgSemundoFloor        = "semundo_floor"
 	iterProgSemundoTasks        = "semundo_tasks"
 	iterProgSemundoTasksBounded = "semundo_tasks_bounded"
 	iterVarNonceCounter         = "nonce_counter"
+	iterVarNrSemop              = "nr_semop"
+	iterVarNrSemtimedop         = "nr_semtimedop"
 	iterVarPidnsLevel           = "pidns_level"
+	iterVarSleepersLost         = "sleepers_lost"
+	iterVarSleepersMask         = "sleepers_mask"
 	iterVarUnusedChunk          = "unused_chunk"
 	iterVarUnusedEntry          = "unused_entry"
 	iterVarUnusedTask           = "unused_task"
+	iterVarUnusedWait           = "unused_wait"
+	iterVarWantWaiters          = "want_waiters"
 )
 
 // loadIter returns the embedded CollectionSpec for iter.
@@ -152,11 +210,14 @@ type iterProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type iterMapSpecs struct {
-	Owners  *ebpf.MapSpec `ebpf:"owners"`
-	Records *ebpf.MapSpec `ebpf:"records"`
-	Scratch *ebpf.MapSpec `ebpf:"scratch"`
-	Sets    *ebpf.MapSpec `ebpf:"sets"`
-	Shown   *ebpf.MapSpec `ebpf:"shown"`
+	Owners   *ebpf.MapSpec `ebpf:"owners"`
+	Records  *ebpf.MapSpec `ebpf:"records"`
+	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
+	Sets     *ebpf.MapSpec `ebpf:"sets"`
+	Shown    *ebpf.MapSpec `ebpf:"shown"`
+	Sleepers *ebpf.MapSpec `ebpf:"sleepers"`
+	Walked   *ebpf.MapSpec `ebpf:"walked"`
+	Wscratch *ebpf.MapSpec `ebpf:"wscratch"`
 }
 
 // iterVariableSpecs contains global variables before they are loaded into the kernel.
@@ -164,10 +225,16 @@ type iterMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type iterVariableSpecs struct {
 	NonceCounter *ebpf.VariableSpec `ebpf:"nonce_counter"`
+	NrSemop      *ebpf.VariableSpec `ebpf:"nr_semop"`
+	NrSemtimedop *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
+	SleepersLost *ebpf.VariableSpec `ebpf:"sleepers_lost"`
+	SleepersMask *ebpf.VariableSpec `ebpf:"sleepers_mask"`
 	UnusedChunk  *ebpf.VariableSpec `ebpf:"unused_chunk"`
 	UnusedEntry  *ebpf.VariableSpec `ebpf:"unused_entry"`
 	UnusedTask   *ebpf.VariableSpec `ebpf:"unused_task"`
+	UnusedWait   *ebpf.VariableSpec `ebpf:"unused_wait"`
+	WantWaiters  *ebpf.VariableSpec `ebpf:"want_waiters"`
 }
 
 // iterObjects contains all objects after they have been loaded into the kernel.
@@ -190,11 +257,14 @@ func (o *iterObjects) Close() error {
 //
 // It can be passed to loadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type iterMaps struct {
-	Owners  *ebpf.Map `ebpf:"owners"`
-	Records *ebpf.Map `ebpf:"records"`
-	Scratch *ebpf.Map `ebpf:"scratch"`
-	Sets    *ebpf.Map `ebpf:"sets"`
-	Shown   *ebpf.Map `ebpf:"shown"`
+	Owners   *ebpf.Map `ebpf:"owners"`
+	Records  *ebpf.Map `ebpf:"records"`
+	Scratch  *ebpf.Map `ebpf:"scratch"`
+	Sets     *ebpf.Map `ebpf:"sets"`
+	Shown    *ebpf.Map `ebpf:"shown"`
+	Sleepers *ebpf.Map `ebpf:"sleepers"`
+	Walked   *ebpf.Map `ebpf:"walked"`
+	Wscratch *ebpf.Map `ebpf:"wscratch"`
 }
 
 func (m *iterMaps) Close() error {
@@ -204,6 +274,9 @@ func (m *iterMaps) Close() error {
 		m.Scratch,
 		m.Sets,
 		m.Shown,
+		m.Sleepers,
+		m.Walked,
+		m.Wscratch,
 	)
 }
 
@@ -212,10 +285,16 @@ func (m *iterMaps) Close() error {
 // It can be passed to loadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type iterVariables struct {
 	NonceCounter *ebpf.Variable `ebpf:"nonce_counter"`
+	NrSemop      *ebpf.Variable `ebpf:"nr_semop"`
+	NrSemtimedop *ebpf.Variable `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
+	SleepersLost *ebpf.Variable `ebpf:"sleepers_lost"`
+	SleepersMask *ebpf.Variable `ebpf:"sleepers_mask"`
 	UnusedChunk  *ebpf.Variable `ebpf:"unused_chunk"`
 	UnusedEntry  *ebpf.Variable `ebpf:"unused_entry"`
 	UnusedTask   *ebpf.Variable `ebpf:"unused_task"`
+	UnusedWait   *ebpf.Variable `ebpf:"unused_wait"`
+	WantWaiters  *ebpf.Variable `ebpf:"want_waiters"`
 }
 
 // iterPrograms contains all programs after they have been loaded into the kernel.

@@ -57,6 +57,9 @@ type Options struct {
 	// (every branch, which slows loading) and receives it when loading
 	// fails. Without it the error still carries the log's last lines.
 	VerifierLog io.Writer
+	// NoWaiters leaves blocked semop callers out of every Snapshot, sparing
+	// a scan their cost; Snapshot.WaitersErr then says so.
+	NoWaiters bool
 }
 
 // Reader reads undo lists through a loaded BPF task iterator. It is safe for
@@ -72,6 +75,11 @@ type Reader struct {
 	// pass to the next, sparing a scan most of its allocations.
 	buf       []byte
 	lastLists int
+	// waitersErr is why snapshots carry no waiters, nil when they do.
+	waitersErr error
+	// sleepersLost is the program's count of sleepers it could not note,
+	// as the last scan saw it.
+	sleepersLost uint64
 }
 
 // Open loads and attaches the iterator. It needs root, or CAP_BPF and
@@ -99,21 +107,55 @@ func Open(opts *Options) (*Reader, error) {
 		return nil, fmt.Errorf("set pidns_level: %w", err)
 	}
 	spec.Maps["owners"].MaxEntries = ownersSize()
+	sleepers := sleepersSize()
+	spec.Maps["sleepers"].MaxEntries = sleepers
+	if err := spec.Variables["sleepers_mask"].Set(sleepers - 1); err != nil {
+		return nil, fmt.Errorf("set sleepers_mask: %w", err)
+	}
 	spec.Maps["records"].MaxEntries = ringSize
 
 	prog, unused := "semundo_tasks", "semundo_tasks_bounded"
-	if opts.Bounded || features.HaveProgramHelper(ebpf.Tracing, asm.FnLoop) != nil {
+	if opts.Bounded || haveHelper(asm.FnLoop) != nil {
 		prog, unused = unused, prog
 	}
 	delete(spec.Programs, unused)
 	delete(spec.Programs, "semundo_floor")
 
+	waitersErr := waitersSupport(prog != "semundo_tasks")
+	if waitersErr == nil && opts.NoWaiters {
+		waitersErr = errWaitersOff
+	}
+	if waitersErr == nil {
+		semop, semtimedop := syscallNumbers()
+		for name, v := range map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop} {
+			if err := spec.Variables[name].Set(v); err != nil {
+				return nil, fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+	}
+
 	var lopts ebpf.CollectionOptions
 	if opts.VerifierLog != nil {
 		lopts.Programs = ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 26}
 	}
-	r := &Reader{procf: "/proc"}
+	r := &Reader{procf: "/proc", waitersErr: waitersErr}
 	r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts)
+	var ve *ebpf.VerifierError
+	if err != nil && waitersErr == nil && errors.As(err, &ve) {
+		// A verifier that rejects the waiter code must not cost the
+		// lists: without want_waiters it proves that code dead and never
+		// checks it. The error says why, for tests under CI to fail on.
+		reason := strings.TrimSpace(verifierTail(ve.Log, 1))
+		if opts.VerifierLog != nil {
+			writeVerifierLog(opts.VerifierLog, err)
+		}
+		if serr := spec.Variables["want_waiters"].Set(uint32(0)); serr != nil {
+			return nil, fmt.Errorf("set want_waiters: %w", serr)
+		}
+		if r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts); err == nil {
+			r.waitersErr = fmt.Errorf("this kernel's verifier rejects the code that reads blocked semop callers (%q; SEMUNDO_DEBUG_VERIFIER=1 shows its log): %w", reason, ErrNotSupported)
+		}
+	}
 	if err != nil {
 		if opts.VerifierLog != nil {
 			writeVerifierLog(opts.VerifierLog, err)
@@ -135,6 +177,16 @@ func Open(opts *Options) (*Reader, error) {
 		return nil, fmt.Errorf("open BPF ring buffer: %w", err)
 	}
 	return r, nil
+}
+
+// haveHelper says whether BPF programs of this kernel may call fn. The
+// probe loads a kprobe program: cilium/ebpf has no probe for Tracing
+// programs (it answers every Tracing question with an error, which made
+// the reader pick its bounded variant on every kernel), and the helpers
+// the iterator calls (bpf_loop, bpf_task_pt_regs) came to kprobes in the
+// same release as to iterators.
+func haveHelper(fn asm.BuiltinFunc) error {
+	return features.HaveProgramHelper(ebpf.Kprobe, fn)
 }
 
 // writeVerifierLog writes the whole verifier log carried by err, if any.
@@ -237,6 +289,16 @@ func ownersSize() uint32 {
 	return n
 }
 
+// sleepersSize sizes the waiter table: a power of two, so that the program
+// can mask a hash into it, at least four times the tasks (ownersSize).
+func sleepersSize() uint32 {
+	n := uint32(1)
+	for n < ownersSize() {
+		n <<= 1
+	}
+	return n
+}
+
 // pidnsLevel returns the depth of the caller's PID namespace: the number of
 // ids on the NSpid line of its status, less one.
 func pidnsLevel(p procfs.FS) (int, error) {
@@ -296,8 +358,23 @@ func (r *Reader) Scan() (*Snapshot, error) {
 		return nil, fmt.Errorf("undo list of pid %s changed during each of %d reads; retry: %w", strings.Join(pids, ", "), retries+1, ErrIncomplete)
 	}
 	snap.finish()
+	snap.WaitersErr = r.waitersErr
+	if r.waitersErr == nil {
+		var lost uint64
+		if err := r.coll.Variables["sleepers_lost"].Get(&lost); err != nil {
+			snap.WaitersErr = fmt.Errorf("read the waiter table's count of lost sleepers: %w", err)
+		} else if lost != r.sleepersLost {
+			snap.WaitersErr = fmt.Errorf("%d blocked tasks found no room in the waiter table and are missing; retry: %w", lost-r.sleepersLost, ErrIncomplete)
+			r.sleepersLost = lost
+		}
+	}
 	return snap, nil
 }
+
+// WaitersErr is nil when the reader's snapshots carry the blocked semop
+// callers, and otherwise says why not (ErrNotSupported when the kernel
+// lacks what reading them needs).
+func (r *Reader) WaitersErr() error { return r.waitersErr }
 
 // Read returns the undo list of the process (or thread) pid, or nil when it
 // has none. A pid that does not exist is ErrNoProcess.

@@ -25,6 +25,10 @@ func TestRecordConstants(t *testing.T) {
 		"SEMUNDO_ENTRY_NOSET":    iterSemundoEntryNoset,
 		"SEMUNDO_ENTRY_TOOBIG":   iterSemundoEntryToobig,
 		"SEMUNDO_CHUNK_MAGIC":    iterSemundoChunkMagic,
+		"SEMUNDO_TASK_WAITER":    iterSemundoTaskWaiter,
+		"SEMUNDO_MAX_WAIT_OPS":   iterSemundoMaxWaitOps,
+		"SEMUNDO_WAIT_TIMED":     iterSemundoWaitTimed,
+		"SEMUNDO_WAIT_TRUNC":     iterSemundoWaitTrunc,
 	}
 	re := regexp.MustCompile(`(?m)^#define (SEMUNDO_\w+) (0x[0-9a-f]+|\d+)\b`)
 	seen := 0
@@ -53,9 +57,47 @@ func TestRecordSizes(t *testing.T) {
 		{"semundo_task", taskSize, binary.Size(iterSemundoTask{})},
 		{"semundo_entry", entrySize, binary.Size(iterSemundoEntry{})},
 		{"semundo_chunk", chunkSize, binary.Size(iterSemundoChunk{})},
+		{"semundo_wait", waitSize, binary.Size(iterSemundoWait{})},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: decoder uses %d bytes, C layout has %d", c.name, c.got, c.want)
 		}
+	}
+}
+
+// TestDecodeWait decodes a waiter record as the iterator lays it out, and
+// refuses one cut short or claiming more operations than it may carry.
+func TestDecodeWait(t *testing.T) {
+	rec := make([]byte, waitSize+(2*sembufSize+3)&^3)
+	ne.PutUint32(rec[0:], 101) // tid
+	ne.PutUint32(rec[4:], 100) // tgid
+	ne.PutUint32(rec[12:], 7)  // ipcns
+	ne.PutUint32(rec[16:], iterSemundoTaskWaiter)
+	ne.PutUint32(rec[20:], 42) // semid
+	ne.PutUint32(rec[24:], 2)  // nsops
+	ne.PutUint32(rec[28:], 2)  // ops that follow
+	ne.PutUint32(rec[32:], iterSemundoWaitTimed)
+	ne.PutUint32(rec[36:], 1) // blocking
+	copy(rec[40:], "worker")
+	for i, o := range [][3]uint16{{3, uint16(0xffff), 0x1000}, {0, 0, 0}} {
+		for j, v := range o {
+			ne.PutUint16(rec[waitSize+i*sembufSize+2*j:], v)
+		}
+	}
+	var slab waitSlab
+	w, n, err := decodeWait(rec, &slab)
+	if err != nil || n != len(rec) {
+		t.Fatalf("decodeWait: %v, used %d of %d bytes", err, n, len(rec))
+	}
+	if w.TID != 101 || w.PID != 100 || w.IPCNS != 7 || w.Semid != 42 || w.NOps != 2 || !w.Timed || w.Blocking != 1 || w.Comm != "worker" ||
+		len(w.Ops) != 2 || w.Ops[0].Num != 3 || w.Ops[0].Op != -1 || w.Ops[0].Flg != 0x1000 || w.Ops[1].Op != 0 {
+		t.Errorf("decoded %+v", w)
+	}
+	if _, _, err := decodeWait(rec[:len(rec)-1], &slab); err != errShort {
+		t.Errorf("a record cut short: %v, want errShort", err)
+	}
+	ne.PutUint32(rec[28:], iterSemundoMaxWaitOps+1)
+	if _, _, err := decodeWait(rec, &slab); err == nil || err == errShort {
+		t.Errorf("a record claiming %d operations: %v", iterSemundoMaxWaitOps+1, err)
 	}
 }

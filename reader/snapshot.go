@@ -75,6 +75,14 @@ type Snapshot struct {
 	// Dropped counts entries left out because their set was being removed
 	// while it was read.
 	Dropped int
+	// Waiters are the tasks blocked in semop or semtimedop, sorted by pid
+	// and tid, read in the same pass as the lists.
+	Waiters []Waiter
+	// WaitersErr is nil when Waiters is complete, and otherwise says why
+	// not: errors.Is ErrNotSupported when the kernel lacks what reading
+	// them needs (Waiters is empty), ErrIncomplete when some were missed
+	// (a retry may see them). The lists are whole either way.
+	WaitersErr error
 
 	unstable map[uint32]bool
 }
@@ -161,6 +169,8 @@ type builder struct {
 	chunks map[uint64][]chunk // by nonce
 	slab   adjSlab
 	lost   bool
+	waits  []Waiter
+	wslab  waitSlab
 }
 
 type chunk struct {
@@ -197,6 +207,18 @@ func (b *builder) tasks(data []byte) ([]byte, error) {
 	for len(data) >= taskSize {
 		t := decodeTask(data)
 		used := taskSize
+		if t.Flags&iterSemundoTaskWaiter != 0 {
+			w, n, err := decodeWait(data, &b.wslab)
+			if err == errShort {
+				return data, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("pid %d: %w", t.Tgid, err)
+			}
+			b.waits = append(b.waits, w)
+			data = data[n:]
+			continue
+		}
 		if t.Flags&iterSemundoTaskOwner == 0 {
 			l := b.carrier(t.List)
 			if l == nil {
@@ -250,7 +272,8 @@ func (b *builder) record(raw []byte) error {
 
 // snapshot checks that every list arrived whole and builds the result.
 func (b *builder) snapshot() (*Snapshot, error) {
-	s := &Snapshot{unstable: make(map[uint32]bool), Lists: make([]List, 0, len(b.lists))}
+	s := &Snapshot{unstable: make(map[uint32]bool), Lists: make([]List, 0, len(b.lists)), Waiters: b.waits}
+	sortWaiters(s.Waiters)
 	for i := range b.lists {
 		lb := &b.lists[i]
 		o := lb.owner

@@ -49,7 +49,7 @@ _semundo() {
 	fi
 	case $prev in
 	-o|--undo|--cgroup|--state-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-	--ipcns|--pid) return ;;
+	--ipcns|--pid|--listen) return ;;
 	esac
 	case ${COMP_WORDS[1]} in
 %s

@@ -6,7 +6,10 @@
 //
 //	semundo show PID...              the list of each process, one line per set
 //	semundo ps [--json] [--all]      every process that holds adjustments
-//	semundo who SEMID [--ipcns N]    who will adjust a set on exit, and by how much
+//	semundo who SEMID [--ipcns N]    who will adjust a set on exit, and who waits on it
+//	semundo waits [--json]           every task blocked in semop
+//	semundo deadlock [--json|--dot]  cycles of waiters and SEM_UNDO holders
+//	semundo metrics [--listen ADDR]  Prometheus metrics of waiters and holders
 //	semundo set PID [FILE|-]         write a list into another process (ptrace)
 //	semundo exec --undo FILE -- CMD  take a list, then execve CMD
 //	semundo checkpoint PID...        save the namespace's sets and the lists
@@ -65,7 +68,7 @@ func parsePID(s string) (int, error) {
 var commands []*spec
 
 func init() {
-	commands = []*spec{showCmd, psCmd, whoCmd, setCmd, execCmd, checkpointCmd,
+	commands = []*spec{showCmd, psCmd, whoCmd, waitsCmd, deadlockCmd, metricsCmd, setCmd, execCmd, checkpointCmd,
 		restoreCmd, mountCmd, criuScriptCmd, completionCmd, injectCmd}
 }
 

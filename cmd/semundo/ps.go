@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -158,11 +157,5 @@ func writeJSON(stdout io.Writer, lists []reader.List) error {
 		}
 		out = append(out, jl)
 	}
-	w := bufio.NewWriter(stdout)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return err
-	}
-	return w.Flush()
+	return encodeJSON(stdout, out)
 }

@@ -72,6 +72,9 @@ func MainWith(m *testing.M, setup func() (teardown func())) {
 	if sharedDir != "" {
 		os.RemoveAll(sharedDir)
 	}
+	if semwaitDir != "" {
+		os.RemoveAll(semwaitDir)
+	}
 	os.Exit(code)
 }
 
@@ -290,19 +293,8 @@ func Start(t testing.TB, mode string, ops []Op, attr *syscall.SysProcAttr, env .
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = testenv.HelperEnviron(helperName(mode), append([]string{envOps + "=" + encodeOps(ops)}, env...)...)
-	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = attr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout := startPiped(t, cmd)
 	h := &Helper{Cmd: cmd, PID: cmd.Process.Pid, stdin: stdin}
 	t.Cleanup(func() {
 		if h.Child > 0 && mode == "fork" {
@@ -342,6 +334,25 @@ func Start(t testing.TB, mode string, ops []Op, attr *syscall.SysProcAttr, env .
 		t.Fatalf("holder helper %s (pid %d) said %q", mode, h.PID, r.line)
 	}
 	return h
+}
+
+// startPiped starts cmd with its stdin and stdout piped to the test, its
+// stderr the test's.
+func startPiped(t testing.TB, cmd *exec.Cmd) (io.WriteCloser, io.Reader) {
+	t.Helper()
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return stdin, stdout
 }
 
 // NewSet creates a private set of n semaphores, removed at cleanup.

@@ -99,6 +99,48 @@ struct nsproxy {
 	struct ipc_namespace *ipc_ns;
 } __attribute__((preserve_access_index));
 
+/* One semaphore of a set: its value and its own queues of blocked
+ * single-operation semops. */
+struct sem {
+	int semval;
+	struct list_head pending_alter;
+	struct list_head pending_const;
+} __attribute__((preserve_access_index));
+
+struct sembuf {
+	unsigned short sem_num;
+	short sem_op;
+	short sem_flg;
+};
+
+/* A blocked semop: lives on the sleeper's kernel stack, linked into one of
+ * its set's queues while the sleeper waits. */
+struct sem_queue {
+	struct list_head list;
+	struct task_struct *sleeper;
+	struct sembuf *sops;
+	struct sembuf *blocking;
+	int nsops;
+} __attribute__((preserve_access_index));
+
+/* The registers a task entered the kernel with, in each architecture's
+ * names: CO-RE keeps the one that matches the running kernel. */
+struct pt_regs___x86 {
+	unsigned long r10;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long orig_ax;
+} __attribute__((preserve_access_index));
+
+struct pt_regs___arm64 {
+	__u64 regs[31];
+	__u64 orig_x0;
+	__s32 syscallno;
+} __attribute__((preserve_access_index));
+
+struct pt_regs;
+
 struct kern_ipc_perm {
 	bool deleted;
 	int id;
@@ -107,7 +149,10 @@ struct kern_ipc_perm {
 
 struct sem_array {
 	struct kern_ipc_perm sem_perm;
+	struct list_head pending_alter;
+	struct list_head pending_const;
 	int sem_nsems;
+	struct sem sems[];
 } __attribute__((preserve_access_index));
 
 struct upid {
@@ -120,6 +165,10 @@ struct pid {
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	unsigned int __state;
+	unsigned int flags;
+	int on_rq;
+	unsigned long nvcsw;
 	int pid;
 	int tgid;
 	char comm[16];

@@ -27,6 +27,15 @@
 #define SEMUNDO_TASK_TRUNCATED 4 /* the walk stopped at its limit */
 #define SEMUNDO_TASK_UNSTABLE 8  /* the list was reordered during the walk */
 #define SEMUNDO_TASK_LOST 16     /* a chunk did not fit in the ring buffer */
+#define SEMUNDO_TASK_WAITER 32   /* a semundo_wait record, not a task's */
+
+/* Most operations of one blocked semop a waiter record carries; the kernel's
+ * default limit (SEMOPM) is 500. */
+#define SEMUNDO_MAX_WAIT_OPS 1024
+
+/* semundo_wait.wflags */
+#define SEMUNDO_WAIT_TIMED 1 /* semtimedop with a timeout */
+#define SEMUNDO_WAIT_TRUNC 2 /* more operations than SEMUNDO_MAX_WAIT_OPS */
 
 /* semundo_entry.flags */
 #define SEMUNDO_ENTRY_NOSET 1  /* no live set has this semid: being removed */
@@ -50,6 +59,25 @@ struct semundo_task {
 	__u32 pad;
 	char comm[16];
 	__u64 pad2;
+};
+
+/* One per task blocked in semop or semtimedop, written to the seq file
+ * next to the task records, which it shares its first five fields with
+ * (flags has SEMUNDO_TASK_WAITER). Followed by `ops` struct sembuf (6
+ * bytes each), padded to a multiple of 4 bytes. */
+struct semundo_wait {
+	__u32 tid;
+	__u32 tgid;
+	__u32 list;  /* 0 */
+	__u32 ipcns; /* the namespace semid belongs to */
+	__u32 flags;
+	__s32 semid;
+	__u32 nsops;    /* operations in the call */
+	__u32 ops;      /* operations that follow */
+	__u32 wflags;
+	__s32 blocking; /* index of the operation that blocks, or -1 */
+	char comm[16];
+	__u64 pad;
 };
 
 /* One undo entry, followed by nsems adjustments (shorts), padded to a

@@ -333,9 +333,9 @@ static __always_inline __u32 owner_of(struct task_struct *task, struct sem_undo_
 
 /* Writes the task's record, and its list when it carries it; returns 1 when
  * a walk must follow (w is set up), 0 when the task is done. */
-static __always_inline struct walk *begin(struct bpf_iter__task *ctx, struct semundo_task *rec)
+static __always_inline struct walk *begin(struct bpf_iter__task *ctx, struct task_struct *task,
+					  struct semundo_task *rec)
 {
-	struct task_struct *task = ctx->task;
 	__u32 zero = 0;
 
 	if (!task)
@@ -411,13 +411,338 @@ static __always_inline void end(struct bpf_iter__task *ctx, struct semundo_task 
 	bpf_seq_write(ctx->meta->seq, s->buf, w->off & 0x7fff);
 }
 
+/* Blocked semop callers. A task whose registers say it sleeps in semop or
+ * semtimedop names the set; the first such task of a pass walks all of that
+ * set's queues once and notes each queued sleeper here, keyed by its
+ * task_struct address, with its queue entry. Every such task then looks
+ * itself up: an entry is reported only when the task's own registers name
+ * the same set and the entry still names the task as its sleeper, so a
+ * stale entry (its sleeper woke, its stack moved on) is never believed. */
+const volatile __u32 want_waiters = 0;
+/* The running architecture's semop and semtimedop numbers, set by the
+ * loader. */
+const volatile __u32 nr_semop = 0;
+const volatile __u32 nr_semtimedop = 0;
+
+struct sleeper {
+	__u64 task; /* struct task_struct * */
+	__u64 session;
+	__u64 q; /* struct sem_queue * */
+	__s32 semid;
+	__u32 ipcns;
+};
+
+/* An open-addressed table, not a hash map: a walk notes every sleeper of a
+ * queue, and a hash map's update (its locks, its free lists) cost as much
+ * as the rest of a waiter together. A slot of an earlier session is free;
+ * within a session slots only fill, so a lookup stops at a free one. The
+ * loader makes the size a power of two at least four times the tasks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, struct sleeper);
+} sleepers SEC(".maps");
+
+const volatile __u32 sleepers_mask = 65535;
+
+#define SLEEPER_PROBES 16
+
+/* Sleepers that found no slot in SLEEPER_PROBES probes (a table four times
+ * the tasks makes that next to impossible): user space reads the count and
+ * calls the pass's waiters incomplete when it grew. */
+__u64 sleepers_lost = 0;
+
+static __always_inline __u32 sleeper_hash(__u64 task)
+{
+	return (__u32)(((task >> 6) * 0x9E3779B97F4A7C15ULL) >> 32);
+}
+
+/* The slot of task in this session, or a free one to take; 0 when the
+ * probes met neither. */
+static __always_inline struct sleeper *sleeper_slot(__u64 task, __u64 session, int take)
+{
+	__u32 h = sleeper_hash(task);
+	for (int i = 0; i < SLEEPER_PROBES; i++) {
+		__u32 slot = (h + i) & sleepers_mask;
+		struct sleeper *e = bpf_map_lookup_elem(&sleepers, &slot);
+		if (!e)
+			return 0;
+		if (e->session != session)
+			return take ? e : 0;
+		if (e->task == task)
+			return e;
+	}
+	return 0;
+}
+
+/* The sets whose queues a pass has walked, direct-mapped like sets: a
+ * collision only costs a second walk. */
+struct walked {
+	__u64 session;
+	__u64 ns;
+	__s32 semid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SET_CACHE);
+	__type(key, __u32);
+	__type(value, struct walked);
+} walked SEC(".maps");
+
+/* One queue walk: heads 0 and 1 are the set's own queues (operations on
+ * several semaphores), 2 + 2i and 3 + 2i those of semaphore i. */
+struct qwalk {
+	__u64 sma;
+	__u64 head;
+	__u64 pos;
+	__u64 session;
+	__u32 h;
+	__s32 semid;
+	__u32 nheads;
+	__u32 ipcns;
+};
+
+struct wscratch {
+	struct qwalk w;
+	char buf[sizeof(struct semundo_wait) + 8192 + 64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wscratch);
+} wscratch SEC(".maps");
+
+/* A walk meets at most this many heads and entries: a queue that a stale
+ * pointer turned into a cycle ends here. */
+#define QWALK_MAX (1 << 22)
+
+/* One step of a queue walk: moves to the next head, or notes the entry at
+ * the walk's position; 1 ends the walk. */
+__attribute__((noinline)) int qstep(void)
+{
+	__u32 zero = 0;
+	struct wscratch *s = bpf_map_lookup_elem(&wscratch, &zero);
+
+	if (!s)
+		return 1;
+	struct qwalk *w = &s->w;
+	if (!w->pos || w->pos == w->head) {
+		if (w->h >= w->nheads)
+			return 1;
+		__u64 head;
+		if (w->h < 2) {
+			head = w->sma + (w->h ? bpf_core_field_offset(struct sem_array, pending_const)
+					      : bpf_core_field_offset(struct sem_array, pending_alter));
+		} else {
+			__u32 i = (w->h - 2) / 2;
+			head = w->sma + bpf_core_field_offset(struct sem_array, sems) +
+			       (__u64)i * bpf_core_type_size(struct sem) +
+			       ((w->h & 1) ? bpf_core_field_offset(struct sem, pending_const)
+					   : bpf_core_field_offset(struct sem, pending_alter));
+		}
+		w->h++;
+		w->head = head;
+		w->pos = 0;
+		bpf_probe_read_kernel(&w->pos, sizeof(w->pos), (void *)head);
+		return 0;
+	}
+	struct list_head *pos = (struct list_head *)w->pos;
+	__u64 next = 0, back = 0;
+	if (bpf_probe_read_kernel(&next, sizeof(next), &pos->next) ||
+	    bpf_probe_read_kernel(&back, sizeof(back), &((struct list_head *)next)->prev) || back != w->pos) {
+		/* Unlinked under us: this queue's rest is not to be trusted. */
+		w->pos = 0;
+		return 0;
+	}
+	struct sem_queue *q = (struct sem_queue *)(w->pos - bpf_core_field_offset(struct sem_queue, list));
+	__u64 task = (__u64)BPF_CORE_READ(q, sleeper);
+	struct sleeper *e = task ? sleeper_slot(task, w->session, 1) : 0;
+	if (task && !e)
+		sleepers_lost++;
+	if (e) {
+		e->task = task;
+		e->session = w->session;
+		e->q = (__u64)q;
+		e->semid = w->semid;
+		e->ipcns = w->ipcns;
+	}
+	w->pos = next;
+	return 0;
+}
+
+static long qwalk_step(__u64 i, void *data)
+{
+	return qstep() != 0;
+}
+
+/* Walks the queues of set semid in ns, once a pass. */
+static __always_inline void walk_queues(__u64 session, struct ipc_namespace *ns, int semid)
+{
+	__u32 slot = ((__u32)semid ^ (__u32)((__u64)ns >> 10)) & (SET_CACHE - 1);
+	struct walked *c = bpf_map_lookup_elem(&walked, &slot);
+	__u32 zero = 0;
+
+	if (!c || (c->session == session && c->ns == (__u64)ns && c->semid == semid))
+		return;
+	struct sem_array *sma = find_set(ns, semid, IPCMNI_SHIFT);
+	if (!sma)
+		sma = find_set(ns, semid, IPCMNI_EXTEND_SHIFT);
+	if (!sma)
+		return;
+	c->session = session;
+	c->ns = (__u64)ns;
+	c->semid = semid;
+	struct wscratch *s = bpf_map_lookup_elem(&wscratch, &zero);
+	if (!s)
+		return;
+	__u32 nsems = BPF_CORE_READ(sma, sem_nsems);
+	if (nsems > SEMUNDO_MAX_NSEMS)
+		nsems = SEMUNDO_MAX_NSEMS;
+	s->w.sma = (__u64)sma;
+	s->w.head = 0;
+	s->w.pos = 0;
+	s->w.h = 0;
+	s->w.session = session;
+	s->w.semid = semid;
+	s->w.nheads = 2 + 2 * nsems;
+	s->w.ipcns = BPF_CORE_READ(ns, ns.inum);
+	bpf_loop(QWALK_MAX, qwalk_step, 0, 0);
+}
+
+/* The syscall a task sleeps in and its first and fourth arguments. */
+static __always_inline int syscall_of(struct task_struct *task, __u64 *arg0, __u64 *arg3)
+{
+	void *regs = (void *)bpf_task_pt_regs(task);
+
+	if (!regs)
+		return -1;
+	if (bpf_core_field_exists(((struct pt_regs___x86 *)0)->orig_ax)) {
+		struct pt_regs___x86 *r = regs;
+		*arg0 = BPF_CORE_READ(r, di);
+		*arg3 = BPF_CORE_READ(r, r10);
+		return (int)BPF_CORE_READ(r, orig_ax);
+	}
+	if (bpf_core_field_exists(((struct pt_regs___arm64 *)0)->syscallno)) {
+		struct pt_regs___arm64 *r = regs;
+		*arg0 = BPF_CORE_READ(r, orig_x0);
+		*arg3 = BPF_CORE_READ(r, regs[3]);
+		return BPF_CORE_READ(r, syscallno);
+	}
+	return -1;
+}
+
+#define TASK_INTERRUPTIBLE 1
+#define PF_KTHREAD 0x00200000
+
+/* Writes a waiter record when the task sleeps in semop on a set whose
+ * queue holds it. */
+static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struct *task)
+{
+	__u64 arg0 = 0, arg3 = 0;
+	__u32 zero = 0;
+
+	if (!(task->__state & TASK_INTERRUPTIBLE) || (task->flags & PF_KTHREAD))
+		return;
+	int nr = syscall_of(task, &arg0, &arg3);
+	if (nr < 0 || (nr != nr_semop && nr != nr_semtimedop))
+		return;
+	struct nsproxy *nsp = task->nsproxy;
+	if (!nsp)
+		return;
+	/* The namespace's address as a number (it is hashed), read as one:
+	 * the verifier allows no shifts of a pointer. */
+	__u64 ns_addr = 0;
+	if (bpf_probe_read_kernel(&ns_addr, sizeof(ns_addr), &nsp->ipc_ns) || !ns_addr)
+		return;
+	struct ipc_namespace *ns = (struct ipc_namespace *)ns_addr;
+	int semid = (int)arg0;
+	__u64 session = ctx->meta->session_id;
+	walk_queues(session, ns, semid);
+
+	/* The task's address as a number, read as one: it is hashed, and the
+	 * verifier allows no shifts of a pointer. */
+	__u64 key = 0;
+	if (bpf_probe_read_kernel(&key, sizeof(key), &ctx->task) || !key)
+		return;
+	struct sleeper *v = sleeper_slot(key, session, 0);
+	if (!v || v->session != session || v->semid != semid)
+		return;
+	struct sem_queue *q = (struct sem_queue *)v->q;
+	/* The entry lives on the task's stack and is rewritten when the task
+	 * wakes and calls semop again: read it only while the task provably
+	 * does not run. A task off every run queue has slept since its entry
+	 * was complete; if it wakes, it is back on a run queue until it sleeps
+	 * again, which counts a voluntary switch. */
+	if (task->on_rq)
+		return;
+	unsigned long csw = *(volatile unsigned long *)&task->nvcsw;
+	char qb[128];
+	__u32 qsize = bpf_core_type_size(struct sem_queue);
+	if (qsize > sizeof(qb) || bpf_probe_read_kernel(qb, qsize & 127, q))
+		return;
+	__u64 sleeper = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, sleeper) & 120));
+	__u64 sops = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, sops) & 120));
+	__u64 next = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, list.next) & 120));
+	int nsops = *(int *)(qb + (bpf_core_field_offset(struct sem_queue, nsops) & 124));
+	__u64 back = 0;
+	/* Still queued: a woken sleeper's entry is unlinked first. */
+	if (sleeper != key || nsops <= 0 ||
+	    bpf_probe_read_kernel(&back, sizeof(back), &((struct list_head *)next)->prev) ||
+	    back != (__u64)q + bpf_core_field_offset(struct sem_queue, list))
+		return;
+	struct wscratch *s = bpf_map_lookup_elem(&wscratch, &zero);
+	if (!s)
+		return;
+	struct semundo_wait *rec = (struct semundo_wait *)s->buf;
+	rec->tid = pidns_level ? pid_at_level(task) : task->pid;
+	rec->tgid = pidns_level ? pid_at_level(BPF_CORE_READ(task, group_leader)) : task->tgid;
+	rec->list = 0;
+	rec->ipcns = v->ipcns;
+	rec->flags = SEMUNDO_TASK_WAITER;
+	rec->semid = semid;
+	rec->wflags = 0;
+	rec->blocking = -1;
+	rec->pad = 0;
+	if (bpf_core_field_exists(q->blocking)) {
+		__u64 b = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, blocking) & 120));
+		if (b >= sops && b < sops + (__u64)nsops * sizeof(struct sembuf))
+			rec->blocking = (b - sops) / sizeof(struct sembuf);
+	}
+	bpf_probe_read_kernel(rec->comm, sizeof(rec->comm), task->comm);
+	rec->nsops = nsops;
+	if (nsops > SEMUNDO_MAX_WAIT_OPS) {
+		nsops = SEMUNDO_MAX_WAIT_OPS;
+		rec->wflags |= SEMUNDO_WAIT_TRUNC;
+	}
+	if (nr == nr_semtimedop && arg3)
+		rec->wflags |= SEMUNDO_WAIT_TIMED;
+	__u32 n = (__u32)nsops * sizeof(struct sembuf);
+	if (bpf_probe_read_kernel(s->buf + sizeof(*rec), n & 8191, (void *)sops))
+		return;
+	/* Did not run meanwhile: what was read is one call's, whole. */
+	if (*(volatile unsigned long *)&task->nvcsw != csw || *(volatile int *)&task->on_rq)
+		return;
+	rec->ops = nsops;
+	__u32 size = (sizeof(*rec) + (n & 8191) + 3) & ~3;
+	bpf_seq_write(ctx->meta->seq, s->buf, size & 16383);
+}
+
 /* For kernels with bpf_loop (5.17+): any list length. */
 SEC("iter/task")
 int semundo_tasks(struct bpf_iter__task *ctx)
 {
 	struct semundo_task rec = {};
-	struct walk *w = begin(ctx, &rec);
 
+	struct task_struct *task = ctx->task;
+
+	if (want_waiters && task)
+		waiter(ctx, task);
+	struct walk *w = begin(ctx, task, &rec);
 	if (!w)
 		return 0;
 	__u64 first = w->pos;
@@ -432,7 +757,7 @@ SEC("iter/task")
 int semundo_tasks_bounded(struct bpf_iter__task *ctx)
 {
 	struct semundo_task rec = {};
-	struct walk *w = begin(ctx, &rec);
+	struct walk *w = begin(ctx, ctx->task, &rec);
 	int i;
 
 	if (!w)
@@ -457,3 +782,4 @@ int semundo_floor(struct bpf_iter__task *ctx)
 const struct semundo_task *unused_task __attribute__((unused));
 const struct semundo_entry *unused_entry __attribute__((unused));
 const struct semundo_chunk *unused_chunk __attribute__((unused));
+const struct semundo_wait *unused_wait __attribute__((unused));
