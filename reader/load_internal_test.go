@@ -36,8 +36,24 @@ func TestLoadErrorCarriesVerifierTail(t *testing.T) {
 		t.Errorf("error has %d line breaks, want %d:\n%s", lines, verifierTailLines+1, msg)
 	}
 	var ve *ebpf.VerifierError
-	if !errors.As(err, &ve) || !errors.Is(err, unix.EINVAL) {
-		t.Errorf("error no longer wraps the verifier's error and its cause: %v", err)
+	if !errors.As(err, &ve) || len(ve.Log) != 101 || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrPermission) {
+		t.Errorf("error no longer carries the verifier's error with its log, or reads as a missing feature or privilege: %v", err)
+	}
+}
+
+// TestLoadErrorVerifierEACCES: the verifier refuses some programs with
+// EACCES; with its log that is a rejection, not a missing privilege (nor a
+// missing feature, which tests would skip for). The
+// same errno without a log (an unprivileged load) stays a permission error.
+func TestLoadErrorVerifierEACCES(t *testing.T) {
+	rejected := fmt.Errorf("program semundo_tasks: %w", &ebpf.VerifierError{Cause: unix.EACCES, Log: []string{"0: insn 0", "R1 invalid mem access 'scalar'"}})
+	err := loadError(rejected)
+	if errors.Is(err, ErrPermission) || errors.Is(err, ErrNotSupported) || strings.Contains(err.Error(), "needs root") || !strings.Contains(err.Error(), "verifier rejected it") || !strings.HasSuffix(err.Error(), "R1 invalid mem access 'scalar'") {
+		t.Errorf("a verifier rejection with EACCES: %v; want the rejection and its reason, not a permission error", err)
+	}
+	unprivileged := fmt.Errorf("program semundo_tasks: %w", &ebpf.VerifierError{Cause: unix.EPERM})
+	if err := loadError(unprivileged); !errors.Is(err, ErrPermission) {
+		t.Errorf("an unprivileged load: %v; want ErrPermission", err)
 	}
 }
 

@@ -198,6 +198,13 @@ func writeVerifierLog(w io.Writer, err error) {
 }
 
 func loadError(err error) error {
+	// The verifier refuses a program with EACCES as well as EINVAL: when it
+	// has said why, that is the reason, not a missing privilege (an
+	// unprivileged load fails before the verifier runs, with no log).
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) && len(ve.Log) > 0 {
+		return &rejectedError{ve: ve, msg: fmt.Sprintf("load BPF iterator: this kernel's verifier rejected it (SEMUNDO_DEBUG_VERIFIER=1 shows the whole log; please report it with the kernel version): %v; the verifier's last lines:\n%s", err, verifierTail(ve.Log, verifierTailLines))}
+	}
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		if l := lockdown(); l != "" && l != "none" {
@@ -207,13 +214,29 @@ func loadError(err error) error {
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return fmt.Errorf("load BPF iterator: %w (%w)", ErrNotSupported, err)
 	}
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		if tail := verifierTail(ve.Log, verifierTailLines); tail != "" {
-			return fmt.Errorf("load BPF iterator: %w; the verifier's last lines:\n%s", err, tail)
-		}
-	}
 	return fmt.Errorf("load BPF iterator: %w", err)
+}
+
+// rejectedError is a program the verifier refused. It is neither a missing
+// privilege (whatever errno the verifier chose: EACCES must not read as
+// one) nor ErrNotSupported (a rejection of the reader on a kernel it
+// targets is a defect to report, and tests must fail on it, not skip):
+// it unwraps to nothing, and errors.As still finds the
+// *ebpf.VerifierError with the whole log.
+type rejectedError struct {
+	ve  *ebpf.VerifierError
+	msg string
+}
+
+func (e *rejectedError) Error() string { return e.msg }
+
+// As hands out the verifier's error.
+func (e *rejectedError) As(target any) bool {
+	if p, ok := target.(**ebpf.VerifierError); ok {
+		*p = e.ve
+		return true
+	}
+	return false
 }
 
 // verifierTailLines is how much of the verifier's log an error carries: the
