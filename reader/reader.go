@@ -75,6 +75,10 @@ type Reader struct {
 	// pass to the next, sparing a scan most of its allocations.
 	buf       []byte
 	lastLists int
+	// lastWaits is the number of waiters of the last pass: a scan of
+	// 10,000 spares itself growing their slice (and the page faults of
+	// the copies) by starting at about that size.
+	lastWaits int
 	// waitersErr is why snapshots carry no waiters, nil when they do.
 	waitersErr error
 	// sleepersLost is the program's count of sleepers it could not note,
@@ -435,7 +439,7 @@ func (r *Reader) pass(readSize int) (*Snapshot, error) {
 	}
 	defer it.Close()
 
-	b := newBuilder(r.lastLists + r.lastLists/8 + 16)
+	b := newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8)
 	if r.buf == nil {
 		r.buf = make([]byte, maxRead)
 	}
@@ -478,6 +482,7 @@ func (r *Reader) pass(readSize int) (*Snapshot, error) {
 		return r.pass(taskSize)
 	}
 	r.lastLists = len(b.lists)
+	r.lastWaits = len(b.waits)
 	return b.snapshot()
 }
 

@@ -101,3 +101,43 @@ func TestDecodeWait(t *testing.T) {
 		t.Errorf("a record claiming %d operations: %v", iterSemundoMaxWaitOps+1, err)
 	}
 }
+
+// TestSortWaiters: waiters come in tid order, processes interleaved, and
+// leave sorted by pid, then tid, whether or not each process's threads came
+// in order.
+func TestSortWaiters(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   [][2]int // pid, tid
+	}{
+		{"empty", nil},
+		{"sorted", [][2]int{{1, 1}, {1, 2}, {5, 5}}},
+		{"interleaved", [][2]int{{10, 11}, {20, 21}, {10, 12}, {30, 31}, {20, 22}, {10, 13}, {2, 40}}},
+		{"tids out of order", [][2]int{{10, 13}, {20, 21}, {10, 11}, {10, 12}, {3, 9}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ws []Waiter
+			for _, p := range tc.in {
+				ws = append(ws, Waiter{PID: p[0], TID: p[1], Comm: strconv.Itoa(p[1])})
+			}
+			sortWaiters(ws)
+			out := ws
+			if len(out) != len(tc.in) {
+				t.Fatalf("%d waiters out of %d", len(out), len(tc.in))
+			}
+			seen := map[int]bool{}
+			for i, w := range out {
+				if w.Comm != strconv.Itoa(w.TID) {
+					t.Errorf("waiter %d: tid %d carries the record of %s", i, w.TID, w.Comm)
+				}
+				seen[w.TID] = true
+				if i > 0 && (out[i-1].PID > w.PID || out[i-1].PID == w.PID && out[i-1].TID >= w.TID) {
+					t.Errorf("waiter %d (pid %d tid %d) after pid %d tid %d", i, w.PID, w.TID, out[i-1].PID, out[i-1].TID)
+				}
+			}
+			if len(seen) != len(tc.in) {
+				t.Errorf("%d distinct tids out of %d", len(seen), len(tc.in))
+			}
+		})
+	}
+}

@@ -179,9 +179,15 @@ type chunk struct {
 	dropped int
 }
 
-// newBuilder sizes its buffers for about hint lists (the last pass's).
-func newBuilder(hint int) *builder {
+// newBuilder sizes its buffers for about hint lists and waits waiters (the
+// last pass's).
+func newBuilder(hint, waits int) *builder {
+	var ws []Waiter
+	if waits > 0 {
+		ws = make([]Waiter, 0, waits)
+	}
 	return &builder{
+		waits:  ws,
 		chunks: make(map[uint64][]chunk),
 		lists:  make([]listBuild, 0, hint),
 		procs:  make([]Process, 0, hint),
@@ -205,20 +211,21 @@ func (b *builder) carrier(id uint32) *listBuild {
 // the bytes of a record that the read cut short.
 func (b *builder) tasks(data []byte) ([]byte, error) {
 	for len(data) >= taskSize {
-		t := decodeTask(data)
-		used := taskSize
-		if t.Flags&iterSemundoTaskWaiter != 0 {
+		// Waiter records share the flags' offset with task records.
+		if ne.Uint32(data[16:])&iterSemundoTaskWaiter != 0 {
 			w, n, err := decodeWait(data, &b.wslab)
 			if err == errShort {
 				return data, nil
 			}
 			if err != nil {
-				return nil, fmt.Errorf("pid %d: %w", t.Tgid, err)
+				return nil, fmt.Errorf("pid %d: %w", ne.Uint32(data[4:]), err)
 			}
 			b.waits = append(b.waits, w)
 			data = data[n:]
 			continue
 		}
+		t := decodeTask(data)
+		used := taskSize
 		if t.Flags&iterSemundoTaskOwner == 0 {
 			l := b.carrier(t.List)
 			if l == nil {

@@ -551,16 +551,28 @@ __attribute__((noinline)) int qstep(void)
 		bpf_probe_read_kernel(&w->pos, sizeof(w->pos), (void *)head);
 		return 0;
 	}
-	struct list_head *pos = (struct list_head *)w->pos;
-	__u64 next = 0, back = 0;
-	if (bpf_probe_read_kernel(&next, sizeof(next), &pos->next) ||
-	    bpf_probe_read_kernel(&back, sizeof(back), &((struct list_head *)next)->prev) || back != w->pos) {
+	struct sem_queue *q = (struct sem_queue *)(w->pos - bpf_core_field_offset(struct sem_queue, list));
+	/* The entry's link and sleeper in one read when they are near each
+	 * other, as in every kernel so far (list, then sleeper). */
+	__u64 qb[4] = {}, next = 0, task = 0, back = 0;
+	__u32 lo = bpf_core_field_offset(struct sem_queue, list.next);
+	__u32 so = bpf_core_field_offset(struct sem_queue, sleeper);
+	if (so >= lo && so - lo < sizeof(qb) && !((so - lo) & 7)) {
+		if (bpf_probe_read_kernel(qb, so - lo + 8, (void *)q + lo))
+			goto unlinked;
+		next = qb[0];
+		task = qb[((so - lo) >> 3) & 3];
+	} else {
+		if (bpf_probe_read_kernel(&next, sizeof(next), (void *)q + lo))
+			goto unlinked;
+		task = (__u64)BPF_CORE_READ(q, sleeper);
+	}
+	if (bpf_probe_read_kernel(&back, sizeof(back), &((struct list_head *)next)->prev) || back != w->pos) {
+unlinked:
 		/* Unlinked under us: this queue's rest is not to be trusted. */
 		w->pos = 0;
 		return 0;
 	}
-	struct sem_queue *q = (struct sem_queue *)(w->pos - bpf_core_field_offset(struct sem_queue, list));
-	__u64 task = (__u64)BPF_CORE_READ(q, sleeper);
 	struct sleeper *e = task ? sleeper_slot(task, w->session, 1) : 0;
 	if (task && !e)
 		sleepers_lost++;
@@ -623,6 +635,18 @@ static __always_inline int syscall_of(struct task_struct *task, __u64 *arg0, __u
 		return -1;
 	if (bpf_core_field_exists(((struct pt_regs___x86 *)0)->orig_ax)) {
 		struct pt_regs___x86 *r = regs;
+		/* di and orig_ax are neighbours: one read. r10 (semtimedop's
+		 * timeout) only matters for semtimedop. */
+		__u64 b[2] = {};
+		__u32 di = bpf_core_field_offset(struct pt_regs___x86, di);
+		if (bpf_core_field_offset(struct pt_regs___x86, orig_ax) == di + 8) {
+			if (bpf_probe_read_kernel(b, sizeof(b), regs + di))
+				return -1;
+			*arg0 = b[0];
+			if ((int)b[1] == nr_semtimedop)
+				*arg3 = BPF_CORE_READ(r, r10);
+			return (int)b[1];
+		}
 		*arg0 = BPF_CORE_READ(r, di);
 		*arg3 = BPF_CORE_READ(r, r10);
 		return (int)BPF_CORE_READ(r, orig_ax);
