@@ -60,6 +60,10 @@ type Options struct {
 	// NoWaiters leaves blocked semop callers out of every Snapshot, sparing
 	// a scan their cost; Snapshot.WaitersErr then says so.
 	NoWaiters bool
+
+	// sleepers, a power of two when set, replaces the waiter table's size
+	// (sleepersSize), so that a test can fill it with a few threads.
+	sleepers uint32
 }
 
 // Reader reads undo lists through a loaded BPF task iterator. It is safe for
@@ -112,6 +116,9 @@ func Open(opts *Options) (*Reader, error) {
 	}
 	spec.Maps["owners"].MaxEntries = ownersSize()
 	sleepers := sleepersSize()
+	if opts.sleepers != 0 {
+		sleepers = opts.sleepers
+	}
 	spec.Maps["sleepers"].MaxEntries = sleepers
 	if err := spec.Variables["sleepers_mask"].Set(sleepers - 1); err != nil {
 		return nil, fmt.Errorf("set sleepers_mask: %w", err)
