@@ -114,8 +114,9 @@ func Open(opts *Options) (*Reader, error) {
 	if err := spec.Variables["pidns_level"].Set(uint32(level)); err != nil {
 		return nil, fmt.Errorf("set pidns_level: %w", err)
 	}
-	spec.Maps["owners"].MaxEntries = ownersSize()
-	sleepers := sleepersSize()
+	owners := ownersSize()
+	spec.Maps["owners"].MaxEntries = owners
+	sleepers := sleepersSize(owners)
 	if opts.sleepers != 0 {
 		sleepers = opts.sleepers
 	}
@@ -324,10 +325,11 @@ func ownersSize() uint32 {
 }
 
 // sleepersSize sizes the waiter table: a power of two, so that the program
-// can mask a hash into it, at least four times the tasks (ownersSize).
-func sleepersSize() uint32 {
+// can mask a hash into it, at least owners (ownersSize: four times the
+// tasks).
+func sleepersSize(owners uint32) uint32 {
 	n := uint32(1)
-	for n < ownersSize() {
+	for n < owners {
 		n <<= 1
 	}
 	return n
