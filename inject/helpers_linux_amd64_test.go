@@ -31,7 +31,7 @@ const (
 // for "another process traces the target" and "semundo is killed
 // mid-session". "hold" only seizes, "inject-hold" also runs calls in the
 // target, "die-after-restore" kills itself in the middle of one.
-var tracerModes = []string{"hold", "inject-hold", "die-after-restore"}
+var tracerModes = []string{"hold", "inject-hold", "die-in-stub", "die-at-exit", "die-after-restore"}
 
 // proc is the live /proc, where the tests' targets run.
 var proc = procfs.NewDefaultFS()
@@ -58,12 +58,16 @@ func helperMain(mode string, args []string) int {
 	}
 	pid, _ := strconv.Atoi(args[0])
 	var h hooks
-	if mode == "die-after-restore" {
-		// Die at the syscall-exit-stop of the first injected call, with
-		// the target's registers already put back but before it is
-		// parked again.
-		h.onStage = func(stage string) {
-			if stage == "restored" {
+	// die-*: kill itself at a stage of the first injected call (an mmap)
+	// or of the rest after it, the target's registers pointing into the
+	// stub or already put back the way the stub would:
+	//   in-stub: registers set up, before the thread ran anything;
+	//   at-exit: at the call's syscall-exit-stop, where a session rests
+	//            between calls;
+	//   after-restore: on the way from there to the event stop.
+	if stage, ok := map[string]string{"die-in-stub": "in-stub", "die-at-exit": "exited", "die-after-restore": "restored"}[mode]; ok {
+		h.onStage = func(got string) {
+			if got == stage {
 				fmt.Println("seized")
 				_ = unix.Kill(os.Getpid(), unix.SIGKILL)
 				time.Sleep(time.Hour)
@@ -83,6 +87,9 @@ func helperMain(mode string, args []string) int {
 		}
 		if err == nil {
 			_, err = s.Syscall(unix.SYS_GETPID)
+		}
+		if err == nil && h.onStage != nil {
+			err = s.rest("test") // reaches the "restored" stage
 		}
 		if err != nil {
 			fmt.Println("error", err)

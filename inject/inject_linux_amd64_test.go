@@ -260,9 +260,10 @@ int main(void) {
 		// the first sessions may still catch).
 		if int64(s.saved.Orig_rax) == -1 {
 			userStops++
-			if m, ok := mappingAt(t, tg.pid, s.sysaddr); !ok || m.name != "[vdso]" {
-				t.Fatalf("syscall instruction at %#x is in %+v, want the [vdso]", s.sysaddr, m)
-			}
+		}
+		// The stub sits in the padding of the spinner's own text.
+		if m, ok := mappingAt(t, tg.pid, s.stub); !ok || m.perms != "r-xp" || m.name != tg.cmd.Path {
+			t.Fatalf("stub at %#x is in %+v, want the spinner's r-xp text %s", s.stub, m, tg.cmd.Path)
 		}
 		mustDetach(t, s)
 	}
@@ -560,7 +561,7 @@ int main(void) {
 // must go on as if nothing happened.
 func TestTracerKilledTargetSurvives(t *testing.T) {
 	bin := buildC(t, "reader", readerSrc)
-	for _, mode := range []string{"inject-hold", "die-after-restore"} {
+	for _, mode := range []string{"inject-hold", "die-in-stub", "die-at-exit", "die-after-restore"} {
 		t.Run(mode, func(t *testing.T) {
 			tg := start(t, bin)
 			tg.line(t)
@@ -999,8 +1000,17 @@ func TestRegistersIntact(t *testing.T) {
 		t.Fatalf("sleeper stopped with rax %d orig_rax %d, want -ERESTART_RESTARTBLOCK in clock_nanosleep", int64(r0.Rax), r0.Orig_rax)
 	}
 	exercise(t, s, tg.pid)
-	if s.sysaddr != uintptr(r0.Rip-2) {
-		t.Fatalf("injected from %#x, want the syscall instruction behind rip %#x", s.sysaddr, r0.Rip)
+	stub, orig := s.stub, s.stubOrig
+	if stub == 0 {
+		t.Fatal("no stub was placed")
+	}
+	if m, ok := mappingAt(t, tg.pid, stub); !ok || m.perms != "r-xp" {
+		t.Fatalf("stub at %#x is in %+v, want an r-xp mapping", stub, m)
+	}
+	// Between calls the thread sits in the stub; rest puts it back as
+	// Detach does.
+	if err := s.rest("test"); err != nil {
+		t.Fatal(err)
 	}
 	r1, fp1 := regs()
 	if r1 != r0 {
@@ -1008,6 +1018,12 @@ func TestRegistersIntact(t *testing.T) {
 	}
 	if !bytes.Equal(fp0[:], fp1[:]) {
 		t.Fatalf("FP/SSE registers changed by the injections")
+	}
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if back := readRemote(t, tg.pid, stub, len(orig)); !bytes.Equal(back, orig) {
+		t.Fatalf("the stub's %d bytes at %#x were not put back", len(orig), stub)
 	}
 }
 

@@ -47,6 +47,8 @@ func liveThreads(p procfs.FS, tgid int) ([]int, error) {
 type mapping struct {
 	start, end uintptr
 	perms      string
+	offset     uint64 // file offset of start
+	dev, inode string // the file's identity; inode "0" when anonymous
 	name       string
 }
 
@@ -71,7 +73,8 @@ func readMaps(path string) ([]mapping, error) {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		m := mapping{start: uintptr(start), end: uintptr(end), perms: f[1]}
+		off, _ := strconv.ParseUint(f[2], 16, 64)
+		m := mapping{start: uintptr(start), end: uintptr(end), perms: f[1], offset: off, dev: f[3], inode: f[4]}
 		if len(f) >= 6 {
 			m.name = strings.Join(f[5:], " ")
 		}

@@ -1,7 +1,6 @@
 package inject
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -53,8 +52,12 @@ const (
 	// registers in place. If the caller dies now the kernel detaches and
 	// the thread resumes as if never touched.
 	stateParked
-	// stateDirty: an injection failed midway; the registers may not be the
-	// saved ones. Only Detach is allowed.
+	// stateInStub: the thread's registers point into the stub (it sits at
+	// the syscall-exit-stop of the last injected call). If the caller dies
+	// now the thread finishes the stub, which restores its registers.
+	stateInStub
+	// stateDirty: an injection failed midway; the thread is somewhere in
+	// the stub. Only Detach is allowed.
 	stateDirty
 	stateExited   // the traced thread is gone (and reaped)
 	stateDetached // Detach ran
@@ -73,17 +76,20 @@ type caughtSignal struct {
 // (runtime.LockOSThread) until Detach. A Session is not safe for concurrent
 // use.
 type Session struct {
-	pid, tid int
-	tracer   int // OS thread id holding the ptrace attachment
-	state    sessionState
-	saved    unix.PtraceRegs // the thread's registers at the first stop
-	sysaddr  uintptr         // a `syscall` instruction in the target, 0 until found
-	regions  []region        // scratch mappings still mapped in the target
-	signals  []caughtSignal  // signals to queue again at Detach
-	start    time.Time
-	stats    Stats
-	hooks    hooks
-	proc     procfs.FS // the target's tasks; the zero FS reads /proc
+	pid, tid  int
+	tracer    int // OS thread id holding the ptrace attachment
+	state     sessionState
+	saved     unix.PtraceRegs // the thread's registers at the first stop
+	resumed   unix.PtraceRegs // what the stub restores: saved, restart applied (resumeRegs)
+	stub      uintptr         // the stub's address in the target, 0 until placed
+	stubOrig  []byte          // the bytes the stub replaced
+	stubWhere string          // the mapping that holds the stub, for tests and errors
+	regions   []region        // scratch mappings still mapped in the target
+	signals   []caughtSignal  // signals to queue again at Detach
+	start     time.Time
+	stats     Stats
+	hooks     hooks
+	proc      procfs.FS // the target's tasks; the zero FS reads /proc
 }
 
 // Seize attaches to process pid and stops one of its threads (the
@@ -532,66 +538,19 @@ func (s *Session) usable(op string) error {
 	return nil
 }
 
-// syscallAddr finds a `syscall` instruction to run injected calls from.
-func (s *Session) syscallAddr() (uintptr, error) {
-	if s.sysaddr != 0 {
-		return s.sysaddr, nil
-	}
-	// A thread stopped on its way out of a syscall sits right behind the
-	// instruction that made it (unless it used int $0x80 or sysenter).
-	if int64(s.saved.Orig_rax) >= 0 && s.saved.Rip >= 2 {
-		var b [2]byte
-		if err := s.readMemory(uintptr(s.saved.Rip-2), b[:]); err == nil && b == [2]byte{0x0f, 0x05} {
-			s.sysaddr = uintptr(s.saved.Rip - 2)
-			return s.sysaddr, nil
-		}
-	}
-	// The thread's own view: a zombie leader's /proc/<pid>/maps is empty.
-	maps, err := readMaps(fmt.Sprintf("/proc/%d/task/%d/maps", s.pid, s.tid))
-	if err != nil {
-		return 0, s.memErr("find syscall", err, "cannot read /proc maps")
-	}
-	// The vDSO is mapped in every process and holds syscall fallbacks; any
-	// other executable mapping will do when it is missing (vdso=0).
-	for pass := 0; pass < 2; pass++ {
-		budget := 8 << 20
-		for _, m := range maps {
-			if len(m.perms) < 3 || m.perms[2] != 'x' || (pass == 0) != (m.name == "[vdso]") {
-				continue
-			}
-			for lo := m.start; lo < m.end && budget > 0; lo += 1 << 16 {
-				n := min(m.end-lo, 1<<16+1) // overlap one byte with the next chunk
-				b := make([]byte, n)
-				if s.readMemory(lo, b) != nil {
-					break
-				}
-				budget -= len(b)
-				if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
-					s.sysaddr = lo + uintptr(i)
-					return s.sysaddr, nil
-				}
-			}
-		}
-	}
-	if err := s.memErr("find syscall", nil, ""); err != nil {
-		return 0, err
-	}
-	return 0, s.fail("find syscall", ErrNoSyscallInstruction, nil, "no 0f 05 bytes in the vDSO or any executable mapping")
-}
-
-// inject runs one system call in the parked thread and parks it again with
-// its own registers.
+// inject runs one system call in the thread through the stub, placing the
+// stub first if this is the session's first call. The thread is left at
+// the call's syscall-exit-stop, inside the stub: from the moment its
+// registers point there, it can reach its own state without the caller.
 func (s *Session) inject(op string, nr uintptr, args ...uintptr) (uintptr, error) {
-	addr, err := s.syscallAddr()
-	if err != nil {
-		return 0, err
+	if s.stub == 0 {
+		s.resumed = resumeRegs(s.saved, s.semopRestartable())
+		if err := s.placeStub(&s.resumed); err != nil {
+			return 0, err
+		}
 	}
-	regs := s.saved
-	regs.Rip = uint64(addr)
-	// orig_rax -1: when the thread leaves the stop, the kernel's restart
-	// logic (arch_do_signal_or_restart) must not act on the interrupted
-	// call's -ERESTART* value while our call is set up.
-	regs.Orig_rax = ^uint64(0)
+	regs := s.resumed
+	regs.Rip = uint64(s.stub)
 	regs.Rax = uint64(nr)
 	var a [6]uintptr
 	copy(a[:], args)
@@ -601,15 +560,16 @@ func (s *Session) inject(op string, nr uintptr, args ...uintptr) (uintptr, error
 		return 0, s.lost(op, err)
 	}
 	s.state = stateDirty
-	ret, runErr := s.run(op, addr, nr)
-	if s.state == stateExited {
-		return 0, runErr
+	if s.hooks.onStage != nil {
+		s.hooks.onStage("in-stub")
 	}
-	if err := s.park(op); err != nil {
+	ret, err := s.run(op, s.stub, nr)
+	if err != nil {
 		return 0, err
 	}
-	if runErr != nil {
-		return 0, runErr
+	s.state = stateInStub
+	if s.hooks.onStage != nil {
+		s.hooks.onStage("exited")
 	}
 	s.stats.Injections++
 	if r := int64(ret); r < 0 && r >= -errnoMax {
@@ -668,22 +628,43 @@ func (s *Session) run(op string, addr, nr uintptr) (uint64, error) {
 	return 0, s.fail(op, ErrUnexpectedStop, nil, fmt.Sprintf("the injected syscall did not complete within %d stops", maxStops))
 }
 
-// park puts the saved registers back and moves the thread from the
-// syscall-exit-stop to a PTRACE_EVENT_STOP. The interrupt makes the thread
-// pass through get_signal on its way out, so the event stop is taken there,
-// like the first one: when the thread finally leaves it, the kernel's own
-// restart logic (arch_do_signal_or_restart) acts on the restored -ERESTART*
-// value. A syscall-exit-stop does not pass through get_signal unless a
-// signal is pending, so resuming from there would hand -ERESTART* to user
-// space. Resting in an event stop also matters if the caller dies: the
-// kernel then detaches and the thread resumes exactly as if never touched.
-func (s *Session) park(op string) error {
-	if err := setRegs(s.tid, &s.saved); err != nil {
+// rest brings a thread that is in the stub back to a PTRACE_EVENT_STOP
+// with its own saved registers, the state of a fresh session. Its
+// registers first become the ones the stub would restore (orig_rax -1,
+// restart already applied), so a caller dying anywhere on the way leaves
+// it right, whatever stop it is in. The event stop lies in the kernel's
+// get_signal, before its restart logic (arch_do_signal_or_restart): there
+// the saved registers, -ERESTART* value and all, can go back, and the
+// kernel restarts the interrupted call as if the thread had never been
+// touched, now with the true signal state (a handler without SA_RESTART
+// gets its EINTR).
+func (s *Session) rest(op string) error {
+	if s.state != stateInStub && s.state != stateDirty {
+		return nil
+	}
+	back := &s.resumed
+	if s.stub == 0 {
+		back = &s.saved // nothing was injected: the registers are the saved ones
+	}
+	if err := setRegs(s.tid, back); err != nil {
 		return s.lost(op, err)
 	}
 	if s.hooks.onStage != nil {
 		s.hooks.onStage("restored")
 	}
+	if err := s.toEventStop(op); err != nil {
+		return err
+	}
+	if err := setRegs(s.tid, &s.saved); err != nil {
+		return s.lost(op, err)
+	}
+	s.state = stateParked
+	return nil
+}
+
+// toEventStop moves the thread from whatever stop it is in to a
+// PTRACE_EVENT_STOP, keeping signals that arrive on the way for Detach.
+func (s *Session) toEventStop(op string) error {
 	for i := 0; i < maxStops; i++ {
 		if err := interrupt(s.tid); err != nil {
 			return s.lost(op, err)
@@ -698,7 +679,6 @@ func (s *Session) park(op string) error {
 		kind, sig := classify(ws)
 		switch kind {
 		case stopEvent:
-			s.state = stateParked
 			return nil
 		case stopSignal:
 			if err := s.catch(sig); err != nil {
@@ -738,20 +718,25 @@ func (s *Session) Detach() error {
 		return nil
 	}
 	var errs []error
-	if s.state == stateDirty {
-		// An injection failed midway: put the registers back and get to
-		// an event stop again, so the scratch pages can still go.
-		if err := s.park("detach"); err != nil {
+	for (s.state == stateParked || s.state == stateInStub) && len(s.regions) > 0 {
+		r := s.regions[0]
+		s.regions = s.regions[1:]
+		if _, err := s.inject("munmap", unix.SYS_MUNMAP, r.addr, r.size); err != nil {
 			if s.state == stateExited {
 				return nil
 			}
 			errs = append(errs, err)
 		}
 	}
-	for s.state == stateParked && len(s.regions) > 0 {
-		r := s.regions[0]
-		s.regions = s.regions[1:]
-		if _, err := s.inject("munmap", unix.SYS_MUNMAP, r.addr, r.size); err != nil {
+	if err := s.rest("detach"); err != nil {
+		if s.state == stateExited {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if s.state == stateParked {
+		// Only now is the thread out of the stub for good.
+		if err := s.removeStub(); err != nil {
 			if s.state == stateExited {
 				return nil
 			}
@@ -815,27 +800,10 @@ func (s *Session) abandon() {
 // issue the same call again, which is what it would have done untouched.
 // A semtimedop restarts with its full timeout.
 func (s *Session) restartSemop() error {
+	if s.state != stateParked || !s.semopRestartable() {
+		return nil
+	}
 	r := s.saved
-	if s.state != stateParked || s.stats.GroupStop || int64(r.Rax) != -int64(unix.EINTR) ||
-		(r.Orig_rax != unix.SYS_SEMOP && r.Orig_rax != unix.SYS_SEMTIMEDOP) || r.Rip < 2 {
-		return nil
-	}
-	var b [2]byte
-	if err := s.readMemory(uintptr(r.Rip-2), b[:]); err != nil || b != [2]byte{0x0f, 0x05} {
-		return nil
-	}
-	st, err := s.proc.TaskStatus(s.pid, s.tid)
-	if err != nil {
-		return nil // gone; the detach below reports it
-	}
-	var caught uint64
-	for _, c := range s.signals {
-		caught |= 1 << (uint(c.sig) - 1)
-	}
-	interrupting := (caught | st.SigPnd | st.ShdPnd) &^ st.SigBlk &^ st.SigIgn &^ (defaultIgnored &^ st.SigCgt)
-	if interrupting != 0 {
-		return nil // a signal would have interrupted it: EINTR is right
-	}
 	r.Rax = r.Orig_rax
 	r.Rip -= 2
 	r.Orig_rax = ^uint64(0)
@@ -844,6 +812,31 @@ func (s *Session) restartSemop() error {
 	}
 	s.stats.RestartedSemop = true
 	return nil
+}
+
+// semopRestartable reports whether the thread sits in a semop or
+// semtimedop that our stop alone ended with EINTR: no signal that would
+// have interrupted it arrived, and it was not job-control stopped.
+func (s *Session) semopRestartable() bool {
+	r := s.saved
+	if s.stats.GroupStop || int64(r.Rax) != -int64(unix.EINTR) ||
+		(r.Orig_rax != unix.SYS_SEMOP && r.Orig_rax != unix.SYS_SEMTIMEDOP) || r.Rip < 2 {
+		return false
+	}
+	var b [2]byte
+	if err := s.readMemory(uintptr(r.Rip-2), b[:]); err != nil || b != [2]byte{0x0f, 0x05} {
+		return false
+	}
+	st, err := s.proc.TaskStatus(s.pid, s.tid)
+	if err != nil {
+		return false // gone; the caller finds out
+	}
+	var caught uint64
+	for _, c := range s.signals {
+		caught |= 1 << (uint(c.sig) - 1)
+	}
+	interrupting := (caught | st.SigPnd | st.ShdPnd) &^ st.SigBlk &^ st.SigIgn &^ (defaultIgnored &^ st.SigCgt)
+	return interrupting == 0
 }
 
 // requeue queues an intercepted signal to the thread again, with its
@@ -894,7 +887,7 @@ func (s *Session) gone(op string, err error) error {
 // later.
 func (s *Session) lost(op string, err error) error {
 	if !errors.Is(err, unix.ESRCH) {
-		if s.state == stateParked {
+		if s.state == stateParked || s.state == stateInStub {
 			s.state = stateDirty
 		}
 		return s.fail(op, nil, err, "ptrace request failed")

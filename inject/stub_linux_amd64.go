@@ -1,0 +1,291 @@
+package inject
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// The stub is what makes a session kill-safe. An injected call does not run
+// from a bare `syscall` instruction whose return lands back in the target's
+// own code with the injection's registers: it runs from a short piece of
+// code the session writes into the target,
+//
+//	syscall                      ; the injected call
+//	mov  rsp, &flags ; popfq     ; the thread's own rflags (read from the stub)
+//	mov  rsp, imm64              ; the thread's own rsp
+//	mov  rax, imm64 ... r15      ; its other 15 registers
+//	jmp  [rip -> saved rip]      ; back to where it was
+//
+// holding the thread's registers as immediates. Once a thread's registers
+// point into the stub, the thread needs nobody to get back to its own
+// state: if the tracer dies at any instant (kill -9, OOM kill), the kernel
+// detaches, the thread finishes the call it was given, restores itself and
+// carries on. Nothing in the stub writes memory or uses the stack, so it
+// runs the same on a goroutine's small stack, and the FP/SSE/AVX state,
+// segment and fs/gs bases are never touched (the injected calls leave them
+// alone), so no signal frame and no xstate image are needed, unlike
+// rt_sigreturn; rt_sigreturn would also reset the thread's restart block,
+// which an interrupted nanosleep needs.
+//
+// The registers the stub restores are the ones the thread would resume
+// with after the stop: the kernel's restart rules for an interrupted system
+// call are applied in advance (resumeRegs), because a thread leaving the
+// stub is in user space, past the point where the kernel restarts calls.
+//
+// The stub lives in memory that is already executable and that nothing
+// runs: the padding between the end of an ELF file's executable segment
+// and the end of its last page (or the same in the vDSO). Ptrace's forced
+// write makes a private copy of that one page; Detach puts the original
+// bytes back.
+
+// Stub layout, from its start (which is 8-byte aligned: with EFLAGS.AC set,
+// the two loads from the stub would fault on an unaligned address).
+const (
+	stubRipSlot   = 184 // the saved rip, read by the final jmp
+	stubFlagsSlot = 192 // the saved rflags, read by popfq
+	stubLen       = 200
+)
+
+// Flags the stub never restores: TF would trap inside the stub, and RF is
+// the kernel's (popfq cannot set it).
+const (
+	flagTF = 1 << 8
+	flagRF = 1 << 16
+)
+
+// restart codes of an interrupted system call (include/linux/errno.h).
+const (
+	errRestartSys         = 512
+	errRestartNoIntr      = 513
+	errRestartNoHand      = 514
+	errRestartRestartBlck = 516
+)
+
+// resumeRegs returns the registers a thread stopped with r resumes with when
+// it leaves the stop with no signal to handle: the kernel's restart of an
+// interrupted call (arch_do_signal_or_restart) applied, and orig_rax -1 so
+// that the kernel does not apply it again. restartEINTR also restarts a
+// semop or semtimedop that our stop ended with EINTR (see restartSemop).
+func resumeRegs(r unix.PtraceRegs, restartEINTR bool) unix.PtraceRegs {
+	if int64(r.Orig_rax) >= 0 {
+		switch -int64(r.Rax) {
+		case errRestartSys, errRestartNoIntr, errRestartNoHand:
+			r.Rax, r.Rip = r.Orig_rax, r.Rip-2
+		case errRestartRestartBlck:
+			r.Rax, r.Rip = unix.SYS_RESTART_SYSCALL, r.Rip-2
+		case int64(unix.EINTR):
+			if restartEINTR {
+				r.Rax, r.Rip = r.Orig_rax, r.Rip-2
+			}
+		}
+	}
+	r.Orig_rax = ^uint64(0)
+	r.Eflags &^= flagTF | flagRF
+	return r
+}
+
+// encodeStub assembles the stub for address at, restoring r.
+func encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
+	b := make([]byte, 0, stubLen)
+	b = append(b, 0x0f, 0x05) // syscall
+	mov := func(rex, op byte, v uint64) {
+		b = append(b, rex, op)
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	mov(0x48, 0xbc, uint64(at)+stubFlagsSlot) // mov rsp, &flags
+	b = append(b, 0x9d)                       // popfq
+	mov(0x48, 0xbc, r.Rsp)                    // mov rsp, imm64
+	for _, g := range []struct {
+		rex, op byte
+		v       uint64
+	}{
+		{0x48, 0xb8, r.Rax}, {0x48, 0xb9, r.Rcx}, {0x48, 0xba, r.Rdx}, {0x48, 0xbb, r.Rbx},
+		{0x48, 0xbd, r.Rbp}, {0x48, 0xbe, r.Rsi}, {0x48, 0xbf, r.Rdi},
+		{0x49, 0xb8, r.R8}, {0x49, 0xb9, r.R9}, {0x49, 0xba, r.R10}, {0x49, 0xbb, r.R11},
+		{0x49, 0xbc, r.R12}, {0x49, 0xbd, r.R13}, {0x49, 0xbe, r.R14}, {0x49, 0xbf, r.R15},
+	} {
+		mov(g.rex, g.op, g.v)
+	}
+	// jmp qword ptr [rip+disp32]: rip is the end of this 6-byte instruction.
+	disp := stubRipSlot - (len(b) + 6)
+	b = append(b, 0xff, 0x25)
+	b = binary.LittleEndian.AppendUint32(b, uint32(int32(disp)))
+	for len(b) < stubRipSlot {
+		b = append(b, 0xcc) // int3: never reached
+	}
+	b = binary.LittleEndian.AppendUint64(b, r.Rip)
+	b = binary.LittleEndian.AppendUint64(b, r.Eflags&^(flagTF|flagRF))
+	return b
+}
+
+// ErrNoStubSite: no executable mapping of the target has room for the stub.
+var errNoStubSite = errors.New("no room for the injection stub")
+
+// ELF constants (elf.h) the site search reads.
+const (
+	elfHeaderLen = 64
+	elfPhdrLen   = 56
+	elfMaxPhdrs  = 128
+	ptLoad       = 1
+	pfX          = 1
+)
+
+// stubSite finds stubLen bytes at the end of an executable segment's last
+// page, past everything the ELF image uses: the segment's own bytes and,
+// where they are mapped (the vDSO), the section headers. File-backed
+// mappings come first; the vDSO is the last resort because debuggers read
+// its section headers from memory.
+func (s *Session) stubSite() (uintptr, string, error) {
+	maps, err := readMaps(fmt.Sprintf("/proc/%d/task/%d/maps", s.pid, s.tid))
+	if err != nil {
+		return 0, "", s.memErr("place stub", err, "cannot read /proc maps")
+	}
+	for pass := 0; pass < 2; pass++ {
+		for _, m := range maps {
+			if m.perms != "r-xp" || (pass == 0) == (m.name == "[vdso]") {
+				continue
+			}
+			base, ok := imageOf(maps, m)
+			if !ok {
+				continue
+			}
+			if at, ok := s.padding(base, m); ok {
+				return at, m.name, nil
+			}
+		}
+	}
+	if err := s.memErr("place stub", nil, ""); err != nil {
+		return 0, "", err
+	}
+	return 0, "", s.fail("place stub", errNoStubSite, nil, fmt.Sprintf("no executable segment of the target ends %d bytes or more before its page end", stubLen))
+}
+
+// imageOf returns the mapping that holds the first page of m's file (the
+// ELF header): the one with file offset 0 and the same file.
+func imageOf(maps []mapping, m mapping) (mapping, bool) {
+	if m.name == "[vdso]" {
+		return m, m.offset == 0
+	}
+	if m.inode == "" || m.inode == "0" {
+		return mapping{}, false // anonymous: no ELF image
+	}
+	for _, b := range maps {
+		if b.offset == 0 && b.inode == m.inode && b.dev == m.dev && b.start <= m.start && b.perms[0] == 'r' {
+			return b, true
+		}
+	}
+	return mapping{}, false
+}
+
+// padding returns where the stub fits in mapping m, part of the ELF image
+// whose header is at base.start.
+func (s *Session) padding(base, m mapping) (uintptr, bool) {
+	var eh [elfHeaderLen]byte
+	if s.readMemory(base.start, eh[:]) != nil || string(eh[:4]) != "\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+		return 0, false // not a 64-bit little-endian ELF image
+	}
+	le := binary.LittleEndian
+	phoff, phentsize, phnum := le.Uint64(eh[32:]), int(le.Uint16(eh[54:])), int(le.Uint16(eh[56:]))
+	shoff, shentsize, shnum := le.Uint64(eh[40:]), uint64(le.Uint16(eh[58:])), uint64(le.Uint16(eh[60:]))
+	if phentsize < elfPhdrLen || phnum == 0 || phnum > elfMaxPhdrs || phoff > uint64(base.end-base.start) {
+		return 0, false
+	}
+	ph := make([]byte, phentsize*phnum)
+	if s.readMemory(base.start+uintptr(phoff), ph) != nil {
+		return 0, false
+	}
+	type load struct{ flags, vaddr, memsz uint64 }
+	var loads []load
+	minVaddr := ^uint64(0)
+	for i := 0; i < phnum; i++ {
+		p := ph[i*phentsize:]
+		if le.Uint32(p) != ptLoad {
+			continue
+		}
+		l := load{uint64(le.Uint32(p[4:])), le.Uint64(p[16:]), le.Uint64(p[40:])}
+		loads = append(loads, l)
+		minVaddr = min(minVaddr, l.vaddr)
+	}
+	bias := uint64(base.start) - minVaddr&^(pageSize-1)
+	for _, l := range loads {
+		if l.flags&pfX == 0 {
+			continue
+		}
+		end := bias + l.vaddr + l.memsz
+		pageEnd := (end + pageSize - 1) &^ (pageSize - 1)
+		if end <= uint64(m.start) || pageEnd > uint64(m.end) {
+			continue
+		}
+		lo := (end + 7) &^ 7
+		// The section header table, where this mapping shows it.
+		if shnum > 0 && shentsize > 0 {
+			shLo, shHi := shoff, shoff+shnum*shentsize
+			mLo, mHi := m.offset, m.offset+uint64(m.end-m.start)
+			if shLo < mHi && shHi > mLo {
+				vaLo := uint64(m.start) + max(shLo, mLo) - mLo
+				vaHi := uint64(m.start) + min(shHi, mHi) - mLo
+				if vaLo < pageEnd && vaHi > lo {
+					lo = (vaHi + 7) &^ 7
+				}
+			}
+		}
+		if pageEnd >= lo+stubLen {
+			return uintptr(lo), true
+		}
+	}
+	return 0, false
+}
+
+// placeStub writes the stub restoring regs into the target, keeping the
+// bytes it replaces for Detach.
+func (s *Session) placeStub(regs *unix.PtraceRegs) error {
+	at, where, err := s.stubSite()
+	if err != nil {
+		return err
+	}
+	orig := make([]byte, stubLen)
+	if err := s.readMemory(at, orig); err != nil {
+		return s.memErr("place stub", err, fmt.Sprintf("cannot read %d bytes at %#x in %s", stubLen, at, where))
+	}
+	if err := s.forceWrite(at, encodeStub(at, regs)); err != nil {
+		return err
+	}
+	s.stub, s.stubOrig, s.stubWhere = at, orig, where
+	return nil
+}
+
+// forceWrite writes into memory the target cannot write itself (its
+// text), through /proc/<pid>/mem or, when the kernel refuses a forced
+// write there (proc_mem.force_override), PTRACE_POKETEXT: both copy the
+// page privately for this process, as a debugger's breakpoint does.
+func (s *Session) forceWrite(addr uintptr, data []byte) error {
+	if !s.hooks.pokeOnly {
+		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/task/%d/mem", s.pid, s.tid), os.O_RDWR, 0)
+		if err == nil {
+			n, werr := f.WriteAt(data, int64(addr))
+			f.Close()
+			if werr == nil && n == len(data) {
+				return nil
+			}
+		}
+	}
+	if _, err := unix.PtracePokeText(s.tid, addr, data); err != nil {
+		return s.memErr("place stub", err, fmt.Sprintf("PTRACE_POKETEXT of %d bytes at %#x failed", len(data), addr))
+	}
+	return nil
+}
+
+// removeStub puts back the bytes the stub replaced. The thread must no
+// longer be in the stub.
+func (s *Session) removeStub() error {
+	if s.stub == 0 {
+		return nil
+	}
+	err := s.forceWrite(s.stub, s.stubOrig)
+	s.stub, s.stubOrig = 0, nil
+	return err
+}
