@@ -39,7 +39,8 @@ var activeSessions atomic.Int32
 type hooks struct {
 	skipELFCheck     bool               // reach the CS check with a 32-bit target
 	noSuspendSeccomp bool               // show what a seccomp filter does to injected calls
-	pokeOnly         bool               // skip process_vm_readv/writev
+	pokeOnly         bool               // skip process_vm_readv/writev and /proc/<pid>/mem
+	popf             bool               // restore flags with popfq even when stackless would do
 	onStage          func(stage string) // called at named points of an injection
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,9 +16,8 @@ import (
 // code the session writes into the target,
 //
 //	syscall                      ; the injected call
-//	mov  rsp, &flags ; popfq     ; the thread's own rflags (read from the stub)
-//	mov  rsp, imm64              ; the thread's own rsp
-//	mov  rax, imm64 ... r15      ; its other 15 registers
+//	add, sahf, cld/std           ; the thread's own rflags (see stackless)
+//	mov  rax, imm64 ... r15      ; its 15 registers but rsp, which is its own
 //	jmp  [rip -> saved rip]      ; back to where it was
 //
 // holding the thread's registers as immediates. Once a thread's registers
@@ -88,17 +88,55 @@ func resumeRegs(r unix.PtraceRegs, restartEINTR bool) unix.PtraceRegs {
 	return r
 }
 
+// Flags (EFLAGS bits) the stackless restore sets: the arithmetic flags
+// (CF PF AF ZF SF through sahf, OF through an add), DF (cld/std), and the
+// ones user space cannot change or that the stub drops anyway.
+const (
+	flagsSahf      = 0xd5 // SF ZF AF PF CF: the bits sahf loads from ah
+	flagOF         = 1 << 11
+	flagDF         = 1 << 10
+	flagsFixed     = 1<<1 | 1<<9 // reserved bit 1, IF
+	flagsStackless = flagsSahf | flagOF | flagDF | flagsFixed | flagTF | flagRF
+)
+
+// stackless reports whether the stub can restore flags without popfq:
+// unless the thread set a rare flag (AC, ID, NT), sahf, an add and cld/std
+// rebuild every flag it has. popfq needs rsp pointed at the saved value in
+// the stub for two instructions, and a signal handled in that moment
+// (possible only after the tracer died) would find rsp in read-only text
+// and kill the thread with SIGSEGV; the stackless way never moves rsp,
+// which already holds the thread's own value when the stub starts.
+func stackless(flags uint64) bool {
+	return flags&^flagsStackless == 0 && cpu.X86.HasLAHF
+}
+
 // encodeStub assembles the stub for address at, restoring r.
-func encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
+func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool) []byte {
+	flags := r.Eflags &^ (flagTF | flagRF)
 	b := make([]byte, 0, stubLen)
 	b = append(b, 0x0f, 0x05) // syscall
 	mov := func(rex, op byte, v uint64) {
 		b = append(b, rex, op)
 		b = binary.LittleEndian.AppendUint64(b, v)
 	}
-	mov(0x48, 0xbc, uint64(at)+stubFlagsSlot) // mov rsp, &flags
-	b = append(b, 0x9d)                       // popfq
-	mov(0x48, 0xbc, r.Rsp)                    // mov rsp, imm64
+	if popf {
+		mov(0x48, 0xbc, uint64(at)+stubFlagsSlot) // mov rsp, &flags
+		b = append(b, 0x9d)                       // popfq
+		mov(0x48, 0xbc, r.Rsp)                    // mov rsp, imm64
+	} else {
+		if flags&flagOF != 0 {
+			b = append(b, 0xb0, 0x7f, 0x04, 0x01) // mov al, 0x7f; add al, 1: OF=1
+		} else {
+			b = append(b, 0x30, 0xc0) // xor al, al: OF=0
+		}
+		b = append(b, 0xb4, byte(flags&flagsSahf|0x02), 0x9e) // mov ah, imm8; sahf
+		if flags&flagDF != 0 {
+			b = append(b, 0xfd) // std
+		} else {
+			b = append(b, 0xfc) // cld
+		}
+	}
+	// mov reg, imm64 leaves the flags alone; rax comes after its use above.
 	for _, g := range []struct {
 		rex, op byte
 		v       uint64
@@ -118,7 +156,7 @@ func encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
 		b = append(b, 0xcc) // int3: never reached
 	}
 	b = binary.LittleEndian.AppendUint64(b, r.Rip)
-	b = binary.LittleEndian.AppendUint64(b, r.Eflags&^(flagTF|flagRF))
+	b = binary.LittleEndian.AppendUint64(b, flags)
 	return b
 }
 
@@ -251,7 +289,8 @@ func (s *Session) placeStub(regs *unix.PtraceRegs) error {
 	if err := s.readMemory(at, orig); err != nil {
 		return s.memErr("place stub", err, fmt.Sprintf("cannot read %d bytes at %#x in %s", stubLen, at, where))
 	}
-	if err := s.forceWrite(at, encodeStub(at, regs)); err != nil {
+	popf := s.hooks.popf || !stackless(regs.Eflags)
+	if err := s.forceWrite(at, encodeStub(at, regs, popf)); err != nil {
 		return err
 	}
 	s.stub, s.stubOrig, s.stubWhere = at, orig, where
