@@ -112,6 +112,7 @@ const (
 	ia32Exit      = 1
 	ia32Nanosleep = 162
 	x64Write      = 1
+	x64Nanosleep  = 35
 	x64Exit       = 60
 )
 

@@ -3,15 +3,26 @@
 // undo list (semadj), which no syscall can do from outside.
 //
 // A Session seizes one live thread of the target (PTRACE_SEIZE without
-// PTRACE_O_EXITKILL, so the target survives if the caller dies), stops it with
-// PTRACE_INTERRUPT and keeps it parked in a PTRACE_EVENT_STOP with its own
-// registers in place between operations. Each injected call points rip at a
-// `syscall` instruction (the one the thread is blocked behind, or one in its
-// [vdso]), sets orig_rax to -1 and the call's number and arguments, runs it
-// with PTRACE_SYSCALL, reads rax, puts every register back and parks the
-// thread again. Every stop the session rests in lies inside the kernel's
-// get_signal, so an interrupted syscall (-ERESTARTSYS and friends in rax)
-// restarts at Detach exactly as the kernel would have restarted it.
+// PTRACE_O_EXITKILL, so the target survives if the caller dies) and stops it
+// with PTRACE_INTERRUPT in a PTRACE_EVENT_STOP. Injected calls run from a
+// stub of 200 bytes that the session writes into the padding at the end of
+// an executable segment's last page (the target's own text, a library's,
+// or the vDSO's): a `syscall` instruction followed by code that puts back
+// every register the thread had and jumps to where it was. Each call points
+// rip at the stub with the call's number and arguments (orig_rax -1), runs
+// to the syscall-exit-stop with PTRACE_SYSCALL and reads rax there; the
+// thread rests there between calls. The registers the stub restores are the
+// ones the thread would have resumed with: an interrupted system call
+// (-ERESTARTSYS and friends in rax) is set up to be issued again, as the
+// kernel would have done.
+//
+// So the session is kill-safe: from the moment a thread's registers point
+// into the stub, it needs nobody to get back to its own state. If the
+// caller dies at any instant (kill -9, the OOM killer), the kernel detaches,
+// and the thread finishes the call it was given, restores itself and
+// carries on. Detach, when the caller lives, moves the thread back to an
+// event stop with its original registers, so the kernel's own restart
+// logic runs with the true signal state, and puts the padding's bytes back.
 //
 // Signals that arrive while the target is held are intercepted and queued
 // again at Detach; a target that was in a job-control stop (SIGSTOP) before
@@ -29,10 +40,18 @@
 //     sender (the kernel lets a tracer forge only sigqueue-style siginfo),
 //     and it merges with an instance of the same standard signal that is
 //     pending again by then.
-//   - Between calls the target is parked safely; if the caller dies while an
-//     injected call is in flight (a few microseconds), the target's
-//     interrupted syscall returns that call's result, or, when the thread was
-//     in user space, it resumes in the vDSO after the syscall instruction.
+//   - If the caller dies during a session, the call in flight completes
+//     (so a write of several calls can stop between two of them), and
+//     scratch pages from Mmap stay mapped in the target; the stub's bytes
+//     stay in the padding, which nothing runs. A restarted call that the
+//     stop interrupted restarts even when a signal handler without
+//     SA_RESTART runs first, as it would only after the kernel's restart
+//     logic saw the handler; and a thread that had set the rare flags AC, ID
+//     or NT gets them back with popfq, which points rsp into the stub for
+//     two instructions (a signal handled then would crash the thread).
+//   - The stub needs 200 bytes of padding in some executable mapping; a
+//     process without (no ELF image with room, vdso=0) cannot be injected
+//     (ErrNoStubSite).
 //   - When the target is the caller's own child and exits during a session,
 //     the session's wait reaps it (the kernel reports a traced child's exit
 //     to its tracer).
@@ -80,8 +99,9 @@ var (
 	ErrDetached = errors.New("session is detached")
 	// ErrWouldBlock: an injected semop lacks IPC_NOWAIT and could block the target forever.
 	ErrWouldBlock = errors.New("injected semop could block")
-	// ErrNoSyscallInstruction: no `syscall` instruction was found to run the injected call from.
-	ErrNoSyscallInstruction = errors.New("no syscall instruction found in the target")
+	// ErrNoStubSite: no executable mapping of the target has the 200 bytes
+	// of padding the injection stub needs.
+	ErrNoStubSite = errors.New("no room for the injection stub in the target")
 	// ErrUnexpectedStop: the target stopped in a way the injection protocol does not allow.
 	ErrUnexpectedStop = errors.New("target stopped unexpectedly")
 )

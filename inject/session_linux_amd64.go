@@ -77,20 +77,21 @@ type caughtSignal struct {
 // (runtime.LockOSThread) until Detach. A Session is not safe for concurrent
 // use.
 type Session struct {
-	pid, tid  int
-	tracer    int // OS thread id holding the ptrace attachment
-	state     sessionState
-	saved     unix.PtraceRegs // the thread's registers at the first stop
-	resumed   unix.PtraceRegs // what the stub restores: saved, restart applied (resumeRegs)
-	stub      uintptr         // the stub's address in the target, 0 until placed
-	stubOrig  []byte          // the bytes the stub replaced
-	stubWhere string          // the mapping that holds the stub, for tests and errors
-	regions   []region        // scratch mappings still mapped in the target
-	signals   []caughtSignal  // signals to queue again at Detach
-	start     time.Time
-	stats     Stats
-	hooks     hooks
-	proc      procfs.FS // the target's tasks; the zero FS reads /proc
+	pid, tid     int
+	tracer       int // OS thread id holding the ptrace attachment
+	state        sessionState
+	saved        unix.PtraceRegs // the thread's registers at the first stop
+	resumed      unix.PtraceRegs // what the stub restores: saved, restart applied (resumeRegs)
+	stub         uintptr         // the stub's address in the target, 0 until placed
+	stubOrig     []byte          // the bytes the stub replaced
+	stubWhere    string          // the mapping that holds the stub, for tests and errors
+	restartEarly bool            // restartAtOnce changed the registers at the first stop
+	regions      []region        // scratch mappings still mapped in the target
+	signals      []caughtSignal  // signals to queue again at Detach
+	start        time.Time
+	stats        Stats
+	hooks        hooks
+	proc         procfs.FS // the target's tasks; the zero FS reads /proc
 }
 
 // Seize attaches to process pid and stops one of its threads (the
@@ -290,7 +291,7 @@ func (s *Session) stopFirst() error {
 				return s.lost("get registers", err)
 			}
 			s.state = stateParked
-			return nil
+			return s.restartAtOnce()
 		case stopSignal:
 			// A signal was being delivered: keep it for Detach and
 			// ask for the event stop we park in.
@@ -801,7 +802,35 @@ func (s *Session) abandon() {
 // issue the same call again, which is what it would have done untouched.
 // A semtimedop restarts with its full timeout.
 func (s *Session) restartSemop() error {
-	if s.state != stateParked || !s.semopRestartable() {
+	if s.state != stateParked {
+		return nil
+	}
+	r := s.saved
+	switch {
+	case s.semopRestartable():
+		r.Rax = r.Orig_rax
+		r.Rip -= 2
+		r.Orig_rax = ^uint64(0)
+		s.stats.RestartedSemop = true
+	case s.restartEarly:
+		// A signal came that would have interrupted the call: its
+		// EINTR stands, as the kernel made it.
+		s.stats.RestartedSemop = false
+	default:
+		return nil
+	}
+	if err := setRegs(s.tid, &r); err != nil {
+		return s.lost("detach", err)
+	}
+	return nil
+}
+
+// restartAtOnce sets a thread whose semop our stop ended with EINTR up to
+// issue it again, right at the first stop: if the caller died before
+// Detach, the kernel would hand the EINTR to the target. Detach decides
+// again with the signals known by then (restartSemop).
+func (s *Session) restartAtOnce() error {
+	if !s.semopRestartable() {
 		return nil
 	}
 	r := s.saved
@@ -809,9 +838,9 @@ func (s *Session) restartSemop() error {
 	r.Rip -= 2
 	r.Orig_rax = ^uint64(0)
 	if err := setRegs(s.tid, &r); err != nil {
-		return s.lost("detach", err)
+		return s.lost("interrupt", err)
 	}
-	s.stats.RestartedSemop = true
+	s.restartEarly = true
 	return nil
 }
 

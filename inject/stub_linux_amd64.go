@@ -2,7 +2,6 @@ package inject
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 
@@ -160,9 +159,6 @@ func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool) []byte {
 	return b
 }
 
-// ErrNoStubSite: no executable mapping of the target has room for the stub.
-var errNoStubSite = errors.New("no room for the injection stub")
-
 // ELF constants (elf.h) the site search reads.
 const (
 	elfHeaderLen = 64
@@ -199,7 +195,7 @@ func (s *Session) stubSite() (uintptr, string, error) {
 	if err := s.memErr("place stub", nil, ""); err != nil {
 		return 0, "", err
 	}
-	return 0, "", s.fail("place stub", errNoStubSite, nil, fmt.Sprintf("no executable segment of the target ends %d bytes or more before its page end", stubLen))
+	return 0, "", s.fail("place stub", ErrNoStubSite, nil, fmt.Sprintf("no executable segment of the target ends %d bytes or more before its page end", stubLen))
 }
 
 // imageOf returns the mapping that holds the first page of m's file (the

@@ -2,8 +2,10 @@ package inject
 
 import (
 	"bytes"
+	"debug/elf"
 	"encoding/binary"
 	"strconv"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -112,4 +114,58 @@ func TestEncodeStub(t *testing.T) {
 	if stackless(0x246|1<<18) || !stackless(0x246|flagOF|flagDF|flagTF) {
 		t.Error("stackless: AC must need popfq; OF, DF and TF must not")
 	}
+}
+
+// fullPage64 is a 64-bit program that prints "ready" and sleeps in
+// nanosleep forever, whose one segment ends less than stubLen bytes before
+// its page's end: no room for the stub in its own text.
+var fullPage64 = elfProgram{
+	class: elf.ELFCLASS64,
+	code: func(data uint32) []byte {
+		req, ready := data, data+16
+		sleep := cat(movEAX(x64Nanosleep), movEDI(req), []byte{0x31, 0xf6}, syscallIns) // xor esi, esi
+		return cat(write64(ready, uint32(len(int80Ready))), sleep,
+			[]byte{0xeb, byte(-(len(sleep) + 2))}) // jmp back to the sleep
+	},
+}
+
+func init() {
+	data := cat(binary.LittleEndian.AppendUint64(nil, 100000), make([]byte, 8), []byte(int80Ready))
+	p := fullPage64
+	p.data = data
+	used := int(p.headerSize()) + len(p.code(0)) + len(data)
+	fullPage64.data = append(data, make([]byte, pageSize-stubLen/2-used)...)
+}
+
+// TestStubInVDSO: a target whose own text has no room for the stub gets it
+// in the vDSO, past the vDSO's section headers (which debuggers read from
+// memory), and gets the vDSO's bytes back at Detach.
+func TestStubInVDSO(t *testing.T) {
+	tg := start(t, fullPage64.write(t, "fullpage"))
+	if l := tg.line(t); l != strings.TrimSpace(int80Ready) {
+		t.Fatalf("target printed %q", l)
+	}
+	tg.blockedIn(t, nrNanosleep)
+	s := mustSeize(t, tg.pid)
+	defer mustDetach(t, s)
+	exercise(t, s, tg.pid)
+	if s.stubWhere != "[vdso]" {
+		t.Fatalf("stub placed in %q, want the [vdso]: the program's page has %d bytes of padding", s.stubWhere, stubLen/2)
+	}
+	m, ok := mappingAt(t, tg.pid, s.stub)
+	if !ok || m.name != "[vdso]" {
+		t.Fatalf("stub at %#x is in %+v", s.stub, m)
+	}
+	eh := readRemote(t, tg.pid, m.start, 64)
+	shEnd := binary.LittleEndian.Uint64(eh[40:]) + uint64(binary.LittleEndian.Uint16(eh[58:]))*uint64(binary.LittleEndian.Uint16(eh[60:]))
+	if uint64(s.stub-m.start) < shEnd || s.stub+stubLen > m.end {
+		t.Fatalf("stub at vDSO offset %#x overlaps the section headers (end %#x) or runs past the mapping", s.stub-m.start, shEnd)
+	}
+	stub, orig := s.stub, s.stubOrig
+	mustDetach(t, s)
+	if back := readRemote(t, tg.pid, stub, stubLen); !bytes.Equal(back, orig) {
+		t.Fatal("the vDSO's bytes were not put back")
+	}
+	// Back asleep: a stopped nanosleep goes on as restart_syscall.
+	tg.blockedIn(t, nrNanosleep, unix.SYS_RESTART_SYSCALL)
 }

@@ -11,6 +11,11 @@
  *                   they are and prints "marked", any other line prints
  *                   "count C": how many threads counted since the mark
  *   semop SEMID     semop(-1 on sem 0) blocks until posted; prints "got"
+ *   sleeploop US    nanosleep(US microseconds) again and again, printing
+ *                   "ok I" after the I-th (a register lost across the
+ *                   call breaks the count), or "bad ..." for a failure
+ *   semoploop SEMID semop(-1 on sem 0) again and again, printing "got"
+ *                   after each, or "bad ..." for a failure
  * then it waits in pause() until killed. */
 #include <errno.h>
 #include <pthread.h>
@@ -109,6 +114,28 @@ int main(int argc, char **argv)
 			printf("semop failed %d\n", errno);
 		else
 			printf("got\n");
+	} else if (!strcmp(mode, "sleeploop")) {
+		long us = atol(argv[2]);
+		printf("ready\n");
+		for (unsigned long i = 1;; i++) {
+			struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+			int r = nanosleep(&ts, 0);
+			if (r && errno != EINTR)
+				printf("bad nanosleep %d errno %d\n", r, errno);
+			else
+				printf("ok %lu\n", i);
+		}
+	} else if (!strcmp(mode, "semoploop")) {
+		int semid = atoi(argv[2]);
+		printf("ready\n");
+		for (;;) {
+			struct sembuf op = { 0, -1, 0 };
+			int r = semop(semid, &op, 1);
+			if (r)
+				printf("bad semop %d errno %d\n", r, errno);
+			else
+				printf("got\n");
+		}
 	} else {
 		return 2;
 	}
