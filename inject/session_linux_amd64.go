@@ -22,6 +22,8 @@ const (
 	maxSembuf = 1 << 16
 	// errnoMax: a raw result in [-4095, -1] is a negated errno.
 	errnoMax = 4095
+	// spinWait bounds how long a wait polls before it sleeps.
+	spinWait = 200 * time.Microsecond
 )
 
 // defaultIgnored holds the signals whose default action does nothing to a
@@ -86,6 +88,7 @@ type Session struct {
 	stubOrig     []byte          // the bytes the stub replaced
 	stubWhere    string          // the mapping that holds the stub, for tests and errors
 	restartEarly bool            // restartAtOnce changed the registers at the first stop
+	parked       unix.PtraceRegs // the registers the thread rests with in an event stop
 	regions      []region        // scratch mappings still mapped in the target
 	signals      []caughtSignal  // signals to queue again at Detach
 	start        time.Time
@@ -291,6 +294,7 @@ func (s *Session) stopFirst() error {
 				return s.lost("get registers", err)
 			}
 			s.state = stateParked
+			s.parked = s.saved
 			return s.restartAtOnce()
 		case stopSignal:
 			// A signal was being delivered: keep it for Detach and
@@ -636,10 +640,10 @@ func (s *Session) run(op string, addr, nr uintptr) (uint64, error) {
 // restart already applied), so a caller dying anywhere on the way leaves
 // it right, whatever stop it is in. The event stop lies in the kernel's
 // get_signal, before its restart logic (arch_do_signal_or_restart): there
-// the saved registers, -ERESTART* value and all, can go back, and the
-// kernel restarts the interrupted call as if the thread had never been
-// touched, now with the true signal state (a handler without SA_RESTART
-// gets its EINTR).
+// the saved registers, -ERESTART* value and all, can go back (as
+// restartAtOnce left them), and the kernel restarts the interrupted call as
+// if the thread had never been touched, now with the true signal state (a
+// handler without SA_RESTART gets its EINTR).
 func (s *Session) rest(op string) error {
 	if s.state != stateInStub && s.state != stateDirty {
 		return nil
@@ -657,7 +661,7 @@ func (s *Session) rest(op string) error {
 	if err := s.toEventStop(op); err != nil {
 		return err
 	}
-	if err := setRegs(s.tid, &s.saved); err != nil {
+	if err := setRegs(s.tid, &s.parked); err != nil {
 		return s.lost(op, err)
 	}
 	s.state = stateParked
@@ -826,21 +830,28 @@ func (s *Session) restartSemop() error {
 }
 
 // restartAtOnce sets a thread whose semop our stop ended with EINTR up to
-// issue it again, right at the first stop: if the caller died before
-// Detach, the kernel would hand the EINTR to the target. Detach decides
-// again with the signals known by then (restartSemop).
+// issue it again, right at the first stop and before anything slower: if
+// the caller died before Detach, the kernel would hand the EINTR to the
+// target. Whether a real signal would have interrupted the call is known
+// only from /proc, which takes longer; Detach decides again with it
+// (restartSemop), and a caller dying before then leaves a semop that
+// restarts after the signal's handler, as with SA_RESTART.
 func (s *Session) restartAtOnce() error {
-	if !s.semopRestartable() {
+	r := s.saved
+	if int64(r.Rax) != -int64(unix.EINTR) || (r.Orig_rax != unix.SYS_SEMOP && r.Orig_rax != unix.SYS_SEMTIMEDOP) || r.Rip < 2 || s.stats.GroupStop {
 		return nil
 	}
-	r := s.saved
+	var b [2]byte
+	if err := s.readMemory(uintptr(r.Rip-2), b[:]); err != nil || b != [2]byte{0x0f, 0x05} {
+		return nil
+	}
 	r.Rax = r.Orig_rax
 	r.Rip -= 2
 	r.Orig_rax = ^uint64(0)
 	if err := setRegs(s.tid, &r); err != nil {
 		return s.lost("interrupt", err)
 	}
-	s.restartEarly = true
+	s.restartEarly, s.parked = true, r
 	return nil
 }
 
@@ -891,7 +902,21 @@ func (s *Session) requeue(c caughtSignal) error {
 // wait waits for the next stop of the traced thread; an exit becomes
 // ErrTargetExited.
 func (s *Session) wait(op string) (unix.WaitStatus, error) {
-	ws, _, err := wait4(s.tid, 0)
+	// Poll before sleeping: a traced thread usually stops within
+	// microseconds, and a tracer that sleeps waits for the scheduler to
+	// wake it, which on a busy machine takes far longer. That time is the
+	// target's stop time, and at the first stop of a thread blocked in
+	// semop it is the moment in which a dying caller would leave the
+	// target its EINTR (restartAtOnce).
+	var ws unix.WaitStatus
+	var err error
+	got := 0
+	for t0 := time.Now(); got == 0 && err == nil && time.Since(t0) < spinWait; {
+		ws, got, err = wait4(s.tid, unix.WNOHANG)
+	}
+	if got == 0 && err == nil {
+		ws, _, err = wait4(s.tid, 0)
+	}
 	if err != nil {
 		return ws, s.gone(op, err)
 	}

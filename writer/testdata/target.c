@@ -15,7 +15,9 @@
  *                   "ok I" after the I-th (a register lost across the
  *                   call breaks the count), or "bad ..." for a failure
  *   semoploop SEMID semop(-1 on sem 0) again and again, printing "got"
- *                   after each, or "bad ..." for a failure
+ *                   after each, "eintr" when a stop ended the wait (a
+ *                   SIGSTOP or a debugger does that: see signal(7)), or
+ *                   "bad ..." for another failure
  * then it waits in pause() until killed. */
 #include <errno.h>
 #include <pthread.h>
@@ -131,7 +133,9 @@ int main(int argc, char **argv)
 		for (;;) {
 			struct sembuf op = { 0, -1, 0 };
 			int r = semop(semid, &op, 1);
-			if (r)
+			if (r && errno == EINTR)
+				printf("eintr\n");
+			else if (r)
 				printf("bad semop %d errno %d\n", r, errno);
 			else
 				printf("got\n");
