@@ -261,7 +261,19 @@ int main(void) {
 		if int64(s.saved.Orig_rax) == -1 {
 			userStops++
 		}
-		// The stub sits in the padding of the spinner's own text.
+		// The stub sits in the vDSO, found without /proc maps.
+		if m, ok := mappingAt(t, tg.pid, s.stub); !ok || m.perms != "r-xp" || m.name != "[vdso]" {
+			t.Fatalf("stub at %#x is in %+v, want the [vdso]", s.stub, m)
+		}
+		mustDetach(t, s)
+	}
+	// Found through /proc maps, it sits in the padding of the spinner's
+	// own text.
+	for i := 0; i < 10; i++ {
+		s := mustSeizeWith(t, tg.pid, hooks{noVDSO: true})
+		if got, err := s.Syscall(unix.SYS_GETPID); err != nil || int(got) != tg.pid {
+			t.Fatalf("getpid: %d, %v", got, err)
+		}
 		if m, ok := mappingAt(t, tg.pid, s.stub); !ok || m.perms != "r-xp" || m.name != tg.cmd.Path {
 			t.Fatalf("stub at %#x is in %+v, want the spinner's r-xp text %s", s.stub, m, tg.cmd.Path)
 		}

@@ -43,6 +43,7 @@ type hooks struct {
 	noSuspendSeccomp bool               // show what a seccomp filter does to injected calls
 	pokeOnly         bool               // skip process_vm_readv/writev and /proc/<pid>/mem
 	popf             bool               // restore flags with popfq even when stackless would do
+	noVDSO           bool               // find the stub's place through /proc maps
 	onStage          func(stage string) // called at named points of an injection
 }
 

@@ -137,16 +137,17 @@ func init() {
 	fullPage64.data = append(data, make([]byte, pageSize-stubLen/2-used)...)
 }
 
-// TestStubInVDSO: a target whose own text has no room for the stub gets it
-// in the vDSO, past the vDSO's section headers (which debuggers read from
-// memory), and gets the vDSO's bytes back at Detach.
+// TestStubInVDSO: found through /proc maps, the stub of a target whose own
+// text has no room for it goes to the vDSO, past the vDSO's section
+// headers (which debuggers read from memory), at the same place as the
+// auxiliary vector's way finds, and the vDSO's bytes come back at Detach.
 func TestStubInVDSO(t *testing.T) {
 	tg := start(t, fullPage64.write(t, "fullpage"))
 	if l := tg.line(t); l != strings.TrimSpace(int80Ready) {
 		t.Fatalf("target printed %q", l)
 	}
 	tg.blockedIn(t, nrNanosleep)
-	s := mustSeize(t, tg.pid)
+	s := mustSeizeWith(t, tg.pid, hooks{noVDSO: true})
 	defer mustDetach(t, s)
 	exercise(t, s, tg.pid)
 	if s.stubWhere != "[vdso]" {
@@ -160,6 +161,9 @@ func TestStubInVDSO(t *testing.T) {
 	shEnd := binary.LittleEndian.Uint64(eh[40:]) + uint64(binary.LittleEndian.Uint16(eh[58:]))*uint64(binary.LittleEndian.Uint16(eh[60:]))
 	if uint64(s.stub-m.start) < shEnd || s.stub+stubLen > m.end {
 		t.Fatalf("stub at vDSO offset %#x overlaps the section headers (end %#x) or runs past the mapping", s.stub-m.start, shEnd)
+	}
+	if own, ok := ownVDSO(); !ok || s.stub-m.start != own.offset {
+		t.Fatalf("stub at vDSO offset %#x through /proc maps, %#x (found %v) through the auxiliary vector", s.stub-m.start, own.offset, ok)
 	}
 	stub, orig := s.stub, s.stubOrig
 	mustDetach(t, s)
