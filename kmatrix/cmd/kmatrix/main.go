@@ -1,5 +1,6 @@
 // Command kmatrix runs semundo's integration tests on the kernels of the
-// matrix (Debian's 6.1 and 6.12 cloud kernels) under QEMU and prints a
+// matrix (Debian's 6.1 and 6.12 cloud kernels for amd64 or, with -arch
+// arm64, for arm64; bullseye's 5.10 for amd64) under QEMU and prints a
 // table kernel x (pass, fail, skip, time). It exits 1 when a test fails,
 // a kernel does not boot or a VM times out, and 2 on a usage or host error.
 //
