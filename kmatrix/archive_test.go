@@ -153,3 +153,40 @@ func TestFetchVerified(t *testing.T) {
 		t.Errorf("dir holds %d entries, want only k.deb (temporaries removed)", len(ents))
 	}
 }
+
+// TestArchiveOffline: without the archive, a series falls back to its
+// newest cached build, an exact cached package needs no network, and a
+// series with nothing cached fails naming the archive.
+func TestArchiveOffline(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close() // every request fails: offline
+	cache := t.TempDir()
+	for _, pkg := range []string{"linux-image-6.1.0-50-cloud-arm64", "linux-image-6.1.0-57-cloud-arm64"} {
+		if err := os.MkdirAll(filepath.Join(cache, pkg), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"vmlinuz", "config"} {
+			if err := os.WriteFile(filepath.Join(cache, pkg, f), []byte(f), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f := &Fetcher{CacheDir: cache, Arch: Arches["arm64"], Archive: Archive{Main: srv.URL, Security: srv.URL, Keyring: DefaultArchive.Keyring}}
+	ctx := context.Background()
+	for _, name := range []string{"6.1", "linux-image-6.1.0-57-cloud-arm64", "linux-image-6.1.0-50-cloud-arm64"} {
+		k, err := f.Get(ctx, name)
+		want := name
+		if name == "6.1" {
+			want = "linux-image-6.1.0-57-cloud-arm64"
+		}
+		if err != nil || k.Package != want || !k.Cached || k.Arch != "arm64" || k.Vmlinuz != filepath.Join(cache, want, "vmlinuz") {
+			t.Errorf("Get(%s) = %+v, %v; want cached %s", name, k, err, want)
+		}
+	}
+	if _, err := f.Get(ctx, "6.12"); !errors.Is(err, ErrArchive) {
+		t.Errorf("Get(6.12) with nothing cached, offline: %v, want ErrArchive", err)
+	}
+	if _, err := f.Get(ctx, "5.10"); !errors.Is(err, ErrUnknownKernel) {
+		t.Errorf("Get(5.10) on arm64: %v, want ErrUnknownKernel", err)
+	}
+}
