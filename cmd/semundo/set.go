@@ -220,7 +220,7 @@ func runExec(file string, cmd []string) error {
 	// A process started by fork and exec has no list, or (threads) an
 	// empty one; with the reader (root) semundo checks rather than trusts.
 	var cur undo.List
-	if r, err := reader.Open(nil); err == nil {
+	if r, err := reader.Open(&reader.Options{NoWaiters: true}); err == nil {
 		l, err := r.Read(os.Getpid())
 		r.Close()
 		if err != nil {
