@@ -180,129 +180,140 @@ type jsonEntry struct {
 // streamed: at 10,000 holders the output is megabytes, which encoding/json
 // first builds as a value tree, then encodes, then indents.
 func writeJSON(stdout io.Writer, lists []reader.List) error {
-	w := bufio.NewWriterSize(stdout, 64<<10)
-	j := jsonWriter{w: w}
-	j.w.WriteByte('[')
+	j := jsonWriter{out: stdout, b: make([]byte, 0, 80<<10)}
+	j.raw("[")
 	for i := range lists {
 		l := &lists[i]
 		j.elem(i, 1)
-		w.WriteString("{\n")
+		j.raw("{\n")
 		j.key(2, "pids")
-		j.w.WriteByte('[')
+		j.raw("[")
 		for k, p := range l.Processes {
 			j.elem(k, 3)
 			j.int(int64(p.PID))
 		}
-		j.close(']', 2, len(l.Processes))
-		w.WriteString(",\n")
+		j.close(2, len(l.Processes))
+		j.raw(",\n")
 		j.key(2, "processes")
-		j.w.WriteByte('[')
+		j.raw("[")
 		for k, p := range l.Processes {
 			j.elem(k, 3)
-			w.WriteString("{\n")
+			j.raw("{\n")
 			j.key(4, "pid")
 			j.int(int64(p.PID))
-			w.WriteString(",\n")
+			j.raw(",\n")
 			j.key(4, "comm")
 			j.string(p.Comm)
-			w.WriteString(",\n")
+			j.raw(",\n")
 			j.key(4, "tids")
 			ints(&j, 4, p.TIDs)
-			w.WriteByte('\n')
+			j.raw("\n")
 			j.indent(3)
-			w.WriteByte('}')
+			j.raw("}")
 		}
-		j.close(']', 2, len(l.Processes))
-		w.WriteString(",\n")
+		j.close(2, len(l.Processes))
+		j.raw(",\n")
 		j.key(2, "ipcns")
 		j.int(int64(l.IPCNS))
-		w.WriteString(",\n")
+		j.raw(",\n")
 		j.key(2, "entries")
-		j.w.WriteByte('[')
+		j.raw("[")
 		for k, e := range l.Entries {
 			j.elem(k, 3)
-			w.WriteString("{\n")
+			j.raw("{\n")
 			j.key(4, "semid")
 			j.int(int64(e.Semid))
-			w.WriteString(",\n")
+			j.raw(",\n")
 			j.key(4, "key")
 			j.int(int64(e.Key))
-			w.WriteString(",\n")
+			j.raw(",\n")
 			j.key(4, "nsems")
 			j.int(int64(len(e.Adj)))
-			w.WriteString(",\n")
+			j.raw(",\n")
 			j.key(4, "adj")
 			ints(&j, 4, e.Adj)
-			w.WriteByte('\n')
+			j.raw("\n")
 			j.indent(3)
-			w.WriteByte('}')
+			j.raw("}")
 		}
-		j.close(']', 2, len(l.Entries))
-		w.WriteByte('\n')
+		j.close(2, len(l.Entries))
+		j.raw("\n")
 		j.indent(1)
-		w.WriteByte('}')
+		j.raw("}")
 	}
-	j.close(']', 0, len(lists))
-	w.WriteByte('\n')
-	return w.Flush()
+	j.close(0, len(lists))
+	j.raw("\n")
+	return j.flush()
 }
 
 // jsonWriter writes indented JSON as encoding/json does: an empty array
 // is "[]", each element of another on its own line, two spaces a level.
+// It appends to b and writes b out in blocks of about 64 KiB.
 type jsonWriter struct {
-	w   *bufio.Writer
-	num []byte
+	out io.Writer
+	b   []byte
+	err error
 }
 
-func (j *jsonWriter) indent(level int) {
-	for range level {
-		j.w.WriteString("  ")
-	}
-}
+// spaces is the indentation of the deepest level ps --json uses, and more.
+const spaces = "                "
+
+func (j *jsonWriter) raw(s string) { j.b = append(j.b, s...) }
+
+func (j *jsonWriter) indent(level int) { j.b = append(j.b, spaces[:2*level]...) }
 
 // elem starts element i of an array, at the element's level.
 func (j *jsonWriter) elem(i, level int) {
-	if i > 0 {
-		j.w.WriteByte(',')
+	if len(j.b) >= 64<<10 {
+		j.flush()
 	}
-	j.w.WriteByte('\n')
+	if i > 0 {
+		j.b = append(j.b, ',')
+	}
+	j.b = append(j.b, '\n')
 	j.indent(level)
 }
 
 // close ends an array of n elements opened at level.
-func (j *jsonWriter) close(c byte, level, n int) {
+func (j *jsonWriter) close(level, n int) {
 	if n > 0 {
-		j.w.WriteByte('\n')
+		j.b = append(j.b, '\n')
 		j.indent(level)
 	}
-	j.w.WriteByte(c)
+	j.b = append(j.b, ']')
 }
 
 func (j *jsonWriter) key(level int, k string) {
 	j.indent(level)
-	j.w.WriteByte('"')
-	j.w.WriteString(k)
-	j.w.WriteString("\": ")
+	j.b = append(j.b, '"')
+	j.b = append(j.b, k...)
+	j.b = append(j.b, "\": "...)
 }
 
-func (j *jsonWriter) int(v int64) {
-	j.num = strconv.AppendInt(j.num[:0], v, 10)
-	j.w.Write(j.num)
+func (j *jsonWriter) int(v int64) { j.b = strconv.AppendInt(j.b, v, 10) }
+
+// flush writes out what b holds; the first error sticks.
+func (j *jsonWriter) flush() error {
+	if j.err == nil && len(j.b) > 0 {
+		_, j.err = j.out.Write(j.b)
+	}
+	j.b = j.b[:0]
+	return j.err
 }
 
 // ints writes an array of integers whose key is at level; nil is null,
 // as encoding/json writes a nil slice.
 func ints[T int | int16](j *jsonWriter, level int, v []T) {
 	if v == nil {
-		j.w.WriteString("null")
+		j.raw("null")
 		return
 	}
-	j.w.WriteByte('[')
+	j.raw("[")
 	for i, x := range v {
 		j.elem(i, level+1)
 		j.int(int64(x))
 	}
-	j.close(']', level, len(v))
+	j.close(level, len(v))
 }
 
 // string writes s quoted as encoding/json does by default: control
@@ -313,11 +324,11 @@ func (j *jsonWriter) string(s string) {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			b, _ := json.Marshal(s) // a string always encodes
-			j.w.Write(b)
+			j.b = append(j.b, b...)
 			return
 		}
 	}
-	j.w.WriteByte('"')
-	j.w.WriteString(s)
-	j.w.WriteByte('"')
+	j.b = append(j.b, '"')
+	j.b = append(j.b, s...)
+	j.b = append(j.b, '"')
 }

@@ -49,6 +49,13 @@ func TestPsJSONEncoder(t *testing.T) {
 		}
 		cases = append(cases, lists)
 	}
+	// Several blocks of output: the encoder writes out every 64 KiB.
+	var big []reader.List
+	for i := range 3000 {
+		big = append(big, reader.List{IPCNS: 4026531839, Processes: []reader.Process{{PID: 1000 + i, Comm: comms[i%len(comms)], TIDs: []int{1000 + i}}},
+			Entries: []reader.Entry{{Semid: int32(i), Key: int32(-i), Adj: make([]int16, 8)}}})
+	}
+	cases = append(cases, big)
 	for i, lists := range cases {
 		var got, want bytes.Buffer
 		if err := writeJSON(&got, lists); err != nil {
