@@ -70,8 +70,8 @@ type Options struct {
 	// sleepers, a power of two when set, replaces the waiter table's size
 	// (sleepersSize), so that a test can fill it with a few threads.
 	sleepers uint32
-	// noTaskFilter makes Read walk every task as it does on kernels
-	// before 6.1, so that tests cover that path.
+	// noTaskFilter makes ReadProcess walk every task as it does on
+	// kernels before 6.1, so that tests cover that path.
 	noTaskFilter bool
 }
 
@@ -448,10 +448,29 @@ func (r *Reader) scan(it iterOpener, full bool) (*Snapshot, error) {
 func (r *Reader) WaitersErr() error { return r.waitersErr }
 
 // Read returns the undo list of the process (or thread) pid, or nil when it
-// has none. A pid that does not exist is ErrNoProcess. From Linux 6.1 the
-// pass visits that process's threads (or that thread) alone, so the list's
-// Processes name only them; before, it walks every task, as Scan does.
+// has none. A pid that does not exist is ErrNoProcess. It scans every task,
+// so the list names every process that shares it; ReadProcess costs less.
 func (r *Reader) Read(pid int) (*List, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	if _, err := os.Stat(fmt.Sprintf("%s/%d", r.procf, pid)); err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	snap, err := r.Scan()
+	if err != nil {
+		return nil, err
+	}
+	return snap.ByPID(pid), nil
+}
+
+// ReadProcess returns the same entries as Read, visiting from Linux 6.1
+// only the threads of process pid (or thread pid alone, when it is not its
+// process's leader) instead of every task. The list's Processes then name
+// only those: not the other processes that share it (CLONE_SYSVSEM without
+// CLONE_THREAD), which only Read and Scan see. Before 6.1 it walks every
+// task, as Read does.
+func (r *Reader) ReadProcess(pid int) (*List, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	}

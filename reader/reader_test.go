@@ -31,19 +31,24 @@ var (
 	fullErr  error
 )
 
-// eachRead runs f as two subtests: with the shared reader, whose Read
-// visits only the task asked for (Linux >= 6.1), and with one whose Read
-// walks every task, as on older kernels.
-func eachRead(t *testing.T, f func(t *testing.T, r *reader.Reader)) {
+// readFunc is Reader.Read or Reader.ReadProcess.
+type readFunc func(pid int) (*reader.List, error)
+
+// eachRead runs f as three subtests: with Read (a full scan), with
+// ReadProcess, which visits only the process asked for (Linux >= 6.1),
+// and with ReadProcess of a reader that walks every task, as it does on
+// older kernels.
+func eachRead(t *testing.T, f func(t *testing.T, read readFunc)) {
 	t.Helper()
 	r := openReader(t)
-	t.Run("filtered", func(t *testing.T) { f(t, r) })
-	t.Run("fullwalk", func(t *testing.T) {
+	t.Run("Read", func(t *testing.T) { f(t, r.Read) })
+	t.Run("ReadProcess", func(t *testing.T) { f(t, r.ReadProcess) })
+	t.Run("ReadProcess-fullwalk", func(t *testing.T) {
 		fullOnce.Do(func() { fullRd, fullErr = reader.OpenFullWalk() })
 		if fullErr != nil {
 			t.Fatalf("open the full-walk reader: %v", fullErr)
 		}
-		f(t, fullRd)
+		f(t, fullRd.ReadProcess)
 	})
 }
 
@@ -130,15 +135,16 @@ func TestReadBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	testRead(t, r)
+	t.Run("Read", func(t *testing.T) { testRead(t, r.Read) })
+	t.Run("ReadProcess", func(t *testing.T) { testRead(t, r.ReadProcess) })
 }
 
-func testRead(t *testing.T, r *reader.Reader) {
+func testRead(t *testing.T, read readFunc) {
 	ops, nsems, gone := script(t)
 	h := holder.Start(t, "wait", ops, nil)
 	want := holder.Expect(ops, nsems)
 
-	l, err := r.Read(h.PID)
+	l, err := read(h.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +156,7 @@ func testRead(t *testing.T, r *reader.Reader) {
 	}
 	delete(want, gone)
 
-	l, err = r.Read(h.PID)
+	l, err = read(h.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,9 +233,9 @@ func TestThreads(t *testing.T) {
 	}
 	// Read of the process and of each thread finds the same list, on
 	// both paths: a thread that is not the leader is visited alone.
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
+	eachRead(t, func(t *testing.T, read readFunc) {
 		for _, pid := range append([]int{h.PID}, tids...) {
-			got, err := r.Read(pid)
+			got, err := read(pid)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -243,21 +249,21 @@ func TestThreads(t *testing.T) {
 
 // TestFork: a child forked after the ops has no list.
 func TestFork(t *testing.T) {
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
+	eachRead(t, func(t *testing.T, read readFunc) {
 		s := holder.NewSet(t, 1)
 		ops := []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}
 		h := holder.Start(t, "fork", ops, nil)
 		if h.Child <= 0 {
 			t.Fatal("helper reported no child")
 		}
-		l, err := r.Read(h.Child)
+		l, err := read(h.Child)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if l != nil {
 			t.Errorf("forked child has a list: %+v", l)
 		}
-		l, err = r.Read(h.PID)
+		l, err = read(h.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,11 +273,11 @@ func TestFork(t *testing.T) {
 
 // TestExec: execve keeps the list.
 func TestExec(t *testing.T) {
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
+	eachRead(t, func(t *testing.T, read readFunc) {
 		s := holder.NewSet(t, 4)
 		ops := []holder.Op{{Semid: s, Num: 3, Val: 9, Undo: true}, {Semid: s, Num: 0, Val: 1, Undo: true}}
 		h := holder.Start(t, "exec", ops, nil)
-		l, err := r.Read(h.PID)
+		l, err := read(h.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +288,7 @@ func TestExec(t *testing.T) {
 // TestIPCNamespace: a process in its own IPC namespace whose set has the
 // same semid as a set of another size in the parent namespace.
 func TestIPCNamespace(t *testing.T) {
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
+	eachRead(t, func(t *testing.T, read readFunc) {
 		parentSet := holder.NewSet(t, 3)
 		parentOps := []holder.Op{{Semid: parentSet, Num: 2, Val: 1, Undo: true}}
 		hp := holder.Start(t, "wait", parentOps, nil)
@@ -297,7 +303,7 @@ func TestIPCNamespace(t *testing.T) {
 		}
 		childOps[0].Semid = childSet
 
-		l, err := r.Read(hc)
+		l, err := read(hc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +311,7 @@ func TestIPCNamespace(t *testing.T) {
 		if l.IPCNS != ipcns(t, hc) || l.IPCNS == ipcns(t, os.Getpid()) {
 			t.Errorf("list ipcns %d, want the child's %d", l.IPCNS, ipcns(t, hc))
 		}
-		lp, err := r.Read(hp.PID)
+		lp, err := read(hp.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -314,8 +320,8 @@ func TestIPCNamespace(t *testing.T) {
 }
 
 func TestNoProcess(t *testing.T) {
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
-		_, err := r.Read(1 << 30)
+	eachRead(t, func(t *testing.T, read readFunc) {
+		_, err := read(1 << 30)
 		if !errors.Is(err, reader.ErrNoProcess) {
 			t.Fatalf("Read of a missing pid: %v, want ErrNoProcess", err)
 		}
@@ -326,13 +332,13 @@ func TestNoProcess(t *testing.T) {
 // list at all; a multi-threaded one has an empty list (CLONE_SYSVSEM
 // allocates it).
 func TestNoList(t *testing.T) {
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
+	eachRead(t, func(t *testing.T, read readFunc) {
 		h := holder.Start(t, "fork", nil, nil)
-		l, err := r.Read(h.Child)
+		l, err := read(h.Child)
 		if err != nil || l != nil {
 			t.Fatalf("single-threaded child: list %+v, err %v; want none", l, err)
 		}
-		l, err = r.Read(h.PID)
+		l, err = read(h.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -346,7 +352,7 @@ func TestNoList(t *testing.T) {
 // threads live is still reported, by its pid, with the threads that hold
 // the list.
 func TestLeaderExited(t *testing.T) {
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
+	eachRead(t, func(t *testing.T, read readFunc) {
 		s := holder.NewSet(t, 3)
 		ops := []holder.Op{{Semid: s, Num: 2, Val: 4, Undo: true}}
 		h := holder.Start(t, "leaderexit", ops, nil)
@@ -355,7 +361,7 @@ func TestLeaderExited(t *testing.T) {
 			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", h.PID, h.PID))
 			return err == nil && strings.Contains(string(b), ") Z ")
 		})
-		l, err := r.Read(h.PID)
+		l, err := read(h.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +375,7 @@ func TestLeaderExited(t *testing.T) {
 // TestLongList: a list whose entries do not fit one task's share of the
 // seq file travels through the ring buffer in several chunks.
 func TestLongList(t *testing.T) {
-	eachRead(t, func(t *testing.T, r *reader.Reader) {
+	eachRead(t, func(t *testing.T, read readFunc) {
 		nsems := map[int]int{}
 		var ops []holder.Op
 		for i := 0; i < 300; i++ {
@@ -378,7 +384,7 @@ func TestLongList(t *testing.T) {
 			ops = append(ops, holder.Op{Semid: s, Num: uint16(i % 30), Val: int16(i%7 + 1), Undo: true})
 		}
 		h := holder.Start(t, "wait", ops, nil)
-		l, err := r.Read(h.PID)
+		l, err := read(h.PID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,13 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestTaskFilter: from Linux 6.1 a Read pass visits only the process asked
+// TestTaskFilter: from Linux 6.1 a ReadProcess pass visits only the process asked
 // for (or the thread, when it is not a leader), not every task: its
 // snapshot holds that list alone, while another holder runs beside it.
 func TestTaskFilter(t *testing.T) {
 	testenv.RequireRoot(t)
 	if !kernelAtLeast(t, 6, 1) {
-		t.Skip("the task iterator takes a pid filter from Linux 6.1; Read walks every task here (TestReadScripted/fullwalk covers that path)")
+		t.Skip("the task iterator takes a pid filter from Linux 6.1; ReadProcess walks every task here (TestReadScripted/ReadProcess-fullwalk covers that path)")
 	}
 	r, err := Open(&Options{NoWaiters: true})
 	if err != nil {

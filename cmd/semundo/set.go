@@ -224,11 +224,11 @@ func runExec(file string, cmd []string) error {
 	// says so. kcmp(KCMP_SYSVSEM) tells only whether two tasks share a
 	// list, not whether one is empty, and a parent that shared it may have
 	// exited (semundo reparented): no cheaper check is as correct. The
-	// check is made cheap instead: no waiters, and from Linux 6.1 Read
+	// check is made cheap instead: no waiters, and from Linux 6.1 ReadProcess
 	// visits semundo's own threads only, not every task.
 	var cur undo.List
 	if r, err := reader.Open(&reader.Options{NoWaiters: true}); err == nil {
-		l, err := r.Read(os.Getpid())
+		l, err := r.ReadProcess(os.Getpid())
 		r.Close()
 		if err != nil {
 			return err

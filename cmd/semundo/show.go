@@ -58,8 +58,9 @@ func runShow(args []string, stdout io.Writer) error {
 	return err
 }
 
-// readLists reads the lists of pids. One pid is one Read, which from Linux
-// 6.1 visits that process alone instead of every task; several come from
+// readLists reads the lists of pids. One pid is one ReadProcess, which from
+// Linux 6.1 visits that process alone instead of every task (show prints
+// entries only, not who shares them); several come from
 // one scan, so that they are shown as of the same pass.
 func readLists(pids []int) (func(pid int) *reader.List, error) {
 	if len(pids) > 1 {
@@ -76,7 +77,7 @@ func readLists(pids []int) (func(pid int) *reader.List, error) {
 	}
 	defer r.Close()
 	phase("open")
-	l, err := r.Read(pids[0])
+	l, err := r.ReadProcess(pids[0])
 	if err != nil {
 		if errors.Is(err, reader.ErrNoProcess) {
 			return nil, fmt.Errorf("pid %d: no such process", pids[0])
