@@ -62,9 +62,9 @@ type Options struct {
 	// a scan their cost; Snapshot.WaitersErr then says so.
 	NoWaiters bool
 
-	// Phases, when set, receives a line per step of Open ("btf 21.4ms":
-	// setup, probes, btf, load, attach),
-	// for finding where a command's time goes (SEMUNDO_DEBUG_PHASES=1).
+	// Phases, when set, receives a line per step of Open (setup, probes,
+	// btf, load, attach) with its time, as in "btf 21.4ms": where a
+	// command's time goes (semundo's SEMUNDO_DEBUG_PHASES=1).
 	Phases io.Writer
 
 	// sleepers, a power of two when set, replaces the waiter table's size
