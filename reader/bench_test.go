@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -31,18 +32,7 @@ func BenchmarkScan(b *testing.B) {
 }
 
 func benchScan(b *testing.B, n int) {
-	testenv.RequireRoot(b)
-	holdmany := testenv.BuildC(b, "holdmany", mustRead(b, "testdata/holdmany.c"))
-	var sets [2]int
-	for i := range sets {
-		id, err := sysvsem.Get(sysvsem.Private, 8, unix.IPC_CREAT|0o600)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { sysvsem.Remove(id) })
-		sets[i] = id
-	}
-	pids := startMany(b, holdmany, n, fmt.Sprintf("%d:0:1", sets[0]), fmt.Sprintf("%d:5:1", sets[1]))
+	pids := startHolders(b, n)
 
 	r, err := Open(nil)
 	if err != nil {
@@ -93,6 +83,125 @@ func benchScan(b *testing.B, n int) {
 		b.ReportMetric(float64(wall.Microseconds())/1000, "cmd-"+args[0]+"-ms")
 		b.ReportMetric(float64(rss)/1024, "cmd-"+args[0]+"-maxrss-MiB")
 	}
+}
+
+// startHolders starts n processes (holdmany), each holding 2 entries on
+// 8-semaphore sets, and returns their pids.
+func startHolders(b *testing.B, n int) []int {
+	testenv.RequireRoot(b)
+	holdmany := testenv.BuildC(b, "holdmany", mustRead(b, "testdata/holdmany.c"))
+	var sets [2]int
+	for i := range sets {
+		id, err := sysvsem.Get(sysvsem.Private, 8, unix.IPC_CREAT|0o600)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { sysvsem.Remove(id) })
+		sets[i] = id
+	}
+	return startMany(b, holdmany, n, fmt.Sprintf("%d:0:1", sets[0]), fmt.Sprintf("%d:5:1", sets[1]))
+}
+
+// BenchmarkCommands runs `semundo show PID`, `semundo ps` and `semundo ps
+// --json` as whole processes with N = 10,000 holders, each iteration next to
+// a C program that reads /proc/<pid>/stat of the same 10,000 pids (the
+// baseline), and reports each command's wall time, its ratio to the
+// baseline (ps --json: to ps), and its phases as SEMUNDO_DEBUG_PHASES
+// prints them ("rest" is the wall time the phases leave: the Go runtime's
+// start and exit, flag parsing).
+func BenchmarkCommands(b *testing.B) {
+	const n = 10000
+	pids := startHolders(b, n)
+	procstat := testenv.BuildC(b, "procstat", mustRead(b, "testdata/procstat.c"))
+	pidFile := filepath.Join(b.TempDir(), "pids")
+	var list []byte
+	for _, pid := range pids {
+		list = strconv.AppendInt(list, int64(pid), 10)
+		list = append(list, '\n')
+	}
+	if err := os.WriteFile(pidFile, list, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	type command struct {
+		name, bin string
+		args      []string
+	}
+	var cmds []command
+	bins := [][2]string{{"", buildCommand(b)}}
+	// SEMUNDO_BENCH_BEFORE names another build of semundo (an earlier
+	// commit's) to run in the same iterations, as "before-*".
+	if other := os.Getenv("SEMUNDO_BENCH_BEFORE"); other != "" {
+		bins = append(bins, [2]string{"before-", other})
+	}
+	for _, bin := range bins {
+		cmds = append(cmds,
+			command{bin[0] + "show", bin[1], []string{"show", strconv.Itoa(pids[n/2])}},
+			command{bin[0] + "ps", bin[1], []string{"ps"}},
+			command{bin[0] + "psjson", bin[1], []string{"ps", "--json"}})
+	}
+	var baseT time.Duration
+	wall := make([]time.Duration, len(cmds))
+	phases := make([]map[string]time.Duration, len(cmds))
+	for i := range phases {
+		phases[i] = map[string]time.Duration{}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, _ := runCommand(b, procstat, pidFile)
+		baseT += d
+		for c, cmd := range cmds {
+			d, ph := runPhases(b, cmd.bin, cmd.args...)
+			wall[c] += d
+			var sum time.Duration
+			for k, v := range ph {
+				phases[c][k] += v
+				if k != "open" {
+					sum += v
+				}
+			}
+			phases[c]["rest"] += d - sum
+		}
+	}
+	b.StopTimer()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) / 1000 }
+	b.ReportMetric(ms(baseT), "procstat-ms")
+	for c, cmd := range cmds {
+		b.ReportMetric(ms(wall[c]), cmd.name+"-ms")
+		for k, v := range phases[c] {
+			b.ReportMetric(ms(v), cmd.name+"-"+k+"-ms")
+		}
+	}
+	b.ReportMetric(float64(wall[0])/float64(baseT), "x-show-vs-procstat")
+	b.ReportMetric(float64(wall[1])/float64(baseT), "x-ps-vs-procstat")
+	b.ReportMetric(float64(wall[2])/float64(wall[1]), "x-psjson-vs-ps")
+}
+
+// runPhases runs the command with SEMUNDO_DEBUG_PHASES=1 and returns its
+// wall time and the phases it printed on standard error.
+func runPhases(tb testing.TB, bin string, args ...string) (time.Duration, map[string]time.Duration) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "SEMUNDO_DEBUG_PHASES=1")
+	cmd.Stdout = io.Discard
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("%s %v: %v\n%s", bin, args, err, stderr.String())
+	}
+	d := time.Since(t0)
+	ph := map[string]time.Duration{}
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if line == "" {
+			continue // a build without SEMUNDO_DEBUG_PHASES
+		}
+		name, v, ok := strings.Cut(line, " ")
+		ms, err := strconv.ParseFloat(strings.TrimSuffix(v, "ms"), 64)
+		if !ok || err != nil {
+			tb.Fatalf("%s %v: phase line %q", bin, args, line)
+		}
+		ph[name] += time.Duration(ms * float64(time.Millisecond))
+	}
+	return d, ph
 }
 
 func mustRead(tb testing.TB, path string) string {

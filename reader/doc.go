@@ -12,7 +12,9 @@
 // A Reader holds the loaded program; Scan returns every list at once and
 // Read the list of one process. Lists are grouped as the kernel shares them:
 // all threads of a process (and any task cloned with CLONE_SYSVSEM) share one
-// list, reported once with every process that shares it.
+// list, reported once with every process that shares it. ReadProcess reads
+// one process's list without visiting the other tasks (Linux >= 6.1: the
+// task iterator's pid filter), naming only that process.
 //
 // The same pass reports the tasks blocked in semop or semtimedop
 // (Snapshot.Waiters): a task's saved registers say which call it sleeps in

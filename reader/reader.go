@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -61,9 +62,17 @@ type Options struct {
 	// a scan their cost; Snapshot.WaitersErr then says so.
 	NoWaiters bool
 
+	// Phases, when set, receives a line per step of Open (setup, probes,
+	// btf, load, attach) with its time, as in "btf 21.4ms": where a
+	// command's time goes (semundo's SEMUNDO_DEBUG_PHASES=1).
+	Phases io.Writer
+
 	// sleepers, a power of two when set, replaces the waiter table's size
 	// (sleepersSize), so that a test can fill it with a few threads.
 	sleepers uint32
+	// noTaskFilter makes ReadProcess walk every task as it does on
+	// kernels before 6.1, so that tests cover that path.
+	noTaskFilter bool
 }
 
 // Reader reads undo lists through a loaded BPF task iterator. It is safe for
@@ -88,6 +97,10 @@ type Reader struct {
 	// sleepersLost is the program's count of sleepers it could not note,
 	// as the last scan saw it.
 	sleepersLost uint64
+	// noTaskFilter is Options.noTaskFilter.
+	noTaskFilter bool
+	// taskInfo is the filter a task-filtered link is created with.
+	taskInfo iterTaskInfo
 }
 
 // Open loads and attaches the iterator. It needs root, or CAP_BPF and
@@ -96,6 +109,7 @@ func Open(opts *Options) (*Reader, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
+	ph := newPhases(opts.Phases)
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return nil, fmt.Errorf("kernel BTF (/sys/kernel/btf/vmlinux) is missing: semundo needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF=y: %w", ErrNotSupported)
 	}
@@ -116,15 +130,8 @@ func Open(opts *Options) (*Reader, error) {
 	}
 	owners := ownersSize()
 	spec.Maps["owners"].MaxEntries = owners
-	sleepers := sleepersSize(owners)
-	if opts.sleepers != 0 {
-		sleepers = opts.sleepers
-	}
-	spec.Maps["sleepers"].MaxEntries = sleepers
-	if err := spec.Variables["sleepers_mask"].Set(sleepers - 1); err != nil {
-		return nil, fmt.Errorf("set sleepers_mask: %w", err)
-	}
 	spec.Maps["records"].MaxEntries = ringSize
+	ph.done("setup")
 
 	prog, unused := "semundo_tasks", "semundo_tasks_bounded"
 	if opts.Bounded || haveHelper(asm.FnLoop) != nil {
@@ -133,14 +140,25 @@ func Open(opts *Options) (*Reader, error) {
 	delete(spec.Programs, unused)
 	delete(spec.Programs, "semundo_floor")
 
-	// Options.Bounded, not the variant chosen: on a kernel without
-	// bpf_loop the helper probe says what is missing; "asked for" would
-	// blame an option nobody set.
-	waitersErr := waitersSupport(opts.Bounded)
-	if waitersErr == nil && opts.NoWaiters {
-		waitersErr = errWaitersOff
+	// One decoding of the kernel's BTF (about 20-40 ms) serves the waiter
+	// probe and the load: cilium/ebpf's LoadKernelSpec does not cache.
+	types := btf.NewCache()
+	waitersErr := errWaitersOff
+	if !opts.NoWaiters {
+		// Options.Bounded, not the variant chosen: on a kernel without
+		// bpf_loop the helper probe says what is missing; "asked for"
+		// would blame an option nobody set.
+		waitersErr = waitersSupport(opts.Bounded, types)
 	}
+	// Without waiters the table is never touched (want_waiters stays 0
+	// and the verifier drops that code): one slot, not a preallocated
+	// array of four per task.
+	sleepers := uint32(1)
 	if waitersErr == nil {
+		sleepers = sleepersSize(owners)
+		if opts.sleepers != 0 {
+			sleepers = opts.sleepers
+		}
 		semop, semtimedop := syscallNumbers()
 		for name, v := range map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop} {
 			if err := spec.Variables[name].Set(v); err != nil {
@@ -148,12 +166,21 @@ func Open(opts *Options) (*Reader, error) {
 			}
 		}
 	}
+	spec.Maps["sleepers"].MaxEntries = sleepers
+	if err := spec.Variables["sleepers_mask"].Set(sleepers - 1); err != nil {
+		return nil, fmt.Errorf("set sleepers_mask: %w", err)
+	}
+	ph.done("probes")
+	if _, err := types.Kernel(); err != nil {
+		return nil, fmt.Errorf("read kernel BTF: %w (%w)", ErrNotSupported, err)
+	}
+	ph.done("btf")
 
-	var lopts ebpf.CollectionOptions
+	lopts := ebpf.CollectionOptions{Cache: types}
 	if opts.VerifierLog != nil {
 		lopts.Programs = ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 26}
 	}
-	r := &Reader{procf: "/proc", waitersErr: waitersErr}
+	r := &Reader{procf: "/proc", waitersErr: waitersErr, noTaskFilter: opts.noTaskFilter}
 	r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts)
 	var ve *ebpf.VerifierError
 	if err != nil && waitersErr == nil && errors.As(err, &ve) {
@@ -177,6 +204,7 @@ func Open(opts *Options) (*Reader, error) {
 		}
 		return nil, loadError(err)
 	}
+	ph.done("load")
 	r.iter, err = link.AttachIter(link.IterOptions{Program: r.coll.Programs[prog]})
 	if err != nil {
 		r.coll.Close()
@@ -191,6 +219,7 @@ func Open(opts *Options) (*Reader, error) {
 		r.coll.Close()
 		return nil, fmt.Errorf("open BPF ring buffer: %w", err)
 	}
+	ph.done("attach")
 	return r, nil
 }
 
@@ -376,12 +405,18 @@ func (r *Reader) Scan() (*Snapshot, error) {
 	if r.iter == nil {
 		return nil, errors.New("reader is closed")
 	}
-	snap, err := r.pass(readSize)
+	return r.scan(r.iter, true)
+}
+
+// scan runs passes of it until every list read whole (or retries run out).
+// full says it visits every task: only such a pass sizes the next one.
+func (r *Reader) scan(it iterOpener, full bool) (*Snapshot, error) {
+	snap, err := r.pass(it, readSize, full)
 	if err != nil {
 		return nil, err
 	}
 	for try := 0; try < retries && len(snap.unstable) > 0; try++ {
-		again, err := r.pass(readSize)
+		again, err := r.pass(it, readSize, full)
 		if err != nil {
 			return nil, err
 		}
@@ -416,7 +451,8 @@ func (r *Reader) Scan() (*Snapshot, error) {
 func (r *Reader) WaitersErr() error { return r.waitersErr }
 
 // Read returns the undo list of the process (or thread) pid, or nil when it
-// has none. A pid that does not exist is ErrNoProcess.
+// has none. A pid that does not exist is ErrNoProcess. It scans every task,
+// so the list names every process that shares it; ReadProcess costs less.
 func (r *Reader) Read(pid int) (*List, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
@@ -425,6 +461,47 @@ func (r *Reader) Read(pid int) (*List, error) {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	}
 	snap, err := r.Scan()
+	if err != nil {
+		return nil, err
+	}
+	return snap.ByPID(pid), nil
+}
+
+// ReadProcess returns the same entries as Read, visiting from Linux 6.1
+// only the threads of process pid (or thread pid alone, when it is not its
+// process's leader) instead of every task. The list's Processes then name
+// only those: not the other processes that share it (CLONE_SYSVSEM without
+// CLONE_THREAD), which only Read and Scan see. Before 6.1 it walks every
+// task, as Read does.
+func (r *Reader) ReadProcess(pid int) (*List, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	st, err := procfs.NewFS(r.procf).Status(pid)
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.iter == nil {
+		return nil, errors.New("reader is closed")
+	}
+	var it iterOpener = r.iter
+	full := true
+	if !r.noTaskFilter {
+		// A process by its pid: all its threads, as a full walk finds
+		// them even when the leader has exited. A thread that is not a
+		// leader has no process of its pid: that thread alone.
+		tid, tgid := uint32(0), uint32(pid)
+		if st.Tgid != pid {
+			tid, tgid = uint32(pid), 0
+		}
+		if f, err := r.taskIter(tid, tgid); err == nil {
+			defer f.Close()
+			it, full = f, false
+		}
+	}
+	snap, err := r.scan(it, full)
 	if err != nil {
 		return nil, err
 	}
@@ -441,11 +518,11 @@ const maxRead = readSize
 // pass runs the iterator once, reading readSize bytes of task records at a
 // time and draining the ring buffer after each read, so the ring only ever
 // holds the entries of the tasks of one read.
-func (r *Reader) pass(readSize int) (*Snapshot, error) {
+func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, error) {
 	if err := r.drain(nil); err != nil {
 		return nil, err
 	}
-	it, err := r.iter.Open()
+	it, err := iter.Open()
 	if err != nil {
 		return nil, fmt.Errorf("open BPF task iterator: %w", err)
 	}
@@ -491,10 +568,12 @@ func (r *Reader) pass(readSize int) (*Snapshot, error) {
 	}
 	if b.lost && readSize > taskSize {
 		// Too many chunks for the ring in one read: one task per read.
-		return r.pass(taskSize)
+		return r.pass(iter, taskSize, full)
 	}
-	r.lastLists = len(b.lists)
-	r.lastWaits = len(b.waits)
+	if full {
+		r.lastLists = len(b.lists)
+		r.lastWaits = len(b.waits)
+	}
 	return b.snapshot()
 }
 

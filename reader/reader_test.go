@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/semundo/semundo/internal/holder"
@@ -22,6 +23,33 @@ import (
 func openReader(t testing.TB) *reader.Reader {
 	t.Helper()
 	return testreader.Open(t)
+}
+
+var (
+	fullOnce sync.Once
+	fullRd   *reader.Reader
+	fullErr  error
+)
+
+// readFunc is Reader.Read or Reader.ReadProcess.
+type readFunc func(pid int) (*reader.List, error)
+
+// eachRead runs f as three subtests: with Read (a full scan), with
+// ReadProcess, which visits only the process asked for (Linux >= 6.1),
+// and with ReadProcess of a reader that walks every task, as it does on
+// older kernels.
+func eachRead(t *testing.T, f func(t *testing.T, read readFunc)) {
+	t.Helper()
+	r := openReader(t)
+	t.Run("Read", func(t *testing.T) { f(t, r.Read) })
+	t.Run("ReadProcess", func(t *testing.T) { f(t, r.ReadProcess) })
+	t.Run("ReadProcess-fullwalk", func(t *testing.T) {
+		fullOnce.Do(func() { fullRd, fullErr = reader.OpenFullWalk() })
+		if fullErr != nil {
+			t.Fatalf("open the full-walk reader: %v", fullErr)
+		}
+		f(t, fullRd.ReadProcess)
+	})
 }
 
 // checkList compares a list's entries with the expected adjustments.
@@ -95,8 +123,7 @@ func script(t *testing.T) (ops []holder.Op, nsems map[int]int, removed int) {
 }
 
 func TestReadScripted(t *testing.T) {
-	r := openReader(t)
-	testRead(t, r)
+	eachRead(t, testRead)
 }
 
 // TestReadBounded runs the same script through the program variant for
@@ -108,15 +135,16 @@ func TestReadBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	testRead(t, r)
+	t.Run("Read", func(t *testing.T) { testRead(t, r.Read) })
+	t.Run("ReadProcess", func(t *testing.T) { testRead(t, r.ReadProcess) })
 }
 
-func testRead(t *testing.T, r *reader.Reader) {
+func testRead(t *testing.T, read readFunc) {
 	ops, nsems, gone := script(t)
 	h := holder.Start(t, "wait", ops, nil)
 	want := holder.Expect(ops, nsems)
 
-	l, err := r.Read(h.PID)
+	l, err := read(h.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +156,7 @@ func testRead(t *testing.T, r *reader.Reader) {
 	}
 	delete(want, gone)
 
-	l, err = r.Read(h.PID)
+	l, err = read(h.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,142 +231,163 @@ func TestThreads(t *testing.T) {
 			t.Errorf("thread %d does not map to the process's list", tid)
 		}
 	}
+	// Read of the process and of each thread finds the same list, on
+	// both paths: a thread that is not the leader is visited alone.
+	eachRead(t, func(t *testing.T, read readFunc) {
+		for _, pid := range append([]int{h.PID}, tids...) {
+			got, err := read(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == nil || len(got.Processes) != 1 || got.Processes[0].PID != h.PID || !slices.Contains(got.Processes[0].TIDs, pid) && pid != h.PID {
+				t.Fatalf("Read(%d): %+v, want the list of pid %d naming thread %d", pid, got, h.PID, pid)
+			}
+			checkList(t, got, holder.Expect(ops, map[int]int{s: 2}), map[int]int{s: 2})
+		}
+	})
 }
 
 // TestFork: a child forked after the ops has no list.
 func TestFork(t *testing.T) {
-	r := openReader(t)
-	s := holder.NewSet(t, 1)
-	ops := []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}
-	h := holder.Start(t, "fork", ops, nil)
-	if h.Child <= 0 {
-		t.Fatal("helper reported no child")
-	}
-	l, err := r.Read(h.Child)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l != nil {
-		t.Errorf("forked child has a list: %+v", l)
-	}
-	l, err = r.Read(h.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkList(t, l, holder.Expect(ops, map[int]int{s: 1}), map[int]int{s: 1})
+	eachRead(t, func(t *testing.T, read readFunc) {
+		s := holder.NewSet(t, 1)
+		ops := []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}
+		h := holder.Start(t, "fork", ops, nil)
+		if h.Child <= 0 {
+			t.Fatal("helper reported no child")
+		}
+		l, err := read(h.Child)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l != nil {
+			t.Errorf("forked child has a list: %+v", l)
+		}
+		l, err = read(h.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkList(t, l, holder.Expect(ops, map[int]int{s: 1}), map[int]int{s: 1})
+	})
 }
 
 // TestExec: execve keeps the list.
 func TestExec(t *testing.T) {
-	r := openReader(t)
-	s := holder.NewSet(t, 4)
-	ops := []holder.Op{{Semid: s, Num: 3, Val: 9, Undo: true}, {Semid: s, Num: 0, Val: 1, Undo: true}}
-	h := holder.Start(t, "exec", ops, nil)
-	l, err := r.Read(h.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkList(t, l, holder.Expect(ops, map[int]int{s: 4}), map[int]int{s: 4})
+	eachRead(t, func(t *testing.T, read readFunc) {
+		s := holder.NewSet(t, 4)
+		ops := []holder.Op{{Semid: s, Num: 3, Val: 9, Undo: true}, {Semid: s, Num: 0, Val: 1, Undo: true}}
+		h := holder.Start(t, "exec", ops, nil)
+		l, err := read(h.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkList(t, l, holder.Expect(ops, map[int]int{s: 4}), map[int]int{s: 4})
+	})
 }
 
 // TestIPCNamespace: a process in its own IPC namespace whose set has the
 // same semid as a set of another size in the parent namespace.
 func TestIPCNamespace(t *testing.T) {
-	r := openReader(t)
-	parentSet := holder.NewSet(t, 3)
-	parentOps := []holder.Op{{Semid: parentSet, Num: 2, Val: 1, Undo: true}}
-	hp := holder.Start(t, "wait", parentOps, nil)
+	eachRead(t, func(t *testing.T, read readFunc) {
+		parentSet := holder.NewSet(t, 3)
+		parentOps := []holder.Op{{Semid: parentSet, Num: 2, Val: 1, Undo: true}}
+		hp := holder.Start(t, "wait", parentOps, nil)
 
-	// The child's namespace gets a set of 5 with the parent set's id,
-	// through sem_next_id, before the helper runs its ops in it.
-	childOps := []holder.Op{{Semid: -1, Num: 4, Val: 6, Undo: true}}
-	h := holder.StartNS(t, parentSet, 5, childOps)
-	hc, childSet := h.PID, h.Child
-	if childSet != parentSet {
-		t.Fatalf("child set got id %d, want %d", childSet, parentSet)
-	}
-	childOps[0].Semid = childSet
+		// The child's namespace gets a set of 5 with the parent set's id,
+		// through sem_next_id, before the helper runs its ops in it.
+		childOps := []holder.Op{{Semid: -1, Num: 4, Val: 6, Undo: true}}
+		h := holder.StartNS(t, parentSet, 5, childOps)
+		hc, childSet := h.PID, h.Child
+		if childSet != parentSet {
+			t.Fatalf("child set got id %d, want %d", childSet, parentSet)
+		}
+		childOps[0].Semid = childSet
 
-	l, err := r.Read(hc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkList(t, l, holder.Expect(childOps, map[int]int{childSet: 5}), map[int]int{childSet: 5})
-	if l.IPCNS != ipcns(t, hc) || l.IPCNS == ipcns(t, os.Getpid()) {
-		t.Errorf("list ipcns %d, want the child's %d", l.IPCNS, ipcns(t, hc))
-	}
-	lp, err := r.Read(hp.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkList(t, lp, holder.Expect(parentOps, map[int]int{parentSet: 3}), map[int]int{parentSet: 3})
+		l, err := read(hc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkList(t, l, holder.Expect(childOps, map[int]int{childSet: 5}), map[int]int{childSet: 5})
+		if l.IPCNS != ipcns(t, hc) || l.IPCNS == ipcns(t, os.Getpid()) {
+			t.Errorf("list ipcns %d, want the child's %d", l.IPCNS, ipcns(t, hc))
+		}
+		lp, err := read(hp.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkList(t, lp, holder.Expect(parentOps, map[int]int{parentSet: 3}), map[int]int{parentSet: 3})
+	})
 }
 
 func TestNoProcess(t *testing.T) {
-	r := openReader(t)
-	_, err := r.Read(1 << 30)
-	if !errors.Is(err, reader.ErrNoProcess) {
-		t.Fatalf("Read of a missing pid: %v, want ErrNoProcess", err)
-	}
+	eachRead(t, func(t *testing.T, read readFunc) {
+		_, err := read(1 << 30)
+		if !errors.Is(err, reader.ErrNoProcess) {
+			t.Fatalf("Read of a missing pid: %v, want ErrNoProcess", err)
+		}
+	})
 }
 
 // TestNoList: a process that never used SEM_UNDO and has one thread has no
 // list at all; a multi-threaded one has an empty list (CLONE_SYSVSEM
 // allocates it).
 func TestNoList(t *testing.T) {
-	r := openReader(t)
-	h := holder.Start(t, "fork", nil, nil)
-	l, err := r.Read(h.Child)
-	if err != nil || l != nil {
-		t.Fatalf("single-threaded child: list %+v, err %v; want none", l, err)
-	}
-	l, err = r.Read(h.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l != nil && len(l.Entries) != 0 {
-		t.Fatalf("helper without ops has entries: %+v", l.Entries)
-	}
+	eachRead(t, func(t *testing.T, read readFunc) {
+		h := holder.Start(t, "fork", nil, nil)
+		l, err := read(h.Child)
+		if err != nil || l != nil {
+			t.Fatalf("single-threaded child: list %+v, err %v; want none", l, err)
+		}
+		l, err = read(h.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l != nil && len(l.Entries) != 0 {
+			t.Fatalf("helper without ops has entries: %+v", l.Entries)
+		}
+	})
 }
 
 // TestLeaderExited: a process whose main thread has exited while its other
 // threads live is still reported, by its pid, with the threads that hold
 // the list.
 func TestLeaderExited(t *testing.T) {
-	r := openReader(t)
-	s := holder.NewSet(t, 3)
-	ops := []holder.Op{{Semid: s, Num: 2, Val: 4, Undo: true}}
-	h := holder.Start(t, "leaderexit", ops, nil)
-	// The main thread leaves right after "ready": wait until it has.
-	testenv.Eventually(t, fmt.Sprintf("the main thread of %d to exit (state Z)", h.PID), func() bool {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", h.PID, h.PID))
-		return err == nil && strings.Contains(string(b), ") Z ")
+	eachRead(t, func(t *testing.T, read readFunc) {
+		s := holder.NewSet(t, 3)
+		ops := []holder.Op{{Semid: s, Num: 2, Val: 4, Undo: true}}
+		h := holder.Start(t, "leaderexit", ops, nil)
+		// The main thread leaves right after "ready": wait until it has.
+		testenv.Eventually(t, fmt.Sprintf("the main thread of %d to exit (state Z)", h.PID), func() bool {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", h.PID, h.PID))
+			return err == nil && strings.Contains(string(b), ") Z ")
+		})
+		l, err := read(h.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkList(t, l, holder.Expect(ops, map[int]int{s: 3}), map[int]int{s: 3})
+		if len(l.Processes) != 1 || l.Processes[0].PID != h.PID || slices.Contains(l.Processes[0].TIDs, h.PID) || len(l.Processes[0].TIDs) == 0 {
+			t.Fatalf("processes %+v, want pid %d with its live threads only", l.Processes, h.PID)
+		}
 	})
-	l, err := r.Read(h.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkList(t, l, holder.Expect(ops, map[int]int{s: 3}), map[int]int{s: 3})
-	if len(l.Processes) != 1 || l.Processes[0].PID != h.PID || slices.Contains(l.Processes[0].TIDs, h.PID) || len(l.Processes[0].TIDs) == 0 {
-		t.Fatalf("processes %+v, want pid %d with its live threads only", l.Processes, h.PID)
-	}
 }
 
 // TestLongList: a list whose entries do not fit one task's share of the
 // seq file travels through the ring buffer in several chunks.
 func TestLongList(t *testing.T) {
-	r := openReader(t)
-	nsems := map[int]int{}
-	var ops []holder.Op
-	for i := 0; i < 300; i++ {
-		s := holder.NewSet(t, 30)
-		nsems[s] = 30
-		ops = append(ops, holder.Op{Semid: s, Num: uint16(i % 30), Val: int16(i%7 + 1), Undo: true})
-	}
-	h := holder.Start(t, "wait", ops, nil)
-	l, err := r.Read(h.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkList(t, l, holder.Expect(ops, nsems), nsems)
+	eachRead(t, func(t *testing.T, read readFunc) {
+		nsems := map[int]int{}
+		var ops []holder.Op
+		for i := 0; i < 300; i++ {
+			s := holder.NewSet(t, 30)
+			nsems[s] = 30
+			ops = append(ops, holder.Op{Semid: s, Num: uint16(i % 30), Val: int16(i%7 + 1), Undo: true})
+		}
+		h := holder.Start(t, "wait", ops, nil)
+		l, err := read(h.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkList(t, l, holder.Expect(ops, nsems), nsems)
+	})
 }

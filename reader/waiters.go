@@ -52,7 +52,7 @@ const (
 // semop callers: it reads their registers (bpf_task_pt_regs, 5.15), walks
 // queues of any length (bpf_loop, 5.17), and needs the kernel's struct
 // sem_queue in its BTF. bounded is Options.Bounded.
-func waitersSupport(bounded bool) error {
+func waitersSupport(bounded bool, types *btf.Cache) error {
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		return fmt.Errorf("reading blocked semop callers is implemented for amd64 and arm64, not %s: %w", runtime.GOARCH, ErrNotSupported)
 	}
@@ -67,7 +67,7 @@ func waitersSupport(bounded bool) error {
 			return fmt.Errorf("reading blocked semop callers needs the BPF helper %s (%s): %w (%w)", h.name, waiterKernelRequirement, ErrNotSupported, err)
 		}
 	}
-	spec, err := btf.LoadKernelSpec()
+	spec, err := types.Kernel()
 	if err != nil {
 		return fmt.Errorf("read kernel BTF: %w (%w)", ErrNotSupported, err)
 	}

@@ -180,15 +180,24 @@ func exitCode(err error) int {
 
 // openReader loads the BPF reader, first checking the privilege it needs so
 // that an unprivileged user gets the plain reason.
-func openReader() (*reader.Reader, error) {
-	opts := &reader.Options{}
+func openReader() (*reader.Reader, error) { return openReaderWith(reader.Options{}) }
+
+// openHolderReader loads a reader without waiters, for the commands that
+// print only undo lists: it spares their probes, the kernel BTF they need
+// and the verification of their code.
+func openHolderReader() (*reader.Reader, error) {
+	return openReaderWith(reader.Options{NoWaiters: true})
+}
+
+func openReaderWith(opts reader.Options) (*reader.Reader, error) {
 	// The verifier's whole log is for whoever debugs a kernel that
 	// rejects the iterator; the error carries its last lines anyway.
 	if os.Getenv("SEMUNDO_DEBUG_VERIFIER") != "" {
 		opts.VerifierLog = os.Stderr
 	}
+	opts.Phases = phaseLog
 	if os.Geteuid() != 0 {
-		r, err := reader.Open(opts)
+		r, err := reader.Open(&opts)
 		if err != nil {
 			if errors.Is(err, reader.ErrPermission) {
 				return nil, fmt.Errorf("reading undo lists needs root (or CAP_BPF and CAP_PERFMON): run it with sudo: %w", reader.ErrPermission)
@@ -197,15 +206,24 @@ func openReader() (*reader.Reader, error) {
 		}
 		return r, nil
 	}
-	return reader.Open(opts)
+	return reader.Open(&opts)
 }
 
-// scan reads every undo list once.
-func scan() (*reader.Snapshot, error) {
-	r, err := openReader()
+// scan reads every undo list once, and the blocked semop callers.
+func scan() (*reader.Snapshot, error) { return scanWith(openReader) }
+
+// scanHolders reads every undo list once, without waiters.
+func scanHolders() (*reader.Snapshot, error) { return scanWith(openHolderReader) }
+
+func scanWith(open func() (*reader.Reader, error)) (*reader.Snapshot, error) {
+	phase("init")
+	r, err := open()
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	return r.Scan()
+	phase("open")
+	snap, err := r.Scan()
+	phase("scan")
+	return snap, err
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -33,7 +34,7 @@ func definePs(fs *flag.FlagSet, c *cli) func([]string) error {
 }
 
 func runPs(stdout io.Writer, asJSON, all bool) error {
-	snap, err := scan()
+	snap, err := scanHolders()
 	if err != nil {
 		return err
 	}
@@ -44,9 +45,12 @@ func runPs(stdout io.Writer, asJSON, all bool) error {
 		}
 	}
 	if asJSON {
-		return writeJSON(stdout, lists)
+		err = writeJSON(stdout, lists)
+	} else {
+		err = writeTable(stdout, lists)
 	}
-	return writeTable(stdout, lists)
+	phase("output")
+	return err
 }
 
 func pidsOf(l *reader.List) string {
@@ -65,20 +69,43 @@ func commOf(l *reader.List) string {
 }
 
 func writeTable(stdout io.Writer, lists []reader.List) error {
-	rows := [][]string{{"PID", "COMMAND", "IPCNS", "SEMID", "KEY", "NSEMS", "ADJ"}}
+	n := 1
+	for i := range lists {
+		n += max(len(lists[i].Entries), 1)
+	}
+	rows := make([][]string, 1, n)
+	rows[0] = []string{"PID", "COMMAND", "IPCNS", "SEMID", "KEY", "NSEMS", "ADJ"}
+	// One backing array for every row's cells: ps prints tens of
+	// thousands of rows.
+	cells := make([]string, 0, 7*n)
+	row := func(c ...string) {
+		start := len(cells)
+		cells = append(cells, c...)
+		rows = append(rows, cells[start:len(cells):len(cells)])
+	}
 	for i := range lists {
 		l := &lists[i]
 		pids, comm, ns := pidsOf(l), commOf(l), strconv.FormatUint(uint64(l.IPCNS), 10)
 		if len(l.Entries) == 0 {
-			rows = append(rows, []string{pids, comm, ns, "-", "-", "-", "-"})
+			row(pids, comm, ns, "-", "-", "-", "-")
 			continue
 		}
 		for _, e := range l.Entries {
-			rows = append(rows, []string{pids, comm, ns, strconv.Itoa(int(e.Semid)),
-				fmt.Sprintf("0x%08x", uint32(e.Key)), strconv.Itoa(len(e.Adj)), shortAdjs(e.Adj)})
+			row(pids, comm, ns, strconv.Itoa(int(e.Semid)), hexKey(uint32(e.Key)), strconv.Itoa(len(e.Adj)), shortAdjs(e.Adj))
 		}
 	}
 	return writeColumns(stdout, rows)
+}
+
+// hexKey is fmt's "0x%08x" of k, without fmt's cost per row.
+func hexKey(k uint32) string {
+	const digits = "0123456789abcdef"
+	b := []byte("0x00000000")
+	for i := 9; k != 0; i-- {
+		b[i] = digits[k&15]
+		k >>= 4
+	}
+	return string(b)
 }
 
 // writeColumns prints rows as columns two spaces apart, like text/tabwriter
@@ -123,7 +150,8 @@ func shortAdjs(adj []int16) string {
 	return b.String()
 }
 
-// The JSON schema of ps --json, documented in the README.
+// The JSON schema of ps --json, documented in the README; writeJSON writes
+// it by hand, and who --json embeds jsonProcess.
 type jsonList struct {
 	PIDs      []int         `json:"pids"`
 	Processes []jsonProcess `json:"processes"`
@@ -144,18 +172,163 @@ type jsonEntry struct {
 	Adj   []int16 `json:"adj"`
 }
 
+// writeJSON prints lists in the schema of ps --json (documented in the
+// README): an array of {"pids", "processes": [{"pid", "comm", "tids"}],
+// "ipcns", "entries": [{"semid", "key", "nsems", "adj"}]}, indented by two
+// spaces, byte for byte as encoding/json's Encoder with SetIndent("", "  ")
+// prints it (TestPsJSONEncoder holds it to that). Written by hand and
+// streamed: at 10,000 holders the output is megabytes, which encoding/json
+// first builds as a value tree, then encodes, then indents.
 func writeJSON(stdout io.Writer, lists []reader.List) error {
-	out := make([]jsonList, 0, len(lists))
-	for _, l := range lists {
-		jl := jsonList{IPCNS: l.IPCNS, PIDs: []int{}, Processes: []jsonProcess{}, Entries: []jsonEntry{}}
-		for _, p := range l.Processes {
-			jl.PIDs = append(jl.PIDs, p.PID)
-			jl.Processes = append(jl.Processes, jsonProcess{PID: p.PID, Comm: p.Comm, TIDs: p.TIDs})
+	j := jsonWriter{out: stdout, b: make([]byte, 0, 80<<10)}
+	j.raw("[")
+	for i := range lists {
+		l := &lists[i]
+		j.elem(i, 1)
+		j.raw("{\n")
+		j.key(2, "pids")
+		j.raw("[")
+		for k, p := range l.Processes {
+			j.elem(k, 3)
+			j.int(int64(p.PID))
 		}
-		for _, e := range l.Entries {
-			jl.Entries = append(jl.Entries, jsonEntry{Semid: e.Semid, Key: e.Key, Nsems: len(e.Adj), Adj: e.Adj})
+		j.close(2, len(l.Processes))
+		j.raw(",\n")
+		j.key(2, "processes")
+		j.raw("[")
+		for k, p := range l.Processes {
+			j.elem(k, 3)
+			j.raw("{\n")
+			j.key(4, "pid")
+			j.int(int64(p.PID))
+			j.raw(",\n")
+			j.key(4, "comm")
+			j.string(p.Comm)
+			j.raw(",\n")
+			j.key(4, "tids")
+			ints(&j, 4, p.TIDs)
+			j.raw("\n")
+			j.indent(3)
+			j.raw("}")
 		}
-		out = append(out, jl)
+		j.close(2, len(l.Processes))
+		j.raw(",\n")
+		j.key(2, "ipcns")
+		j.int(int64(l.IPCNS))
+		j.raw(",\n")
+		j.key(2, "entries")
+		j.raw("[")
+		for k, e := range l.Entries {
+			j.elem(k, 3)
+			j.raw("{\n")
+			j.key(4, "semid")
+			j.int(int64(e.Semid))
+			j.raw(",\n")
+			j.key(4, "key")
+			j.int(int64(e.Key))
+			j.raw(",\n")
+			j.key(4, "nsems")
+			j.int(int64(len(e.Adj)))
+			j.raw(",\n")
+			j.key(4, "adj")
+			ints(&j, 4, e.Adj)
+			j.raw("\n")
+			j.indent(3)
+			j.raw("}")
+		}
+		j.close(2, len(l.Entries))
+		j.raw("\n")
+		j.indent(1)
+		j.raw("}")
 	}
-	return encodeJSON(stdout, out)
+	j.close(0, len(lists))
+	j.raw("\n")
+	return j.flush()
+}
+
+// jsonWriter writes indented JSON as encoding/json does: an empty array
+// is "[]", each element of another on its own line, two spaces a level.
+// It appends to b and writes b out in blocks of about 64 KiB.
+type jsonWriter struct {
+	out io.Writer
+	b   []byte
+	err error
+}
+
+// spaces is the indentation of the deepest level ps --json uses, and more.
+const spaces = "                "
+
+func (j *jsonWriter) raw(s string) { j.b = append(j.b, s...) }
+
+func (j *jsonWriter) indent(level int) { j.b = append(j.b, spaces[:2*level]...) }
+
+// elem starts element i of an array, at the element's level.
+func (j *jsonWriter) elem(i, level int) {
+	if len(j.b) >= 64<<10 {
+		j.flush()
+	}
+	if i > 0 {
+		j.b = append(j.b, ',')
+	}
+	j.b = append(j.b, '\n')
+	j.indent(level)
+}
+
+// close ends an array of n elements opened at level.
+func (j *jsonWriter) close(level, n int) {
+	if n > 0 {
+		j.b = append(j.b, '\n')
+		j.indent(level)
+	}
+	j.b = append(j.b, ']')
+}
+
+func (j *jsonWriter) key(level int, k string) {
+	j.indent(level)
+	j.b = append(j.b, '"')
+	j.b = append(j.b, k...)
+	j.b = append(j.b, "\": "...)
+}
+
+func (j *jsonWriter) int(v int64) { j.b = strconv.AppendInt(j.b, v, 10) }
+
+// flush writes out what b holds; the first error sticks.
+func (j *jsonWriter) flush() error {
+	if j.err == nil && len(j.b) > 0 {
+		_, j.err = j.out.Write(j.b)
+	}
+	j.b = j.b[:0]
+	return j.err
+}
+
+// ints writes an array of integers whose key is at level; nil is null,
+// as encoding/json writes a nil slice.
+func ints[T int | int16](j *jsonWriter, level int, v []T) {
+	if v == nil {
+		j.raw("null")
+		return
+	}
+	j.raw("[")
+	for i, x := range v {
+		j.elem(i, level+1)
+		j.int(int64(x))
+	}
+	j.close(level, len(v))
+}
+
+// string writes s quoted as encoding/json does by default: control
+// characters, quotes and backslashes escaped, and <, >, &, U+2028 and
+// U+2029 as \u escapes, invalid UTF-8 as U+FFFD. Command names are plain
+// ASCII but for the odd one, which goes through encoding/json itself.
+func (j *jsonWriter) string(s string) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			j.b = append(j.b, b...)
+			return
+		}
+	}
+	j.b = append(j.b, '"')
+	j.b = append(j.b, s...)
+	j.b = append(j.b, '"')
 }

@@ -218,10 +218,17 @@ func runExec(file string, cmd []string) error {
 		return codeError{exitError, fmt.Errorf("%s: %w", cmd[0], err)}
 	}
 	// A process started by fork and exec has no list, or (threads) an
-	// empty one; with the reader (root) semundo checks rather than trusts.
+	// empty one; with the reader (root) semundo checks rather than trusts:
+	// a parent that cloned semundo with CLONE_SYSVSEM (without
+	// CLONE_THREAD) shares its list, entries and all, and nothing in /proc
+	// says so. kcmp(KCMP_SYSVSEM) tells only whether two tasks share a
+	// list, not whether one is empty, and a parent that shared it may have
+	// exited (semundo reparented): no cheaper check is as correct. The
+	// check is made cheap instead: no waiters, and from Linux 6.1 ReadProcess
+	// visits semundo's own threads only, not every task.
 	var cur undo.List
-	if r, err := reader.Open(nil); err == nil {
-		l, err := r.Read(os.Getpid())
+	if r, err := reader.Open(&reader.Options{NoWaiters: true}); err == nil {
+		l, err := r.ReadProcess(os.Getpid())
 		r.Close()
 		if err != nil {
 			return err

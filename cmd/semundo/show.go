@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,8 +10,7 @@ import (
 	"github.com/semundo/semundo/reader"
 )
 
-// runShow prints each pid's list in the seed's format, all from one scan so
-// that several pids are shown at the same instant.
+// runShow prints each pid's list in the seed's format.
 var showCmd = &spec{
 	name:   "show",
 	args:   "PID...",
@@ -37,7 +37,7 @@ func runShow(args []string, stdout io.Writer) error {
 			return fmt.Errorf("pid %d: no such process", pid)
 		}
 	}
-	snap, err := scan()
+	byPID, err := readLists(pids)
 	if err != nil {
 		return err
 	}
@@ -47,13 +47,45 @@ func runShow(args []string, stdout io.Writer) error {
 		if len(pids) > 1 {
 			fmt.Fprintf(w, "%d:\n", pid)
 		}
-		buf, err = showList(buf[:0], snap.ByPID(pid))
+		buf, err = showList(buf[:0], byPID(pid))
 		if err != nil {
 			return fmt.Errorf("pid %d: %w", pid, err)
 		}
 		w.Write(buf)
 	}
-	return w.Flush()
+	err = w.Flush()
+	phase("output")
+	return err
+}
+
+// readLists reads the lists of pids. One pid is one ReadProcess, which from
+// Linux 6.1 visits that process alone instead of every task (show prints
+// entries only, not who shares them); several come from
+// one scan, so that they are shown as of the same pass.
+func readLists(pids []int) (func(pid int) *reader.List, error) {
+	if len(pids) > 1 {
+		snap, err := scanHolders()
+		if err != nil {
+			return nil, err
+		}
+		return snap.ByPID, nil
+	}
+	phase("init")
+	r, err := openHolderReader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	phase("open")
+	l, err := r.ReadProcess(pids[0])
+	if err != nil {
+		if errors.Is(err, reader.ErrNoProcess) {
+			return nil, fmt.Errorf("pid %d: no such process", pids[0])
+		}
+		return nil, err
+	}
+	phase("scan")
+	return func(int) *reader.List { return l }, nil
 }
 
 func showList(buf []byte, l *reader.List) ([]byte, error) {

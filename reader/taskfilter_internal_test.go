@@ -1,0 +1,93 @@
+package reader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// TestTaskFilter: from Linux 6.1 a ReadProcess pass visits only the process asked
+// for (or the thread, when it is not a leader), not every task: its
+// snapshot holds that list alone, while another holder runs beside it.
+func TestTaskFilter(t *testing.T) {
+	testenv.RequireRoot(t)
+	if !kernelAtLeast(t, 6, 1) {
+		t.Skip("the task iterator takes a pid filter from Linux 6.1; ReadProcess walks every task here (TestReadScripted/ReadProcess-fullwalk covers that path)")
+	}
+	r, err := Open(&Options{NoWaiters: true})
+	if err != nil {
+		if errors.Is(err, ErrNotSupported) {
+			testenv.Missing(t, "BPF task iterator", err.Error())
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	s := holder.NewSet(t, 2)
+	ops := []holder.Op{{Semid: s, Num: 1, Val: 3, Undo: true}}
+	h := holder.Start(t, "wait", ops, nil)
+	other := holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}, nil)
+
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", h.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var thread int
+	for _, d := range tasks {
+		if tid, _ := strconv.Atoi(d.Name()); tid != h.PID {
+			thread = tid
+		}
+	}
+	if thread == 0 {
+		t.Fatalf("helper %d has one thread; the test needs several", h.PID)
+	}
+	for _, c := range []struct {
+		name     string
+		tid, pid uint32
+		tids     func([]int) bool
+	}{
+		{"process", 0, uint32(h.PID), func(tids []int) bool { return len(tids) == len(tasks) }},
+		{"thread", uint32(thread), 0, func(tids []int) bool { return slices.Equal(tids, []int{thread}) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			it, err := r.taskIter(c.tid, c.pid)
+			if err != nil {
+				t.Fatalf("Linux >= 6.1 refused the filtered iterator: %v", err)
+			}
+			defer it.Close()
+			r.mu.Lock()
+			snap, err := r.scan(it, false)
+			r.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(snap.Lists) != 1 || len(snap.Lists[0].Processes) != 1 || snap.Lists[0].Processes[0].PID != h.PID || !c.tids(snap.Lists[0].Processes[0].TIDs) {
+				t.Fatalf("filtered pass found %+v; want pid %d's list alone (%d threads, other holder %d left out)", snap.Lists, h.PID, len(tasks), other.PID)
+			}
+			if e := snap.Lists[0].Entry(int32(s)); e == nil || e.Adj[1] != -3 {
+				t.Fatalf("filtered pass read %+v, want adj -3 on semaphore 1", snap.Lists[0].Entries)
+			}
+		})
+	}
+}
+
+// kernelAtLeast says whether the running kernel's release is at least
+// major.minor.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		t.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
+	}
+	return ma > major || ma == major && mi >= minor
+}
