@@ -61,7 +61,9 @@
 // The write itself is an Injector's job. The default, ExecInjector, runs a
 // helper (`semundo __inject`) in a child holding the opener's credentials,
 // after the kernel has checked them again against the target as it is now:
-// the kernel, not the daemon, decides what the opener may do.
+// the kernel, not the daemon, decides what the opener may do. The helper
+// is the mounting program itself, which must call Init first thing in
+// main (semundo does), or a semundo binary named in ExecInjector.Path.
 //
 // Access: without Options.AllowOther the kernel admits only processes whose
 // uids and gids all equal the mounter's; with it, everyone. Anyone let in

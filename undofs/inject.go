@@ -2,19 +2,14 @@ package undofs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/semundo/semundo/internal/errs"
-	"github.com/semundo/semundo/internal/procfs"
+	"github.com/semundo/semundo/internal/helper"
 	"github.com/semundo/semundo/undo"
-	"golang.org/x/sys/unix"
 )
 
 // Errors an Injector returns (wrapped), each answered to the writer with its
@@ -26,12 +21,12 @@ var (
 	// ErrInvalid: the list written does not fit the target (a semid that
 	// does not exist, the wrong number of values, a value out of range).
 	// The writer gets EINVAL.
-	ErrInvalid = errors.New("invalid undo list for the target")
+	ErrInvalid = helper.ErrInvalid
 	// ErrNoProcess: the target process is gone. The writer gets ESRCH.
 	ErrNoProcess = errs.ErrNoProcess
 	// ErrTimeout: the injection did not finish in time and was killed.
 	// The writer gets ETIMEDOUT.
-	ErrTimeout = errors.New("injection timed out")
+	ErrTimeout = helper.ErrTimeout
 )
 
 // Injector changes the undo list of process pid from current (read just
@@ -45,40 +40,47 @@ type Injector interface {
 
 // InjectRequest is the JSON object ExecInjector writes to its helper's
 // standard input: the target pid and both lists in the seed's text format.
-type InjectRequest struct {
-	PID     int    `json:"pid"`
-	Current string `json:"current"`
-	Want    string `json:"want"`
-}
+type InjectRequest = helper.Request
 
 // Exit statuses of the helper ExecInjector runs. Any other status, or a
 // signal, is a failure the writer sees as EIO.
 const (
-	HelperOK         = 0
-	HelperPermission = 3 // EACCES/EPERM from ptrace or the set's alter permission
-	HelperInvalid    = 5 // semid missing, wrong count, out of range
-	HelperGone       = 6 // the target exited
+	HelperOK         = helper.ExitOK
+	HelperPermission = helper.ExitPermission // EACCES/EPERM from ptrace or the set's alter permission
+	HelperInvalid    = helper.ExitInvalid    // semid missing, wrong count, out of range
+	HelperGone       = helper.ExitGone       // the target exited
 )
+
+// Init belongs first in main of a program that mounts with the default
+// Injector, which runs the program itself as the helper: started as the
+// helper (`PROGRAM __inject`), the process does the injection and exits;
+// otherwise Init returns at once. Without it, Mount with the default
+// Injector fails (ErrNoHelper), and an ExecInjector without a Path
+// refuses to run, rather than start the program's own main with an
+// opener's credentials. The semundo command calls it; a program that
+// cannot, names a semundo binary in ExecInjector.Path.
+func Init() { helper.Init() }
 
 // DefaultInjectTimeout bounds one helper run.
 const DefaultInjectTimeout = 10 * time.Second
 
 // ExecInjector runs a helper program (by default this very binary as
-// "semundo __inject") as the caller: a child of the daemon takes on the
-// caller's ids and groups, enters the caller's user namespace, keeps only
-// the caller's capabilities there, sets no_new_privs, asks the kernel
-// whether it may PTRACE_ATTACH the target (refused: ErrPermission, and the
-// helper never runs), and executes the helper, which does the ptrace work
-// with those credentials. The helper gets an InjectRequest on stdin and
-// reports through its exit status; its stderr (one line) becomes the
-// error's message. The kernel, not the daemon, decides what the caller may
-// do: capabilities a caller holds in a user namespace of its own count
-// only over that namespace's processes.
+// "PROGRAM __inject", which needs Init) as the caller: a child of the
+// daemon takes on the caller's ids and groups, enters the caller's user
+// namespace, keeps only the caller's capabilities there, sets
+// no_new_privs, asks the kernel whether it may PTRACE_ATTACH the target
+// (refused: ErrPermission, and the helper never runs), and executes the
+// helper in a session of its own, which does the ptrace work with those
+// credentials. The helper gets an InjectRequest on stdin and reports
+// through its exit status; its stderr (one line) becomes the error's
+// message. The kernel, not the daemon, decides what the caller may do:
+// capabilities a caller holds in a user namespace of its own count only
+// over that namespace's processes.
 type ExecInjector struct {
-	// Path is the helper binary; "" means /proc/self/exe. It is opened by
-	// the daemon and executed through /proc/self/fd, so the caller's
-	// credentials need execute permission on the file but not search
-	// permission on its directories.
+	// Path is the helper binary; "" means this program, which must have
+	// called Init. It is opened by the daemon and executed through
+	// /proc/self/fd, so the caller's credentials need execute permission
+	// on the file but not search permission on its directories.
 	Path string
 	// Args are the arguments after the program name; nil means
 	// {"__inject"}.
@@ -127,133 +129,31 @@ func (x *ExecInjector) Inject(ctx context.Context, caller *Caller, pid int, curr
 	if err != nil {
 		return fail(-1, "wanted list", fmt.Errorf("%w: %w", ErrInvalid, err))
 	}
-	req, err := json.Marshal(InjectRequest{PID: pid, Current: string(cur), Want: string(wt)})
-	if err != nil {
-		return fail(-1, "encode request", err)
-	}
-
-	path := x.Path
-	if path == "" {
-		path = "/proc/self/exe"
-	}
-	bin, err := os.Open(path)
-	if err != nil {
-		return fail(-1, "open helper", err)
-	}
-	defer bin.Close()
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err == unix.ESRCH {
-		return fail(-1, "", ErrNoProcess)
-	}
-	if err != nil {
-		return fail(-1, "pidfd", err)
-	}
-	defer unix.Close(pidfd)
-
 	timeout := x.Timeout
 	if timeout <= 0 {
 		timeout = DefaultInjectTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-
-	args := x.Args
-	if args == nil {
-		args = []string{"__inject"}
-	}
 	env := x.Env
 	if env == nil {
 		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return fail(-1, "pipe", err)
-	}
-	defer inR.Close()
-	defer inW.Close()
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return fail(-1, "pipe", err)
-	}
-	defer errR.Close()
-	defer errW.Close()
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		return fail(-1, "open "+os.DevNull, err)
-	}
-	defer null.Close()
-	// The helper is descriptor 3, executed by its /proc/self/fd link after
-	// the child has taken on the caller's credentials: they need execute
-	// permission on the file, not search permission on its directories.
-	ch, err := startChild(caller, accessAttach, pidfd, pid, &execSpec{
-		path:  "/proc/self/fd/3",
-		argv:  append([]string{"semundo"}, args...),
-		env:   env,
-		files: [4]*os.File{inR, null, errW, bin},
-	})
-	if err != nil {
-		return fail(-1, fmt.Sprintf("start helper %s as uid %d", path, caller.UID[procfs.Real]), err)
-	}
-	inR.Close()
-	errW.Close()
-	go func() {
-		inW.Write(req)
-		inW.Close()
-	}()
-	var stderr limitedBuffer
-	errDone := make(chan struct{})
-	go func() {
-		io.Copy(&stderr, errR)
-		close(errDone)
-	}()
-	status, err := ch.wait(ctx)
-	// The helper's stderr ends with it, unless it left a child holding it:
-	// do not wait on that.
-	select {
-	case <-errDone:
-	case <-time.After(time.Second):
-		errR.Close()
-	}
-	msg := stderr.line()
-	if ctx.Err() == context.DeadlineExceeded {
-		return fail(-1, msg, fmt.Errorf("%w after %v", ErrTimeout, timeout))
-	}
-	if err != nil {
-		return fail(-1, msg, fmt.Errorf("helper: %w", err))
-	}
-	switch status {
-	case HelperOK:
+	err = helper.Run(ctx, []InjectRequest{{PID: pid, Current: string(cur), Want: string(wt)}},
+		helper.Options{Path: x.Path, Args: x.Args, Env: env, Creds: caller.creds(), Target: pid})
+	var he *helper.Error
+	switch {
+	case err == nil:
 		return nil
-	case HelperPermission:
-		if msg == "" {
-			msg = fmt.Sprintf("pid %d may not ptrace pid %d", caller.TGID, pid)
-		}
-		return fail(status, msg, ErrPermission)
-	case HelperInvalid:
-		return fail(status, msg, ErrInvalid)
-	case HelperGone:
-		return fail(status, msg, ErrNoProcess)
+	case !errors.As(err, &he):
+		return fail(-1, "", err)
+	case errors.Is(he.Err, ErrTimeout):
+		return fail(-1, he.Msg, fmt.Errorf("%w after %v", ErrTimeout, timeout))
+	case he.Status == HelperPermission && he.Msg == "":
+		return fail(he.Status, fmt.Sprintf("pid %d may not ptrace pid %d", caller.TGID, pid), he.Err)
+	case he.Status > 0 && (he.Err == helper.ErrFailed || he.Err == helper.ErrUnsupported):
+		// Statuses without an errno of their own: EIO.
+		return fail(he.Status, he.Msg, fmt.Errorf("helper exited with status %d", he.Status))
 	}
-	return fail(status, msg, fmt.Errorf("helper exited with status %d", status))
-}
-
-// limitedBuffer keeps the first 4 KiB written to it: a helper's message
-// is one line, and a runaway helper must not grow the daemon.
-type limitedBuffer struct{ b []byte }
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := 4096 - len(l.b); room > 0 {
-		l.b = append(l.b, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-// line returns the first non-empty line written, trimmed.
-func (l *limitedBuffer) line() string {
-	for s := range strings.SplitSeq(string(l.b), "\n") {
-		if s = strings.TrimSpace(s); s != "" {
-			return s
-		}
-	}
-	return ""
+	return fail(he.Status, he.Msg, he.Err)
 }

@@ -56,20 +56,6 @@ func sleeper(t *testing.T, cred *syscall.Credential) int {
 	return cmd.Process.Pid
 }
 
-// ownFDs lists this process's descriptors as "N -> what".
-func ownFDs(t *testing.T) []string {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fds []string
-	for _, e := range ents {
-		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		fds = append(fds, e.Name()+" -> "+l)
-	}
-	return fds
-}
-
 // ids is the same id four times: real, effective, saved, filesystem.
 func ids(id uint32) [4]uint32 { return [4]uint32{id, id, id, id} }
 
@@ -106,7 +92,7 @@ func TestExecInjectorCredentials(t *testing.T) {
 	// A mount makes this process hold the FUSE device, which go-fuse
 	// opens without O_CLOEXEC: the helpers must not get it.
 	mountT(t, &Options{Injector: &fakeInjector{}})
-	if !strings.Contains(strings.Join(ownFDs(t), " "), "/dev/fuse") {
+	if !strings.Contains(strings.Join(testenv.OwnFDs(t), " "), "/dev/fuse") {
 		t.Fatal("the mount left this process no descriptor of /dev/fuse")
 	}
 	eff, _, _ := ownCaps(t, "/proc/self/status")
@@ -194,5 +180,15 @@ func TestExecInjectorStatus(t *testing.T) {
 	x := &ExecInjector{Path: filepath.Join(t.TempDir(), "none")}
 	if err := x.Inject(context.Background(), caller, target, nil, nil); err == nil || errnoOf(err).Error() != "input/output error" {
 		t.Errorf("missing helper: %v", err)
+	}
+}
+
+// TestMountWithoutInit: a program that did not call Init cannot mount with
+// the default injector, which would run it as the helper.
+func TestMountWithoutInit(t *testing.T) {
+	requireFUSE(t)
+	cmd := testenv.HelperCommand(t, "noinit")
+	if out, err := testenv.CombinedOutput(t, cmd, "helper noinit"); err != nil {
+		t.Errorf("%v: %s", err, out)
 	}
 }

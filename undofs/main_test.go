@@ -26,7 +26,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testenv.RunHelper(testenv.Helpers{"probe": probeMain, "secjudge": secJudgeMain, "sechold": secHoldMain, "secrecv": secRecvMain})
+	testenv.RunHelper(testenv.Helpers{"probe": probeMain, "secjudge": secJudgeMain, "sechold": secHoldMain, "secrecv": secRecvMain,
+		"noinit": noInitMain})
+	// Mounts with the default injector run this binary as the helper.
+	Init()
 	holder.MainWith(m, func() func() {
 		return func() {
 			// No mount made by these tests may outlive them.
@@ -331,4 +334,15 @@ func waitDone(t *testing.T, f *FS) {
 	case <-time.After(testenv.Patience):
 		t.Fatalf("%s still served %v after its last user went", f.Dir(), testenv.Patience)
 	}
+}
+
+// noInitMain is a program that mounts without calling Init: Mount must
+// refuse before it looks at the (missing) mount point.
+func noInitMain([]string) int {
+	_, err := Mount(filepath.Join(os.TempDir(), "semundo-no-such-dir"), nil)
+	if !errors.Is(err, ErrNoHelper) {
+		fmt.Fprintf(os.Stderr, "Mount in a program without Init: %v, want ErrNoHelper\n", err)
+		return 1
+	}
+	return 0
 }

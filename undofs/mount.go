@@ -14,6 +14,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/semundo/semundo/internal/errs"
+	"github.com/semundo/semundo/internal/helper"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"golang.org/x/sys/unix"
@@ -30,6 +31,9 @@ var (
 	ErrNoFUSE = errs.New("FUSE is not available", errs.ErrNotSupported)
 	// ErrBusy: the mount was in use, so Unmount detached it lazily.
 	ErrBusy = errors.New("mount point busy")
+	// ErrNoHelper: Mount was asked for the default Injector in a program
+	// that did not call Init, so cannot run itself as the helper.
+	ErrNoHelper = helper.ErrNotRegistered
 )
 
 // Options configure Mount. The zero value is right for the daemon.
@@ -41,8 +45,9 @@ type Options struct {
 	// Reader reads the lists. nil: Mount opens one, closed when serving
 	// ends.
 	Reader *reader.Reader
-	// Injector applies writes. nil: an ExecInjector running this binary's
-	// "__inject".
+	// Injector applies writes. nil: an ExecInjector running this program
+	// as "PROGRAM __inject", which needs Init in its main: without it,
+	// Mount fails.
 	Injector Injector
 	// InjectTimeout bounds one write's injection (0: DefaultInjectTimeout).
 	InjectTimeout time.Duration
@@ -78,6 +83,11 @@ func Mount(dir string, opts *Options) (f *FS, err error) {
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return nil, fmt.Errorf("/dev/fuse: %w (load the fuse module: modprobe fuse): %w", err, ErrNoFUSE)
+	}
+	if opts.Injector == nil && !helper.Registered() {
+		// Checked before anything is mounted: the default injector would
+		// start this program with an opener's credentials.
+		return nil, fmt.Errorf("mount %s: writes would run this program as their helper: %w", dir, ErrNoHelper)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {

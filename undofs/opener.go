@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/semundo/semundo/internal/helper"
 	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,11 @@ type Caller struct {
 	// UserNS is the caller's user namespace when it is not the daemon's
 	// (nil when it is). It belongs to the open file and is closed with it.
 	UserNS *os.File
+}
+
+// creds are the credentials a child takes on to act as c.
+func (c *Caller) creds() *helper.Creds {
+	return &helper.Creds{UID: c.UID, GID: c.GID, Groups: c.Groups, CapEff: c.CapEff, CapPrm: c.CapPrm, UserNS: c.UserNS}
 }
 
 // Close releases the user namespace handle.
@@ -196,29 +202,15 @@ func visibleFrom(ns *os.File, pid int) (bool, error) {
 // judge asks the kernel whether c may access process pid as mode says,
 // from a child that holds c's credentials. It returns nil, or an error
 // wrapping ErrPermission or ErrNoProcess, or another failure.
-func judge(ctx context.Context, c *Caller, mode accessMode, pid int) error {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err == unix.ESRCH {
-		return fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
-	}
-	if err != nil {
-		return fmt.Errorf("pidfd of pid %d: %w", pid, err)
-	}
-	defer unix.Close(pidfd)
-	ch, err := startChild(c, mode, pidfd, pid, nil)
-	if err != nil {
-		return err
-	}
-	status, err := ch.wait(ctx)
-	switch {
-	case err != nil:
-		return err
-	case status == childAllowed:
-		return nil
-	case status == childDenied:
+func judge(ctx context.Context, c *Caller, mode helper.Access, pid int) error {
+	// Check's answers come bare; anything wrapped is another failure (a
+	// credential step's EPERM is no answer about the target).
+	err := helper.Check(ctx, c.creds(), mode, pid)
+	switch err {
+	case helper.ErrPermission:
 		return fmt.Errorf("pid %d may not ptrace pid %d: %w", c.TGID, pid, ErrPermission)
-	case status == childGone:
+	case helper.ErrNoProcess:
 		return fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	}
-	return fmt.Errorf("credential child exited with status %d", status)
+	return err
 }

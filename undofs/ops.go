@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/semundo/semundo/internal/helper"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/undo"
 	"golang.org/x/sys/unix"
@@ -349,9 +350,9 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 // (see Open).
 func (fs *rawFS) admit(c fuse.Caller, pid int, write bool) (*Caller, fuse.Status) {
 	what := "read"
-	mode := accessRead
+	mode := helper.AccessRead
 	if write {
-		what, mode = "write", accessAttach
+		what, mode = "write", helper.AccessAttach
 	}
 	refuse := func(err error) (*Caller, fuse.Status) {
 		fs.log.Printf("pid %d's file: open for %s by pid %d refused: %v", pid, what, c.Pid, err)
@@ -456,7 +457,7 @@ func (fs *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 // newline; close returns its error.
 func (fs *rawFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	h := fs.file(in.Fh)
-	if h == nil || !h.writable || isSpawned(int(in.Caller.Pid)) {
+	if h == nil || !h.writable || helper.IsChild(int(in.Caller.Pid)) {
 		// A credential child closing its copy of this process's
 		// descriptors is no writer's close.
 		return fuse.OK

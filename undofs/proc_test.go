@@ -52,15 +52,3 @@ func TestNodeIDs(t *testing.T) {
 		}
 	}
 }
-
-func TestLimitedBuffer(t *testing.T) {
-	var l limitedBuffer
-	l.Write([]byte("\n  first line  \nsecond\n"))
-	big := make([]byte, 10000)
-	if n, _ := l.Write(big); n != len(big) || len(l.b) != 4096 {
-		t.Errorf("Write of 10000 bytes: n %d, kept %d", n, len(l.b))
-	}
-	if got := l.line(); got != "first line" {
-		t.Errorf("line() = %q", got)
-	}
-}

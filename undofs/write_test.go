@@ -366,3 +366,25 @@ func TestWriteRealInject(t *testing.T) {
 		t.Errorf("after dd bs=3: %q, want %q", got, wantText)
 	}
 }
+
+// A program that is not semundo but calls Init (this test binary, in
+// TestMain) is its own helper: with the default injector its writes are
+// made, with the writer's credentials, as semundo's would be.
+func TestWriteDefaultInjector(t *testing.T) {
+	f := mountT(t, &Options{AllowOther: true})
+	h, a, _ := startHolder(t)
+	before := listText(t, f, h.PID)
+	line := fmt.Sprintf("%d 5 0 0 -3", a)
+	if errs, code := echo(t, nobody, f, h.PID, line); code == 0 || !strings.Contains(errs, "Permission denied") {
+		t.Errorf("nobody writing root's process: exit %d, %q; want Permission denied", code, errs)
+	}
+	if after := listText(t, f, h.PID); after != before {
+		t.Errorf("a refused write changed the list: %q -> %q", before, after)
+	}
+	if errs, code := echo(t, nil, f, h.PID, line); code != 0 {
+		t.Fatalf("echo as root: exit %d, %s", code, errs)
+	}
+	if after := listText(t, f, h.PID); !strings.Contains(after, line+"\n") || after == before {
+		t.Errorf("after writing %q the list is %q (was %q)", line, after, before)
+	}
+}

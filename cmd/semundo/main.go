@@ -34,6 +34,7 @@ import (
 	"strings"
 
 	"github.com/semundo/semundo/inject"
+	"github.com/semundo/semundo/internal/helper"
 	"github.com/semundo/semundo/internal/pidarg"
 	"github.com/semundo/semundo/reader"
 )
@@ -69,7 +70,7 @@ var commands []*spec
 
 func init() {
 	commands = []*spec{showCmd, psCmd, whoCmd, waitsCmd, deadlockCmd, metricsCmd, setCmd, execCmd, checkpointCmd,
-		restoreCmd, mountCmd, criuScriptCmd, completionCmd, injectCmd}
+		restoreCmd, mountCmd, criuScriptCmd, completionCmd}
 }
 
 // lookup returns the command named name.
@@ -114,6 +115,9 @@ The manual: man semundo (man ./man/semundo.8 in the source tree).
 }
 
 func main() {
+	// `semundo __inject`, the injection helper that set, restore and the
+	// mount's writes run as a child, is not a command: it exits here.
+	helper.Init()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

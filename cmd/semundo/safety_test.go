@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/internal/helper"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
@@ -27,7 +28,8 @@ import (
 
 // fakeInjectExit makes this test binary, when childInjector runs it as
 // `/proc/self/exe __inject`, fail as a helper would with the status in
-// SEMUNDO_TEST_INJECT_EXIT (set only by TestInjectorExitStatus).
+// SEMUNDO_TEST_INJECT_EXIT (set only by TestInjectorExitStatus). Without
+// it, the test binary is the real helper, as semundo's main makes it.
 const fakeInjectExit = "SEMUNDO_TEST_INJECT_EXIT"
 
 func init() {
@@ -38,6 +40,7 @@ func init() {
 			os.Exit(code)
 		}
 	}
+	helper.Init()
 }
 
 // valueSet creates a one-semaphore set holding value, removed at cleanup.

@@ -1,23 +1,19 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
-	"strings"
 	"syscall"
 
-	"github.com/semundo/semundo/inject"
+	"github.com/semundo/semundo/internal/helper"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/undo"
 	"github.com/semundo/semundo/writer"
-	"golang.org/x/sys/unix"
 )
 
 // readList reads the seed's format from a file, or stdin for "-".
@@ -82,12 +78,15 @@ func runSet(args []string) error {
 	return writer.WriteProcess(r, pid, want, &writer.Options{Injector: childInjector})
 }
 
-// childInjector runs the injections in `semundo __inject`, a child in a
-// session of its own: if this command is killed mid-write, the child still
-// finishes and puts every target back as it was, instead of leaving a
-// target stopped halfway through an injected system call.
+// childInjector runs the injections in `semundo __inject` (package
+// helper), a child in a session of its own: if this command is killed
+// mid-write, the child still finishes and puts every target back as it
+// was, instead of leaving a target stopped halfway through an injected
+// system call. The child keeps this command's credentials and
+// environment, and has no deadline: stopping it early is what it is there
+// to prevent.
 func childInjector(jobs []writer.Job) error {
-	reqs := make([]injectRequest, len(jobs))
+	reqs := make([]helper.Request, len(jobs))
 	for i, j := range jobs {
 		cur, err := undo.Marshal(j.Current)
 		if err != nil {
@@ -97,52 +96,24 @@ func childInjector(jobs []writer.Job) error {
 		if err != nil {
 			return err
 		}
-		reqs[i] = injectRequest{PID: j.PID, Current: string(cur), Want: string(want)}
+		reqs[i] = helper.Request{PID: j.PID, Current: string(cur), Want: string(want)}
 	}
-	in, err := json.Marshal(reqs)
-	if err != nil {
+	err := helper.Run(context.Background(), reqs, helper.Options{Env: os.Environ()})
+	var he *helper.Error
+	if !errors.As(err, &he) || he.Status < 0 {
 		return err
 	}
-	// The request goes in a file, complete before the child starts: a pipe
-	// fed by this process would break if this process were killed. A memfd
-	// has no name, so a kill leaves nothing behind either.
-	fd, err := unix.MemfdCreate("semundo-inject", unix.MFD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("memfd for the injection request: %w", err)
-	}
-	req := os.NewFile(uintptr(fd), "semundo-inject")
-	defer req.Close()
-	if _, err := req.Write(in); err != nil {
-		return err
-	}
-	if _, err := req.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	cmd := exec.Command("/proc/self/exe", "__inject")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Stdin = req
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return err
-	}
-	msg := strings.TrimSpace(strings.TrimPrefix(stderr.String(), "semundo __inject: "))
-	if i := strings.IndexByte(msg, '\n'); i >= 0 {
-		msg = msg[:i]
-	}
+	msg := he.Msg
 	if msg == "" {
-		msg = err.Error()
+		msg = fmt.Sprintf("injection helper exited with status %d", he.Status)
 	}
-	return &childError{msg: msg, code: commandCode(ee.ExitCode()), cause: childCause(ee.ExitCode())}
+	return &childError{msg: msg, code: commandCode(he.Status), cause: he.Err}
 }
 
 // commandCode is the command's exit status for the injection child's:
 // the documented statuses pass through as they are, so that "not
 // supported" (4) stays 4; the child's own codes for the file system
-// daemon (invalid request, process gone) and a death by signal are
-// errors (1).
+// daemon (invalid request, process gone) are errors (1).
 func commandCode(child int) int {
 	switch child {
 	case exitError, exitUsage, exitPermission, exitUnsupported:
@@ -150,33 +121,6 @@ func commandCode(child int) int {
 	}
 	return exitError
 }
-
-// childCause is the sentinel an injection child's status stands for.
-func childCause(child int) error {
-	switch child {
-	case injectExitPermission:
-		return writer.ErrPermission
-	case injectExitGone:
-		return inject.ErrNoProcess
-	case injectExitInvalid:
-		return errInvalidList
-	case exitUnsupported:
-		return errUnsupported
-	}
-	return errInjectFailed
-}
-
-var (
-	// errInvalidList: the injection child found a set missing or a
-	// count wrong in the target's namespace.
-	errInvalidList = errors.New("invalid list")
-	// errUnsupported: the injection child found the platform or kernel
-	// lacking what the write needs.
-	errUnsupported = errors.New("not supported")
-	// errInjectFailed: the injection child failed for a reason its message
-	// names.
-	errInjectFailed = errors.New("injection failed")
-)
 
 // childError is the injection child's one-line message, which names its
 // cause already ("...: permission denied"), standing for that cause, with
@@ -261,86 +205,6 @@ func writeBack(cur, want undo.List) error {
 		back = append(back, b)
 	}
 	return writer.WriteSelf(want, back, nil)
-}
-
-// injectRequest is what `semundo __inject` reads on stdin: the file
-// system's write path runs it with the credentials of the process that
-// wrote, so the kernel judges that process's right to ptrace the target.
-type injectRequest struct {
-	PID     int    `json:"pid"`
-	Current string `json:"current"`
-	Want    string `json:"want"`
-}
-
-// Exit codes of __inject, read by the file system daemon.
-const (
-	injectExitPermission = 3
-	injectExitInvalid    = 5
-	injectExitGone       = 6
-)
-
-// runInjectHelper is the hidden `__inject` command: it reads one request,
-// or an array of them (done in order, stopping at the first failure).
-// injectCmd is the hidden helper that runs one injection session (see
-// childInjector).
-var injectCmd = &spec{
-	name:   "__inject",
-	about:  "internal: one injection, requested on standard input",
-	hidden: true,
-	define: noFlags(func(c *cli, pos []string) error { return runInjectHelper() }),
-}
-
-func runInjectHelper() error {
-	// If the semundo that started this helper is gone, its error message
-	// has nowhere to go; that must not kill the helper mid-injection.
-	signal.Ignore(syscall.SIGPIPE)
-	// The process that started this helper asked for the write: its
-	// list must not be the target (read now, while it certainly waits).
-	parent := os.Getppid()
-	in, err := io.ReadAll(os.Stdin)
-	if err != nil {
-		return codeError{injectExitInvalid, fmt.Errorf("bad request: %w", err)}
-	}
-	var reqs []injectRequest
-	if t := bytes.TrimSpace(in); len(t) > 0 && t[0] == '[' {
-		err = json.Unmarshal(in, &reqs)
-	} else {
-		var one injectRequest
-		err = json.Unmarshal(in, &one)
-		reqs = []injectRequest{one}
-	}
-	if err != nil {
-		return codeError{injectExitInvalid, fmt.Errorf("bad request: %w", err)}
-	}
-	for _, req := range reqs {
-		if err := injectOne(req, parent); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func injectOne(req injectRequest, parent int) error {
-	cur, err := undo.Parse([]byte(req.Current))
-	if err != nil {
-		return codeError{injectExitInvalid, fmt.Errorf("current list: %w", err)}
-	}
-	want, err := undo.Parse([]byte(req.Want))
-	if err != nil {
-		return codeError{injectExitInvalid, err}
-	}
-	err = writer.Inject(req.PID, cur, want, &writer.Options{Callers: []int{parent}})
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, inject.ErrPermission), errors.Is(err, writer.ErrPermission):
-		return codeError{injectExitPermission, err}
-	case errors.Is(err, writer.ErrNoSet), errors.Is(err, writer.ErrCount):
-		return codeError{injectExitInvalid, err}
-	case errors.Is(err, inject.ErrNoProcess), errors.Is(err, inject.ErrTargetExited), errors.Is(err, inject.ErrZombie):
-		return codeError{injectExitGone, err}
-	}
-	return err
 }
 
 // codeError carries a specific exit status.

@@ -1,4 +1,4 @@
-package undofs
+package helper
 
 import (
 	"os"

@@ -1,4 +1,4 @@
-package undofs
+package helper
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 
 // A process's right over another is the kernel's to judge, and the kernel
 // judges the credentials of the process that asks: its ids, its capability
-// sets, and the user namespace those capabilities belong to. The daemon
-// cannot hold an opener's credentials itself (they are per thread, and a Go
+// sets, and the user namespace those capabilities belong to. A daemon
+// cannot hold a requester's credentials itself (they are per thread, and a Go
 // process cannot enter another user namespace: setns(CLONE_NEWUSER) needs a
-// single-threaded caller), so it forks a child that takes them on, in this
-// order, before anything else runs in it:
+// single-threaded caller), so it forks a child that takes them on (Creds),
+// in this order, before anything else runs in it:
 //
 //   - supplementary groups, real/effective/saved gids, filesystem gid, then
 //     the uids (keeping capabilities across the change), all as the
@@ -33,9 +33,15 @@ import (
 //     set and ambient set cut to the permitted one, and no_new_privs;
 //   - then the kernel's own check of the access (accessAttach or
 //     accessRead) against a pidfd of the target;
-//   - then, for a write, execve of the helper, which does the ptrace work
-//     with those credentials: a root-owned process stays out of reach of
-//     a user namespace's root.
+//   - then, for a write, a session of its own (setsid, so that a signal to
+//     the daemon's process group cannot stop an injection halfway) and
+//     execve of the helper, which does the ptrace work with those
+//     credentials: a root-owned process stays out of reach of a user
+//     namespace's root.
+//
+// Without Creds (Run for a process's own writes) the child keeps the
+// parent's credentials as they are and makes no check: it only gets its
+// session and descriptors, then executes the helper.
 //
 // The child is made by a raw clone(2) and runs only raw system calls until
 // execve: no allocation, no stack growth (nosplit), no race-detector hooks
@@ -46,20 +52,22 @@ import (
 // through, which only Go's runtime-internal vfork code avoids. The copy
 // costs most of an open's time (BenchmarkOpenReadClose).
 
-// accessMode is the check a child makes before it executes anything.
-type accessMode uintptr
+// Access is the check a child makes, with the credentials it took on,
+// before it executes anything.
+type Access uintptr
 
 const (
-	accessNone accessMode = iota
-	// accessAttach: PTRACE_MODE_ATTACH_REALCREDS, as PTRACE_ATTACH and
+	// AccessNone: no check.
+	AccessNone Access = iota
+	// AccessAttach: PTRACE_MODE_ATTACH_REALCREDS, as PTRACE_ATTACH and
 	// /proc/<pid>/mem check it. pidfd_getfd(2) makes that very check
 	// before it looks up the descriptor (kernel/pid.c, __pidfd_fget): with
 	// a descriptor number no process can have, it fails EBADF when access
 	// is allowed and EPERM when it is not, and takes nothing.
-	accessAttach
-	// accessRead: PTRACE_MODE_READ_REALCREDS, as kcmp(2) checks it on both
+	AccessAttach
+	// AccessRead: PTRACE_MODE_READ_REALCREDS, as kcmp(2) checks it on both
 	// of its processes before comparing anything.
-	accessRead
+	AccessRead
 )
 
 // impossibleFD is above the largest fs.nr_open the kernel accepts
@@ -73,9 +81,9 @@ const kcmpVM = 1
 // Exit statuses of a child that only checks. They mean what the helper's
 // statuses of the same numbers mean.
 const (
-	childAllowed = HelperOK
-	childDenied  = HelperPermission
-	childGone    = HelperGone
+	childAllowed = ExitOK
+	childDenied  = ExitPermission
+	childGone    = ExitGone
 	childSetup   = 127 // a credential step failed; the report pipe says which
 )
 
@@ -86,6 +94,7 @@ var childSteps = [...]string{
 	9: "drop from the bounding set", 10: "capset", 11: "raise ambient capabilities",
 	12: "set no_new_privs", 13: "check access", 14: "arrange descriptors",
 	15: "close other descriptors", 16: "restore the signal mask", 17: "execve",
+	18: "setsid",
 }
 
 // childProg is everything the child needs, prepared before the fork as
@@ -99,9 +108,10 @@ type childProg struct {
 	capHdr, capAll, capFinal uintptr // *CapUserHeader, *[2]CapUserData
 	keepBnd, ambient         uint64
 	lastCap                  uintptr
-	mode                     accessMode
+	mode                     Access
 	pidfd, targetPID         uintptr
 	report                   uintptr // write end of the report pipe
+	setCreds                 bool    // take on the credentials above
 	exec                     bool
 	path, argv, envp         uintptr
 	fds                      [4]uintptr // become 0..3; the rest close
@@ -140,6 +150,22 @@ func childExit(code uintptr) {
 //go:norace
 //go:nocheckptr
 func childMain(p *childProg) {
+	if p.setCreds {
+		childCreds(p)
+	}
+	childCheck(p)
+	if !p.exec {
+		childExit(childAllowed)
+	}
+	childExec(p)
+}
+
+// childCreds takes on the credentials of p.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childCreds(p *childProg) {
 	var e syscall.Errno
 	if _, _, e = syscall.RawSyscall(unix.SYS_SETGROUPS, p.ngroups, p.groups, 0); e != 0 {
 		childFail(p, 1, e)
@@ -194,9 +220,20 @@ func childMain(p *childProg) {
 	if _, _, e = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
 		childFail(p, 12, e)
 	}
+}
 
+// childCheck asks the kernel for the access p.mode names, and exits with
+// the answer unless it is yes.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childCheck(p *childProg) {
+	var e syscall.Errno
 	switch p.mode {
-	case accessAttach:
+	case AccessNone:
+		return
+	case AccessAttach:
 		_, _, e = syscall.RawSyscall(unix.SYS_PIDFD_GETFD, p.pidfd, impossibleFD, 0)
 		switch e {
 		case syscall.EBADF:
@@ -207,7 +244,7 @@ func childMain(p *childProg) {
 		default:
 			childFail(p, 13, e)
 		}
-	case accessRead:
+	case AccessRead:
 		_, _, e = syscall.RawSyscall6(unix.SYS_KCMP, p.targetPID, p.targetPID, kcmpVM, 0, 0, 0)
 		switch e {
 		case 0:
@@ -224,10 +261,19 @@ func childMain(p *childProg) {
 	if _, _, e = syscall.RawSyscall6(unix.SYS_PIDFD_SEND_SIGNAL, p.pidfd, 0, 0, 0, 0, 0); e == syscall.ESRCH {
 		childExit(childGone)
 	}
-	if !p.exec {
-		childExit(childAllowed)
-	}
+}
 
+// childExec executes the helper in a session of its own, with p.fds as
+// its descriptors 0 to 3 and no other.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childExec(p *childProg) {
+	var e syscall.Errno
+	if _, _, e = syscall.RawSyscall(unix.SYS_SETSID, 0, 0, 0); e != 0 {
+		childFail(p, 18, e)
+	}
 	// Move the helper's descriptors out of the way, then into 0..3; every
 	// other descriptor goes, the FUSE device above all (go-fuse opens it
 	// without O_CLOEXEC).
@@ -290,54 +336,35 @@ type child struct {
 	report *os.File // read end: empty at EOF when the child executed or checked
 }
 
-// startChild forks a child with c's credentials that checks its access to
-// the target (pidfd, whose pid is targetPID) and then exits with its
-// answer, or, with x, executes x.
-func startChild(c *Caller, mode accessMode, pidfd, targetPID int, x *execSpec) (*child, error) {
-	p := &childProg{
-		rgid: uintptr(c.GID[0]), egid: uintptr(c.GID[1]), sgid: uintptr(c.GID[2]), fsgid: uintptr(c.GID[3]),
-		ruid: uintptr(c.UID[0]), euid: uintptr(c.UID[1]), suid: uintptr(c.UID[2]), fsuid: uintptr(c.UID[3]),
-		userns: ^uintptr(0), mode: mode, pidfd: uintptr(pidfd), targetPID: uintptr(targetPID),
-		lastCap: uintptr(capLastCap()),
-	}
-	// One more than needed, so that &groups[0] exists for no groups.
-	groups := make([]uint32, len(c.Groups)+1)
-	copy(groups, c.Groups)
-	p.ngroups, p.groups = uintptr(len(c.Groups)), uintptr(unsafe.Pointer(&groups[0]))
+// Creds are the credentials a child takes on: a requesting process's, as
+// they were when it asked.
+type Creds struct {
+	// UID and GID hold the real, effective, saved and filesystem ids (in
+	// that order) as the parent's user namespace numbers them.
+	UID, GID [4]uint32
+	// Groups are the supplementary groups.
+	Groups []uint32
+	// CapEff and CapPrm are the effective and permitted capabilities,
+	// which count in UserNS only.
+	CapEff, CapPrm uint64
+	// UserNS is the requester's user namespace when it is not the
+	// parent's (nil when it is). The caller keeps it open until the child
+	// has ended.
+	UserNS *os.File
+}
 
-	// What the child can hold in the end: in the opener's own user
-	// namespace every capability is the child's to give up; in the
-	// daemon's, only what the daemon holds.
-	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var own [2]unix.CapUserData
-	if err := unix.Capget(hdr, &own[0]); err != nil {
-		return nil, fmt.Errorf("capget: %w", err)
-	}
-	ownPrm := uint64(own[0].Permitted) | uint64(own[1].Permitted)<<32
-	eff, prm := c.CapEff, c.CapPrm
-	if c.UserNS != nil {
-		p.userns = c.UserNS.Fd()
-	} else {
-		eff, prm = eff&ownPrm, prm&ownPrm
-	}
-	eff &= prm
-	all := &[2]unix.CapUserData{{Effective: own[0].Permitted, Permitted: own[0].Permitted},
-		{Effective: own[1].Permitted, Permitted: own[1].Permitted}}
-	// The inheritable set is the permitted one, so that the ambient
-	// set can hold it: a helper executed as a uid that is not root in
-	// its namespace keeps the permitted set as ambient capabilities,
-	// one executed as the namespace's root gets the bounding set. Either
-	// way it starts with the opener's permitted set, all effective:
-	// what the opener could raise itself. The check before execve is
-	// made with the opener's exact effective set.
-	final := &[2]unix.CapUserData{
-		{Effective: uint32(eff), Permitted: uint32(prm), Inheritable: uint32(prm)},
-		{Effective: uint32(eff >> 32), Permitted: uint32(prm >> 32), Inheritable: uint32(prm >> 32)},
-	}
-	p.capHdr, p.capAll, p.capFinal = uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(all)), uintptr(unsafe.Pointer(final))
-	p.keepBnd = prm
-	if x != nil {
-		p.ambient = prm
+// startChild forks a child that takes on c's credentials (nil: keeps this
+// process's), checks its access to the target (pidfd, whose pid is
+// targetPID) and then exits with its answer, or, with x, executes x.
+func startChild(c *Creds, mode Access, pidfd, targetPID int, x *execSpec) (*child, error) {
+	p := &childProg{mode: mode, pidfd: uintptr(pidfd), targetPID: uintptr(targetPID)}
+	var keep []any
+	if c != nil {
+		k, err := prepareCreds(p, c, x != nil)
+		if err != nil {
+			return nil, err
+		}
+		keep = append(keep, k...)
 	}
 
 	rep, wrep, err := os.Pipe()
@@ -347,7 +374,6 @@ func startChild(c *Caller, mode accessMode, pidfd, targetPID int, x *execSpec) (
 	defer wrep.Close()
 	p.report = wrep.Fd()
 
-	var keep []any
 	if x != nil {
 		p.exec = true
 		path, err := syscall.BytePtrFromString(x.path)
@@ -399,17 +425,61 @@ func startChild(c *Caller, mode accessMode, pidfd, targetPID int, x *execSpec) (
 	unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
 	runtime.UnlockOSThread()
 	runtime.KeepAlive(p)
-	runtime.KeepAlive(groups)
-	runtime.KeepAlive(hdr)
-	runtime.KeepAlive(all)
-	runtime.KeepAlive(final)
 	runtime.KeepAlive(keep)
-	runtime.KeepAlive(c)
 	if errno != 0 {
 		rep.Close()
 		return nil, fmt.Errorf("fork: %w", errno)
 	}
 	return &child{pid: int(pid), pidfd: int(p.pidfdOut), report: rep}, nil
+}
+
+// prepareCreds fills in the credential steps of p for c, and returns the
+// memory p points into, to be kept alive until the fork.
+func prepareCreds(p *childProg, c *Creds, exec bool) ([]any, error) {
+	p.setCreds = true
+	p.rgid, p.egid, p.sgid, p.fsgid = uintptr(c.GID[0]), uintptr(c.GID[1]), uintptr(c.GID[2]), uintptr(c.GID[3])
+	p.ruid, p.euid, p.suid, p.fsuid = uintptr(c.UID[0]), uintptr(c.UID[1]), uintptr(c.UID[2]), uintptr(c.UID[3])
+	p.userns, p.lastCap = ^uintptr(0), uintptr(capLastCap())
+	// One more than needed, so that &groups[0] exists for no groups.
+	groups := make([]uint32, len(c.Groups)+1)
+	copy(groups, c.Groups)
+	p.ngroups, p.groups = uintptr(len(c.Groups)), uintptr(unsafe.Pointer(&groups[0]))
+
+	// What the child can hold in the end: in the opener's own user
+	// namespace every capability is the child's to give up; in the
+	// daemon's, only what the daemon holds.
+	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var own [2]unix.CapUserData
+	if err := unix.Capget(hdr, &own[0]); err != nil {
+		return nil, fmt.Errorf("capget: %w", err)
+	}
+	ownPrm := uint64(own[0].Permitted) | uint64(own[1].Permitted)<<32
+	eff, prm := c.CapEff, c.CapPrm
+	if c.UserNS != nil {
+		p.userns = c.UserNS.Fd()
+	} else {
+		eff, prm = eff&ownPrm, prm&ownPrm
+	}
+	eff &= prm
+	all := &[2]unix.CapUserData{{Effective: own[0].Permitted, Permitted: own[0].Permitted},
+		{Effective: own[1].Permitted, Permitted: own[1].Permitted}}
+	// The inheritable set is the permitted one, so that the ambient
+	// set can hold it: a helper executed as a uid that is not root in
+	// its namespace keeps the permitted set as ambient capabilities,
+	// one executed as the namespace's root gets the bounding set. Either
+	// way it starts with the opener's permitted set, all effective:
+	// what the opener could raise itself. The check before execve is
+	// made with the opener's exact effective set.
+	final := &[2]unix.CapUserData{
+		{Effective: uint32(eff), Permitted: uint32(prm), Inheritable: uint32(prm)},
+		{Effective: uint32(eff >> 32), Permitted: uint32(prm >> 32), Inheritable: uint32(prm >> 32)},
+	}
+	p.capHdr, p.capAll, p.capFinal = uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(all)), uintptr(unsafe.Pointer(final))
+	p.keepBnd = prm
+	if exec {
+		p.ambient = prm
+	}
+	return []any{groups, hdr, all, final, c}, nil
 }
 
 // spawned holds the pids of the children alive. A child starts with a copy
@@ -424,8 +494,9 @@ var spawned = struct {
 	pids map[int]bool
 }{pids: make(map[int]bool)}
 
-// isSpawned reports whether pid is a credential child of this process.
-func isSpawned(pid int) bool {
+// IsChild reports whether pid is a child this process started (Check, Run)
+// and has not yet reaped.
+func IsChild(pid int) bool {
 	spawned.Lock()
 	defer spawned.Unlock()
 	return spawned.pids[pid]
@@ -472,7 +543,7 @@ func (ch *child) wait(ctx context.Context) (status int, err error) {
 	}
 	n := <-repc
 	if werr != nil {
-		return -1, fmt.Errorf("wait for the credential child %d: %w", ch.pid, werr)
+		return -1, fmt.Errorf("wait for child %d: %w", ch.pid, werr)
 	}
 	if n == 8 {
 		step := binary.NativeEndian.Uint32(buf[:4])
@@ -487,7 +558,7 @@ func (ch *child) wait(ctx context.Context) (status int, err error) {
 		return -1, ctx.Err()
 	}
 	if ws.Signaled() {
-		return -1, fmt.Errorf("credential child %d killed by %v", ch.pid, ws.Signal())
+		return -1, fmt.Errorf("child %d killed by %v", ch.pid, ws.Signal())
 	}
 	return ws.ExitStatus(), nil
 }
