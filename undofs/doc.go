@@ -15,7 +15,9 @@
 // pread see one consistent text even while the process changes its list or
 // exits. Files are opened with FOPEN_DIRECT_IO, so the page cache never
 // serves a previous open's text; stat reports the size of a recent scan's
-// text (fstat on a file open for reading: the size of its snapshot).
+// text, a hint as in /proc: fstat too, since the kernel names the open file
+// it asks about only on some paths (FUSE_GETATTR_FH, when it does, gets the
+// size of that file's snapshot). Read to the end rather than trust a size.
 //
 // Opening: the kernel judges the opener, as it judges an open of
 // /proc/<pid>/mem. A child of the daemon takes on the opener's credentials
