@@ -4,7 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/internal/procfs"
@@ -36,6 +40,40 @@ func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
 	if err := CheckTarget(pid, opts.callers()...); err != nil {
 		return err
 	}
+	if sameIPCNamespace(pid) {
+		return injectOn(pid, cur, want, opts, false)
+	}
+	// The set checks are cheaper from a thread that joins the target's IPC
+	// namespace than injected.
+	return onThreadOfItsOwn(func() error { return injectOn(pid, cur, want, opts, true) })
+}
+
+// onThreadOfItsOwn runs f on an OS thread that ends with it: f may change
+// the thread (join a namespace) that no other goroutine must run on
+// afterwards. The goroutine stays locked (never UnlockOSThread), and the
+// runtime ends the thread when it returns. Never the main thread: the
+// runtime would keep it, wedged, and the kernel shows the main thread as
+// the process (/proc/self/ns, kcmp in CheckTarget). While one goroutine
+// holds the main thread locked, no other can run on it.
+func onThreadOfItsOwn(f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			done <- onThreadOfItsOwn(f)
+			runtime.UnlockOSThread()
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}
+
+// injectOn seizes pid and writes want. join: the calling goroutine is
+// locked to a thread of its own for good, which joins pid's IPC namespace
+// to read the sets there; without it (or when joining is refused), reads
+// are local only when pid shares the caller's namespace.
+func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error) {
 	s, err := inject.Seize(pid)
 	if err != nil {
 		return err
@@ -48,6 +86,9 @@ func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
 			opts.Stats(pid, s.Stats())
 		}
 	}()
+	// Joined only now: a seized process keeps its pid (even if it dies)
+	// until it is detached, so the namespace opened is the target's.
+	local := !join || joinIPCNamespace(pid) == nil
 	addr, err := s.Mmap(scratchSize)
 	if err != nil {
 		return err
@@ -57,7 +98,97 @@ func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
 			err = merr
 		}
 	}()
-	return apply(&remote{s: s, addr: addr, local: sameIPCNamespace(pid)}, cur, want, opts)
+	return apply(&remote{s: s, addr: addr, local: local}, cur, want, opts)
+}
+
+// joinIPCNamespace moves the calling thread into pid's IPC namespace (it
+// needs CAP_SYS_ADMIN there). The kernel detaches the thread's undo list
+// on the way (exit_sem); the list is shared with the process's other
+// threads (a Go runtime clones them with CLONE_SYSVSEM), so nothing is
+// applied: the thread just holds none afterwards, and it makes no semop.
+func joinIPCNamespace(pid int) error {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Setns(fd, unix.CLONE_NEWIPC)
+}
+
+// InjectAll runs Inject for each job, up to GOMAXPROCS of them at a time:
+// the targets are separate processes, and each session keeps to its own
+// thread (ptrace binds a tracee to the thread that seized it). Each job is
+// all or nothing, as Inject is. After the first failure no new job starts;
+// the error then names, besides each failure, the processes whose lists
+// were written and those never tried, since a failure does not undo the
+// other targets' writes.
+func InjectAll(jobs []Job, opts *Options) error {
+	var (
+		mu      sync.Mutex
+		next    int
+		stopped bool
+		wg      sync.WaitGroup
+	)
+	errs := make([]error, len(jobs))
+	done := make([]bool, len(jobs))
+	worker := func() {
+		defer wg.Done()
+		for {
+			mu.Lock()
+			if stopped || next == len(jobs) {
+				mu.Unlock()
+				return
+			}
+			i := next
+			next++
+			mu.Unlock()
+			err := Inject(jobs[i].PID, jobs[i].Current, jobs[i].Want, opts)
+			mu.Lock()
+			errs[i], done[i] = err, err == nil
+			stopped = stopped || err != nil
+			mu.Unlock()
+		}
+	}
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+		wg.Add(1)
+		go worker()
+	}
+	wg.Wait()
+	var failed []error
+	for _, e := range errs {
+		if e != nil {
+			failed = append(failed, e)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	// One line: the failures (each names its pid), in job order.
+	err := failed[0]
+	for _, e := range failed[1:] {
+		err = fmt.Errorf("%w; %w", err, e)
+	}
+	var written, untried []string
+	for i, j := range jobs {
+		switch {
+		case done[i]:
+			written = append(written, strconv.Itoa(j.PID))
+		case errs[i] == nil:
+			untried = append(untried, strconv.Itoa(j.PID))
+		}
+	}
+	if len(written)+len(untried) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (written: %s; not tried: %s)", err, pidList(written), pidList(untried))
+}
+
+// pidList says "none" or lists the pids.
+func pidList(pids []string) string {
+	if len(pids) == 0 {
+		return "none"
+	}
+	return "pids " + strings.Join(pids, " ")
 }
 
 // sameIPCNamespace reports whether pid shares the caller's IPC namespace:
@@ -91,9 +222,10 @@ type Job struct {
 }
 
 // WriteProcesses writes several processes' lists with one read of all lists
-// before and one after (WriteProcess reads twice per process). It stops at the
-// first failure and returns it; the writes before it stay. Every target
-// passes CheckTarget before the first write.
+// before and one after (WriteProcess reads twice per process), injecting
+// with InjectAll unless opts.Injector is set. After a failure no new write
+// starts, the writes done stay, and the error says which processes were
+// written. Every target passes CheckTarget before the first write.
 func WriteProcesses(r *reader.Reader, writes []Write, opts *Options) error {
 	for _, w := range writes {
 		if err := CheckTarget(w.PID, opts.callers()...); err != nil {
@@ -112,12 +244,8 @@ func WriteProcesses(r *reader.Reader, writes []Write, opts *Options) error {
 		if err := opts.Injector(jobs); err != nil {
 			return err
 		}
-	} else {
-		for _, j := range jobs {
-			if err := Inject(j.PID, j.Current, j.Want, opts); err != nil {
-				return err // it names the pid
-			}
-		}
+	} else if err := InjectAll(jobs, opts); err != nil {
+		return err
 	}
 	after, err := r.Scan()
 	if err != nil {
