@@ -69,7 +69,7 @@ var commands []*spec
 
 func init() {
 	commands = []*spec{showCmd, psCmd, whoCmd, waitsCmd, deadlockCmd, metricsCmd, setCmd, execCmd, checkpointCmd,
-		restoreCmd, mountCmd, criuScriptCmd, completionCmd, injectCmd}
+		restoreCmd, mountCmd, criuScriptCmd, completionCmd, injectCmd, criuHelperCmd}
 }
 
 // lookup returns the command named name.
