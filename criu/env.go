@@ -156,6 +156,16 @@ type Options struct {
 	// program with HelperArg): Run then starts it at pre-dump and
 	// pre-restore. Nil: no helper, each action does its own work.
 	Helper func() *exec.Cmd
+	// keepReader: the reader OpenReader returns is not closed after use
+	// (the helper's: closing it takes a while, and the helper exits
+	// anyway once it has answered).
+	keepReader bool
+}
+
+func (o *Options) closeReader(r interface{ Close() error }) {
+	if o == nil || !o.keepReader {
+		r.Close()
+	}
 }
 
 func (o *Options) proc() procfs.FS {
@@ -290,7 +300,7 @@ func work(env Env, opts *Options) error {
 		if err != nil {
 			return err
 		}
-		defer r.Close()
+		defer opts.closeReader(r)
 		res, err := Dump(r, env.InitPID, env.ImageDir, opts)
 		if err != nil {
 			return err

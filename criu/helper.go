@@ -394,28 +394,25 @@ func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr
 		writeMsg(c, helperHello{Why: openErr.Error()})
 		return nil
 	}
+	// Closed only once the answer is out (the job keeps it open).
+	defer r.Close()
 	c.SetDeadline(time.Now().Add(helperRequest))
 	if err := writeMsg(c, helperHello{Ready: true}); err != nil {
-		r.Close()
 		return nil // the action gave up waiting and does the work itself
 	}
 	var job helperJobMsg
 	if err := readMsg(bufio.NewReader(c), &job); err != nil {
-		r.Close()
 		return nil // likewise
 	}
 	c.SetDeadline(time.Time{})
 	var res helperResult
 	switch {
 	case job.Env.Action != paired:
-		r.Close()
 		res.Error = fmt.Sprintf("the helper started at %s serves %s, not %s", env.Action, paired, job.Env.Action)
 	case job.Env.ImageDir == "":
-		r.Close()
 		res.Error = "the job names no images directory"
 	default:
 		if mine, theirs := runDir(env), runDir(job.Env); mine != theirs {
-			r.Close()
 			res.Error = fmt.Sprintf("the helper serves the CRIU run of %s, not %s", mine, theirs)
 			break
 		}
@@ -429,6 +426,7 @@ func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr
 		// it has a session of its own, which a signal to CRIU's never reaches.
 		o.Injector = nil
 		o.OpenReader = func() (*reader.Reader, error) { return r, nil }
+		o.keepReader = true
 		start := time.Now()
 		if err := work(job.Env, &o); err != nil {
 			res.Error = err.Error()

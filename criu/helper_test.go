@@ -81,26 +81,56 @@ func checkHelperLog(t *testing.T, log, action string, helper bool) {
 func TestHelperFallback(t *testing.T) {
 	rg := newRig(t)
 	r := openReader(t)
-	// At the action named by KILL_HELPER_AT, the wrapper first kills this
-	// rig's helpers.
+	// At the action named by KILL_HELPER_AT, the wrapper waits for the
+	// test to kill this rig's helpers.
 	wrapped := rg.script + "-killing"
+	at, done := filepath.Join(rg.dir, "at-action"), filepath.Join(rg.dir, "helpers-killed")
+	for _, f := range []string{at, done} {
+		if err := unix.Mkfifo(f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	script := "#!/bin/sh\n" +
-		"if [ \"$CRTOOLS_SCRIPT_ACTION\" = \"$KILL_HELPER_AT\" ]; then\n" +
-		"  for p in $(pgrep -x -f '" + rg.semundo + " " + HelperArg + "'); do\n" +
-		"    [ \"$(readlink /proc/$p/exe)\" = " + rg.semundo + " ] && kill -9 $p\n" +
-		"  done\n" +
-		"fi\n" +
+		"if [ \"$CRTOOLS_SCRIPT_ACTION\" = \"$KILL_HELPER_AT\" ]; then echo >" + at + "; read x <" + done + "; fi\n" +
 		"exec " + rg.script + "\n"
 	if err := os.WriteFile(wrapped, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	rg.script = wrapped
+	// killer kills the helpers when the wrapper says so, and reports on
+	// the channel it returns.
+	killer := func() chan error {
+		ch := make(chan error, 1)
+		go func() {
+			// The open waits for the wrapper to open the other end.
+			if b, err := os.ReadFile(at); err != nil || len(b) == 0 {
+				ch <- fmt.Errorf("no word from the wrapper (%v)", err)
+				return
+			}
+			for _, pid := range rg.helpers() {
+				unix.Kill(pid, unix.SIGKILL)
+			}
+			// The open waits for the wrapper's read, which follows its echo.
+			ch <- os.WriteFile(done, []byte("\n"), 0)
+		}()
+		return ch
+	}
+	// A test that fails before the wrapper spoke releases the killer.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(at, os.O_RDWR, 0); err == nil {
+			f.Close()
+		}
+	})
 	lt := rg.startTree(t, treeSpec{sizes: "2", kids: []string{"1/0.0+1", "1/-"}})
 	want := listOf(t, r, lt.kids[0])
 	rg.dumpEnv = []string{"KILL_HELPER_AT=post-dump"}
+	killed := killer()
 	dir, run := rg.dump(t, lt.root, true)
 	if run.status != 0 {
 		t.Fatalf("criu dump: %s", run)
+	}
+	if err := <-killed; err != nil {
+		t.Fatal(err)
 	}
 	if !strings.Contains(run.log, "semundo: post-dump: not through the helper: the helper is gone") ||
 		!strings.Contains(run.log, "semundo: post-dump: saved 1 undo lists") {
@@ -108,9 +138,13 @@ func TestHelperFallback(t *testing.T) {
 	}
 	rg.noHelpersLeft(t)
 	lt.kill(t)
+	killed = killer()
 	rs := rg.restore(t, dir, true, true, "KILL_HELPER_AT=post-resume")
 	if rs.run.status != 0 {
 		t.Fatalf("criu restore: %s", rs.run)
+	}
+	if err := <-killed; err != nil {
+		t.Fatal(err)
 	}
 	if !strings.Contains(rs.run.log, "semundo: post-resume: not through the helper: the helper is gone") ||
 		!strings.Contains(rs.run.log, "semundo: post-resume: wrote 1 undo lists") {

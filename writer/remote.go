@@ -88,7 +88,7 @@ func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error
 	}()
 	// Joined only now: a seized process keeps its pid (even if it dies)
 	// until it is detached, so the namespace opened is the target's.
-	local := !join || joinIPCNamespace(pid) == nil
+	local := !join || joinIPCNamespace(pid, s.Tid()) == nil
 	addr, err := s.Mmap(scratchSize)
 	if err != nil {
 		return err
@@ -101,13 +101,16 @@ func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error
 	return apply(&remote{s: s, addr: addr, local: local}, cur, want, opts)
 }
 
-// joinIPCNamespace moves the calling thread into pid's IPC namespace (it
+// joinIPCNamespace moves the calling thread into the IPC namespace of
+// thread tid of pid (it
 // needs CAP_SYS_ADMIN there). The kernel detaches the thread's undo list
 // on the way (exit_sem); the list is shared with the process's other
 // threads (a Go runtime clones them with CLONE_SYSVSEM), so nothing is
 // applied: the thread just holds none afterwards, and it makes no semop.
-func joinIPCNamespace(pid int) error {
-	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+func joinIPCNamespace(pid, tid int) error {
+	// The seized thread's: it is alive, where the leader may be a zombie
+	// whose namespaces /proc no longer shows.
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
