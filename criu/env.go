@@ -249,7 +249,9 @@ func Run(env Env, opts *Options) error {
 					return err
 				}
 				opts.logf("post-dump: not through the helper: %s", why)
-				os.Remove(hd)
+				// It held only the socket; a helper still alive has its
+				// listener, and exits with CRIU.
+				os.RemoveAll(hd)
 			}
 		}
 		return work(env, opts)

@@ -136,6 +136,10 @@ func startHelper(env Env, dir string, opts *Options) error {
 	// standard files: a pipe CRIU's caller reads must not stay open.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
+	// Nor any other descriptor this action inherited from CRIU without
+	// close-on-exec (this process exits next; fds 3 and 4 are passed as
+	// copies).
+	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if err := cmd.Start(); err != nil {
 		os.Remove(path)
 		return fmt.Errorf("start the helper: %w", err)

@@ -36,10 +36,15 @@ const maxNsems = 65535
 // PTRACE_MODE_ATTACH check); semundo adds no privilege of its own. A pid
 // that holds the caller's own list, or is traced, is refused (CheckTarget).
 func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
-	defer func() { err = namingPID(pid, err) }()
 	if err := CheckTarget(pid, opts.callers()...); err != nil {
 		return err
 	}
+	return injectChecked(pid, cur, want, opts)
+}
+
+// injectChecked is Inject for a target that passed CheckTarget.
+func injectChecked(pid int, cur, want undo.List, opts *Options) (err error) {
+	defer func() { err = namingPID(pid, err) }()
 	if sameIPCNamespace(pid) {
 		return injectOn(pid, cur, want, opts, false)
 	}
@@ -124,8 +129,19 @@ func joinIPCNamespace(pid, tid int) error {
 // all or nothing, as Inject is. After the first failure no new job starts;
 // the error then names, besides each failure, the processes whose lists
 // were written and those never tried, since a failure does not undo the
-// other targets' writes.
+// other targets' writes. Every target passes CheckTarget before the
+// first write.
 func InjectAll(jobs []Job, opts *Options) error {
+	for _, j := range jobs {
+		if err := CheckTarget(j.PID, opts.callers()...); err != nil {
+			return err
+		}
+	}
+	return injectAll(jobs, opts)
+}
+
+// injectAll is InjectAll for targets that passed CheckTarget.
+func injectAll(jobs []Job, opts *Options) error {
 	var (
 		mu      sync.Mutex
 		next    int
@@ -145,7 +161,7 @@ func InjectAll(jobs []Job, opts *Options) error {
 			i := next
 			next++
 			mu.Unlock()
-			err := Inject(jobs[i].PID, jobs[i].Current, jobs[i].Want, opts)
+			err := injectChecked(jobs[i].PID, jobs[i].Current, jobs[i].Want, opts)
 			mu.Lock()
 			errs[i], done[i] = err, err == nil
 			stopped = stopped || err != nil
@@ -247,7 +263,7 @@ func WriteProcesses(r *reader.Reader, writes []Write, opts *Options) error {
 		if err := opts.Injector(jobs); err != nil {
 			return err
 		}
-	} else if err := InjectAll(jobs, opts); err != nil {
+	} else if err := injectAll(jobs, opts); err != nil {
 		return err
 	}
 	after, err := r.Scan()
