@@ -322,6 +322,17 @@ func (s *Session) Tid() int {
 	return s.tid
 }
 
+// StackScratch returns the address of n bytes of the traced thread's
+// stack below its red zone (the 128 bytes below its stack pointer at the
+// first stop), 16-byte aligned: memory the x86-64 ABI lets anything
+// (a signal frame) overwrite while the thread is stopped, so a caller can
+// pass a small argument there instead of mapping a page. The memory may
+// not be mapped (a thread at the end of its stack): writing it then
+// fails, and the caller maps a page instead.
+func (s *Session) StackScratch(n int) uintptr {
+	return (uintptr(s.saved.Rsp) - 128 - uintptr(n)) &^ 15
+}
+
 // Stats returns the session's figures so far.
 func (s *Session) Stats() Stats {
 	if s == nil {

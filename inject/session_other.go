@@ -37,6 +37,9 @@ func (s *Session) Pid() int { return s.pidOrZero() }
 // Tid returns the id of the traced thread.
 func (s *Session) Tid() int { return 0 }
 
+// StackScratch returns 0: there is no traced thread.
+func (s *Session) StackScratch(n int) uintptr { return 0 }
+
 // Stats returns the session's figures so far.
 func (s *Session) Stats() Stats { return Stats{} }
 

@@ -93,18 +93,34 @@ func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error
 	}()
 	// Joined only now: a seized process keeps its pid (even if it dies)
 	// until it is detached, so the namespace opened is the target's.
-	local := !join || joinIPCNamespace(pid, s.Tid()) == nil
-	addr, err := s.Mmap(scratchSize)
-	if err != nil {
-		return err
+	x := &remote{s: s, local: !join || joinIPCNamespace(pid, s.Tid()) == nil}
+	// A semop's few operations go on the target's stack, below its red
+	// zone, which saves mapping and unmapping a page (two injected calls
+	// of three in a typical write). What was there is put back.
+	if st := s.StackScratch(stackScratch); st != 0 {
+		orig := make([]byte, stackScratch)
+		if s.ReadMemory(st, orig) == nil {
+			x.stack, x.stackOrig = st, orig
+		}
 	}
 	defer func() {
-		if merr := s.Munmap(addr, scratchSize); merr != nil && err == nil {
-			err = merr
+		if x.stack != 0 {
+			if werr := s.WriteMemory(x.stack, x.stackOrig); werr != nil && err == nil {
+				err = werr
+			}
+		}
+		if x.addr != 0 {
+			if merr := s.Munmap(x.addr, scratchSize); merr != nil && err == nil {
+				err = merr
+			}
 		}
 	}()
-	return apply(&remote{s: s, addr: addr, local: local}, cur, want, opts)
+	return apply(x, cur, want, opts)
 }
+
+// stackScratch is how much of the target's stack a write may use: the
+// operations of a semop on up to 85 semaphores.
+const stackScratch = 512
 
 // joinIPCNamespace moves the calling thread into the IPC namespace of
 // thread tid of pid (it
@@ -352,10 +368,15 @@ func equalEntry(got, want []int16) bool {
 
 // remote runs the calls inside the target.
 type remote struct {
-	s      *inject.Session
-	addr   uintptr
-	cache  *Creds
-	semmsl int // from IPC_INFO, once read
+	s *inject.Session
+	// addr is the scratch mapping in the target, 0 until a call needs it.
+	addr uintptr
+	// stack is stackScratch bytes of the target's stack below its red
+	// zone (0: unusable), which held stackOrig.
+	stack     uintptr
+	stackOrig []byte
+	cache     *Creds
+	semmsl    int // from IPC_INFO, once read
 	// local: the target is in the caller's IPC namespace, so reading a set
 	// (IPC_STAT, GETALL, IPC_INFO) need not run in the target. Changes
 	// (semop) always do: they belong to its undo list.
@@ -364,11 +385,45 @@ type remote struct {
 
 func (x *remote) pid() int { return x.s.Pid() }
 
+// mapped returns the scratch mapping, mapping it first if need be.
+func (x *remote) mapped() (uintptr, error) {
+	if x.addr == 0 {
+		addr, err := x.s.Mmap(scratchSize)
+		if err != nil {
+			return 0, err
+		}
+		x.addr = addr
+	}
+	return x.addr, nil
+}
+
+// put copies b into the target, on its stack when it fits there, and
+// returns the address.
+func (x *remote) put(b []byte) (uintptr, error) {
+	if x.stack != 0 && len(b) <= stackScratch {
+		if err := x.s.WriteMemory(x.stack, b); err == nil {
+			return x.stack, nil
+		}
+		// Not writable after all (the end of a thread's stack): the
+		// mapping from now on, and nothing to put back.
+		x.stack = 0
+	}
+	addr, err := x.mapped()
+	if err != nil {
+		return 0, err
+	}
+	return addr, x.s.WriteMemory(addr, b)
+}
+
 func (x *remote) semctl(semid int32, cmd int, out []byte) error {
-	if _, err := x.s.Syscall(unix.SYS_SEMCTL, uintptr(semid), 0, uintptr(cmd), x.addr); err != nil {
+	addr, err := x.mapped()
+	if err != nil {
 		return err
 	}
-	return x.s.ReadMemory(x.addr, out)
+	if _, err := x.s.Syscall(unix.SYS_SEMCTL, uintptr(semid), 0, uintptr(cmd), addr); err != nil {
+		return err
+	}
+	return x.s.ReadMemory(addr, out)
 }
 
 func (x *remote) stat(semid int32) (sysvsem.SemidDS, error) {
@@ -440,10 +495,11 @@ func (x *remote) semop(semid int32, ops []plan.Op) error {
 		binary.NativeEndian.PutUint16(buf[6*i+2:], uint16(o.Op))
 		binary.NativeEndian.PutUint16(buf[6*i+4:], uint16(o.Flg))
 	}
-	if err := x.s.WriteMemory(x.addr, buf); err != nil {
+	addr, err := x.put(buf)
+	if err != nil {
 		return err
 	}
-	_, err := x.s.Syscall(unix.SYS_SEMOP, uintptr(semid), x.addr, uintptr(len(ops)))
+	_, err = x.s.Syscall(unix.SYS_SEMOP, uintptr(semid), addr, uintptr(len(ops)))
 	return err
 }
 
