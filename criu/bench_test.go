@@ -15,8 +15,12 @@ import (
 // to criu restore of a tree of 100 processes: a root and 99 children,
 // each holding +1 with SEM_UNDO on its own semaphore of a 99-semaphore
 // set. Each iteration dumps and restores one such tree with CRIU alone
-// (criu restore -d) and one with semundo (criu restore -d --leave-stopped
-// and the action script), and reports the wall time of each criu command.
+// (criu restore -d), one with semundo without its helper
+// (SEMUNDO_CRIU_HELPER=0) and one with semundo as it runs by default
+// (criu restore -d --leave-stopped and the action script in both), and
+// reports the wall time of each criu command, and for semundo the time
+// spent in post-dump and post-resume, the actions during which CRIU holds
+// the tree frozen or stopped.
 //
 //	go test -run '^$' -bench BenchmarkTree100 -benchtime 5x ./criu/
 func BenchmarkTree100(b *testing.B) {
@@ -31,16 +35,23 @@ func BenchmarkTree100(b *testing.B) {
 		b.Fatal(err)
 	}
 	rg.script = wrapped
-	var inScript [2]time.Duration // during dump, during restore
-	perAction := map[string]time.Duration{}
 	kids := make([]string, 99)
 	for i := range kids {
 		kids[i] = fmt.Sprintf("1/0.%d+1", i)
 	}
 	spec := treeSpec{sizes: "99", kids: kids}
-	var dump, restore [2]time.Duration
+	const alone, noHelper, helper = 0, 1, 2
+	var dump, restore, inScriptDump, inScriptRestore [3]time.Duration
+	perAction := [3]map[string]time.Duration{nil, {}, {}}
+	var helperJob [2]time.Duration // the helper's own time at post-dump, post-resume
 	for b.Loop() {
-		for v, script := range []bool{false, true} {
+		for v := range 3 {
+			script := v != alone
+			var env []string
+			if v == noHelper {
+				env = []string{EnvHelper + "=0"}
+			}
+			rg.dumpEnv = env
 			lt := rg.startTree(b, spec)
 			dir, run := rg.dump(b, lt.root, script)
 			if run.status != 0 {
@@ -48,10 +59,13 @@ func BenchmarkTree100(b *testing.B) {
 			}
 			dump[v] += run.wall
 			if script {
-				inScript[0] += scriptTime(b, times, perAction)
+				inScriptDump[v] += scriptTime(b, times, perAction[v])
+			}
+			if v == helper {
+				helperJob[0] += helperTime(b, run.log, "post-dump")
 			}
 			lt.kill(b)
-			rs := rg.restore(b, dir, script, script)
+			rs := rg.restore(b, dir, script, script, env...)
 			if rs.run.status != 0 {
 				b.Fatalf("criu restore: %s", rs.run)
 			}
@@ -63,26 +77,53 @@ func BenchmarkTree100(b *testing.B) {
 			}
 			restore[v] += rs.run.wall
 			if script {
-				inScript[1] += scriptTime(b, times, perAction)
+				inScriptRestore[v] += scriptTime(b, times, perAction[v])
+			}
+			if v == helper {
+				helperJob[1] += helperTime(b, rs.run.log, "post-resume")
 			}
 			rs.kill(b)
 		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(b.N) }
-	b.ReportMetric(ms(dump[0]), "criu-dump-ms")
-	b.ReportMetric(ms(dump[1]), "semundo-dump-ms")
-	b.ReportMetric(ms(restore[0]), "criu-restore-ms")
-	b.ReportMetric(ms(restore[1]), "semundo-restore-ms")
-	b.ReportMetric(ms(dump[1]-dump[0]), "added-dump-ms")
-	b.ReportMetric(ms(restore[1]-restore[0]), "added-restore-ms")
-	b.ReportMetric(ms(inScript[0]), "script-in-dump-ms")
-	b.ReportMetric(ms(inScript[1]), "script-in-restore-ms")
-	var acts []string
-	for a, d := range perAction {
-		acts = append(acts, fmt.Sprintf("%s %.1f ms", a, ms(d)))
+	b.ReportMetric(ms(dump[alone]), "criu-dump-ms")
+	b.ReportMetric(ms(restore[alone]), "criu-restore-ms")
+	for v, name := range map[int]string{noHelper: "nohelper", helper: "semundo"} {
+		b.ReportMetric(ms(dump[v]), name+"-dump-ms")
+		b.ReportMetric(ms(restore[v]), name+"-restore-ms")
+		b.ReportMetric(ms(perAction[v]["post-dump"]), name+"-post-dump-ms")
+		b.ReportMetric(ms(perAction[v]["post-resume"]), name+"-post-resume-ms")
+		b.ReportMetric(float64(restore[v])/float64(restore[alone]), name+"-restore-x")
 	}
-	slices.Sort(acts)
-	b.Logf("the action script per action and iteration: %s", strings.Join(acts, ", "))
+	b.ReportMetric(ms(helperJob[0]), "helper-job-dump-ms")
+	b.ReportMetric(ms(helperJob[1]), "helper-job-restore-ms")
+	for v, name := range map[int]string{noHelper: "without the helper", helper: "with the helper"} {
+		var acts []string
+		for a, d := range perAction[v] {
+			acts = append(acts, fmt.Sprintf("%s %.1f ms", a, ms(d)))
+		}
+		slices.Sort(acts)
+		b.Logf("%s, the action script per action and iteration: %s (in all: %.1f ms at dump, %.1f ms at restore)",
+			name, strings.Join(acts, ", "), ms(inScriptDump[v]), ms(inScriptRestore[v]))
+	}
+}
+
+// helperTime returns the time the helper says its job took at action.
+func helperTime(b *testing.B, log, action string) time.Duration {
+	_, rest, ok := strings.Cut(log, "semundo: "+action+": done by the helper")
+	if !ok {
+		b.Fatalf("%s was not done by the helper:\n%s", action, tail(log, 20))
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	i := strings.LastIndex(line, " in ")
+	var v float64
+	if i < 0 {
+		b.Fatalf("helper line %q", line)
+	}
+	if _, err := fmt.Sscanf(line[i:], " in %f ms", &v); err != nil {
+		b.Fatalf("helper line %q: %v", line, err)
+	}
+	return time.Duration(v * float64(time.Millisecond))
 }
 
 // scriptTime sums and clears the durations the timed script logged.

@@ -21,6 +21,13 @@
 //     task by ptrace syscall injection (package writer), leaving it
 //     stopped, then sends SIGCONT to the tasks that were running at dump.
 //
+// With Options.Helper, pre-dump and pre-restore start a helper (Serve)
+// that loads the reader while CRIU works; post-dump and post-resume hand it
+// their work over a private unix socket, so that what the frozen or
+// stopped tree waits for is the work itself, and do it themselves when the
+// helper is missing or not ready. The helper exits with CRIU, after its
+// job, or when idle too long.
+//
 // CRIU restores the sets themselves (with the IPC namespace) and the pids
 // (in the tree's PID namespace, when it has one): a task is found again by
 // its pid in the root's PID namespace, the NSpid field of

@@ -27,7 +27,7 @@ type DumpResult struct {
 // of the tree is shared with a process outside it (ErrShared) or by two
 // of its processes (ErrSharedInTree): CRIU restores neither sharing.
 func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, error) {
-	procs, err := walkTree(opts.proc(), root)
+	procs, err := walkHeld(opts.proc(), root)
 	if err != nil {
 		return nil, err
 	}

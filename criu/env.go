@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -37,6 +39,7 @@ const (
 
 // The actions the companion acts on; it ignores every other one.
 const (
+	ActionPreDump    = "pre-dump"
 	ActionPostDump   = "post-dump"
 	ActionPreRestore = "pre-restore"
 	ActionPostResume = "post-resume"
@@ -89,6 +92,8 @@ type Env struct {
 	AllowRunning bool
 	// StateDir is SEMUNDO_CRIU_STATE_DIR, empty for DefaultStateDir.
 	StateDir string
+	// NoHelper is SEMUNDO_CRIU_HELPER=0: every action does its own work.
+	NoHelper bool
 }
 
 // ParseEnv reads the environment through lookup (os.LookupEnv). Only
@@ -115,6 +120,15 @@ func ParseEnv(lookup func(string) (string, bool)) (Env, error) {
 		}
 	}
 	e.StateDir, _ = lookup(EnvStateDir)
+	if v, ok := lookup(EnvHelper); ok {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "", "1", "true", "yes":
+		case "0", "false", "no":
+			e.NoHelper = true
+		default:
+			return e, fmt.Errorf("%s=%q: use 0 to do without the helper: %w", EnvHelper, v, ErrEnv)
+		}
+	}
 	return e, nil
 }
 
@@ -138,6 +152,20 @@ type Options struct {
 	// Proc is where the process tree and its tasks' states are read; the
 	// zero value reads /proc.
 	Proc procfs.FS
+	// Helper, when set, returns the command that runs Serve (the running
+	// program with HelperArg): Run then starts it at pre-dump and
+	// pre-restore. Nil: no helper, each action does its own work.
+	Helper func() *exec.Cmd
+	// keepReader: the reader OpenReader returns is not closed after use
+	// (the helper's: closing it takes a while, and the helper exits
+	// anyway once it has answered).
+	keepReader bool
+}
+
+func (o *Options) closeReader(r interface{ Close() error }) {
+	if o == nil || !o.keepReader {
+		r.Close()
+	}
 }
 
 func (o *Options) proc() procfs.FS {
@@ -181,7 +209,90 @@ func (o *Options) version() string {
 // back and resumes the tasks (Resume). Every other action returns nil at
 // once, and so does each of these when the images hold no semundo files
 // (a dump taken without the companion). opts may be nil.
+//
+// With opts.Helper, pre-dump and pre-restore start a helper that loads
+// the reader while CRIU works, and post-dump and post-resume hand it their
+// work, which is then all that the frozen or stopped tree waits for; when
+// the helper is missing or not ready, they do the work themselves and
+// say so in opts.Log. Serve is the helper.
 func Run(env Env, opts *Options) error {
+	helper := opts != nil && opts.Helper != nil && env.helper()
+	switch env.Action {
+	case ActionPreDump:
+		if !helper || env.ImageDir == "" {
+			return nil
+		}
+		hd, err := handoffDir(env)
+		if err != nil {
+			return err
+		}
+		state := filepath.Dir(hd)
+		if err := os.MkdirAll(state, 0o700); err != nil {
+			return fmt.Errorf("create semundo's state directory: %w", err)
+		}
+		removeStale(state)
+		if err := os.RemoveAll(hd); err != nil {
+			return err
+		}
+		if err := startHelper(env, hd, opts); err != nil {
+			opts.logf("pre-dump: no helper (%v): post-dump will do all the work", err)
+		}
+		return nil
+	case ActionPostDump:
+		if err := needEnv(env, true); err != nil {
+			return err
+		}
+		if helper {
+			if hd, err := handoffDir(env); err == nil {
+				done, why, err := callHelper(env, hd, opts)
+				if done {
+					return err
+				}
+				opts.logf("post-dump: not through the helper: %s", why)
+				// It held only the socket; a helper still alive has its
+				// listener, and exits with CRIU.
+				os.RemoveAll(hd)
+			}
+		}
+		return work(env, opts)
+	case ActionPreRestore:
+		if err := needEnv(env, false); err != nil {
+			return err
+		}
+		hd, err := handoffDir(env)
+		if err != nil {
+			return err
+		}
+		found, err := PrepareRestore(env.ImageDir, hd)
+		if err != nil || !found || !helper {
+			return err
+		}
+		if err := startHelper(env, hd, opts); err != nil {
+			opts.logf("pre-restore: no helper (%v): post-resume will do all the work", err)
+		}
+		return nil
+	case ActionPostResume:
+		hd, err := handoffDir(env)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(hd); err != nil {
+			return nil // no semundo image at pre-restore: nothing to do
+		}
+		if helper {
+			done, why, err := callHelper(env, hd, opts)
+			if done {
+				return err
+			}
+			opts.logf("post-resume: not through the helper: %s", why)
+		}
+		return work(env, opts)
+	}
+	return nil
+}
+
+// work does post-dump's or post-resume's work in this process.
+func work(env Env, opts *Options) error {
 	switch env.Action {
 	case ActionPostDump:
 		if err := needEnv(env, true); err != nil {
@@ -191,7 +302,7 @@ func Run(env Env, opts *Options) error {
 		if err != nil {
 			return err
 		}
-		defer r.Close()
+		defer opts.closeReader(r)
 		res, err := Dump(r, env.InitPID, env.ImageDir, opts)
 		if err != nil {
 			return err
@@ -199,23 +310,10 @@ func Run(env Env, opts *Options) error {
 		opts.logf("post-dump: saved %d undo lists (%d entries) of the %d processes of the tree of pid %d in %s",
 			res.Lists, res.Entries, res.Tasks, env.InitPID, ImageFile)
 		return nil
-	case ActionPreRestore:
-		if err := needEnv(env, false); err != nil {
-			return err
-		}
-		hd, err := handoffDir(env)
-		if err != nil {
-			return err
-		}
-		_, err = PrepareRestore(env.ImageDir, hd)
-		return err
 	case ActionPostResume:
 		hd, err := handoffDir(env)
 		if err != nil {
 			return err
-		}
-		if _, err := os.Stat(hd); err != nil {
-			return nil // no semundo image at pre-restore: nothing to do
 		}
 		if env.InitPID == 0 {
 			os.RemoveAll(hd)
@@ -237,7 +335,7 @@ func Run(env Env, opts *Options) error {
 		opts.logf("post-resume: wrote %d undo lists %s, continued %d of the %d tasks", res.Lists, mode, res.Continued, res.Tasks)
 		return nil
 	}
-	return nil
+	return fmt.Errorf("no work at action %q", env.Action)
 }
 
 // needEnv checks the variables post-dump (root too) and pre-restore need.

@@ -37,12 +37,15 @@ const defaultCRIUCache = "/var/cache/semundo-criu"
 // rig is what an end-to-end test needs: CRIU, the C test program, the
 // semundo command and the action script that runs it.
 type rig struct {
-	criu   string
-	tree   string // testdata/tree.c, built
-	script string // #!/bin/sh exec semundo criu-script
-	state  string // SEMUNDO_CRIU_STATE_DIR for CRIU's runs
-	dir    string // scratch: image directories, logs
-	quiet  bool   // CRIU's default log level instead of -v4 (benchmarks)
+	criu    string
+	semundo string // cmd/semundo, built
+	tree    string // testdata/tree.c, built
+	script  string // the wrapper that runs semundo criu-script
+	state   string // SEMUNDO_CRIU_STATE_DIR for CRIU's runs
+	dir     string // scratch: image directories, logs
+	quiet   bool   // CRIU's default log level instead of -v4 (benchmarks)
+	// dumpEnv is added to the environment of criu dump.
+	dumpEnv []string
 }
 
 // newRig checks for root and CRIU and builds the programs.
@@ -53,8 +56,18 @@ func newRig(tb testing.TB) *rig {
 	rg := &rig{criu: c, dir: tb.TempDir()}
 	rg.tree = testenv.BuildC(tb, "tree", treeSrc)
 	semundo := testenv.BuildGo(tb, "github.com/semundo/semundo/cmd/semundo")
+	rg.semundo = semundo
+	// Helpers still alive at the end are killed (a test that checks
+	// for them has failed by then).
+	tb.Cleanup(func() {
+		for _, pid := range rg.helpers() {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
 	rg.script = filepath.Join(rg.dir, "criu-script")
-	if err := os.WriteFile(rg.script, []byte("#!/bin/sh\nexec "+semundo+" criu-script\n"), 0o755); err != nil {
+	// docs/criu.md's wrapper: semundo runs only for the actions it acts on.
+	script := "#!/bin/sh\ncase \"$CRTOOLS_SCRIPT_ACTION\" in\npre-dump|post-dump|pre-restore|post-resume) exec " + semundo + " criu-script ;;\nesac\n"
+	if err := os.WriteFile(rg.script, []byte(script), 0o755); err != nil {
 		tb.Fatal(err)
 	}
 	rg.state = filepath.Join(rg.dir, "state")
@@ -331,7 +344,7 @@ func (rg *rig) dump(tb testing.TB, root int, script bool, extra ...string) (stri
 	}
 	args = append(args, extra...)
 	cmd := testenv.Command(tb, fmt.Sprintf("criu dump of pid %d", root), rg.criu, args...)
-	cmd.Env = append(os.Environ(), EnvStateDir+"="+rg.state)
+	cmd.Env = append(append(os.Environ(), EnvStateDir+"="+rg.state), rg.dumpEnv...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	run := criuRun{wall: time.Since(start)}
@@ -510,4 +523,38 @@ func (rg *rig) handoffsLeft() []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// helpers lists the processes running this rig's semundo as CRIU's helper
+// (criu.HelperArg), by pid.
+func (rg *rig) helpers() []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || exe != rg.semundo {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && args[1] == HelperArg && alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// noHelpersLeft waits until no helper of the rig runs and its state
+// directory is empty.
+func (rg *rig) noHelpersLeft(tb testing.TB) {
+	tb.Helper()
+	if !testenv.Until(testenv.Patience, func() bool { return len(rg.helpers()) == 0 }) {
+		tb.Errorf("helpers still running %v after CRIU ended: %v", testenv.Patience, rg.helpers())
+	}
+	if left := rg.handoffsLeft(); len(left) > 0 {
+		tb.Errorf("state directory still holds %v", left)
+	}
 }

@@ -153,7 +153,7 @@ func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	procs, err := walkTree(opts.proc(), root)
+	procs, err := walkHeld(opts.proc(), root)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +234,7 @@ func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 				return nil, fail(err)
 			}
 			err = checkpoint.RestoreUndo(r, img, checkpoint.UndoOptions{PIDMap: pidMap, AnyNamespace: true, Writer: &writer.Options{Injector: opts.injector()}})
-			r.Close()
+			opts.closeReader(r)
 			if err != nil {
 				return nil, fail(err)
 			}
@@ -326,7 +326,7 @@ func addLists(opts *Options, lists []image.List, newPID map[int]int) error {
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer opts.closeReader(r)
 	snap, err := r.Scan()
 	if err != nil {
 		return err

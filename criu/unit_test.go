@@ -34,7 +34,7 @@ func TestParseEnv(t *testing.T) {
 		t.Errorf("empty environment: %+v, %v", e, err)
 	}
 	for _, bad := range []map[string]string{
-		{EnvInitPID: "x"}, {EnvInitPID: "-3"}, {EnvInitPID: "0"}, {EnvAllowRunning: "maybe"},
+		{EnvInitPID: "x"}, {EnvInitPID: "-3"}, {EnvInitPID: "0"}, {EnvAllowRunning: "maybe"}, {EnvHelper: "maybe"},
 	} {
 		if _, err := ParseEnv(lookupIn(bad)); !errors.Is(err, ErrEnv) {
 			t.Errorf("%v: error %v, want ErrEnv", bad, err)
@@ -43,6 +43,11 @@ func TestParseEnv(t *testing.T) {
 	for _, v := range []string{"0", "", "false", "no"} {
 		if e, err := ParseEnv(lookupIn(map[string]string{EnvAllowRunning: v})); err != nil || e.AllowRunning {
 			t.Errorf("%s=%q: %+v, %v", EnvAllowRunning, v, e, err)
+		}
+	}
+	for v, no := range map[string]bool{"0": true, "false": true, "no": true, "": false, "1": false, "yes": false} {
+		if e, err := ParseEnv(lookupIn(map[string]string{EnvHelper: v})); err != nil || e.NoHelper != no {
+			t.Errorf("%s=%q: %+v, %v; want NoHelper %v", EnvHelper, v, e, err, no)
 		}
 	}
 }

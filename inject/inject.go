@@ -99,6 +99,8 @@ var (
 	ErrDetached = errors.New("session is detached")
 	// ErrWouldBlock: an injected semop lacks IPC_NOWAIT and could block the target forever.
 	ErrWouldBlock = errors.New("injected semop could block")
+	// ErrNoRoom: data given to ReadOnly does not fit after the stub.
+	ErrNoRoom = errors.New("no room left after the injection stub")
 	// ErrNoStubSite: no executable mapping of the target has the 200 bytes
 	// of padding the injection stub needs.
 	ErrNoStubSite = errors.New("no room for the injection stub in the target")

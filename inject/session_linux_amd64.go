@@ -88,6 +88,7 @@ type Session struct {
 	stub         uintptr         // the stub's address in the target, 0 until placed
 	stubOrig     []byte          // the bytes the stub replaced
 	stubWhere    string          // the mapping that holds the stub, for tests and errors
+	stubUsed     int             // bytes of stubOrig written over (stub and ReadOnly data)
 	restartEarly bool            // restartAtOnce changed the registers at the first stop
 	parked       unix.PtraceRegs // the registers the thread rests with in an event stop
 	regions      []region        // scratch mappings still mapped in the target
@@ -550,11 +551,8 @@ func (s *Session) usable(op string) error {
 // the call's syscall-exit-stop, inside the stub: from the moment its
 // registers point there, it can reach its own state without the caller.
 func (s *Session) inject(op string, nr uintptr, args ...uintptr) (uintptr, error) {
-	if s.stub == 0 {
-		s.resumed = resumeRegs(s.saved, s.semopRestartable())
-		if err := s.placeStub(&s.resumed); err != nil {
-			return 0, err
-		}
+	if err := s.ensureStub(); err != nil {
+		return 0, err
 	}
 	regs := s.resumed
 	regs.Rip = uint64(s.stub)

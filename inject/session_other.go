@@ -37,6 +37,11 @@ func (s *Session) Pid() int { return s.pidOrZero() }
 // Tid returns the id of the traced thread.
 func (s *Session) Tid() int { return 0 }
 
+// ReadOnly places data in the target. Not supported on this platform.
+func (s *Session) ReadOnly(data []byte) (uintptr, error) {
+	return 0, notSupported(s.pidOrZero(), "read-only data")
+}
+
 // Stats returns the session's figures so far.
 func (s *Session) Stats() Stats { return Stats{} }
 

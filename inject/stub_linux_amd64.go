@@ -381,16 +381,55 @@ func (s *Session) placeStub(regs *unix.PtraceRegs) error {
 	if err != nil {
 		return err
 	}
-	orig := make([]byte, stubLen)
+	// The site lies in the last page of its segment; the rest of that page
+	// after the stub can hold read-only data (ReadOnly). Its bytes are all
+	// kept, so Detach can put back whatever was used.
+	end := at&^(pageSize-1) + pageSize
+	orig := make([]byte, end-at)
 	if err := s.readMemory(at, orig); err != nil {
-		return s.memErr("place stub", err, fmt.Sprintf("cannot read %d bytes at %#x in %s", stubLen, at, where))
+		return s.memErr("place stub", err, fmt.Sprintf("cannot read %d bytes at %#x in %s", len(orig), at, where))
 	}
 	popf := s.hooks.popf || !stackless(regs.Eflags)
 	if err := s.forceWrite(at, encodeStub(at, regs, popf)); err != nil {
 		return err
 	}
-	s.stub, s.stubOrig, s.stubWhere = at, orig, where
+	s.stub, s.stubOrig, s.stubWhere, s.stubUsed = at, orig, where, stubLen
 	return nil
+}
+
+// ensureStub places the stub, restoring the registers the thread resumes
+// with, unless the session has placed it already.
+func (s *Session) ensureStub() error {
+	if s.stub != 0 {
+		return nil
+	}
+	s.resumed = resumeRegs(s.saved, s.semopRestartable())
+	return s.placeStub(&s.resumed)
+}
+
+// ReadOnly puts data where the target can read it but never runs or writes
+// it: after the stub, in the padding that holds it, 8-byte aligned. It
+// suits the arguments a call only reads, such as semop's operations, and
+// saves mapping a scratch page (two injected calls, and a page left in the
+// target if the caller dies). Detach puts the padding's bytes back. When
+// data does not fit (the padding has 0.5 to 4 KiB), it returns an error
+// wrapping ErrNoRoom, and the caller maps a page instead.
+func (s *Session) ReadOnly(data []byte) (uintptr, error) {
+	if err := s.usable("read-only data"); err != nil {
+		return 0, err
+	}
+	if err := s.ensureStub(); err != nil {
+		return 0, err
+	}
+	at := (stubLen + 7) &^ 7
+	if at+len(data) > len(s.stubOrig) {
+		return 0, s.fail("read-only data", ErrNoRoom, nil, fmt.Sprintf("%d bytes do not fit in the %d bytes after the stub in %s: map a page", len(data), len(s.stubOrig)-at, s.stubWhere))
+	}
+	if err := s.forceWrite(s.stub+uintptr(at), data); err != nil {
+		return 0, err
+	}
+	s.stubUsed = max(s.stubUsed, at+len(data))
+	return s.stub + uintptr(at), nil
 }
 
 // forceWrite writes into memory the target cannot write itself (its
@@ -420,7 +459,7 @@ func (s *Session) removeStub() error {
 	if s.stub == 0 {
 		return nil
 	}
-	err := s.forceWrite(s.stub, s.stubOrig)
-	s.stub, s.stubOrig = 0, nil
+	err := s.forceWrite(s.stub, s.stubOrig[:s.stubUsed])
+	s.stub, s.stubOrig, s.stubUsed = 0, nil, 0
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -167,9 +168,43 @@ func TestStubInVDSO(t *testing.T) {
 	}
 	stub, orig := s.stub, s.stubOrig
 	mustDetach(t, s)
-	if back := readRemote(t, tg.pid, stub, stubLen); !bytes.Equal(back, orig) {
+	if back := readRemote(t, tg.pid, stub, len(orig)); !bytes.Equal(back, orig) {
 		t.Fatal("the vDSO's bytes were not put back")
 	}
 	// Back asleep: a stopped nanosleep goes on as restart_syscall.
 	tg.blockedIn(t, nrNanosleep, unix.SYS_RESTART_SYSCALL)
+}
+
+// TestReadOnly: data a call only reads goes after the stub, where the
+// injected call reads it; what does not fit is refused with ErrNoRoom; and
+// Detach puts the padding back.
+func TestReadOnly(t *testing.T) {
+	tg := start(t, buildC(t, "sleeper", sleeperSrc), "100000")
+	tg.line(t)
+	tg.blockedIn(t, nrClockNanoslp, nrNanosleep)
+	s := mustSeize(t, tg.pid)
+	defer mustDetach(t, s)
+	msg := []byte("read-only data\n")
+	addr, err := s.ReadOnly(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr%8 != 0 || addr < s.stub+stubLen || addr+uintptr(len(msg)) > s.stub+uintptr(len(s.stubOrig)) {
+		t.Fatalf("data at %#x, want 8-byte aligned after the stub at %#x, within its page", addr, s.stub)
+	}
+	// The kernel reads it: the target writes it to its standard output.
+	if n, err := s.Syscall(unix.SYS_WRITE, 1, addr, uintptr(len(msg))); err != nil || int(n) != len(msg) {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	if l := tg.line(t); l+"\n" != string(msg) {
+		t.Fatalf("target printed %q, want %q", l, msg)
+	}
+	if _, err := s.ReadOnly(make([]byte, pageSize)); !errors.Is(err, ErrNoRoom) {
+		t.Fatalf("a page of data: %v, want ErrNoRoom", err)
+	}
+	stub, orig := s.stub, s.stubOrig
+	mustDetach(t, s)
+	if back := readRemote(t, tg.pid, stub, len(orig)); !bytes.Equal(back, orig) {
+		t.Fatal("the padding was not put back")
+	}
 }

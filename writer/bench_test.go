@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,7 +50,8 @@ func BenchmarkSet(b *testing.B) {
 			}
 			writes[j] = writer.Write{PID: pid, List: l}
 		}
-		opts := &writer.Options{Stats: func(pid int, st inject.Stats) { setStops = append(setStops, st.StopTime) }}
+		var mu sync.Mutex // the writes run in parallel
+		opts := &writer.Options{Stats: func(pid int, st inject.Stats) { mu.Lock(); setStops = append(setStops, st.StopTime); mu.Unlock() }}
 		t0 := time.Now()
 		if err := writer.WriteProcesses(r, writes, opts); err != nil {
 			b.Fatal(err)

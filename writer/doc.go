@@ -21,6 +21,13 @@
 // (CheckTarget). A listed set the target has no entry for gets one, even
 // of zeros: an all-zero entry is real state.
 //
+// Only the semop calls must run in the target (they belong to its undo
+// list): the checks of a set (IPC_STAT, GETALL, IPC_INFO) run in the writer,
+// from its own IPC namespace when the target shares it, else from a thread
+// that joins the target's namespace for the one write and then ends. Writes
+// into several processes (WriteProcesses, InjectAll) run in parallel, one
+// ptrace session per thread, as many as GOMAXPROCS.
+//
 // All the changes for one set go in one semop call when they fit the
 // namespace's SEMOPM limit (500 by default: 250 semaphores with a change);
 // a set that needs more calls is not written atomically: another process

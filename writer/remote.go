@@ -4,7 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/internal/procfs"
@@ -32,10 +36,49 @@ const maxNsems = 65535
 // PTRACE_MODE_ATTACH check); semundo adds no privilege of its own. A pid
 // that holds the caller's own list, or is traced, is refused (CheckTarget).
 func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
-	defer func() { err = namingPID(pid, err) }()
 	if err := CheckTarget(pid, opts.callers()...); err != nil {
 		return err
 	}
+	return injectChecked(pid, cur, want, opts)
+}
+
+// injectChecked is Inject for a target that passed CheckTarget.
+func injectChecked(pid int, cur, want undo.List, opts *Options) (err error) {
+	defer func() { err = namingPID(pid, err) }()
+	if sameIPCNamespace(pid) {
+		return injectOn(pid, cur, want, opts, false)
+	}
+	// The set checks are cheaper from a thread that joins the target's IPC
+	// namespace than injected.
+	return onThreadOfItsOwn(func() error { return injectOn(pid, cur, want, opts, true) })
+}
+
+// onThreadOfItsOwn runs f on an OS thread that ends with it: f may change
+// the thread (join a namespace) that no other goroutine must run on
+// afterwards. The goroutine stays locked (never UnlockOSThread), and the
+// runtime ends the thread when it returns. Never the main thread: the
+// runtime would keep it, wedged, and the kernel shows the main thread as
+// the process (/proc/self/ns, kcmp in CheckTarget). While one goroutine
+// holds the main thread locked, no other can run on it.
+func onThreadOfItsOwn(f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			done <- onThreadOfItsOwn(f)
+			runtime.UnlockOSThread()
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}
+
+// injectOn seizes pid and writes want. join: the calling goroutine is
+// locked to a thread of its own for good, which joins pid's IPC namespace
+// to read the sets there; without it (or when joining is refused), reads
+// are local only when pid shares the caller's namespace.
+func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error) {
 	s, err := inject.Seize(pid)
 	if err != nil {
 		return err
@@ -48,16 +91,121 @@ func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
 			opts.Stats(pid, s.Stats())
 		}
 	}()
-	addr, err := s.Mmap(scratchSize)
+	// Joined only now: a seized process keeps its pid (even if it dies)
+	// until it is detached, so the namespace opened is the target's.
+	x := &remote{s: s, local: !join || joinIPCNamespace(pid, s.Tid()) == nil}
+	defer func() {
+		if x.addr != 0 {
+			if merr := s.Munmap(x.addr, scratchSize); merr != nil && err == nil {
+				err = merr
+			}
+		}
+	}()
+	return apply(x, cur, want, opts)
+}
+
+// joinIPCNamespace moves the calling thread into the IPC namespace of
+// thread tid of pid (it
+// needs CAP_SYS_ADMIN there). The kernel detaches the thread's undo list
+// on the way (exit_sem); the list is shared with the process's other
+// threads (a Go runtime clones them with CLONE_SYSVSEM), so nothing is
+// applied: the thread just holds none afterwards, and it makes no semop.
+func joinIPCNamespace(pid, tid int) error {
+	// The seized thread's: it is alive, where the leader may be a zombie
+	// whose namespaces /proc no longer shows.
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if merr := s.Munmap(addr, scratchSize); merr != nil && err == nil {
-			err = merr
+	defer unix.Close(fd)
+	return unix.Setns(fd, unix.CLONE_NEWIPC)
+}
+
+// InjectAll runs Inject for each job, up to GOMAXPROCS of them at a time:
+// the targets are separate processes, and each session keeps to its own
+// thread (ptrace binds a tracee to the thread that seized it). Each job is
+// all or nothing, as Inject is. After the first failure no new job starts;
+// the error then names, besides each failure, the processes whose lists
+// were written and those never tried, since a failure does not undo the
+// other targets' writes. Every target passes CheckTarget before the
+// first write.
+func InjectAll(jobs []Job, opts *Options) error {
+	for _, j := range jobs {
+		if err := CheckTarget(j.PID, opts.callers()...); err != nil {
+			return err
 		}
-	}()
-	return apply(&remote{s: s, addr: addr, local: sameIPCNamespace(pid)}, cur, want, opts)
+	}
+	return injectAll(jobs, opts)
+}
+
+// injectAll is InjectAll for targets that passed CheckTarget.
+func injectAll(jobs []Job, opts *Options) error {
+	var (
+		mu      sync.Mutex
+		next    int
+		stopped bool
+		wg      sync.WaitGroup
+	)
+	errs := make([]error, len(jobs))
+	done := make([]bool, len(jobs))
+	worker := func() {
+		defer wg.Done()
+		for {
+			mu.Lock()
+			if stopped || next == len(jobs) {
+				mu.Unlock()
+				return
+			}
+			i := next
+			next++
+			mu.Unlock()
+			err := injectChecked(jobs[i].PID, jobs[i].Current, jobs[i].Want, opts)
+			mu.Lock()
+			errs[i], done[i] = err, err == nil
+			stopped = stopped || err != nil
+			mu.Unlock()
+		}
+	}
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+		wg.Add(1)
+		go worker()
+	}
+	wg.Wait()
+	var failed []error
+	for _, e := range errs {
+		if e != nil {
+			failed = append(failed, e)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	// One line: the failures (each names its pid), in job order.
+	err := failed[0]
+	for _, e := range failed[1:] {
+		err = fmt.Errorf("%w; %w", err, e)
+	}
+	var written, untried []string
+	for i, j := range jobs {
+		switch {
+		case done[i]:
+			written = append(written, strconv.Itoa(j.PID))
+		case errs[i] == nil:
+			untried = append(untried, strconv.Itoa(j.PID))
+		}
+	}
+	if len(written)+len(untried) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (written: %s; not tried: %s)", err, pidList(written), pidList(untried))
+}
+
+// pidList says "none" or lists the pids.
+func pidList(pids []string) string {
+	if len(pids) == 0 {
+		return "none"
+	}
+	return "pids " + strings.Join(pids, " ")
 }
 
 // sameIPCNamespace reports whether pid shares the caller's IPC namespace:
@@ -91,9 +239,10 @@ type Job struct {
 }
 
 // WriteProcesses writes several processes' lists with one read of all lists
-// before and one after (WriteProcess reads twice per process). It stops at the
-// first failure and returns it; the writes before it stay. Every target
-// passes CheckTarget before the first write.
+// before and one after (WriteProcess reads twice per process), injecting
+// with InjectAll unless opts.Injector is set. After a failure no new write
+// starts, the writes done stay, and the error says which processes were
+// written. Every target passes CheckTarget before the first write.
 func WriteProcesses(r *reader.Reader, writes []Write, opts *Options) error {
 	for _, w := range writes {
 		if err := CheckTarget(w.PID, opts.callers()...); err != nil {
@@ -112,12 +261,8 @@ func WriteProcesses(r *reader.Reader, writes []Write, opts *Options) error {
 		if err := opts.Injector(jobs); err != nil {
 			return err
 		}
-	} else {
-		for _, j := range jobs {
-			if err := Inject(j.PID, j.Current, j.Want, opts); err != nil {
-				return err // it names the pid
-			}
-		}
+	} else if err := injectAll(jobs, opts); err != nil {
+		return err
 	}
 	after, err := r.Scan()
 	if err != nil {
@@ -205,8 +350,12 @@ func equalEntry(got, want []int16) bool {
 
 // remote runs the calls inside the target.
 type remote struct {
-	s      *inject.Session
-	addr   uintptr
+	s *inject.Session
+	// addr is the scratch mapping in the target, 0 until a call needs it.
+	addr uintptr
+	// noRoom: the padding after the injector's stub has proved too small
+	// for a call's arguments (inject.ErrNoRoom), so they go to addr.
+	noRoom bool
 	cache  *Creds
 	semmsl int // from IPC_INFO, once read
 	// local: the target is in the caller's IPC namespace, so reading a set
@@ -217,11 +366,51 @@ type remote struct {
 
 func (x *remote) pid() int { return x.s.Pid() }
 
+// mapped returns the scratch mapping, mapping it first if need be.
+func (x *remote) mapped() (uintptr, error) {
+	if x.addr == 0 {
+		addr, err := x.s.Mmap(scratchSize)
+		if err != nil {
+			return 0, err
+		}
+		x.addr = addr
+	}
+	return x.addr, nil
+}
+
+// put copies b, which the call only reads, into the target and returns
+// the address: after the injector's stub when it fits there (no page to
+// map and unmap: a typical write injects one call, its semop, and a
+// killed writer leaves no page behind), else into the scratch mapping. The
+// target's stack is no place for it: a Go thread's goroutine stack may end
+// right below its red zone.
+func (x *remote) put(b []byte) (uintptr, error) {
+	if !x.noRoom {
+		addr, err := x.s.ReadOnly(b)
+		if err == nil {
+			return addr, nil
+		}
+		if !errors.Is(err, inject.ErrNoRoom) {
+			return 0, err
+		}
+		x.noRoom = true
+	}
+	addr, err := x.mapped()
+	if err != nil {
+		return 0, err
+	}
+	return addr, x.s.WriteMemory(addr, b)
+}
+
 func (x *remote) semctl(semid int32, cmd int, out []byte) error {
-	if _, err := x.s.Syscall(unix.SYS_SEMCTL, uintptr(semid), 0, uintptr(cmd), x.addr); err != nil {
+	addr, err := x.mapped()
+	if err != nil {
 		return err
 	}
-	return x.s.ReadMemory(x.addr, out)
+	if _, err := x.s.Syscall(unix.SYS_SEMCTL, uintptr(semid), 0, uintptr(cmd), addr); err != nil {
+		return err
+	}
+	return x.s.ReadMemory(addr, out)
 }
 
 func (x *remote) stat(semid int32) (sysvsem.SemidDS, error) {
@@ -293,10 +482,11 @@ func (x *remote) semop(semid int32, ops []plan.Op) error {
 		binary.NativeEndian.PutUint16(buf[6*i+2:], uint16(o.Op))
 		binary.NativeEndian.PutUint16(buf[6*i+4:], uint16(o.Flg))
 	}
-	if err := x.s.WriteMemory(x.addr, buf); err != nil {
+	addr, err := x.put(buf)
+	if err != nil {
 		return err
 	}
-	_, err := x.s.Syscall(unix.SYS_SEMOP, uintptr(semid), x.addr, uintptr(len(ops)))
+	_, err = x.s.Syscall(unix.SYS_SEMOP, uintptr(semid), addr, uintptr(len(ops)))
 	return err
 }
 

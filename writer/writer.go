@@ -40,7 +40,9 @@ type Options struct {
 	// another process moved a value between plan and call (default 8).
 	Retries int
 	// Stats, when set, receives each injection's figures (the target's
-	// stop time among them) after it detached.
+	// stop time among them) after it detached. Writes to several
+	// processes run in parallel (InjectAll): it must be safe to call
+	// from several goroutines.
 	Stats func(pid int, st inject.Stats)
 	// Injector, when set, performs the injections of WriteProcess and WriteProcesses
 	// instead of Inject in this process: semundo's command line runs them

@@ -575,8 +575,17 @@ func TestSetOtherNamespace(t *testing.T) {
 		t.Fatalf("set in the new namespace got id %d, want %d", h.Child, mine.id)
 	}
 	want := mustParse(t, fmt.Sprintf("%d -5 7 -32768\n", h.Child))
-	if err := writer.WriteProcess(r, h.PID, want, nil); err != nil {
+	var injected int
+	opts := &writer.Options{Stats: func(pid int, st inject.Stats) { injected = st.Injections }}
+	if err := writer.WriteProcess(r, h.PID, want, opts); err != nil {
 		t.Fatal(err)
+	}
+	// The set checks (IPC_STAT, GETALL) ran in the target's namespace from
+	// here: injected are only the semop calls (the first plan, which
+	// SEMVMX defeats, and the one after the values were read), their
+	// operations passed in the padding after the injector's stub.
+	if injected != 2 {
+		t.Errorf("%d calls injected, want 2 semop: the set checks were injected, or a page mapped", injected)
 	}
 	if got := listOf(t, r, h.PID, h.Child); !equal(got, want[0].Adj) {
 		t.Fatalf("list %v, want %v", got, want[0].Adj)
@@ -586,4 +595,115 @@ func TestSetOtherNamespace(t *testing.T) {
 	if err := writer.WriteProcess(r, h.PID, mustParse(t, fmt.Sprintf("%d 1\n", h.Child)), nil); !errors.Is(err, writer.ErrCount) {
 		t.Fatalf("one value for the 3-semaphore set in the target's namespace: %v", err)
 	}
+}
+
+// TestInjectAllReportsPartial: when one of several parallel writes fails,
+// the others are done or never started, each failure is named, and the
+// error lists which processes were written; the failed target keeps its
+// list.
+func TestInjectAllReportsPartial(t *testing.T) {
+	r := openReader(t)
+	s := newSet(t, 0, 0)
+	var jobs []writer.Job
+	pids := map[int]bool{}
+	for i := range 6 {
+		p := startTarget(t, "pause")
+		pids[p.pid] = true
+		want := mustParse(t, fmt.Sprintf("%d %d 1\n", s.id, i+1))
+		if i == 3 {
+			want = mustParse(t, fmt.Sprintf("%d %d\n", s.id, i+1)) // one value for two semaphores
+		}
+		jobs = append(jobs, writer.Job{PID: p.pid, Want: want})
+	}
+	err := writer.InjectAll(jobs, nil)
+	if !errors.Is(err, writer.ErrCount) {
+		t.Fatalf("InjectAll with a bad list: %v, want ErrCount", err)
+	}
+	if !strings.Contains(err.Error(), "written: ") || !strings.Contains(err.Error(), "not tried: ") {
+		t.Errorf("error %q does not say which processes were written", err)
+	}
+	written := 0
+	for i, j := range jobs {
+		got := listOf(t, r, j.PID, s.id)
+		mentioned := strings.Contains(err.Error(), fmt.Sprint(j.PID))
+		switch {
+		case i == 3:
+			if got != nil {
+				t.Errorf("the failed target %d holds %v, want no entry", j.PID, got)
+			}
+		case got == nil:
+			if !mentioned {
+				t.Errorf("pid %d was not written and the error %q does not name it", j.PID, err)
+			}
+		case !equal(got, j.Want[0].Adj):
+			t.Errorf("pid %d holds %v, want %v or nothing", j.PID, got, j.Want[0].Adj)
+		default:
+			written++
+			if !mentioned {
+				t.Errorf("pid %d was written and the error %q does not name it", j.PID, err)
+			}
+		}
+	}
+	s.unchanged(t)
+	t.Logf("%d of the 5 good targets written before the failure stopped the rest", written)
+}
+
+// TestInjectAllParallel: targets in six IPC namespaces, each with a set of
+// the same id as the caller's but its own size, are written at once: each
+// write reads its target's namespace, and afterwards the caller's threads
+// all still see the caller's set (no thread that joined a namespace went
+// back to running other goroutines).
+func TestInjectAllParallel(t *testing.T) {
+	r := openReader(t)
+	mine := newSet(t, 1)
+	var before unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/ipc", &before); err != nil {
+		t.Fatal(err)
+	}
+	var jobs []writer.Job
+	for i := range 6 {
+		h := holder.StartNS(t, mine.id, i+2, nil)
+		if h.Child != mine.id {
+			t.Fatalf("set in the new namespace got id %d, want %d", h.Child, mine.id)
+		}
+		adj := make([]string, i+2)
+		for k := range adj {
+			adj[k] = fmt.Sprint(k - i)
+		}
+		jobs = append(jobs, writer.Job{PID: h.PID, Want: mustParse(t, fmt.Sprintf("%d %s\n", h.Child, strings.Join(adj, " ")))})
+	}
+	var mu sync.Mutex
+	injected := map[int]int{}
+	opts := &writer.Options{Stats: func(pid int, st inject.Stats) { mu.Lock(); injected[pid] = st.Injections; mu.Unlock() }}
+	if err := writer.InjectAll(jobs, opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		// One semop (all values are 0, as the first plan assumes), its
+		// operations after the injector's stub; the checks from here.
+		if injected[j.PID] != 1 {
+			t.Errorf("pid %d: %d calls injected, want 1", j.PID, injected[j.PID])
+		}
+		if got := listOf(t, r, j.PID, mine.id); !equal(got, j.Want[0].Adj) {
+			t.Errorf("pid %d holds %v, want %v", j.PID, got, j.Want[0].Adj)
+		}
+	}
+	// /proc/self is the main thread.
+	var after unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/ipc", &after); err != nil || after.Ino != before.Ino {
+		t.Errorf("the main thread's IPC namespace is %d after the writes, was %d (%v)", after.Ino, before.Ino, err)
+	}
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ds, err := sysvsem.Stat(mine.id)
+			if err != nil || ds.Nsems != 1 {
+				t.Errorf("set %d seen from a thread of the caller: %d semaphores, %v; want the caller's set of 1", mine.id, ds.Nsems, err)
+			}
+		}()
+	}
+	wg.Wait()
+	mine.unchanged(t)
 }

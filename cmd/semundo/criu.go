@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"os"
+	"os/exec"
 
 	"github.com/semundo/semundo/criu"
 )
@@ -36,11 +37,37 @@ func defineCriuScript(fs *flag.FlagSet, c *cli) func([]string) error {
 		if *state != "" {
 			env.StateDir = *state
 		}
-		return criu.Run(env, &criu.Options{
-			Version:    version,
-			Log:        c.stdout,
-			OpenReader: openReader,
-			Injector:   childInjector,
-		})
+		return criu.Run(env, criuOptions(c))
 	}
+}
+
+func criuOptions(c *cli) *criu.Options {
+	return &criu.Options{
+		Version:    version,
+		Log:        c.stdout,
+		OpenReader: openReader,
+		Injector:   childInjector,
+		Helper: func() *exec.Cmd {
+			// The running binary, named in ps as it was invoked.
+			cmd := exec.Command("/proc/self/exe", criu.HelperArg)
+			cmd.Args[0] = os.Args[0]
+			return cmd
+		},
+	}
+}
+
+// criuHelperCmd is the helper criu-script starts at pre-dump and
+// pre-restore (criu.Serve): it loads the reader while CRIU works, and does
+// post-dump's or post-resume's work when that action hands it over.
+var criuHelperCmd = &spec{
+	name:   criu.HelperArg,
+	about:  "internal: criu-script's helper, started at pre-dump and pre-restore",
+	hidden: true,
+	define: noFlags(func(c *cli, pos []string) error {
+		env, err := criu.ParseEnv(os.LookupEnv)
+		if err != nil {
+			return err
+		}
+		return criu.Serve(env, criuOptions(c))
+	}),
 }

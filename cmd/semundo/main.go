@@ -70,7 +70,7 @@ var commands []*spec
 
 func init() {
 	commands = []*spec{showCmd, psCmd, whoCmd, waitsCmd, deadlockCmd, metricsCmd, setCmd, execCmd, checkpointCmd,
-		restoreCmd, mountCmd, criuScriptCmd, completionCmd}
+		restoreCmd, mountCmd, criuScriptCmd, completionCmd, criuHelperCmd}
 }
 
 // lookup returns the command named name.

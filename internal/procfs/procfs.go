@@ -456,3 +456,42 @@ func (p FS) Descendants(roots ...int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// ErrNoChildrenFile: the kernel has no /proc/PID/task/TID/children
+// (CONFIG_PROC_CHILDREN is not set).
+var ErrNoChildrenFile = errors.New("no /proc/PID/task/TID/children file")
+
+// TaskChildren returns the children of process pid, from the children
+// file of each of its threads, in ascending order. Unlike Children it
+// reads only pid's own files, but the kernel documents those as exact
+// only while the process can neither fork nor reap (frozen or stopped,
+// as CRIU holds a tree). A process that does not exist is an error that
+// Is syscall.ESRCH; a kernel without the file, ErrNoChildrenFile.
+func (p FS) TaskChildren(pid int) ([]int, error) {
+	tids, err := p.Tasks(pid)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, tid := range tids {
+		b, path, err := p.read(pid, "task", strconv.Itoa(tid), "children")
+		if errors.Is(err, syscall.ESRCH) {
+			if _, serr := p.TaskStat(pid, tid); serr == nil {
+				return nil, fmt.Errorf("%s: %w", path, ErrNoChildrenFile)
+			}
+			continue // the thread exited
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range strings.Fields(string(b)) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("%s: child %q: %w", path, f, ErrMalformed)
+			}
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}

@@ -1,0 +1,460 @@
+package criu
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/semundo/semundo/reader"
+	"golang.org/x/sys/unix"
+)
+
+// The helper: CRIU holds the tree frozen through post-dump and stopped
+// until post-resume ends, so what those actions spend is the container's
+// downtime. Most of it needs no frozen tree: loading and verifying the
+// BPF reader, starting a process. So pre-dump and pre-restore start a
+// helper, which loads the reader and waits, on a unix socket in the run's
+// directory under the state directory, for post-dump or post-resume to
+// hand it the work. The post-* action falls back to doing the work itself
+// when the helper is missing, dead, or not ready in time, and says so.
+//
+// The helper never outlives its CRIU: it watches CRIU through a pidfd
+// (taken by the pre-* action, while CRIU waits for it) and exits when
+// CRIU does, after an idle limit in any case, and once its one job is
+// done. The socket is only reachable through directories owned by the
+// helper's user and closed to others, is named after CRIU's pid and start
+// time (a stale one from another run is never looked up), and both ends
+// check the other's uid (SO_PEERCRED).
+
+// HelperArg is the hidden command that runs the helper: Options.Helper's
+// default command is the running program with this one argument. The
+// environment (CRTOOLS_*, EnvStateDir) is inherited from the pre-*
+// action, which also passes the listening socket as fd 3 and a pidfd of
+// CRIU as fd 4.
+const HelperArg = "__criu-helper"
+
+// EnvHelper set to 0 (or false, no) makes every action do its own work,
+// with no helper.
+const EnvHelper = "SEMUNDO_CRIU_HELPER"
+
+// helperSocket is the socket's name in the run's directory.
+const helperSocket = "helper.sock"
+
+const (
+	// helperIdle bounds a helper's life when no job comes: CRIU may run as
+	// a long-lived service, and a pidfd then never fires.
+	helperIdle = 10 * time.Minute
+	// helperReady bounds how long a post-* action waits for the helper to
+	// say it is ready (its reader loaded) before doing the work itself.
+	helperReady = 5 * time.Second
+	// helperRequest bounds how long the helper waits for the job once it
+	// said it is ready.
+	helperRequest = 5 * time.Second
+	// helperJob bounds the wait for the job's result. Once the job is
+	// handed over the post-* action cannot do it itself (that would write
+	// the lists twice): past this it fails, saying so.
+	helperJob = 2 * time.Minute
+)
+
+// The messages on the socket, one JSON line each: the helper sends
+// helperHello, the action sends helperRequest, the helper answers
+// helperResult.
+type (
+	helperHello struct {
+		// Ready: the helper can do the job. Else Why says why not, and
+		// the action does the work itself.
+		Ready bool   `json:"ready"`
+		Why   string `json:"why,omitempty"`
+	}
+	helperJobMsg struct {
+		Env Env `json:"env"`
+	}
+	helperResult struct {
+		Log   []string `json:"log,omitempty"`
+		Error string   `json:"error,omitempty"`
+	}
+)
+
+// startHelper is the pre-* action's part: it makes the run's directory
+// (dir, under the state directory), binds the socket there and starts the
+// helper with it. Failing is no error for CRIU: the post-* action then
+// does the work itself; the returned error says why, for the log.
+func startHelper(env Env, dir string, opts *Options) error {
+	if opts == nil || opts.Helper == nil || !env.helper() {
+		return errNoHelper
+	}
+	criuPID, err := criuPID(env)
+	if err != nil {
+		return err
+	}
+	// A pidfd taken now, while CRIU waits for this action, names this very
+	// CRIU even if it dies and its pid is reused later.
+	pidfd, err := unix.PidfdOpen(criuPID, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd of CRIU (pid %d): %w", criuPID, err)
+	}
+	pf := os.NewFile(uintptr(pidfd), "criu-pidfd")
+	defer pf.Close()
+	if err := privateDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	if err := privateDir(dir); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, helperSocket)
+	os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("helper socket: %w", err)
+	}
+	// The helper removes the socket when it is done: closing the listener
+	// here must not.
+	ln.SetUnlinkOnClose(false)
+	lf, err := ln.File()
+	ln.Close()
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	defer lf.Close()
+	cmd := opts.Helper()
+	cmd.Env = append(os.Environ(), EnvAction+"="+env.Action, EnvImageDir+"="+env.ImageDir, EnvStateDir+"="+filepath.Dir(dir))
+	cmd.ExtraFiles = []*os.File{lf, pf}
+	// Its own session: no terminal signal of CRIU's reaches it. No
+	// standard files: a pipe CRIU's caller reads must not stay open.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
+	// Nor any other descriptor this action inherited from CRIU without
+	// close-on-exec (this process exits next; fds 3 and 4 are passed as
+	// copies).
+	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err := cmd.Start(); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("start the helper: %w", err)
+	}
+	// Not waited for: it outlives this action, and CRIU (or init) reaps it.
+	return cmd.Process.Release()
+}
+
+// errNoHelper: the helper is not configured or was turned off.
+var errNoHelper = errors.New("no helper configured")
+
+// helper reports whether the helper is wanted (EnvHelper).
+func (e Env) helper() bool { return !e.NoHelper }
+
+// criuPID is CRIU's pid, from CRTOOLS_IMAGE_DIR (see handoffDir).
+func criuPID(env Env) (int, error) {
+	hd, err := handoffDir(env)
+	if err != nil {
+		return 0, err
+	}
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscanf(filepath.Base(hd), "criu-%d-%d", &pid, &start); err != nil {
+		return 0, err
+	}
+	return pid, nil
+}
+
+// privateDir checks that dir is a directory of this process's user that
+// no other user can write into or look up in.
+func privateDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("semundo's state directory %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o077 != 0 {
+		return fmt.Errorf("%s must be a directory of uid %d closed to other users (it is uid %d, mode %#o): the helper is not started", dir, os.Geteuid(), st.Uid, st.Mode&0o7777)
+	}
+	return nil
+}
+
+// peerUID returns the uid of the process at the other end of c.
+func peerUID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return int(cred.Uid), nil
+}
+
+// callHelper is the post-* action's part: it hands env's job to the
+// helper of this CRIU run, if there is one and it is ready in time. done
+// reports whether the helper took the job: if not, the caller does it
+// (why says why, for the log); if so, err is the job's outcome and the
+// helper's log lines are written to opts.Log.
+func callHelper(env Env, dir string, opts *Options) (done bool, why string, err error) {
+	path := filepath.Join(dir, helperSocket)
+	if _, err := os.Lstat(path); err != nil {
+		return false, "no helper was started", nil
+	}
+	if err := privateDir(dir); err != nil {
+		return false, err.Error(), nil
+	}
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		os.Remove(path)
+		return false, fmt.Sprintf("the helper is gone (%v)", err), nil
+	}
+	defer c.Close()
+	if uid, err := peerUID(c); err != nil || uid != os.Geteuid() {
+		return false, fmt.Sprintf("the helper socket's owner is uid %d, not %d (%v)", uid, os.Geteuid(), err), nil
+	}
+	in := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(helperReady))
+	var hello helperHello
+	if err := readMsg(in, &hello); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return false, fmt.Sprintf("the helper was not ready within %v", helperReady), nil
+		}
+		return false, fmt.Sprintf("the helper is gone (%v)", err), nil
+	}
+	if !hello.Ready {
+		return false, "the helper cannot do it: " + hello.Why, nil
+	}
+	// From here on the helper owns the job.
+	c.SetDeadline(time.Now().Add(helperJob))
+	if err := writeMsg(c, helperJobMsg{Env: env}); err != nil {
+		return true, "", fmt.Errorf("hand the %s work to the helper: %w", env.Action, err)
+	}
+	var res helperResult
+	if err := readMsg(in, &res); err != nil {
+		return true, "", fmt.Errorf("the helper took the %s work and gave no result (%v): it may be half done; "+
+			"see the tasks' state", env.Action, err)
+	}
+	for _, l := range res.Log {
+		opts.logf("%s", l)
+	}
+	if res.Error != "" {
+		return true, "", errors.New(res.Error)
+	}
+	return true, "", nil
+}
+
+func readMsg(r *bufio.Reader, v any) error {
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+func writeMsg(c net.Conn, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(append(b, '\n'))
+	return err
+}
+
+// Serve is the helper (HelperArg): it is started by the pre-dump or
+// pre-restore action (env.Action) with the listening socket as fd 3 and a
+// pidfd of CRIU as fd 4. It loads the reader, then waits for the paired
+// post-* action, does its work and exits. It exits without doing any
+// when CRIU exits first, when no job comes within its idle limit, or when
+// the action gives up on it; in every case it removes its socket.
+func Serve(env Env, opts *Options) error {
+	var paired string
+	switch env.Action {
+	case "pre-dump":
+		paired = ActionPostDump
+	case ActionPreRestore:
+		paired = ActionPostResume
+	default:
+		return fmt.Errorf("%s is started by CRIU's pre-dump or pre-restore action, not %q: %w", HelperArg, env.Action, ErrEnv)
+	}
+	lf, pf := os.NewFile(3, "listener"), os.NewFile(4, "criu-pidfd")
+	if lf == nil || pf == nil {
+		return fmt.Errorf("%s needs its socket and CRIU's pidfd as fds 3 and 4: %w", HelperArg, ErrEnv)
+	}
+	defer pf.Close()
+	fl, err := net.FileListener(lf)
+	lf.Close()
+	if err != nil {
+		return fmt.Errorf("%s: fd 3 is not its socket (%v): %w", HelperArg, err, ErrEnv)
+	}
+	ln, ok := fl.(*net.UnixListener)
+	if !ok {
+		fl.Close()
+		return fmt.Errorf("%s: fd 3 is not a unix socket: %w", HelperArg, ErrEnv)
+	}
+	path := ln.Addr().String()
+	ln.SetUnlinkOnClose(false)
+	defer func() {
+		ln.Close()
+		os.Remove(path)
+		if paired == ActionPostDump {
+			os.Remove(filepath.Dir(path)) // it held only the socket
+		}
+	}()
+	criuGone := make(chan struct{})
+	go func() {
+		// A pidfd polls readable when the process exits.
+		fds := []unix.PollFd{{Fd: int32(pf.Fd()), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(fds, -1)
+			if err == unix.EINTR {
+				continue
+			}
+			if n > 0 || err != nil {
+				close(criuGone)
+				return
+			}
+		}
+	}()
+
+	// The slow part, while CRIU works.
+	var (
+		r       *reader.Reader
+		openErr error
+	)
+	loaded := make(chan struct{})
+	go func() {
+		r, openErr = opts.open()
+		close(loaded)
+	}()
+	select {
+	case <-loaded:
+	case <-criuGone:
+		os.RemoveAll(filepath.Dir(path))
+		return nil
+	case <-time.After(helperIdle):
+		return nil
+	}
+
+	type accepted struct {
+		c   *net.UnixConn
+		err error
+	}
+	conns := make(chan accepted)
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			conns <- accepted{c, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	idle := time.After(helperIdle)
+	for {
+		var a accepted
+		select {
+		case a = <-conns:
+		case <-criuGone:
+			// No post-* action will come: what pre-restore handed over
+			// goes too.
+			os.RemoveAll(filepath.Dir(path))
+			if r != nil {
+				r.Close()
+			}
+			return nil
+		case <-idle:
+			if r != nil {
+				r.Close()
+			}
+			return nil
+		}
+		if a.err != nil {
+			return a.err
+		}
+		if uid, err := peerUID(a.c); err != nil || uid != os.Geteuid() {
+			a.c.Close() // another user's: not a word to it
+			continue
+		}
+		return serveOne(a.c, env, paired, r, openErr, opts)
+	}
+}
+
+// serveOne runs the one job of a helper over c.
+func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr error, opts *Options) error {
+	defer c.Close()
+	if openErr != nil {
+		writeMsg(c, helperHello{Why: openErr.Error()})
+		return nil
+	}
+	// Closed only once the answer is out (the job keeps it open).
+	defer r.Close()
+	c.SetDeadline(time.Now().Add(helperRequest))
+	if err := writeMsg(c, helperHello{Ready: true}); err != nil {
+		return nil // the action gave up waiting and does the work itself
+	}
+	var job helperJobMsg
+	if err := readMsg(bufio.NewReader(c), &job); err != nil {
+		return nil // likewise
+	}
+	c.SetDeadline(time.Time{})
+	var res helperResult
+	switch {
+	case job.Env.Action != paired:
+		res.Error = fmt.Sprintf("the helper started at %s serves %s, not %s", env.Action, paired, job.Env.Action)
+	case job.Env.ImageDir == "":
+		res.Error = "the job names no images directory"
+	default:
+		if mine, theirs := runDir(env), runDir(job.Env); mine != theirs {
+			res.Error = fmt.Sprintf("the helper serves the CRIU run of %s, not %s", mine, theirs)
+			break
+		}
+		var o Options
+		if opts != nil {
+			o = *opts
+		}
+		var log bytes.Buffer
+		o.Log = &log
+		// The injections run in this process, in parallel (writer.InjectAll):
+		// it has a session of its own, which a signal to CRIU's never reaches.
+		o.Injector = nil
+		o.OpenReader = func() (*reader.Reader, error) { return r, nil }
+		o.keepReader = true
+		start := time.Now()
+		if err := work(job.Env, &o); err != nil {
+			res.Error = err.Error()
+		}
+		took := time.Since(start)
+		for _, l := range bytes.Split(bytes.TrimSpace(log.Bytes()), []byte("\n")) {
+			if len(l) > 0 {
+				res.Log = append(res.Log, string(bytes.TrimPrefix(l, []byte("semundo: "))))
+			}
+		}
+		res.Log = append(res.Log, fmt.Sprintf("%s: done by the helper started at %s (pid %d) in %.1f ms",
+			paired, env.Action, os.Getpid(), float64(took)/float64(time.Millisecond)))
+	}
+	c.SetDeadline(time.Now().Add(helperRequest))
+	writeMsg(c, res)
+	return nil
+}
+
+// runDir names a CRIU run by its directory under the state directory, ""
+// when it cannot.
+func runDir(env Env) string {
+	d, err := handoffDir(env)
+	if err != nil {
+		return ""
+	}
+	return d
+}
