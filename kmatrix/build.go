@@ -26,9 +26,11 @@ type Package struct {
 	Binary     string // built test binary on the host
 }
 
-// goEnv is the environment for building what runs in the VM: static,
-// because the initramfs has no C library.
-func goEnv() []string { return append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64") }
+// goEnv is the environment for building what runs in a VM of arch:
+// static, because the initramfs has no C library.
+func goEnv(arch string) []string {
+	return append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+}
 
 // ListPackages expands patterns (./..., import paths) with go list and keeps
 // the packages that have tests.
@@ -67,14 +69,14 @@ func ListPackages(ctx context.Context, patterns []string) ([]Package, error) {
 // fileName turns a package name into one path element.
 func fileName(name string) string { return strings.ReplaceAll(name, "/", "_") }
 
-// BuildTests compiles each package's test binary into dir with
+// BuildTests compiles each package's test binary for arch into dir with
 // CGO_ENABLED=0 go test -c.
-func BuildTests(ctx context.Context, dir string, pkgs []Package) error {
+func BuildTests(ctx context.Context, arch, dir string, pkgs []Package) error {
 	for i := range pkgs {
 		p := &pkgs[i]
 		p.Binary = filepath.Join(dir, fileName(p.Name)+".test")
 		cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", p.Binary, p.ImportPath)
-		cmd.Env = goEnv()
+		cmd.Env = goEnv(arch)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go test -c %s: %w\n%s", p.ImportPath, err, bytes.TrimSpace(out))
 		}
@@ -82,10 +84,10 @@ func BuildTests(ctx context.Context, dir string, pkgs []Package) error {
 	return nil
 }
 
-// BuildInit compiles the static /init into path.
-func BuildInit(ctx context.Context, path string) error {
+// BuildInit compiles the static /init for arch into path.
+func BuildInit(ctx context.Context, arch, path string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", path, InitPackage)
-	cmd.Env = goEnv()
+	cmd.Env = goEnv(arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", InitPackage, err, bytes.TrimSpace(out))
 	}

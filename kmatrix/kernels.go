@@ -18,23 +18,24 @@ import (
 )
 
 // Series maps a matrix name (what -kernels takes) to the Debian package
-// names of that kernel line; the first group is the release (uname -r), the
-// second the number that orders builds. Both come from bookworm's own
-// sources: 6.1 is bookworm's kernel, 6.12 is the "+deb12" kernel that
-// bookworm-security carries (no backports line is needed).
+// names of that amd64 kernel line, found with the host's APT; the first
+// group is the release (uname -r), the second the number that orders
+// builds. Both come from bookworm's own sources: 6.1 is bookworm's kernel,
+// 6.12 is the "+deb12" kernel that bookworm-security carries (no backports
+// line is needed). The kernels APT here does not know are in
+// ArchiveSeries.
 var Series = map[string]*regexp.Regexp{
 	"6.1":  regexp.MustCompile(`^linux-image-(6\.1\.0-([0-9]+)-cloud-amd64)$`),
 	"6.12": regexp.MustCompile(`^linux-image-(6\.12\.([0-9]+)\+deb12-cloud-amd64)$`),
 }
 
-// DefaultKernels is the matrix run when -kernels is not given.
-var DefaultKernels = []string{"6.1", "6.12"}
+// exactPackage matches a package name given instead of a series; the
+// last group is the architecture.
+var exactPackage = regexp.MustCompile(`^linux-image-(([0-9][^ ]*)-cloud-(amd64|arm64))$`)
 
-// exactPackage matches a package name given instead of a series.
-var exactPackage = regexp.MustCompile(`^linux-image-(([0-9][^ ]*)-cloud-amd64)$`)
-
-// ErrUnknownKernel is returned for a kernel that is neither a series in
-// Series nor a linux-image-*-cloud-amd64 package name.
+// ErrUnknownKernel is returned for a kernel that is neither a series of
+// the architecture (Series, ArchiveSeries) nor a
+// linux-image-*-cloud-<arch> package name.
 var ErrUnknownKernel = errors.New("kmatrix: unknown kernel")
 
 // ErrNoPackage is returned when APT knows no package for a series and none
@@ -44,6 +45,7 @@ var ErrNoPackage = errors.New("kmatrix: no kernel package found")
 // Kernel is one kernel of the matrix, ready to boot.
 type Kernel struct {
 	Name    string // as asked: a series ("6.1") or a package name
+	Arch    string // amd64 or arm64
 	Package string // Debian package, e.g. linux-image-6.1.0-56-cloud-amd64
 	Release string // uname -r the package promises
 	Vmlinuz string // cached kernel image
@@ -51,10 +53,13 @@ type Kernel struct {
 	Cached  bool   // true when nothing had to be downloaded
 }
 
-// Fetcher finds kernel packages with APT and keeps their vmlinuz and config
-// in CacheDir/<package>/, so a later run downloads nothing.
+// Fetcher finds kernel packages of one architecture, with APT (Series)
+// or in Debian's archive (ArchiveSeries), and keeps their vmlinuz and
+// config in CacheDir/<package>/, so a later run downloads nothing.
 type Fetcher struct {
 	CacheDir string
+	Arch     Arch
+	Archive  Archive   // where ArchiveSeries come from
 	Log      io.Writer // progress messages; nil discards them
 
 	updated bool // apt-get update already tried in this run
@@ -102,17 +107,31 @@ func (f *Fetcher) cachedNames() []string {
 	return names
 }
 
-// checkName accepts a series of Series or an exact package name.
-func checkName(name string) error {
-	if _, ok := Series[name]; ok || exactPackage.MatchString(name) {
+// checkName accepts, for arch, a series of Series (amd64) or
+// ArchiveSeries, or an exact package name of that architecture.
+func checkName(arch, name string) error {
+	if _, ok := archiveKernelFor(arch, name); ok {
+		return nil
+	}
+	if m := exactPackage.FindStringSubmatch(name); m != nil && m[3] == arch {
+		if arch == "amd64" {
+			return nil
+		}
+		// The host's APT has no arm64 packages: only ArchiveSeries lines.
+	} else if _, ok := Series[name]; ok && arch == "amd64" {
 		return nil
 	}
 	known := make([]string, 0, len(Series))
-	for k := range Series {
+	if arch == "amd64" {
+		for k := range Series {
+			known = append(known, k)
+		}
+	}
+	for k := range ArchiveSeries[arch] {
 		known = append(known, k)
 	}
 	sort.Strings(known)
-	return fmt.Errorf("%w %q: use one of %s or a linux-image-*-cloud-amd64 package name", ErrUnknownKernel, name, strings.Join(known, ", "))
+	return fmt.Errorf("%w %q on %s: use one of %s or a linux-image-*-cloud-%s package name of those lines", ErrUnknownKernel, name, arch, strings.Join(known, ", "), arch)
 }
 
 // resolve turns a matrix name into a package name: the newest build APT
@@ -120,9 +139,6 @@ func checkName(name string) error {
 func (f *Fetcher) resolve(ctx context.Context, name string) (string, error) {
 	if exactPackage.MatchString(name) {
 		return name, nil
-	}
-	if err := checkName(name); err != nil {
-		return "", err
 	}
 	re := Series[name]
 	for {
@@ -151,23 +167,50 @@ func (f *Fetcher) resolve(ctx context.Context, name string) (string, error) {
 // Get returns the kernel for a matrix name, downloading its package the
 // first time.
 func (f *Fetcher) Get(ctx context.Context, name string) (Kernel, error) {
-	pkg, err := f.resolve(ctx, name)
+	if err := checkName(f.Arch.Name, name); err != nil {
+		return Kernel{}, err
+	}
+	kernel := func(pkg string) Kernel {
+		return Kernel{
+			Name:    name,
+			Arch:    f.Arch.Name,
+			Package: pkg,
+			Release: strings.TrimPrefix(pkg, "linux-image-"),
+			Vmlinuz: filepath.Join(f.CacheDir, pkg, "vmlinuz"),
+			Config:  filepath.Join(f.CacheDir, pkg, "config"),
+		}
+	}
+	if k := kernel(name); exactPackage.MatchString(name) && fileExists(k.Vmlinuz) && fileExists(k.Config) {
+		k.Cached = true
+		return k, nil
+	}
+	ak, fromArchive := archiveKernelFor(f.Arch.Name, name)
+	var (
+		pkg string
+		deb debInfo
+		err error
+	)
+	if fromArchive {
+		deb, err = f.resolveArchive(ctx, name, ak)
+		pkg = deb.Package
+	} else {
+		pkg, err = f.resolve(ctx, name)
+	}
 	if err != nil {
 		return Kernel{}, err
 	}
-	k := Kernel{
-		Name:    name,
-		Package: pkg,
-		Release: strings.TrimPrefix(pkg, "linux-image-"),
-		Vmlinuz: filepath.Join(f.CacheDir, pkg, "vmlinuz"),
-		Config:  filepath.Join(f.CacheDir, pkg, "config"),
-	}
+	k := kernel(pkg)
 	if fileExists(k.Vmlinuz) && fileExists(k.Config) {
 		k.Cached = true
 		return k, nil
 	}
 	t0 := time.Now()
-	if err := f.download(ctx, pkg); err != nil {
+	if fromArchive {
+		err = f.downloadArchive(ctx, deb)
+	} else {
+		err = f.download(ctx, pkg)
+	}
+	if err != nil {
 		return Kernel{}, err
 	}
 	f.logf("kmatrix: downloaded %s into %s in %.1fs", pkg, f.CacheDir, time.Since(t0).Seconds())
@@ -183,12 +226,9 @@ func fileExists(p string) bool {
 // moves only vmlinuz and config into the cache (the modules are not
 // needed: what the tests use is built in), atomically by rename.
 func (f *Fetcher) download(ctx context.Context, pkg string) error {
-	if err := os.MkdirAll(f.CacheDir, 0o755); err != nil {
-		return fmt.Errorf("create kernel cache: %w (choose another with -cache)", err)
-	}
-	tmp, err := os.MkdirTemp(f.CacheDir, ".download-")
+	tmp, err := f.scratch()
 	if err != nil {
-		return fmt.Errorf("create download dir: %w", err)
+		return err
 	}
 	defer os.RemoveAll(tmp)
 
@@ -206,9 +246,28 @@ func (f *Fetcher) download(ctx context.Context, pkg string) error {
 	if len(debs) != 1 {
 		return fmt.Errorf("apt-get download %s left %d .deb files, want 1", pkg, len(debs))
 	}
+	return f.unpack(ctx, tmp, debs[0], pkg)
+}
+
+// scratch makes a download directory in the cache (so that the final
+// rename stays on one file system).
+func (f *Fetcher) scratch() (string, error) {
+	if err := os.MkdirAll(f.CacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("create kernel cache: %w (choose another with -cache)", err)
+	}
+	tmp, err := os.MkdirTemp(f.CacheDir, ".download-")
+	if err != nil {
+		return "", fmt.Errorf("create download dir: %w", err)
+	}
+	return tmp, nil
+}
+
+// unpack extracts deb in the scratch directory tmp and moves its vmlinuz
+// and config into CacheDir/pkg.
+func (f *Fetcher) unpack(ctx context.Context, tmp, deb, pkg string) error {
 	root := filepath.Join(tmp, "root")
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
-		return fmt.Errorf("dpkg-deb -x %s: %w\n%s", filepath.Base(debs[0]), err, out)
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
+		return fmt.Errorf("dpkg-deb -x %s: %w\n%s", filepath.Base(deb), err, out)
 	}
 	img, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	cfg, _ := filepath.Glob(filepath.Join(root, "boot", "config-*"))
@@ -232,16 +291,18 @@ func (f *Fetcher) download(ctx context.Context, pkg string) error {
 }
 
 // Required lists the kernel options semundo's tests rely on; each must be
-// built in (=y) because the initramfs carries no modules.
+// built in (=y) because the initramfs carries no modules. The console's
+// option is the architecture's (Arch.ConsoleConfig).
 var Required = []string{
 	"CONFIG_BPF_SYSCALL", "CONFIG_DEBUG_INFO_BTF", "CONFIG_SYSVIPC", "CONFIG_CHECKPOINT_RESTORE",
-	"CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_TMPFS",
+	"CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_TMPFS",
 	"CONFIG_CGROUPS", "CONFIG_IPC_NS", "CONFIG_PID_NS", "CONFIG_KCMP",
 }
 
-// CheckConfig reads a kernel config file and returns the Required options
-// that are not built in, each with its value ("m" or "unset").
-func CheckConfig(path string) ([]string, error) {
+// CheckConfig reads a kernel config file and returns the options of
+// Required and a's console option that are not built in, each with its
+// value ("m" or "unset").
+func CheckConfig(path string, a Arch) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read kernel config: %w", err)
@@ -258,7 +319,7 @@ func CheckConfig(path string) ([]string, error) {
 		return nil, fmt.Errorf("read kernel config %s: %w", path, err)
 	}
 	var bad []string
-	for _, opt := range Required {
+	for _, opt := range append(append([]string(nil), Required...), a.ConsoleConfig) {
 		switch v := val[opt]; v {
 		case "y":
 		case "":

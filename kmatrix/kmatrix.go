@@ -1,7 +1,8 @@
 // Package kmatrix runs semundo's compiled Go tests on other kernels: it
 // fetches Debian's cloud kernels with APT (cached), builds the test binaries
 // and a static /init (kmatrix/cmd/init) into an initramfs, boots each kernel
-// under qemu-system-x86_64 with software emulation, and turns what /init
+// under qemu-system-x86_64 or qemu-system-aarch64 with software emulation
+// (see Arches), and turns what /init
 // reports over the serial console into a pass/fail/skip table per kernel.
 // The command is kmatrix/cmd/kmatrix.
 package kmatrix
@@ -33,7 +34,8 @@ const (
 
 // Options configure a matrix run.
 type Options struct {
-	Kernels  []string      // series names (see Series) or package names
+	Arch     string        // the guests' architecture, a key of Arches; empty means amd64
+	Kernels  []string      // series names (see Series, ArchiveSeries) or package names
 	Packages []string      // go list patterns of the packages whose tests run
 	Run      string        // -test.run regexp; empty runs all
 	Skip     string        // -test.skip regexp; empty skips none
@@ -44,7 +46,7 @@ type Options struct {
 	VMTimeout time.Duration
 	CacheDir  string    // kernel cache
 	WorkDir   string    // where binaries and the initramfs are built
-	QEMU      string    // qemu-system-x86_64 binary
+	QEMU      string    // QEMU binary; empty means the Arch's
 	Memory    string    // guest memory (-m)
 	SMP       int       // guest CPUs (-smp)
 	Append    []string  // extra kernel command line parameters
@@ -87,19 +89,29 @@ func TestArgs(run, skip string, timeout time.Duration, extra []string) []string 
 // a VM are in the Report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	start := time.Now()
+	if o.Arch == "" {
+		o.Arch = "amd64"
+	}
+	arch, err := LookupArch(o.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if o.QEMU == "" {
+		o.QEMU = arch.QEMU
+	}
 	qemu, err := exec.LookPath(o.QEMU)
 	if err != nil {
-		return nil, ErrNoQEMU
+		return nil, noQEMU(arch, o.QEMU)
 	}
 	rep := &Report{Strict: InCI()}
 	for _, name := range o.Kernels {
-		if err := checkName(name); err != nil {
+		if err := checkName(arch.Name, name); err != nil {
 			return nil, err
 		}
 	}
 
 	t0 := time.Now()
-	f := &Fetcher{CacheDir: o.CacheDir, Log: o.Log}
+	f := &Fetcher{CacheDir: o.CacheDir, Arch: arch, Archive: HostArchive(), Log: o.Log}
 	var kernels []Kernel
 	for _, name := range o.Kernels {
 		k, err := f.Get(ctx, name)
@@ -120,11 +132,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := BuildTests(ctx, binDir, pkgs); err != nil {
+	if err := BuildTests(ctx, arch.Name, binDir, pkgs); err != nil {
 		return nil, err
 	}
 	initBin := filepath.Join(o.WorkDir, "init")
-	if err := BuildInit(ctx, initBin); err != nil {
+	if err := BuildInit(ctx, arch.Name, initBin); err != nil {
 		return nil, err
 	}
 	cfg := guestConfig(pkgs, TestArgs(o.Run, o.Skip, o.Timeout, o.TestArgs), o.Env, o.Timeout+initGrace)
@@ -139,6 +151,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		vmTimeout = bootAllowance + time.Duration(len(pkgs))*(o.Timeout+initGrace+binarySlack)
 	}
 	vm := VM{
+		Arch:    arch,
 		QEMU:    qemu,
 		Memory:  o.Memory,
 		SMP:     o.SMP,
@@ -153,7 +166,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		if bad, err := CheckConfig(k.Config); err != nil {
+		if bad, err := CheckConfig(k.Config, arch); err != nil {
 			run.Errors = append(run.Errors, err.Error())
 		} else {
 			run.ConfigBad = bad
@@ -242,7 +255,7 @@ func (r *Report) OK() bool {
 // output was streamed already).
 func (r *Report) Print(w io.Writer, withOutput bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KERNEL\tRELEASE\tBOOT\tPASS\tFAIL\tSKIP\tTIME\tRESULT")
+	fmt.Fprintln(tw, "KERNEL\tARCH\tRELEASE\tBOOT\tPASS\tFAIL\tSKIP\tTIME\tRESULT")
 	for _, run := range r.Runs {
 		pass, fail, skip := counts(run)
 		rel := run.Release
@@ -257,7 +270,7 @@ func (r *Report) Print(w io.Writer, withOutput bool) {
 		if p := r.Problems(run); len(p) > 0 {
 			result = "FAIL: " + strings.Join(p, "; ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.1fs\t%s\n", run.Kernel.Name, rel, boot, pass, fail, skip, run.Wall.Seconds(), result)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.1fs\t%s\n", run.Kernel.Name, run.Kernel.Arch, rel, boot, pass, fail, skip, run.Wall.Seconds(), result)
 	}
 	tw.Flush()
 

@@ -1,6 +1,7 @@
 package kmatrix
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -141,24 +142,92 @@ func TestCheckConfig(t *testing.T) {
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, err := CheckConfig(p)
-	if want := []string{"CONFIG_IPC_NS=m", "CONFIG_KCMP=unset"}; err != nil || !reflect.DeepEqual(got, want) {
-		t.Errorf("CheckConfig = %q, %v; want %q", got, err, want)
+	// Each architecture asks for its own console; this config has neither.
+	got, err := CheckConfig(p, Arches["amd64"])
+	if want := []string{"CONFIG_IPC_NS=m", "CONFIG_KCMP=unset", "CONFIG_SERIAL_8250_CONSOLE=unset"}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("amd64: CheckConfig = %q, %v; want %q", got, err, want)
 	}
-	if _, err := CheckConfig(filepath.Join(t.TempDir(), "none")); err == nil {
+	got, err = CheckConfig(p, Arches["arm64"])
+	if want := []string{"CONFIG_IPC_NS=m", "CONFIG_KCMP=unset", "CONFIG_SERIAL_AMBA_PL011_CONSOLE=unset"}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("arm64: CheckConfig = %q, %v; want %q", got, err, want)
+	}
+	if _, err := CheckConfig(filepath.Join(t.TempDir(), "none"), Arches["amd64"]); err == nil {
 		t.Error("missing config: no error")
 	}
 }
 
 func TestQEMUArgs(t *testing.T) {
-	args := strings.Join(VM{Memory: "2G", SMP: 2, Append: []string{"loglevel=7"}}.Args(Kernel{Vmlinuz: "/k"}, "/i"), " ")
-	for _, want := range []string{"-accel tcg", "-cpu max", "-smp 2", "-m 2G", "-nographic", "-no-reboot", "-kernel /k", "-initrd /i", "console=ttyS0 panic=-1 quiet loglevel=7"} {
-		if !strings.Contains(args, want) {
-			t.Errorf("args lack %q: %s", want, args)
+	for arch, wants := range map[string][]string{
+		"amd64": {"-accel tcg,thread=multi -cpu max -smp 2", "console=ttyS0 panic=-1 quiet loglevel=7"},
+		"arm64": {"-M virt -accel tcg,thread=multi -cpu max,pauth-impdef=on -smp 2", "console=ttyAMA0 panic=-1 quiet loglevel=7"},
+	} {
+		vm := VM{Arch: Arches[arch], Memory: "2G", SMP: 2, Append: []string{"loglevel=7"}}
+		args := strings.Join(vm.Args(Kernel{Vmlinuz: "/k"}, "/i"), " ")
+		for _, want := range append(wants, "-m 2G", "-nographic", "-no-reboot", "-nic none", "-kernel /k", "-initrd /i") {
+			if !strings.Contains(args, want) {
+				t.Errorf("%s: args lack %q: %s", arch, want, args)
+			}
+		}
+		if strings.Contains(args, "kvm") {
+			t.Errorf("%s: args ask for KVM, which cannot run these kernels here: %s", arch, args)
 		}
 	}
-	if strings.Contains(args, "kvm") {
-		t.Errorf("args ask for KVM, which cannot run these kernels here: %s", args)
+	if _, err := LookupArch("riscv64"); !errors.Is(err, ErrUnknownArch) || !strings.Contains(err.Error(), "amd64, arm64") {
+		t.Errorf("LookupArch(riscv64) = %v, want ErrUnknownArch naming amd64, arm64", err)
+	}
+	if err := noQEMU(Arches["arm64"], "qemu-system-aarch64"); !errors.Is(err, ErrNoQEMU) || !strings.Contains(err.Error(), "apt-get install -y --no-install-recommends qemu-system-arm") {
+		t.Errorf("noQEMU = %v, want ErrNoQEMU with the install line", err)
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	for _, c := range []struct {
+		arch, name string
+		ok         bool
+	}{
+		{"amd64", "6.1", true},
+		{"amd64", "6.12", true},
+		{"amd64", "5.10", true},
+		{"amd64", "linux-image-6.1.0-57-cloud-amd64", true},
+		{"amd64", "linux-image-5.10.0-46-cloud-amd64", true},
+		{"amd64", "linux-image-6.1.0-57-cloud-arm64", false},
+		{"amd64", "4.19", false},
+		{"arm64", "6.1", true},
+		{"arm64", "6.12", true},
+		{"arm64", "linux-image-6.12.118+deb12-cloud-arm64", true},
+		{"arm64", "5.10", false}, // not in the matrix on arm64
+		{"arm64", "linux-image-6.1.0-57-cloud-amd64", false},
+		{"arm64", "linux-image-6.6.0-1-cloud-arm64", false}, // no APT for arm64: archive lines only
+	} {
+		err := checkName(c.arch, c.name)
+		if (err == nil) != c.ok || err != nil && !errors.Is(err, ErrUnknownKernel) {
+			t.Errorf("checkName(%s, %s) = %v, want ok %v", c.arch, c.name, err, c.ok)
+		}
+	}
+	ak, ok := archiveKernelFor("amd64", "linux-image-5.10.0-46-cloud-amd64")
+	if !ok || ak.Suites[0].Name != "bullseye" || !ak.Suites[1].Security {
+		t.Errorf("5.10 package: archive line %+v %v, want bullseye and bullseye-security", ak, ok)
+	}
+	if _, ok := archiveKernelFor("amd64", "linux-image-6.1.0-57-cloud-amd64"); ok {
+		t.Error("amd64 6.1 taken from the archive: it comes from the host's APT")
+	}
+}
+
+func TestPickArchive(t *testing.T) {
+	names := []string{
+		"linux-image-6.1.0-50-cloud-arm64", "linux-image-6.1.0-57-cloud-arm64", "linux-image-6.1.0-58-cloud-arm64-dbg",
+		"linux-image-6.1.0-59-cloud-arm64-unsigned", "linux-image-6.1.0-60-arm64", "linux-image-6.1.0-57-cloud-amd64",
+		"linux-image-6.12.117+deb12-cloud-arm64", "linux-image-6.12.118+deb12-cloud-arm64", "linux-image-6.12.107+deb12-cloud-arm64-dbg",
+		"linux-image-5.10.0-46-cloud-amd64", "linux-image-5.10.0-9-cloud-amd64", "linux-image-6.1.0-0.deb11.52-cloud-amd64",
+	}
+	for _, c := range []struct{ arch, series, want string }{
+		{"arm64", "6.1", "linux-image-6.1.0-57-cloud-arm64"},
+		{"arm64", "6.12", "linux-image-6.12.118+deb12-cloud-arm64"},
+		{"amd64", "5.10", "linux-image-5.10.0-46-cloud-amd64"},
+	} {
+		if got := pick(ArchiveSeries[c.arch][c.series].Pattern, names); got != c.want {
+			t.Errorf("%s %s: %q, want %q", c.arch, c.series, got, c.want)
+		}
 	}
 }
 

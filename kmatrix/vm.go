@@ -3,7 +3,6 @@ package kmatrix
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,20 +16,14 @@ import (
 	"github.com/semundo/semundo/kmatrix/guest"
 )
 
-// QEMUPackage is the Debian package that provides qemu-system-x86_64.
-const QEMUPackage = "qemu-system-x86"
-
-// ErrNoQEMU is returned when qemu-system-x86_64 is not installed.
-var ErrNoQEMU = errors.New("kmatrix: qemu-system-x86_64 not found: install Debian package " + QEMUPackage +
-	" (apt-get install -y --no-install-recommends " + QEMUPackage + ")")
-
 // consoleTail is how many unframed console lines a run keeps to explain a
 // boot failure or a kernel oops.
 const consoleTail = 40
 
 // VM describes how to start QEMU.
 type VM struct {
-	QEMU    string        // qemu-system-x86_64 binary
+	Arch    Arch          // the guest's architecture (machine, console)
+	QEMU    string        // QEMU binary for Arch
 	Memory  string        // -m, e.g. 2G
 	SMP     int           // -smp
 	Timeout time.Duration // whole VM; QEMU is killed after it
@@ -69,10 +62,8 @@ type KernelRun struct {
 // emulation only (the KVM here cannot run these kernels), serial console on
 // stdio, no network, and no reboot so that a kernel panic ends QEMU.
 func (vm VM) Args(k Kernel, initrd string) []string {
-	cmdline := append([]string{"console=ttyS0", "panic=-1", "quiet"}, vm.Append...)
-	return []string{
-		"-accel", "tcg,thread=multi",
-		"-cpu", "max",
+	cmdline := append([]string{"console=" + vm.Arch.Console, "panic=-1", "quiet"}, vm.Append...)
+	return append(append([]string(nil), vm.Arch.Machine...),
 		"-smp", strconv.Itoa(vm.SMP),
 		"-m", vm.Memory,
 		"-nographic", "-no-reboot", "-no-user-config",
@@ -80,7 +71,7 @@ func (vm VM) Args(k Kernel, initrd string) []string {
 		"-kernel", k.Vmlinuz,
 		"-initrd", initrd,
 		"-append", strings.Join(cmdline, " "),
-	}
+	)
 }
 
 // Boot runs one kernel with the initramfs and collects what /init reports.

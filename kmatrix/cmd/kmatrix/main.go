@@ -10,8 +10,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -46,27 +48,45 @@ func main() {
 	os.Exit(run())
 }
 
-func run() int {
-	kernels := flag.String("kernels", strings.Join(kmatrix.DefaultKernels, ","), "comma-separated kernels: series (6.1, 6.12) or linux-image-*-cloud-amd64 package names")
-	runRE := flag.String("run", "", "run only tests matching `regexp` (-test.run)")
-	skipRE := flag.String("skip", "", "do not run tests matching `regexp` (-test.skip), e.g. tests that cannot work in the VM")
-	timeout := flag.Duration("timeout", 3*time.Minute, "per test binary (-test.timeout)")
-	vmTimeout := flag.Duration("vmtimeout", 0, "per VM; 0 means 2 minutes plus each binary's -timeout and 40s of slack")
-	keep := flag.Bool("keep", false, "keep the work directory (binaries, initramfs, console logs)")
-	verbose := flag.Bool("v", false, "stream the guest's output")
-	cache := flag.String("cache", defaultCache(), "kernel cache `dir`")
-	qemu := flag.String("qemu", "qemu-system-x86_64", "QEMU binary")
-	mem := flag.String("m", "2G", "guest memory")
-	smp := flag.Int("smp", 2, "guest CPUs")
-	short := flag.Bool("short", false, "pass -test.short to every binary (shorter soak tests)")
-	appendArgs := flag.String("append", "", "extra kernel command line parameters, e.g. loglevel=7")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: kmatrix [flags] [PKG...] [-- TESTFLAGS...]\n\nPackages default to %s.\n\n", strings.Join(DefaultPackages, " "))
-		flag.PrintDefaults()
-	}
-	flag.Parse()
+// command is a parsed command line.
+type command struct {
+	opts    kmatrix.Options // without WorkDir, Env, Stream and Log
+	keep    bool
+	verbose bool
+}
 
-	pkgs, extra := flag.Args(), []string(nil)
+// errUsage is returned by parse after it printed the usage (or the flag
+// package printed the error and the usage).
+var errUsage = errors.New("usage")
+
+// parse reads the command line (without the program name); usage and flag
+// errors go to out.
+func parse(args []string, out io.Writer) (*command, error) {
+	fs := flag.NewFlagSet("kmatrix", flag.ContinueOnError)
+	fs.SetOutput(out)
+	arch := fs.String("arch", "amd64", "guest architecture: amd64 or arm64 (both emulated)")
+	kernels := fs.String("kernels", "", "comma-separated kernels: series (6.1, 6.12, and 5.10 on amd64) or linux-image-*-cloud-ARCH package names; default 6.1,6.12")
+	runRE := fs.String("run", "", "run only tests matching `regexp` (-test.run)")
+	skipRE := fs.String("skip", "", "do not run tests matching `regexp` (-test.skip), e.g. tests that cannot work in the VM")
+	timeout := fs.Duration("timeout", 3*time.Minute, "per test binary (-test.timeout)")
+	vmTimeout := fs.Duration("vmtimeout", 0, "per VM; 0 means 2 minutes plus each binary's -timeout and 40s of slack")
+	keep := fs.Bool("keep", false, "keep the work directory (binaries, initramfs, console logs)")
+	verbose := fs.Bool("v", false, "stream the guest's output")
+	cache := fs.String("cache", defaultCache(), "kernel cache `dir`")
+	qemu := fs.String("qemu", "", "QEMU binary (default qemu-system-x86_64 or qemu-system-aarch64 by -arch)")
+	mem := fs.String("m", "2G", "guest memory")
+	smp := fs.Int("smp", 2, "guest CPUs")
+	short := fs.Bool("short", false, "pass -test.short to every binary (shorter soak tests)")
+	appendArgs := fs.String("append", "", "extra kernel command line parameters, e.g. loglevel=7")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: kmatrix [flags] [PKG...] [-- TESTFLAGS...]\n\nPackages default to %s.\n\n", strings.Join(DefaultPackages, " "))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, errUsage // the flag package printed why, and the usage
+	}
+
+	pkgs, extra := fs.Args(), []string(nil)
 	for i, a := range pkgs {
 		if a == "--" {
 			pkgs, extra = pkgs[:i], pkgs[i+1:]
@@ -79,6 +99,13 @@ func run() int {
 	if *short {
 		extra = append(extra, "-test.short")
 	}
+	a, err := kmatrix.LookupArch(*arch)
+	if err != nil {
+		return nil, err
+	}
+	if *kernels == "" {
+		*kernels = strings.Join(a.DefaultKernels, ",")
+	}
 	var names []string
 	for _, k := range strings.Split(*kernels, ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -86,7 +113,36 @@ func run() int {
 		}
 	}
 	if len(names) == 0 || *timeout <= 0 || *vmTimeout < 0 || *smp <= 0 {
-		flag.Usage()
+		fs.Usage()
+		return nil, errUsage
+	}
+	return &command{
+		opts: kmatrix.Options{
+			Arch:      a.Name,
+			Kernels:   names,
+			Packages:  pkgs,
+			Run:       *runRE,
+			Skip:      *skipRE,
+			TestArgs:  extra,
+			Timeout:   *timeout,
+			VMTimeout: *vmTimeout,
+			CacheDir:  *cache,
+			QEMU:      *qemu,
+			Memory:    *mem,
+			SMP:       *smp,
+			Append:    strings.Fields(*appendArgs),
+		},
+		keep:    *keep,
+		verbose: *verbose,
+	}, nil
+}
+
+func run() int {
+	cmd, err := parse(os.Args[1:], os.Stderr)
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, err)
+		}
 		return 2
 	}
 
@@ -95,7 +151,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "kmatrix:", err)
 		return 2
 	}
-	if *keep {
+	if cmd.keep {
 		fmt.Fprintln(os.Stderr, "kmatrix: keeping work directory", work)
 	} else {
 		defer os.RemoveAll(work)
@@ -103,26 +159,13 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := kmatrix.Options{
-		Kernels:   names,
-		Packages:  pkgs,
-		Run:       *runRE,
-		Skip:      *skipRE,
-		TestArgs:  extra,
-		Timeout:   *timeout,
-		VMTimeout: *vmTimeout,
-		CacheDir:  *cache,
-		WorkDir:   work,
-		QEMU:      *qemu,
-		Memory:    *mem,
-		SMP:       *smp,
-		Append:    strings.Fields(*appendArgs),
-		Log:       os.Stderr,
-	}
+	opts := cmd.opts
+	opts.WorkDir = work
+	opts.Log = os.Stderr
 	if v, ok := os.LookupEnv("CI"); ok {
 		opts.Env = append(opts.Env, "CI="+v)
 	}
-	if *verbose {
+	if cmd.verbose {
 		opts.Stream = os.Stdout
 	}
 	rep, err := kmatrix.Run(ctx, opts)
@@ -131,7 +174,7 @@ func run() int {
 		return 2
 	}
 	fmt.Println()
-	rep.Print(os.Stdout, !*verbose)
+	rep.Print(os.Stdout, !cmd.verbose)
 	fmt.Printf("\nkernels %.1fs, build %.1fs, total %.1fs\n", rep.Fetch.Seconds(), rep.Build.Seconds(), rep.Total.Seconds())
 	if !rep.OK() {
 		return 1
