@@ -133,7 +133,10 @@ func Open(opts *Options) (*Reader, error) {
 	delete(spec.Programs, unused)
 	delete(spec.Programs, "semundo_floor")
 
-	waitersErr := waitersSupport(prog != "semundo_tasks")
+	// Options.Bounded, not the variant chosen: on a kernel without
+	// bpf_loop the helper probe says what is missing; "asked for" would
+	// blame an option nobody set.
+	waitersErr := waitersSupport(opts.Bounded)
 	if waitersErr == nil && opts.NoWaiters {
 		waitersErr = errWaitersOff
 	}
