@@ -323,6 +323,9 @@ func fetchVerified(ctx context.Context, url, path, want string, size int64) erro
 	if got := hex.EncodeToString(h.Sum(nil)); got != want || (size > 0 && fi.Size() != size) {
 		return fmt.Errorf("%w: %s: SHA256 %s and %d bytes, the signed index says %s and %d bytes", ErrArchive, url, got, fi.Size(), want, size)
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
 	return os.Rename(tmp.Name(), path)
 }
 
