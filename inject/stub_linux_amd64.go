@@ -2,8 +2,6 @@ package inject
 
 import (
 	"encoding/binary"
-	"fmt"
-	"os"
 
 	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
@@ -159,168 +157,14 @@ func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool) []byte {
 	return b
 }
 
-// ELF constants (elf.h) the site search reads.
-const (
-	elfHeaderLen = 64
-	elfPhdrLen   = 56
-	elfMaxPhdrs  = 128
-	ptLoad       = 1
-	pfX          = 1
-)
-
-// stubSite finds stubLen bytes at the end of an executable segment's last
-// page, past everything the ELF image uses: the segment's own bytes and,
-// where they are mapped (the vDSO), the section headers. File-backed
-// mappings come first; the vDSO is the last resort because debuggers read
-// its section headers from memory.
-func (s *Session) stubSite() (uintptr, string, error) {
-	maps, err := readMaps(fmt.Sprintf("/proc/%d/task/%d/maps", s.pid, s.tid))
-	if err != nil {
-		return 0, "", s.memErr("place stub", err, "cannot read /proc maps")
-	}
-	for pass := 0; pass < 2; pass++ {
-		for _, m := range maps {
-			if m.perms != "r-xp" || (pass == 0) == (m.name == "[vdso]") {
-				continue
-			}
-			base, ok := imageOf(maps, m)
-			if !ok {
-				continue
-			}
-			if at, ok := s.padding(base, m); ok {
-				return at, m.name, nil
-			}
-		}
-	}
-	if err := s.memErr("place stub", nil, ""); err != nil {
-		return 0, "", err
-	}
-	return 0, "", s.fail("place stub", ErrNoStubSite, nil, fmt.Sprintf("no executable segment of the target ends %d bytes or more before its page end", stubLen))
+// encodeStub assembles the session's stub for address at, restoring r.
+func (s *Session) encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
+	return encodeStub(at, r, s.hooks.popf || !stackless(r.Eflags))
 }
 
-// imageOf returns the mapping that holds the first page of m's file (the
-// ELF header): the one with file offset 0 and the same file.
-func imageOf(maps []mapping, m mapping) (mapping, bool) {
-	if m.name == "[vdso]" {
-		return m, m.offset == 0
-	}
-	if m.inode == "" || m.inode == "0" {
-		return mapping{}, false // anonymous: no ELF image
-	}
-	for _, b := range maps {
-		if b.offset == 0 && b.inode == m.inode && b.dev == m.dev && b.start <= m.start && b.perms[0] == 'r' {
-			return b, true
-		}
-	}
-	return mapping{}, false
-}
+// reachable: the stub's final jmp reads an absolute address, so every
+// site is in reach.
+func (s *Session) reachable(at uintptr, r *unix.PtraceRegs) bool { return true }
 
-// padding returns where the stub fits in mapping m, part of the ELF image
-// whose header is at base.start.
-func (s *Session) padding(base, m mapping) (uintptr, bool) {
-	var eh [elfHeaderLen]byte
-	if s.readMemory(base.start, eh[:]) != nil || string(eh[:4]) != "\x7fELF" || eh[4] != 2 || eh[5] != 1 {
-		return 0, false // not a 64-bit little-endian ELF image
-	}
-	le := binary.LittleEndian
-	phoff, phentsize, phnum := le.Uint64(eh[32:]), int(le.Uint16(eh[54:])), int(le.Uint16(eh[56:]))
-	shoff, shentsize, shnum := le.Uint64(eh[40:]), uint64(le.Uint16(eh[58:])), uint64(le.Uint16(eh[60:]))
-	if phentsize < elfPhdrLen || phnum == 0 || phnum > elfMaxPhdrs || phoff > uint64(base.end-base.start) {
-		return 0, false
-	}
-	ph := make([]byte, phentsize*phnum)
-	if s.readMemory(base.start+uintptr(phoff), ph) != nil {
-		return 0, false
-	}
-	type load struct{ flags, vaddr, memsz uint64 }
-	var loads []load
-	minVaddr := ^uint64(0)
-	for i := 0; i < phnum; i++ {
-		p := ph[i*phentsize:]
-		if le.Uint32(p) != ptLoad {
-			continue
-		}
-		l := load{uint64(le.Uint32(p[4:])), le.Uint64(p[16:]), le.Uint64(p[40:])}
-		loads = append(loads, l)
-		minVaddr = min(minVaddr, l.vaddr)
-	}
-	bias := uint64(base.start) - minVaddr&^(pageSize-1)
-	for _, l := range loads {
-		if l.flags&pfX == 0 {
-			continue
-		}
-		end := bias + l.vaddr + l.memsz
-		pageEnd := (end + pageSize - 1) &^ (pageSize - 1)
-		if end <= uint64(m.start) || pageEnd > uint64(m.end) {
-			continue
-		}
-		lo := (end + 7) &^ 7
-		// The section header table, where this mapping shows it.
-		if shnum > 0 && shentsize > 0 {
-			shLo, shHi := shoff, shoff+shnum*shentsize
-			mLo, mHi := m.offset, m.offset+uint64(m.end-m.start)
-			if shLo < mHi && shHi > mLo {
-				vaLo := uint64(m.start) + max(shLo, mLo) - mLo
-				vaHi := uint64(m.start) + min(shHi, mHi) - mLo
-				if vaLo < pageEnd && vaHi > lo {
-					lo = (vaHi + 7) &^ 7
-				}
-			}
-		}
-		if pageEnd >= lo+stubLen {
-			return uintptr(lo), true
-		}
-	}
-	return 0, false
-}
-
-// placeStub writes the stub restoring regs into the target, keeping the
-// bytes it replaces for Detach.
-func (s *Session) placeStub(regs *unix.PtraceRegs) error {
-	at, where, err := s.stubSite()
-	if err != nil {
-		return err
-	}
-	orig := make([]byte, stubLen)
-	if err := s.readMemory(at, orig); err != nil {
-		return s.memErr("place stub", err, fmt.Sprintf("cannot read %d bytes at %#x in %s", stubLen, at, where))
-	}
-	popf := s.hooks.popf || !stackless(regs.Eflags)
-	if err := s.forceWrite(at, encodeStub(at, regs, popf)); err != nil {
-		return err
-	}
-	s.stub, s.stubOrig, s.stubWhere = at, orig, where
-	return nil
-}
-
-// forceWrite writes into memory the target cannot write itself (its
-// text), through /proc/<pid>/mem or, when the kernel refuses a forced
-// write there (proc_mem.force_override), PTRACE_POKETEXT: both copy the
-// page privately for this process, as a debugger's breakpoint does.
-func (s *Session) forceWrite(addr uintptr, data []byte) error {
-	if !s.hooks.pokeOnly {
-		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/task/%d/mem", s.pid, s.tid), os.O_RDWR, 0)
-		if err == nil {
-			n, werr := f.WriteAt(data, int64(addr))
-			f.Close()
-			if werr == nil && n == len(data) {
-				return nil
-			}
-		}
-	}
-	if _, err := unix.PtracePokeText(s.tid, addr, data); err != nil {
-		return s.memErr("place stub", err, fmt.Sprintf("PTRACE_POKETEXT of %d bytes at %#x failed", len(data), addr))
-	}
-	return nil
-}
-
-// removeStub puts back the bytes the stub replaced. The thread must no
-// longer be in the stub.
-func (s *Session) removeStub() error {
-	if s.stub == 0 {
-		return nil
-	}
-	err := s.forceWrite(s.stub, s.stubOrig)
-	s.stub, s.stubOrig = 0, nil
-	return err
-}
+// siteNeeds says what a stub site needs, for ErrNoStubSite's message.
+const siteNeeds = ""
