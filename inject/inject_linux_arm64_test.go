@@ -242,7 +242,12 @@ func TestEncodeStub(t *testing.T) {
 		if (at+stubXSlot)%8 != 0 {
 			t.Fatal("slots not 8-byte aligned")
 		}
-		word := func(off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
+		word := func(off int) uint64 {
+			if off < 0 || off+8 > len(b) {
+				t.Fatalf("a load reads offset %d, outside the %d-byte stub", off, len(b))
+			}
+			return binary.LittleEndian.Uint64(b[off:])
+		}
 		slot := func(i int) int { // the slot ldr number i (of 33) reads
 			pos := 4 + 8*min(i, 2)
 			if i >= 2 {
