@@ -150,6 +150,10 @@ const (
 	armStrs  = armReady + armOK + armErr
 )
 
+// armCounter is where the spinner's counter is: the first bss word after
+// the strings (the sleep loop's is 16 bytes on, after its timespec).
+var armCounter = uintptr(armData + len(align8([]byte(armStrs))))
+
 // align8 pads b to a multiple of 8 bytes, so what follows is aligned.
 func align8(b []byte) []byte { return append(b, make([]byte, -len(b)&7)...) }
 
@@ -236,4 +240,55 @@ func armSpinner(tb testing.TB) string {
 	a.say(len(armReady+armOK), len(armErr))
 	a.forever()
 	return armProgram(tb, "spinner", a.link(), data)
+}
+
+// armFail ends a program: "fail" prints "err" and waits forever.
+func armFail(a *a64) {
+	a.label("fail")
+	a.say(len(armReady+armOK), len(armErr))
+	a.forever()
+}
+
+// armSleepLoop sleeps 2 ms again and again, counting each sleep at the
+// start of its bss, and checks x20 == x21 on each round: a sleep that
+// fails (EINTR) or a register or flag lost prints "err".
+func armSleepLoop(tb testing.TB) string {
+	data := align8([]byte(armStrs))
+	req := uint64(armData + len(data))
+	data = binary.LittleEndian.AppendUint64(data, 0)
+	data = binary.LittleEndian.AppendUint64(data, 2e6)
+	counter := uint64(armData + len(data))
+	var a a64
+	armStart(&a)
+	a.mov(19, counter)
+	a.mov(20, 0x5eed5eed12345678)
+	a.mov(21, 0x5eed5eed12345678)
+	a.label("loop")
+	a.sys(a64Nanosl, req, 0)
+	a.cbnz("fail")
+	a.emit(0xf9400261) // ldr x1, [x19]
+	a.emit(0x91000421) // add x1, x1, #1
+	a.emit(0xf9000261) // str x1, [x19]
+	a.emit(0xeb15029f) // cmp x20, x21
+	a.bne("fail")
+	a.b("loop")
+	armFail(&a)
+	return armProgram(tb, "sleeploop", a.link(), data)
+}
+
+// armSemopLoop runs semop(id, {0, -1, 0}, 1) again and again, printing "ok"
+// after each, or "err" (and stopping) when one fails.
+func armSemopLoop(tb testing.TB, id int) string {
+	data := align8([]byte(armStrs))
+	sops := uint64(armData + len(data))
+	data = append(data, sembuf(0, -1, 0)...)
+	var a a64
+	armStart(&a)
+	a.label("loop")
+	a.sys(a64Semop, uint64(id), sops, 1)
+	a.cbnz("fail")
+	a.say(len(armReady), len(armOK))
+	a.b("loop")
+	armFail(&a)
+	return armProgram(tb, "semoploop", a.link(), data)
 }

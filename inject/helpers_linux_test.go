@@ -32,8 +32,9 @@ const (
 // seizes the pid given as its argument and holds it until killed, standing
 // for "another process traces the target" and "semundo is killed
 // mid-session". "hold" only seizes, "inject-hold" also runs calls in the
-// target, "die-after-restore" kills itself in the middle of one.
-var tracerModes = []string{"hold", "inject-hold", "die-in-stub", "die-at-exit", "die-after-restore"}
+// target, "die-after-restore" kills itself in the middle of one, "loop"
+// runs whole sessions (Seize, calls, Detach) one after another.
+var tracerModes = []string{"hold", "inject-hold", "die-in-stub", "die-at-exit", "die-after-restore", "loop"}
 
 // proc is the live /proc, where the tests' targets run.
 var proc = procfs.NewDefaultFS()
@@ -59,6 +60,9 @@ func helperMain(mode string, args []string) int {
 		return 2
 	}
 	pid, _ := strconv.Atoi(args[0])
+	if mode == "loop" {
+		return loopMain(pid)
+	}
 	var h hooks
 	// die-*: kill itself at a stage of the first injected call (an mmap)
 	// or of the rest after it, the target's registers pointing into the
@@ -101,6 +105,37 @@ func helperMain(mode string, args []string) int {
 	fmt.Println("seized")
 	time.Sleep(time.Hour) // killed by the test
 	return 0
+}
+
+// loopMain injects into pid session after session until killed, printing
+// "seized" after the first: a kill lands anywhere, Detach included.
+func loopMain(pid int) int {
+	for i := 0; ; i++ {
+		s, err := Seize(pid)
+		if err == nil {
+			var addr uintptr
+			addr, err = s.Mmap(4096)
+			if err == nil {
+				err = s.WriteMemory(addr, []byte("scratch"))
+			}
+			if err == nil {
+				_, err = s.Syscall(unix.SYS_GETPID)
+			}
+			if err == nil {
+				err = s.Munmap(addr, 4096)
+			}
+			if derr := s.Detach(); err == nil {
+				err = derr
+			}
+		}
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		if i == 0 {
+			fmt.Println("seized")
+		}
+	}
 }
 
 const cPrelude = `

@@ -154,8 +154,7 @@ func TestSemopBlockedTarget(t *testing.T) {
 // spinCount reads the spinner's counter.
 func spinCount(t *testing.T, pid int) uint64 {
 	t.Helper()
-	counter := uintptr(armData + len(align8([]byte(armStrs))))
-	return binary.LittleEndian.Uint64(readRemote(t, pid, counter, 8))
+	return binary.LittleEndian.Uint64(readRemote(t, pid, armCounter, 8))
 }
 
 // TestSpinUserSpace stops a thread that runs in user space, at whatever

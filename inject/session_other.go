@@ -17,7 +17,7 @@ func notSupported(pid int, op string) error {
 		where = runtime.GOOS + "/" + runtime.GOARCH
 	}
 	return &OpError{Pid: pid, Op: op, Kind: ErrArchNotSupported,
-		Detail: "ptrace syscall injection is not supported on " + where + ": use a linux/amd64 build of semundo"}
+		Detail: "ptrace syscall injection is not supported on " + where + ": use a linux/amd64 or linux/arm64 build of semundo"}
 }
 
 func (s *Session) pidOrZero() int {

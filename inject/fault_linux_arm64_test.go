@@ -1,0 +1,116 @@
+package inject
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/semundo/semundo/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// faultTarget is one kind of target of TestKillTracerWindow: start starts
+// one, probe says what is wrong with it after a kill ("" when nothing).
+type faultTarget struct {
+	name  string
+	start func(t *testing.T) *target
+	probe func(t *testing.T, tg *target) string
+}
+
+// noLine reports a line the target printed (only "err" lines exist
+// unprompted).
+func noLine(tg *target) string {
+	select {
+	case l := <-tg.lines:
+		return fmt.Sprintf("printed %q", l)
+	default:
+		return ""
+	}
+}
+
+// countsAt returns a probe that checks that the counter at addr in the
+// target moves on, and that the target printed nothing ("err").
+func countsAt(addr uintptr) func(t *testing.T, tg *target) string {
+	return func(t *testing.T, tg *target) string {
+		read := func() uint64 { return binary.LittleEndian.Uint64(readRemote(t, tg.pid, addr, 8)) }
+		before := read()
+		testenv.Eventually(t, fmt.Sprintf("pid %d to count on", tg.pid), func() bool { return read() > before })
+		return noLine(tg)
+	}
+}
+
+// TestKillTracerWindow kills a tracer that runs whole sessions one after
+// another (Seize, mmap, write, getpid, munmap, Detach) at uniformly random
+// moments of its life, 200 times (40 with -short), against four kinds of
+// target in turn: a spinner in user space, a thread in a nanosleep loop,
+// one blocked in semop, and a multi-threaded Go program. Each must go on
+// as if nothing happened: the stub restores a thread without the tracer.
+// The kinds run one after the other, so that busy ones do not slow the
+// others.
+func TestKillTracerWindow(t *testing.T) {
+	trials := 200
+	if testing.Short() {
+		trials = 40
+	}
+	set := newSet(t, 1)
+	kinds := []faultTarget{
+		{name: "spinner", start: func(t *testing.T) *target { return ready(t, armSpinner(t)) }, probe: countsAt(armCounter)},
+		{name: "nanosleep", start: func(t *testing.T) *target { return ready(t, armSleepLoop(t)) }, probe: countsAt(armCounter + 16)}, // after its timespec
+		{name: "semop", start: func(t *testing.T) *target { return ready(t, armSemopLoop(t, set)) }, probe: func(t *testing.T, tg *target) string {
+			tg.blockedIn(t, nrSemop, nrSemtimedop)
+			semop(t, set, sembuf(0, 1, 0))
+			if l := tg.line(t); l != "ok" {
+				return fmt.Sprintf("printed %q after a post, want ok", l)
+			}
+			return noLine(tg)
+		}},
+		{name: "go", start: startTracerless, probe: func(t *testing.T, tg *target) string {
+			if err := unix.Kill(tg.pid, unix.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			var c [4]uint64
+			if l := tg.line(t); !scanCounters(l, &c) {
+				return fmt.Sprintf("printed %q, want counters", l)
+			}
+			return ""
+		}},
+	}
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			tg := k.start(t)
+			defer tg.kill(t)
+			// One tracer's way to its first whole session tells how long
+			// a window to draw the kills from; the tracer then goes on
+			// with more sessions.
+			t0 := time.Now()
+			h := startTracer(t, "loop", tg.pid)
+			if l := h.line(t); l != "seized" {
+				t.Fatalf("tracer: %s", l)
+			}
+			span := 2 * time.Since(t0)
+			h.kill(t)
+			testenv.Eventually(t, "the kernel to detach the dead tracer", func() bool { return tracerOf(tg.pid) == 0 })
+			if why := k.probe(t, tg); why != "" {
+				t.Fatalf("harmed by whole sessions: %s", why)
+			}
+			n := trials / len(kinds)
+			for i := 0; i < n; i++ {
+				h := startTracer(t, "loop", tg.pid)
+				time.Sleep(time.Duration(rand.Int64N(int64(span))))
+				h.kill(t)
+				testenv.Eventually(t, "the kernel to detach the dead tracer", func() bool { return tracerOf(tg.pid) == 0 })
+				if why := k.probe(t, tg); why != "" {
+					t.Fatalf("kill %d of %d, drawn from %v: target harmed: %s", i, n, span, why)
+				}
+			}
+			t.Logf("%d kills drawn from %v: target unharmed", n, span)
+		})
+	}
+}
+
+func scanCounters(l string, c *[4]uint64) bool {
+	_, err := fmt.Sscanf(l, "counters %d %d %d %d", &c[0], &c[1], &c[2], &c[3])
+	return err == nil
+}
