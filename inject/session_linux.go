@@ -82,6 +82,7 @@ type Session struct {
 	tracer       int // OS thread id holding the ptrace attachment
 	state        sessionState
 	saved        unix.PtraceRegs // the thread's registers at the first stop
+	parked       unix.PtraceRegs // what it holds while parked: saved, or with its semop re-issued (restartAtOnce)
 	resumed      unix.PtraceRegs // what the stub restores: saved, restart applied (resumeRegs)
 	stub         uintptr         // the stub's address in the target, 0 until placed
 	stubOrig     []byte          // the bytes the stub replaced
@@ -276,7 +277,11 @@ func (s *Session) stopFirst() error {
 			if err := getRegs(s.tid, &s.saved); err != nil {
 				return s.lost("get registers", err)
 			}
+			s.parked = s.saved
 			s.state = stateParked
+			if s.hooks.onStage != nil {
+				s.hooks.onStage("stopped")
+			}
 			return s.restartAtOnce()
 		case stopSignal:
 			// A signal was being delivered: keep it for Detach and
@@ -631,7 +636,7 @@ func (s *Session) rest(op string) error {
 	}
 	back := &s.resumed
 	if s.stub == 0 {
-		back = &s.saved // nothing was injected: the registers are the saved ones
+		back = &s.parked // nothing was injected: the registers are the parked ones
 	}
 	if err := s.putRegs(back); err != nil {
 		return s.lost(op, err)
@@ -642,7 +647,10 @@ func (s *Session) rest(op string) error {
 	if err := s.toEventStop(op); err != nil {
 		return err
 	}
-	if err := s.putRegs(&s.saved); err != nil {
+	// The parked registers, not the saved ones: a semop our stop ended
+	// stays set up to be issued again until restartSemop decides, so a
+	// caller dying in between leaves no EINTR.
+	if err := s.putRegs(&s.parked); err != nil {
 		return s.lost(op, err)
 	}
 	s.state = stateParked
@@ -770,7 +778,7 @@ func (s *Session) abandon() {
 		return
 	}
 	if s.state == stateParked {
-		_ = s.putRegs(&s.saved)
+		_ = s.putRegs(&s.parked)
 	}
 	if err := detach(s.tid); err != nil {
 		_ = s.lost("detach", err)
@@ -810,10 +818,14 @@ func (s *Session) restartSemop() error {
 
 // restartAtOnce sets a thread whose semop our stop ended with EINTR up to
 // issue it again, right at the first stop: if the caller died before
-// Detach, the kernel would hand the EINTR to the target. Detach decides
-// again with the signals known by then (restartSemop).
+// Detach, the kernel would hand the EINTR to the target. The registers
+// change as soon as they show such a semop, before the slower look at the
+// pending signals (a /proc read), because a caller dying in between would
+// leave the EINTR; when the look finds a signal that would have
+// interrupted the call, the saved registers go back and its EINTR stands.
+// Detach decides again with the signals known by then (restartSemop).
 func (s *Session) restartAtOnce() error {
-	if !s.semopRestartable() {
+	if s.stats.GroupStop || !s.semopEINTR() {
 		return nil
 	}
 	r := s.saved
@@ -821,6 +833,13 @@ func (s *Session) restartAtOnce() error {
 	if err := s.putRegs(&r); err != nil {
 		return s.lost("interrupt", err)
 	}
+	if !s.semopRestartable() {
+		if err := s.putRegs(&s.saved); err != nil {
+			return s.lost("interrupt", err)
+		}
+		return nil
+	}
+	s.parked = r
 	s.restartEarly = true
 	return nil
 }
