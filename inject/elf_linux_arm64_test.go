@@ -292,3 +292,18 @@ func armSemopLoop(tb testing.TB, id int) string {
 	armFail(&a)
 	return armProgram(tb, "semoploop", a.link(), data)
 }
+
+// armSVESpinner makes the SVE state live (ptrue p0.b, after its last
+// system call) and then counts in user space, as armSpinner.
+func armSVESpinner(tb testing.TB) string {
+	var a a64
+	armStart(&a)
+	a.emit(0x2518e3e0) // ptrue p0.b
+	a.mov(19, uint64(armCounter))
+	a.label("spin")
+	a.emit(0xf9400261) // ldr x1, [x19]
+	a.emit(0x91000421) // add x1, x1, #1
+	a.emit(0xf9000261) // str x1, [x19]
+	a.b("spin")
+	return armProgram(tb, "svespinner", a.link(), align8([]byte(armStrs)))
+}

@@ -81,14 +81,23 @@
 //     that holds the pc; a thread whose pc is in anonymous memory (JIT
 //     code) far from any ELF image cannot be injected (ErrNoStubSite).
 //   - The stub needs 416 bytes of padding instead of 200.
+//   - A thread stopped in user code (not at an svc) with live SVE or SME
+//     streaming-mode state is refused (ErrTargetABI): the injected call
+//     would discard the Z registers' upper bits and the predicates, which
+//     the stub cannot put back. A thread in a system call is never
+//     refused for it (the syscall ABI discards that state anyway).
+//   - The stub clears PSTATE.BTYPE when it is entered, so that it also runs
+//     from BTI-guarded text; the thread resumes from the stub's direct
+//     branch with BTYPE 0 (no landing-pad check is pending).
 //
 // On both architectures, a caller killed after its interrupt has ended a
 // blocked semop with EINTR and before the first stop's registers are set
 // to issue it again leaves the target that EINTR: the window is the
 // thread's way out of semop to the stop plus a few ptrace requests.
-// Under TCG emulation on arm64 it took 5 of 51 random kills of a tracer
-// running session after session against a thread in semop
-// (TestKillTracerWindow); kills anywhere else left every target right.
+// Under TCG emulation on arm64 it took 3 to 5 of 51 random kills of a
+// tracer running session after session against a thread in semop
+// (TestKillTracerWindow, five runs); kills anywhere else left every
+// target right.
 package inject
 
 import (

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/semundo/semundo/internal/testenv"
+	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 )
 
@@ -378,4 +380,24 @@ func startTracerless(t *testing.T) *target {
 		t.Fatalf("go target printed %q", l)
 	}
 	return tg
+}
+
+// TestSVELiveRefused: a thread stopped in user code with live SVE state
+// (its predicates and the Z registers' upper bits) is refused, since the
+// injected system call would discard that state; the thread runs on.
+func TestSVELiveRefused(t *testing.T) {
+	if !cpu.ARM64.HasSVE {
+		testenv.Missing(t, "SVE", "the CPU has no SVE: run under qemu -cpu max (kmatrix -arch arm64)")
+	}
+	tg := ready(t, armSVESpinner(t))
+	testenv.Eventually(t, "the spinner to count (past its ptrue)", func() bool { return spinCount(t, tg.pid) > 0 })
+	_, err := Seize(tg.pid)
+	if !errors.Is(err, ErrTargetABI) || !strings.Contains(err.Error(), "SVE") {
+		t.Fatalf("Seize of a thread with live SVE state: %v, want ErrTargetABI naming SVE", err)
+	}
+	if tr := tracerOf(tg.pid); tr != 0 {
+		t.Fatalf("after the refusal pid %d is traced by %d", tg.pid, tr)
+	}
+	n := spinCount(t, tg.pid)
+	testenv.Eventually(t, "the spinner to count on", func() bool { return spinCount(t, tg.pid) > n })
 }

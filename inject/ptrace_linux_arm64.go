@@ -14,7 +14,11 @@ import (
 const (
 	ntPrstatus      = 1     // NT_PRSTATUS
 	ntArmSystemCall = 0x404 // NT_ARM_SYSTEM_CALL
+	ntArmSVE        = 0x405 // NT_ARM_SVE: the SVE registers
+	ntArmSSVE       = 0x40b // NT_ARM_SSVE: the streaming-mode SVE registers (SME)
 	psrMode32       = 0x10  // PSR_MODE32_BIT: the thread runs AArch32 code
+	psrBTYPE        = 0xc00 // PSTATE.BTYPE: the pending branch-target check
+	svePtRegsSVE    = 1     // SVE_PT_REGS_SVE: the header's flag for live SVE state
 	noSyscall       = -1    // NO_SYSCALL: no system call in progress
 )
 
@@ -57,4 +61,21 @@ func getSyscallNo(tid int) (int32, error) {
 func setSyscallNo(tid int, n int32) error {
 	_, err := regset(tid, unix.PTRACE_SETREGSET, ntArmSystemCall, unsafe.Pointer(&n), 4)
 	return err
+}
+
+// liveVectorState reports whether the thread holds live SVE register state
+// (NT_ARM_SVE, or NT_ARM_SSVE in SME's streaming mode) beyond the FP/SIMD
+// registers: the Z registers' upper bits, P0-P15 and FFR, which any system
+// call discards (Documentation/arch/arm64/sve.rst). Only the 16-byte
+// header is read; a kernel or CPU without the regset answers an error,
+// which means no such state.
+func liveVectorState(tid int) bool {
+	for _, typ := range []int{ntArmSVE, ntArmSSVE} {
+		var hdr [16]byte // struct user_sve_header
+		if n, err := regset(tid, unix.PTRACE_GETREGSET, typ, unsafe.Pointer(&hdr[0]), len(hdr)); err == nil && n >= 14 &&
+			uint16(hdr[8])|uint16(hdr[9])<<8 != 0 && (uint16(hdr[12])|uint16(hdr[13])<<8)&svePtRegsSVE != 0 {
+			return true
+		}
+	}
+	return false
 }

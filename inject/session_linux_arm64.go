@@ -76,10 +76,18 @@ func (s *Session) sample() {
 	s.arch.blocked = c
 }
 
-// checkABI refuses a thread that runs AArch32 code.
+// checkABI refuses a thread that runs AArch32 code, or that was stopped in
+// user code (not at a system call) with live SVE or streaming-mode state:
+// the injected system call would discard that state (the Z registers'
+// upper bits, the predicates), which code between two system calls may
+// rely on and which the stub cannot put back.
 func (s *Session) checkABI() error {
 	if s.saved.Pstate&psrMode32 != 0 {
 		return s.fail("seize", ErrTargetABI, nil, "thread runs 32-bit (AArch32) code: only arm64 code can be injected")
+	}
+	// At or just after an svc the state is the syscall ABI's to discard.
+	if pc := s.saved.Pc; !s.isSVC(pc) && (pc < syscallLen || !s.isSVC(pc-syscallLen)) && liveVectorState(s.tid) {
+		return s.fail("seize", ErrTargetABI, nil, "thread was stopped in SVE or SME code with live vector state, which an injected system call would discard: try again when it is in a system call")
 	}
 	return nil
 }
@@ -116,6 +124,7 @@ func (s *Session) resumeRegs() unix.PtraceRegs {
 func callRegs(base unix.PtraceRegs, stub, nr uintptr, a [6]uintptr) unix.PtraceRegs {
 	r := base
 	r.Pc = uint64(stub)
+	r.Pstate &^= psrBTYPE // the stub's svc is no branch target (BTI-guarded text)
 	r.Regs[8] = uint64(nr)
 	for i, v := range a {
 		r.Regs[i] = uint64(v)
