@@ -110,10 +110,14 @@ func (a *a64) forever() {
 // say writes the string at data offset off (length n) to stdout.
 func (a *a64) say(off, n int) { a.sys(a64Write, 1, armData+uint64(off), uint64(n)) }
 
+// armHeaders is the size of the ELF header and the two program headers
+// that precede the code.
+const armHeaders = 64 + 2*56
+
 // armProgram writes an ELF file of code and data and returns its path.
 func armProgram(tb testing.TB, name string, code, data []byte) string {
 	tb.Helper()
-	const hdr = 64 + 2*56
+	const hdr = armHeaders
 	var b bytes.Buffer
 	ident := [elf.EI_NIDENT]byte{0x7f, 'E', 'L', 'F', byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)}
 	binary.Write(&b, binary.LittleEndian, elf.Header64{
@@ -121,8 +125,8 @@ func armProgram(tb testing.TB, name string, code, data []byte) string {
 		Entry: armCode + hdr, Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: 2, Shentsize: 64,
 	})
 	codeSize := uint64(hdr + len(code))
-	if codeSize > pageSize-stubLen {
-		tb.Fatalf("program %s: %d bytes of code leave no room for the stub", name, len(code))
+	if codeSize > pageSize {
+		tb.Fatalf("program %s: %d bytes of code do not fit its page", name, len(code))
 	}
 	binary.Write(&b, binary.LittleEndian, elf.Prog64{
 		Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_X), Vaddr: armCode, Paddr: armCode,
@@ -306,4 +310,22 @@ func armSVESpinner(tb testing.TB) string {
 	a.emit(0xf9000261) // str x1, [x19]
 	a.b("spin")
 	return armProgram(tb, "svespinner", a.link(), align8([]byte(armStrs)))
+}
+
+// armFullPage is armSleeper (nanosleep) with its code padded with nops
+// (never run: they follow the final branch) to stubLen/2 bytes before its
+// page's end, so that its own text has no room for the stub.
+func armFullPage(tb testing.TB, ms int64) string {
+	data := align8([]byte(armStrs))
+	req := uint64(armData + len(data))
+	data = binary.LittleEndian.AppendUint64(data, uint64(ms/1000))
+	data = binary.LittleEndian.AppendUint64(data, uint64(ms%1000*1e6))
+	var a a64
+	armStart(&a)
+	a.sys(a64Nanosl, req, 0)
+	armResult(&a)
+	for armHeaders+4*len(a.ins) < pageSize-stubLen/2 {
+		a.emit(0xd503201f) // nop
+	}
+	return armProgram(tb, "fullpage", a.link(), data)
 }

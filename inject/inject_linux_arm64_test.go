@@ -401,3 +401,23 @@ func TestSVELiveRefused(t *testing.T) {
 	n := spinCount(t, tg.pid)
 	testenv.Eventually(t, "the spinner to count on", func() bool { return spinCount(t, tg.pid) > n })
 }
+
+// TestNoStubSiteInReach: a target whose own text has no room for the stub
+// gets none: its only other executable mapping, the vDSO, lies far beyond
+// the reach of the stub's branch back to the thread's pc (0x400000 area). The session refuses with ErrNoStubSite
+// before changing anything, and the target goes on.
+func TestNoStubSiteInReach(t *testing.T) {
+	const ms = 300
+	t0 := time.Now()
+	tg := ready(t, armFullPage(t, ms))
+	tg.blockedIn(t, nrNanosleep)
+	s := mustSeize(t, tg.pid)
+	if _, err := s.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrNoStubSite) || !strings.Contains(err.Error(), "128 MiB") {
+		t.Fatalf("getpid in a target without a stub site in reach: %v, want ErrNoStubSite naming the branch's reach", err)
+	}
+	if s.stub != 0 {
+		t.Fatalf("a stub was placed at %#x", s.stub)
+	}
+	mustDetach(t, s)
+	sleptOK(t, tg, t0, ms)
+}
