@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // The arm64 targets are tiny static ELF programs the tests write out from
@@ -97,6 +99,8 @@ const (
 	a64Semop  = 193
 	a64Nanosl = 101
 	a64Clock  = 115
+	// rt_sigaction
+	a64Sigaction = 134
 )
 
 // forever ends a program: it waits in ppoll with no descriptors and no
@@ -328,4 +332,36 @@ func armFullPage(tb testing.TB, ms int64) string {
 		a.emit(0xd503201f) // nop
 	}
 	return armProgram(tb, "fullpage", a.link(), data)
+}
+
+// armWaker catches SIGUSR1 with a handler that counts at armCounter (no
+// SA_RESTART), then waits in ppoll again and again, printing "ok" each
+// time a signal ended the wait with EINTR ("err" for any other result).
+func armWaker(tb testing.TB) string {
+	data := align8([]byte(armStrs))
+	counter := uint64(armData + len(data))
+	data = append(data, make([]byte, 8)...)
+	act := uint64(armData + len(data))
+	handler := uint64(armCode + armHeaders + 4) // after the first branch
+	data = binary.LittleEndian.AppendUint64(data, handler)
+	data = append(data, make([]byte, 24)...) // flags, restorer, mask: 0
+	var a a64
+	a.b("main")
+	a.mov(9, counter)  // the handler
+	a.emit(0xf940012a) // ldr x10, [x9]
+	a.emit(0x9100054a) // add x10, x10, #1
+	a.emit(0xf900012a) // str x10, [x9]
+	a.emit(0xd65f03c0) // ret
+	a.label("main")
+	a.sys(a64Sigaction, uint64(unix.SIGUSR1), act, 0, 8)
+	a.cbnz("fail")
+	armStart(&a)
+	a.label("wait")
+	a.sys(a64Ppoll, 0, 0, 0, 0)
+	a.emit(0xb100101f) // cmn x0, #4: x0 == -EINTR
+	a.bne("fail")
+	a.say(len(armReady), len(armOK))
+	a.b("wait")
+	armFail(&a)
+	return armProgram(tb, "waker", a.link(), data)
 }

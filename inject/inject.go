@@ -66,9 +66,13 @@
 // Its limits besides the above:
 //   - The kernel restarts an interrupted call before the stop the tracer
 //     sees and drops its -ERESTART* code and orig_x0 from view, so the
-//     restart happens even when a signal that arrived during the session
-//     runs a handler first (that signal then finds the call re-issued).
-//     Which call a thread slept in is read from /proc/<pid>/task/<tid>/syscall
+//     stub re-issues the call from its svc. Signals that arrived during
+//     the session are queued again once the thread has entered that call
+//     (Detach lets it run to the syscall-enter-stop first), so the call
+//     meets them and the kernel's own restart logic decides, as without
+//     the session (TestSignalRedelivery: a ppoll the signal ends with
+//     EINTR). If the caller dies after the injection and before Detach,
+//     such a signal is lost, as on x86-64. Which call a thread slept in is read from /proc/<pid>/task/<tid>/syscall
 //     just before the interrupt: a relative nanosleep or clock_nanosleep
 //     continues with restart_syscall, and a semop our stop ended gets its
 //     semid back. A thread that enters its call after that reading gets the

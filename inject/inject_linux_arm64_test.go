@@ -421,3 +421,34 @@ func TestNoStubSiteInReach(t *testing.T) {
 	mustDetach(t, s)
 	sleptOK(t, tg, t0, ms)
 }
+
+// TestSignalRedelivery: a signal sent while the session holds the thread
+// is caught, queued again at Detach and delivered once: its handler runs
+// once and ends the wait the thread was in with EINTR, as it would have
+// without the session.
+func TestSignalRedelivery(t *testing.T) {
+	tg := ready(t, armWaker(t))
+	tg.blockedIn(t, nrPpoll)
+	s := mustSeize(t, tg.pid)
+	if _, err := s.Syscall(unix.SYS_GETPID); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(tg.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	exercise(t, s, tg.pid)
+	mustDetach(t, s)
+	if n := s.Stats().Signals; n != 1 {
+		t.Errorf("Stats().Signals = %d, want 1", n)
+	}
+	if l := tg.line(t); l != "ok" {
+		t.Fatalf("waker printed %q, want ok (its wait ended by the signal)", l)
+	}
+	tg.blockedIn(t, nrPpoll)
+	if n := spinCount(t, tg.pid); n != 1 {
+		t.Fatalf("the handler ran %d times, want once", n)
+	}
+	if why := noLine(tg); why != "" {
+		t.Fatalf("waker %s after its one wake", why)
+	}
+}

@@ -88,6 +88,7 @@ type Session struct {
 	stubOrig     []byte          // the bytes the stub replaced
 	stubWhere    string          // the mapping that holds the stub, for tests and errors
 	restartEarly bool            // restartAtOnce changed the registers at the first stop
+	moved        bool            // the thread left its first stop (rest ran)
 	regions      []region        // scratch mappings still mapped in the target
 	signals      []caughtSignal  // signals to queue again at Detach
 	start        time.Time
@@ -654,6 +655,7 @@ func (s *Session) rest(op string) error {
 		return s.lost(op, err)
 	}
 	s.state = stateParked
+	s.moved = true
 	return nil
 }
 
@@ -739,6 +741,12 @@ func (s *Session) Detach() error {
 		}
 	}
 	if err := s.restartSemop(); err != nil {
+		if s.state == stateExited {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if err := s.beforeRequeue(); err != nil {
 		if s.state == stateExited {
 			return nil
 		}

@@ -92,3 +92,8 @@ func (s *Session) semopEINTR() bool {
 	var b [2]byte
 	return s.readMemory(uintptr(r.Rip-syscallLen), b[:]) == nil && b == [2]byte{0x0f, 0x05}
 }
+
+// beforeRequeue is a no-op on x86-64: the thread rests with its own
+// registers, -ERESTART* code and all, so the kernel's restart logic meets
+// the re-queued signals as it would have.
+func (s *Session) beforeRequeue() error { return nil }

@@ -177,3 +177,45 @@ func (s *Session) semopEINTR() bool {
 		r.Pc == b.pc && r.Sp == b.sp && r.Regs[1] == b.args[1] && r.Regs[2] == b.args[2] &&
 		r.Pc >= syscallLen && s.isSVC(r.Pc-syscallLen)
 }
+
+// beforeRequeue makes the signals caught during the session meet the
+// thread's interrupted call as they would have without it. Once the
+// thread has left its first stop (rest ran), its registers re-issue the
+// call from the svc, and the kernel's restart logic, which turns the call
+// into EINTR when a handler runs (ERESTARTNOHAND, or ERESTARTSYS without
+// SA_RESTART), is gone: a signal queued now would run its handler first
+// and the call, issued again after it, would not see it (a ppoll waiting
+// for that signal would wait on). So the thread is first let into its
+// call, to the syscall-enter-stop; the signals are queued there, and the
+// call, once detached, ends at once with the kernel's own restart code
+// and meets them. A job-control-stopped thread stays where it is.
+func (s *Session) beforeRequeue() error {
+	if len(s.signals) == 0 || !s.moved || s.stats.GroupStop || s.state != stateParked {
+		return nil
+	}
+	var r unix.PtraceRegs
+	if err := getRegs(s.tid, &r); err != nil {
+		return s.lost("detach", err)
+	}
+	if !s.isSVC(r.Pc) {
+		return nil
+	}
+	for i := 0; i < maxStops; i++ {
+		if err := toSyscall(s.tid); err != nil {
+			return s.lost("detach", err)
+		}
+		ws, err := s.wait("detach")
+		if err != nil {
+			return err
+		}
+		switch kind, sig := classify(ws); kind {
+		case stopSyscall:
+			return nil // at the enter stop of its own call
+		case stopSignal:
+			if err := s.catch(sig); err != nil {
+				return err
+			}
+		}
+	}
+	return s.fail("detach", ErrUnexpectedStop, nil, "thread never entered its own system call")
+}
