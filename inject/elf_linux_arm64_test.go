@@ -75,6 +75,11 @@ func (a *a64) cbnz(label string) {
 	a.jump(label, func(w int) uint32 { return 0xb5000000 | uint32(w)&0x7ffff<<5 })
 }
 
+// cbz jumps when x0 is zero.
+func (a *a64) cbz(label string) {
+	a.jump(label, func(w int) uint32 { return 0xb4000000 | uint32(w)&0x7ffff<<5 })
+}
+
 // bne jumps when the flags say not equal.
 func (a *a64) bne(label string) {
 	a.jump(label, func(w int) uint32 { return 0x54000001 | uint32(w)&0x7ffff<<5 })
@@ -101,6 +106,7 @@ const (
 	a64Clock  = 115
 	// rt_sigaction
 	a64Sigaction = 134
+	a64Clone     = 220
 )
 
 // forever ends a program: it waits in ppoll with no descriptors and no
@@ -317,9 +323,10 @@ func armSVESpinner(tb testing.TB) string {
 }
 
 // armFullPage is armSleeper (nanosleep) with its code padded with nops
-// (never run: they follow the final branch) to stubLen/2 bytes before its
-// page's end, so that its own text has no room for the stub.
-func armFullPage(tb testing.TB, ms int64) string {
+// (never run: they follow the final branch) to room bytes before its
+// page's end (room a multiple of 8), so that its own text has no room for
+// the stub.
+func armFullPage(tb testing.TB, ms int64, room int) string {
 	data := align8([]byte(armStrs))
 	req := uint64(armData + len(data))
 	data = binary.LittleEndian.AppendUint64(data, uint64(ms/1000))
@@ -328,7 +335,7 @@ func armFullPage(tb testing.TB, ms int64) string {
 	armStart(&a)
 	a.sys(a64Nanosl, req, 0)
 	armResult(&a)
-	for armHeaders+4*len(a.ins) < pageSize-stubLen/2 {
+	for armHeaders+4*len(a.ins) < pageSize-room {
 		a.emit(0xd503201f) // nop
 	}
 	return armProgram(tb, "fullpage", a.link(), data)
@@ -364,4 +371,25 @@ func armWaker(tb testing.TB) string {
 	a.b("wait")
 	armFail(&a)
 	return armProgram(tb, "waker", a.link(), data)
+}
+
+// armThreads starts two more threads (clone with CLONE_THREAD), each
+// counting in user space at armCounter and armCounter+8, and then waits in
+// ppoll in the leader.
+func armThreads(tb testing.TB) string {
+	const flags = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 // VM FS FILES SIGHAND THREAD SYSVSEM
+	var a a64
+	armStart(&a)
+	for i := uint64(0); i < 2; i++ {
+		a.mov(19, uint64(armCounter)+8*i)
+		a.sys(a64Clone, flags, uint64(armCounter)+1024*(i+1), 0, 0, 0) // a stack of its own (never used)
+		a.cbz("child")
+	}
+	a.forever()
+	a.label("child")
+	a.emit(0xf9400261) // ldr x1, [x19]
+	a.emit(0x91000421) // add x1, x1, #1
+	a.emit(0xf9000261) // str x1, [x19]
+	a.b("child")
+	return armProgram(tb, "threads", a.link(), align8([]byte(armStrs)))
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/semundo/semundo/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // faultTarget is one kind of target of TestKillTracerWindow: start starts
@@ -52,7 +51,7 @@ func countsAt(addr uintptr) func(t *testing.T, tg *target) string {
 // another (Seize, mmap, write, getpid, munmap, Detach) at uniformly random
 // moments of its life, 200 times (40 with -short), against four kinds of
 // target in turn: a spinner in user space, a thread in a nanosleep loop,
-// one blocked in semop, and a multi-threaded Go program. Each must go on
+// one blocked in semop, and a process of three threads. Each must go on
 // as if nothing happened: the stub restores a thread without the tracer.
 // The kinds run one after the other, so that busy ones do not slow the
 // others.
@@ -80,13 +79,11 @@ func TestKillTracerWindow(t *testing.T) {
 			}
 			return noLine(tg)
 		}},
-		{name: "go", start: startTracerless, probe: func(t *testing.T, tg *target) string {
-			if err := unix.Kill(tg.pid, unix.SIGUSR1); err != nil {
-				t.Fatal(err)
-			}
-			var c [4]uint64
-			if l := tg.line(t); !scanCounters(l, &c) {
-				return fmt.Sprintf("printed %q, want counters", l)
+		{name: "threads", start: func(t *testing.T) *target { return ready(t, armThreads(t)) }, probe: func(t *testing.T, tg *target) string {
+			for _, off := range []uintptr{0, 8} {
+				if why := countsAt(armCounter+off)(t, tg); why != "" {
+					return fmt.Sprintf("thread counting at +%d: %s", off, why)
+				}
 			}
 			return ""
 		}},
@@ -142,9 +139,4 @@ func TestKillTracerWindow(t *testing.T) {
 			t.Logf("%d kills drawn from %v: target unharmed but by %d EINTRs from kills before the first stop's registers were set", n+1, span, early)
 		})
 	}
-}
-
-func scanCounters(l string, c *[4]uint64) bool {
-	_, err := fmt.Sscanf(l, "counters %d %d %d %d", &c[0], &c[1], &c[2], &c[3])
-	return err == nil
 }

@@ -80,11 +80,13 @@
 //     semop's EINTR stands. Other calls the kernel continues with
 //     restart_syscall (futex waits with a timeout) start over with their
 //     full timeout.
-//   - The stub's branch reaches 128 MiB: it goes into padding within that
-//     distance of the thread's pc, in practice in the ELF image or vDSO
-//     that holds the pc; a thread whose pc is in anonymous memory (JIT
-//     code) far from any ELF image cannot be injected (ErrNoStubSite).
-//   - The stub needs 416 bytes of padding instead of 200.
+//   - The stub's branch reaches 128 MiB: it goes into 416 bytes of
+//     padding within that distance of the thread's pc, in practice in the
+//     ELF image or vDSO that holds the pc. Failing that, a 24-byte far
+//     stub goes anywhere (the vDSO) and returns through a 104-byte
+//     trampoline near the pc; a thread whose pc has not even that within
+//     reach (JIT code in anonymous memory far from any ELF image) cannot be
+//     injected (ErrNoStubSite).
 //   - A thread stopped in user code (not at an svc) with live SVE or SME
 //     streaming-mode state is refused (ErrTargetABI): the injected call
 //     would discard the Z registers' upper bits and the predicates, which
@@ -145,8 +147,8 @@ var (
 	// ErrWouldBlock: an injected semop lacks IPC_NOWAIT and could block the target forever.
 	ErrWouldBlock = errors.New("injected semop could block")
 	// ErrNoStubSite: no executable mapping of the target has the padding
-	// the injection stub needs (200 bytes on x86-64, 416 on arm64, there
-	// within 128 MiB of the thread's pc).
+	// the injection stub needs (200 bytes on x86-64; on arm64 416 within
+	// 128 MiB of the thread's pc, or 104 there and 24 anywhere).
 	ErrNoStubSite = errors.New("no room for the injection stub in the target")
 	// ErrUnexpectedStop: the target stopped in a way the injection protocol does not allow.
 	ErrUnexpectedStop = errors.New("target stopped unexpectedly")

@@ -1,14 +1,11 @@
 package inject
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,38 +18,6 @@ import (
 // The arm64 counterparts of the amd64 tests, against the hand-assembled
 // programs of elf_linux_arm64_test.go and, for many threads, this test
 // binary as a Go target.
-
-func init() {
-	testenv.Register("inject-gotarget", goTargetMain)
-}
-
-// goTargetMain is a Go program whose goroutines keep counting on several
-// runtime threads (as testdata/gotarget). Each SIGUSR1 prints the counters.
-func goTargetMain([]string) int {
-	var counters [4]atomic.Uint64
-	for i := 0; i < 3; i++ {
-		go func() {
-			for {
-				if counters[i].Add(1)%(1<<20) == 0 {
-					runtime.Gosched()
-				}
-			}
-		}()
-	}
-	go func() {
-		for {
-			time.Sleep(time.Millisecond)
-			counters[3].Add(1)
-		}
-	}()
-	sig := make(chan os.Signal, 8)
-	signal.Notify(sig, syscall.SIGUSR1)
-	fmt.Println("ready")
-	for range sig {
-		fmt.Println("counters", counters[0].Load(), counters[1].Load(), counters[2].Load(), counters[3].Load())
-	}
-	return 0
-}
 
 const (
 	nrRead         = unix.SYS_READ
@@ -185,10 +150,15 @@ func TestSpinUserSpace(t *testing.T) {
 // register is the one the stub was built to restore, and the call is the
 // restart_syscall the kernel would have issued for the interrupted sleep.
 func TestStubRestores(t *testing.T) {
+	t.Run("near", func(t *testing.T) { stubRestores(t, func(ms int64) string { return armSleeper(t, ms, true) }) })
+	t.Run("far", func(t *testing.T) { stubRestores(t, func(ms int64) string { return armFullPage(t, ms, stubLen/2) }) })
+}
+
+func stubRestores(t *testing.T, program func(ms int64) string) {
 	const ms = 300
 	t0 := time.Now()
-	tg := ready(t, armSleeper(t, ms, true))
-	tg.blockedIn(t, nrClockNanoslp)
+	tg := ready(t, program(ms))
+	tg.blockedIn(t, nrClockNanoslp, nrNanosleep)
 	s := mustSeize(t, tg.pid)
 	defer mustDetach(t, s)
 	if got, err := s.Syscall(unix.SYS_GETPID); err != nil || int(got) != tg.pid {
@@ -236,7 +206,7 @@ func TestEncodeStub(t *testing.T) {
 	}
 	r.Sp, r.Pc, r.Pstate = 0x7ffff000, 0x400123c, 0x60001000
 	for _, at := range []uintptr{0x400ff8 - stubLen, 0x4010000 - stubLen&^7, 0x3f00000} {
-		b := encodeStub(at, &r)
+		b := encodeStub(at, &r, 0)
 		if len(b) != stubLen || binary.LittleEndian.Uint32(b) != insnSVC {
 			t.Fatalf("%d bytes, want %d starting with svc", len(b), stubLen)
 		}
@@ -340,46 +310,25 @@ func TestGroupStopStaysStopped(t *testing.T) {
 	probe.check(t, tg)
 }
 
-// TestMultiThreaded injects into a Go program whose threads keep running
-// goroutines; the leader may be anywhere (futex, epoll, user space).
+// TestMultiThreaded injects, session after session, into the leader of a
+// process whose two other threads keep counting in user space: they go on
+// counting, and the leader goes on waiting.
 func TestMultiThreaded(t *testing.T) {
-	tg := startTracerless(t)
-	snapshot := func() [4]uint64 {
-		if err := unix.Kill(tg.pid, unix.SIGUSR1); err != nil {
-			t.Fatal(err)
-		}
-		var c [4]uint64
-		line := tg.line(t)
-		if _, err := fmt.Sscanf(line, "counters %d %d %d %d", &c[0], &c[1], &c[2], &c[3]); err != nil {
-			t.Fatalf("go target printed %q: %v", line, err)
-		}
-		return c
-	}
+	tg := ready(t, armThreads(t))
 	for i := 0; i < 5; i++ {
-		before := snapshot()
+		tg.blockedIn(t, nrPpoll)
 		s := mustSeize(t, tg.pid)
+		if s.Tid() != tg.pid {
+			t.Errorf("Tid %d, want the leader %d", s.Tid(), tg.pid)
+		}
 		exercise(t, s, tg.pid)
 		mustDetach(t, s)
-		testenv.Eventually(t, "every goroutine to make progress", func() bool {
-			now := snapshot()
-			for i := range now {
-				if now[i] <= before[i] {
-					return false
-				}
+		for _, off := range []uintptr{0, 8} {
+			if why := countsAt(armCounter+off)(t, tg); why != "" {
+				t.Fatalf("thread counting at +%d: %s", off, why)
 			}
-			return true
-		})
+		}
 	}
-}
-
-// startTracerless starts this binary as the Go target.
-func startTracerless(t *testing.T) *target {
-	t.Helper()
-	tg := startEnv(t, testenv.HelperEnviron("inject-gotarget"), os.Args[0])
-	if l := tg.line(t); l != "ready" {
-		t.Fatalf("go target printed %q", l)
-	}
-	return tg
 }
 
 // TestSVELiveRefused: a thread stopped in user code with live SVE state
@@ -402,24 +351,51 @@ func TestSVELiveRefused(t *testing.T) {
 	testenv.Eventually(t, "the spinner to count on", func() bool { return spinCount(t, tg.pid) > n })
 }
 
-// TestNoStubSiteInReach: a target whose own text has no room for the stub
-// gets none: its only other executable mapping, the vDSO, lies far beyond
-// the reach of the stub's branch back to the thread's pc (0x400000 area). The session refuses with ErrNoStubSite
-// before changing anything, and the target goes on.
+// TestNoStubSiteInReach: a target whose own text has room neither for the
+// stub nor for its trampoline (16 bytes of padding) gets none: its only
+// other executable mapping, the vDSO, lies far beyond the reach of a
+// branch back to the thread's pc (0x400000 area). The session refuses
+// with ErrNoStubSite before changing anything, and the target goes on.
 func TestNoStubSiteInReach(t *testing.T) {
 	const ms = 300
 	t0 := time.Now()
-	tg := ready(t, armFullPage(t, ms))
+	tg := ready(t, armFullPage(t, ms, 16))
 	tg.blockedIn(t, nrNanosleep)
 	s := mustSeize(t, tg.pid)
 	if _, err := s.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrNoStubSite) || !strings.Contains(err.Error(), "128 MiB") {
 		t.Fatalf("getpid in a target without a stub site in reach: %v, want ErrNoStubSite naming the branch's reach", err)
 	}
-	if s.stub != 0 {
-		t.Fatalf("a stub was placed at %#x", s.stub)
+	if s.stub != 0 || s.arch.tramp != 0 {
+		t.Fatalf("a stub (%#x) or trampoline (%#x) was placed", s.stub, s.arch.tramp)
 	}
 	mustDetach(t, s)
 	sleptOK(t, tg, t0, ms)
+}
+
+// TestFarStub: a target whose text has room for the trampoline but not the
+// stub gets the stub in the vDSO, which returns through the trampoline;
+// both places get their bytes back at Detach.
+func TestFarStub(t *testing.T) {
+	const ms = 300
+	t0 := time.Now()
+	tg := ready(t, armFullPage(t, ms, stubLen/2))
+	tg.blockedIn(t, nrNanosleep)
+	s := mustSeize(t, tg.pid)
+	exercise(t, s, tg.pid)
+	probe := injectSemUndo(t, s)
+	if s.stubWhere != "[vdso]" || s.arch.tramp < armCode || s.arch.tramp >= armCode+pageSize {
+		t.Fatalf("stub in %q, trampoline at %#x: want the stub in the [vdso], the trampoline in the program's page", s.stubWhere, s.arch.tramp)
+	}
+	stub, orig, tramp, torig := s.stub, s.stubOrig, s.arch.tramp, s.arch.trampOrig
+	mustDetach(t, s)
+	if back := readRemote(t, tg.pid, stub, len(orig)); len(orig) != farLen || !bytes.Equal(back, orig) {
+		t.Fatal("the vDSO's bytes were not put back")
+	}
+	if back := readRemote(t, tg.pid, tramp, trampLen); !bytes.Equal(back, torig) {
+		t.Fatal("the program's bytes under the trampoline were not put back")
+	}
+	sleptOK(t, tg, t0, ms)
+	probe.check(t, tg)
 }
 
 // TestSignalRedelivery: a signal sent while the session holds the thread

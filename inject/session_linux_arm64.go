@@ -50,7 +50,9 @@ type blockedCall struct {
 
 // archState holds what the registers at the stop no longer show.
 type archState struct {
-	blocked blockedCall
+	blocked   blockedCall
+	tramp     uintptr // the far stub's trampoline (placeFar), 0 when none
+	trampOrig []byte  // the bytes it replaced
 }
 
 // sample reads the call the thread sleeps in, before the interrupt ends it.

@@ -4,6 +4,7 @@ package inject
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 
@@ -22,12 +23,12 @@ const (
 	pfX          = 1
 )
 
-// stubSite finds stubLen bytes at the end of an executable segment's last
-// page, past everything the ELF image uses: the segment's own bytes and,
+// stubSite finds size bytes, at an address accept takes, at the end of an
+// executable segment's last page, past everything the ELF image uses: the segment's own bytes and,
 // where they are mapped (the vDSO), the section headers. File-backed
 // mappings come first; the vDSO is the last resort because debuggers read
 // its section headers from memory.
-func (s *Session) stubSite(r *unix.PtraceRegs) (uintptr, string, error) {
+func (s *Session) stubSite(size int, accept func(at uintptr) bool) (uintptr, string, error) {
 	maps, err := readMaps(fmt.Sprintf("/proc/%d/task/%d/maps", s.pid, s.tid))
 	if err != nil {
 		return 0, "", s.memErr("place stub", err, "cannot read /proc maps")
@@ -41,7 +42,7 @@ func (s *Session) stubSite(r *unix.PtraceRegs) (uintptr, string, error) {
 			if !ok {
 				continue
 			}
-			if at, ok := s.padding(base, m); ok && s.reachable(at, r) {
+			if at, found := s.padding(base, m, size); found && accept(at) {
 				return at, m.name, nil
 			}
 		}
@@ -49,7 +50,7 @@ func (s *Session) stubSite(r *unix.PtraceRegs) (uintptr, string, error) {
 	if err := s.memErr("place stub", nil, ""); err != nil {
 		return 0, "", err
 	}
-	return 0, "", s.fail("place stub", ErrNoStubSite, nil, fmt.Sprintf("no executable segment of the target ends %d bytes or more before its page end%s", stubLen, siteNeeds))
+	return 0, "", s.fail("place stub", ErrNoStubSite, nil, fmt.Sprintf("no executable segment of the target ends %d bytes or more before its page end%s", size, siteNeeds))
 }
 
 // imageOf returns the mapping that holds the first page of m's file (the
@@ -71,7 +72,7 @@ func imageOf(maps []mapping, m mapping) (mapping, bool) {
 
 // padding returns where the stub fits in mapping m, part of the ELF image
 // whose header is at base.start.
-func (s *Session) padding(base, m mapping) (uintptr, bool) {
+func (s *Session) padding(base, m mapping, size int) (uintptr, bool) {
 	var eh [elfHeaderLen]byte
 	if s.readMemory(base.start, eh[:]) != nil || string(eh[:4]) != "\x7fELF" || eh[4] != 2 || eh[5] != 1 {
 		return 0, false // not a 64-bit little-endian ELF image
@@ -109,6 +110,7 @@ func (s *Session) padding(base, m mapping) (uintptr, bool) {
 			continue
 		}
 		lo := (end + 7) &^ 7
+		gapEnd := uint64(0) // where the section headers begin, when they follow the segment in its page
 		// The section header table, where this mapping shows it.
 		if shnum > 0 && shentsize > 0 {
 			shLo, shHi := shoff, shoff+shnum*shentsize
@@ -117,12 +119,21 @@ func (s *Session) padding(base, m mapping) (uintptr, bool) {
 				vaLo := uint64(m.start) + max(shLo, mLo) - mLo
 				vaHi := uint64(m.start) + min(shHi, mHi) - mLo
 				if vaLo < pageEnd && vaHi > lo {
+					if vaLo >= lo {
+						gapEnd = vaLo
+					}
 					lo = (vaHi + 7) &^ 7
 				}
 			}
 		}
-		if pageEnd >= lo+stubLen {
+		if pageEnd >= lo+uint64(size) {
 			return uintptr(lo), true
+		}
+		// Else the gap between the segment's end and the section headers
+		// (arm64's vDSO on 6.12 has 160 bytes there and its headers run
+		// past the page).
+		if gapLo := (end + 7) &^ 7; gapEnd >= gapLo+uint64(size) {
+			return uintptr(gapLo), true
 		}
 	}
 	return 0, false
@@ -131,19 +142,38 @@ func (s *Session) padding(base, m mapping) (uintptr, bool) {
 // placeStub writes the stub restoring regs into the target, keeping the
 // bytes it replaces for Detach.
 func (s *Session) placeStub(regs *unix.PtraceRegs) error {
-	at, where, err := s.stubSite(regs)
+	at, where, err := s.stubSite(stubLen, func(at uintptr) bool { return s.reachable(at, regs) })
+	if errors.Is(err, ErrNoStubSite) {
+		return s.placeFar(regs, err)
+	}
 	if err != nil {
 		return err
 	}
-	orig := make([]byte, stubLen)
-	if err := s.readMemory(at, orig); err != nil {
-		return s.memErr("place stub", err, fmt.Sprintf("cannot read %d bytes at %#x in %s", stubLen, at, where))
+	return s.writeStub(at, where, s.encodeStub(at, regs))
+}
+
+// writeStub writes code, the stub, at at in the mapping where, keeping the
+// bytes it replaces for Detach.
+func (s *Session) writeStub(at uintptr, where string, code []byte) error {
+	orig, err := s.keep(at, len(code), where)
+	if err != nil {
+		return err
 	}
-	if err := s.forceWrite(at, s.encodeStub(at, regs)); err != nil {
+	if err := s.forceWrite(at, code); err != nil {
 		return err
 	}
 	s.stub, s.stubOrig, s.stubWhere = at, orig, where
 	return nil
+}
+
+// keep reads the n bytes at at, in the mapping where, that a write
+// replaces.
+func (s *Session) keep(at uintptr, n int, where string) ([]byte, error) {
+	orig := make([]byte, n)
+	if err := s.readMemory(at, orig); err != nil {
+		return nil, s.memErr("place stub", err, fmt.Sprintf("cannot read %d bytes at %#x in %s", n, at, where))
+	}
+	return orig, nil
 }
 
 // forceWrite writes into memory the target cannot write itself (its
@@ -175,5 +205,5 @@ func (s *Session) removeStub() error {
 	}
 	err := s.forceWrite(s.stub, s.stubOrig)
 	s.stub, s.stubOrig = 0, nil
-	return err
+	return errors.Join(err, s.removeExtra())
 }

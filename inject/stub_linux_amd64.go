@@ -168,3 +168,10 @@ func (s *Session) reachable(at uintptr, r *unix.PtraceRegs) bool { return true }
 
 // siteNeeds says what a stub site needs, for ErrNoStubSite's message.
 const siteNeeds = ""
+
+// placeFar: on x86-64 every site is in reach, so when stubSite found none
+// there is none.
+func (s *Session) placeFar(r *unix.PtraceRegs, noSite error) error { return noSite }
+
+// removeExtra: the x86-64 stub is one piece.
+func (s *Session) removeExtra() error { return nil }

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/binary"
+	"errors"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,8 +26,12 @@ import (
 //
 // The branch reaches +-128 MiB, so the stub goes into padding within that
 // range of the pc it returns to (in practice the ELF image or vDSO that
-// holds it); when there is none the session refuses (ErrNoStubSite)
-// rather than spend a register on an indirect branch. rt_sigreturn with a
+// holds it). When there is none (a static program whose text leaves less
+// than stubLen of padding, the vDSO far away), a 24-byte far stub goes
+// anywhere (the vDSO) and returns with `br x16` through a 104-byte
+// trampoline near the pc that restores the registers the call changed and
+// x16 (placeFar); with no room for that either the session refuses
+// (ErrNoStubSite). rt_sigreturn with a
 // forged frame could reach anywhere, but it resets the thread's restart
 // block, which an interrupted nanosleep needs, and it would need the
 // thread's whole FP/SVE state in the frame.
@@ -49,23 +54,26 @@ const (
 )
 
 // siteNeeds says what a stub site needs, for ErrNoStubSite's message.
-const siteNeeds = ", within 128 MiB of the thread's pc (the stub returns with a direct branch)"
+const siteNeeds = ", within 128 MiB of the thread's pc, nor has 104 bytes there for a trampoline (the stub returns with a direct branch)"
 
 // reachable reports whether the stub's branch at at+stubBranch reaches
 // r's pc.
 func (s *Session) reachable(at uintptr, r *unix.PtraceRegs) bool {
-	d := int64(r.Pc) - int64(at+stubBranch)
-	return d >= -branchRange && d < branchRange && d%4 == 0
+	return inReach(at+stubBranch, r.Pc)
 }
 
 // encodeStub assembles the session's stub for address at, restoring r.
 func (s *Session) encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
-	return encodeStub(at, r)
+	return encodeStub(at, r, 0)
 }
 
-// encodeStub assembles the stub for address at (8-byte aligned, in reach
-// of r.Pc), restoring r.
-func encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
+// encodeStub assembles the stub for address at (8-byte aligned), restoring
+// r. With tramp 0 it ends with a direct branch to r.Pc, which must be in
+// reach; else it is the far stub (encodeFarStub).
+func encodeStub(at uintptr, r *unix.PtraceRegs, tramp uintptr) []byte {
+	if tramp != 0 {
+		return encodeFarStub(r, tramp)
+	}
 	b := make([]byte, 0, stubLen)
 	ins := func(w uint32) { b = binary.LittleEndian.AppendUint32(b, w) }
 	ldr := func(rt, slot int) { ins(ldrLiteral(rt, (slot-len(b))/4)) }
@@ -87,6 +95,111 @@ func encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
 		b = binary.LittleEndian.AppendUint64(b, x)
 	}
 	return b
+}
+
+// The far stub and its trampoline, for a thread whose pc has no stub site
+// in the branch's reach (a static program whose text leaves less than
+// stubLen of padding, with only the far vDSO besides; Debian's arm64 6.12
+// vDSO has little padding). The far stub goes anywhere:
+//
+//	svc  #0              ; the injected call
+//	ldr  x16, tramp_slot
+//	br   x16
+//	brk  #0
+//	tramp_slot
+//
+// and the trampoline, near the pc, restores what an injected call changes,
+// x0-x5 (the arguments, x0 the result), x8 (the number) and x16, and
+// branches back. The call preserves every other register, sp and the
+// flags, which callRegs took from the registers the thread resumes with.
+//
+//	bti  j               ; a landing pad, for BTI-guarded text (a nop elsewhere)
+//	ldr  x0 ... x5, x8, x16 from their slots
+//	b    saved pc
+//	slots
+var trampRegs = [...]int{0, 1, 2, 3, 4, 5, 8, 16}
+
+const (
+	farLen      = 24
+	trampCode   = 4 * (1 + len(trampRegs) + 1) // bti, the loads, b
+	trampLen    = (trampCode+7)&^7 + 8*len(trampRegs)
+	trampBranch = trampCode - 4 // offset of the b
+)
+
+// encodeFarStub assembles the far stub, which goes to the trampoline at
+// tramp.
+func encodeFarStub(r *unix.PtraceRegs, tramp uintptr) []byte {
+	var b []byte
+	for _, w := range []uint32{insnSVC, ldrLiteral(16, 3), 0xd61f0200 /* br x16 */, 0xd4200000 /* brk #0 */} {
+		b = binary.LittleEndian.AppendUint32(b, w)
+	}
+	return binary.LittleEndian.AppendUint64(b, uint64(tramp))
+}
+
+// encodeTrampoline assembles the trampoline for address at (8-byte
+// aligned, in reach of r.Pc), restoring r.
+func encodeTrampoline(at uintptr, r *unix.PtraceRegs) []byte {
+	b := make([]byte, 0, trampLen)
+	ins := func(w uint32) { b = binary.LittleEndian.AppendUint32(b, w) }
+	slots := (trampCode + 7) &^ 7
+	ins(0xd503249f) // bti j
+	for i, x := range trampRegs {
+		ins(ldrLiteral(x, (slots+8*i-len(b))/4))
+	}
+	ins(branch((int64(r.Pc) - int64(at) - int64(len(b))) / 4))
+	for len(b) < slots {
+		ins(0xd4200000) // brk #0
+	}
+	for _, x := range trampRegs {
+		b = binary.LittleEndian.AppendUint64(b, r.Regs[x])
+	}
+	return b
+}
+
+// inReach reports whether a branch at from reaches to.
+func inReach(from uintptr, to uint64) bool {
+	d := int64(to) - int64(from)
+	return d >= -branchRange && d < branchRange && d%4 == 0
+}
+
+// placeFar places the stub where no site near the pc has room for it: a
+// trampoline in reach of the pc and the stub anywhere (in practice the
+// vDSO). Both are written before the thread's registers point there, and
+// both are put back at Detach.
+func (s *Session) placeFar(r *unix.PtraceRegs, noSite error) error {
+	tramp, twhere, err := s.stubSite(trampLen, func(at uintptr) bool { return inReach(at+uintptr(trampBranch), r.Pc) })
+	if err != nil {
+		if errors.Is(err, ErrNoStubSite) {
+			return noSite
+		}
+		return err
+	}
+	at, where, err := s.stubSite(farLen, func(at uintptr) bool { return at+uintptr(farLen) <= tramp || at >= tramp+uintptr(trampLen) })
+	if err != nil {
+		if errors.Is(err, ErrNoStubSite) {
+			return noSite
+		}
+		return err
+	}
+	orig, err := s.keep(tramp, trampLen, twhere)
+	if err != nil {
+		return err
+	}
+	if err := s.forceWrite(tramp, encodeTrampoline(tramp, r)); err != nil {
+		return err
+	}
+	s.arch.tramp, s.arch.trampOrig = tramp, orig
+	return s.writeStub(at, where, encodeStub(at, r, tramp))
+}
+
+// removeExtra puts back the bytes the trampoline replaced.
+func (s *Session) removeExtra() error {
+	if s.arch.tramp == 0 {
+		return nil
+	}
+	err := s.forceWrite(s.arch.tramp, s.arch.trampOrig)
+	s.arch.tramp, s.arch.trampOrig = 0, nil
+	return err
 }
 
 // ldrLiteral encodes `ldr xRt, [pc + 4*words]`.
