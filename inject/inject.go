@@ -100,9 +100,9 @@
 // blocked semop with EINTR and before the first stop's registers are set
 // to issue it again leaves the target that EINTR: the window is the
 // thread's way out of semop to the stop plus a few ptrace requests.
-// Under TCG emulation on arm64 it took 3 to 5 of 51 random kills of a
+// Under TCG emulation on arm64 it took 3 to 7 of 51 random kills of a
 // tracer running session after session against a thread in semop
-// (TestKillTracerWindow, five runs); kills anywhere else left every
+// (TestKillTracerWindow, eight runs); kills anywhere else left every
 // target right.
 package inject
 
