@@ -55,8 +55,8 @@ const (
 // TestRoundTrip restores the lists by injection into running stand-ins
 // (checkpoint.RestoreUndo).
 func TestRoundTrip(t *testing.T) {
-	if runtime.GOARCH != "amd64" {
-		testenv.Missing(t, "ptrace syscall injection", "package inject supports x86-64 only")
+	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
+		testenv.Missing(t, "ptrace syscall injection", "package inject supports x86-64 and arm64 only")
 	}
 	roundTrip(t, viaInject, "")
 }

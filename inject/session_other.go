@@ -1,4 +1,4 @@
-//go:build !linux || !amd64
+//go:build !linux || !(amd64 || arm64)
 
 package inject
 
@@ -17,7 +17,7 @@ func notSupported(pid int, op string) error {
 		where = runtime.GOOS + "/" + runtime.GOARCH
 	}
 	return &OpError{Pid: pid, Op: op, Kind: ErrArchNotSupported,
-		Detail: "ptrace syscall injection is not supported on " + where + ": use a linux/amd64 build of semundo"}
+		Detail: "ptrace syscall injection is not supported on " + where + ": use a linux/amd64 or linux/arm64 build of semundo"}
 }
 
 func (s *Session) pidOrZero() int {
@@ -37,17 +37,17 @@ func (s *Session) Pid() int { return s.pidOrZero() }
 // Tid returns the id of the traced thread.
 func (s *Session) Tid() int { return 0 }
 
-// ReadOnly places data in the target. Not supported on this platform.
-func (s *Session) ReadOnly(data []byte) (uintptr, error) {
-	return 0, notSupported(s.pidOrZero(), "read-only data")
-}
-
 // Stats returns the session's figures so far.
 func (s *Session) Stats() Stats { return Stats{} }
 
 // Syscall runs a system call in the target. Not supported on this platform.
 func (s *Session) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
 	return 0, notSupported(s.pidOrZero(), "syscall")
+}
+
+// ReadOnly places data in the target. Not supported on this platform.
+func (s *Session) ReadOnly(data []byte) (uintptr, error) {
+	return 0, notSupported(s.pidOrZero(), "read-only data")
 }
 
 // Mmap maps scratch memory in the target. Not supported on this platform.

@@ -1,6 +1,6 @@
-//go:build amd64
+//go:build amd64 || arm64
 
-// The writer injects into other processes only on x86-64 (package inject).
+// The writer injects into other processes on x86-64 and arm64 (package inject).
 
 package writer_test
 

@@ -1,6 +1,6 @@
-//go:build amd64
+//go:build amd64 || arm64
 
-// The writer injects into other processes only on x86-64 (package inject).
+// The writer injects into other processes on x86-64 and arm64 (package inject).
 
 package writer_test
 
@@ -206,7 +206,7 @@ func TestSetTargets(t *testing.T) {
 		}},
 		{"pause", []string{"pause"}, func(t *testing.T, p *proc, s set) {
 			// A signal that came before pause() would leave it blocked.
-			waitInSyscall(t, p.pid, unix.SYS_PAUSE)
+			waitInSyscall(t, p.pid, nrPause)
 			syscall.Kill(p.pid, syscall.SIGUSR1)
 			if got := p.line(t); got != "woke" {
 				t.Errorf("pause: %q", got)

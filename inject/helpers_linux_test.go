@@ -1,3 +1,5 @@
+//go:build linux && (amd64 || arm64)
+
 package inject
 
 import (
@@ -30,8 +32,9 @@ const (
 // seizes the pid given as its argument and holds it until killed, standing
 // for "another process traces the target" and "semundo is killed
 // mid-session". "hold" only seizes, "inject-hold" also runs calls in the
-// target, "die-after-restore" kills itself in the middle of one.
-var tracerModes = []string{"hold", "inject-hold", "die-in-stub", "die-at-exit", "die-after-restore"}
+// target, "die-after-restore" kills itself in the middle of one, "loop"
+// runs whole sessions (Seize, calls, Detach) one after another.
+var tracerModes = []string{"hold", "inject-hold", "die-in-stub", "die-at-exit", "die-after-restore", "loop"}
 
 // proc is the live /proc, where the tests' targets run.
 var proc = procfs.NewDefaultFS()
@@ -52,11 +55,14 @@ func startTracer(tb testing.TB, mode string, pid int) *target {
 }
 
 func helperMain(mode string, args []string) int {
-	if len(args) != 1 {
+	if len(args) < 1 {
 		fmt.Println("error: want one argument, the pid")
 		return 2
 	}
 	pid, _ := strconv.Atoi(args[0])
+	if mode == "loop" {
+		return loopMain(pid, os.Getenv("SEMUNDO_TEST_STAGES"))
+	}
 	var h hooks
 	// die-*: kill itself at a stage of the first injected call (an mmap)
 	// or of the rest after it, the target's registers pointing into the
@@ -99,6 +105,63 @@ func helperMain(mode string, args []string) int {
 	fmt.Println("seized")
 	time.Sleep(time.Hour) // killed by the test
 	return 0
+}
+
+// loopMain injects into pid session after session until killed, printing
+// "seized" after the first: a kill lands anywhere, Detach included. With
+// stages set it keeps in that file the step it is at, for a test to tell
+// where a kill that harmed the target landed.
+func loopMain(pid int, stages string) int {
+	mark := func(string) {}
+	if stages != "" {
+		f, err := os.OpenFile(stages, os.O_WRONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		mark = func(st string) { f.WriteAt([]byte(fmt.Sprintf("%-16s", st)), 0) }
+	}
+	for i := 0; ; i++ {
+		mark("seize")
+		s, err := seizeWith(pid, hooks{onStage: mark})
+		if err == nil {
+			var addr uintptr
+			addr, err = s.Mmap(4096)
+			if err == nil {
+				err = s.WriteMemory(addr, []byte("scratch"))
+			}
+			if err == nil {
+				_, err = s.Syscall(unix.SYS_GETPID)
+			}
+			if err == nil {
+				err = s.Munmap(addr, 4096)
+			}
+			mark("detach")
+			if derr := s.Detach(); err == nil {
+				err = derr
+			}
+			mark("detached")
+		}
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		if i == 0 {
+			fmt.Println("seized")
+		}
+		settle(pid)
+	}
+}
+
+// settle gives a target just let go up to 10 ms to fall asleep again in a
+// system call. Without it a session could begin while the thread is on
+// its way back into a semop, so that it is blocked at the interrupt but
+// was not yet at the sample; on arm64 that semop then ends with EINTR
+// (package doc), a limit of the design and not what the kill tests probe.
+func settle(pid int) {
+	for i := 0; i < 10 && syscallNr(pid, pid) < 0; i++ {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 const cPrelude = `
