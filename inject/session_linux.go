@@ -46,6 +46,7 @@ type hooks struct {
 	pokeOnly         bool               // skip process_vm_readv/writev and /proc/<pid>/mem
 	popf             bool               // restore flags with popfq even when stackless would do
 	noVDSO           bool               // find the stub's place through /proc maps
+	dataApart        bool               // ReadOnly data in padding of its own, not after the stub
 	onStage          func(stage string) // called at named points of an injection
 }
 
@@ -92,7 +93,8 @@ type Session struct {
 	stubOrig     []byte          // the bytes the stub replaced
 	stubWhere    string          // the mapping that holds the stub, for tests and errors
 	stubLimit    uintptr         // where the free bytes after the stub end; 0: none usable (a far stub)
-	dataOrig     []byte          // the bytes after the stub that ReadOnly may replace
+	dataAt       uintptr         // where ReadOnly puts data, 0 until its first call
+	dataOrig     []byte          // the bytes there that ReadOnly may replace
 	dataUsed     int             // how many of them it has replaced
 	restartEarly bool            // restartAtOnce changed the registers at the first stop
 	moved        bool            // the thread left its first stop (rest ran)

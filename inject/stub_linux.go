@@ -296,22 +296,42 @@ func (s *Session) ReadOnly(data []byte) (uintptr, error) {
 	if err := s.ensureStub(); err != nil {
 		return 0, err
 	}
-	at := (s.stub + uintptr(len(s.stubOrig)) + 7) &^ 7
-	if s.stubLimit == 0 || at+uintptr(len(data)) > s.stubLimit {
-		return 0, s.fail("read-only data", ErrNoRoom, nil, fmt.Sprintf("%d bytes do not fit after the stub in %s: map a page", len(data), s.stubWhere))
-	}
-	if s.dataOrig == nil {
-		orig, err := s.keep(at, int(s.stubLimit-at), s.stubWhere)
+	if s.dataAt == 0 {
+		// After the stub when there is room (no search, no maps read),
+		// else padding of its own elsewhere. Its size is set by the
+		// first call; the calls of one write are alike.
+		at, limit, where := (s.stub+uintptr(len(s.stubOrig))+7)&^7, s.stubLimit, s.stubWhere
+		if limit == 0 || at+uintptr(len(data)) > limit || s.hooks.dataApart {
+			var err error
+			at, limit, where, err = s.stubSite(len(data), func(a uintptr) bool { return !s.occupied(a, len(data)) })
+			if errors.Is(err, ErrNoStubSite) {
+				return 0, s.fail("read-only data", ErrNoRoom, nil, fmt.Sprintf("no padding holds %d bytes besides the stub: map a page", len(data)))
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+		orig, err := s.keep(at, int(limit-at), where)
 		if err != nil {
 			return 0, err
 		}
-		s.dataOrig = orig
+		s.dataAt, s.dataOrig = at, orig
 	}
-	if err := s.forceWrite(at, data); err != nil {
+	if len(data) > len(s.dataOrig) {
+		return 0, s.fail("read-only data", ErrNoRoom, nil, fmt.Sprintf("%d bytes do not fit in the %d bytes of padding this session uses for data: map a page", len(data), len(s.dataOrig)))
+	}
+	if err := s.forceWrite(s.dataAt, data); err != nil {
 		return 0, err
 	}
 	s.dataUsed = max(s.dataUsed, len(data))
-	return at, nil
+	return s.dataAt, nil
+}
+
+// occupied reports whether n bytes at at overlap what the session has
+// written into the target's text (the stub, an arm64 trampoline).
+func (s *Session) occupied(at uintptr, n int) bool {
+	over := func(lo uintptr, len int) bool { return lo != 0 && at < lo+uintptr(len) && lo < at+uintptr(n) }
+	return over(s.stub, len(s.stubOrig)) || s.overlapsExtra(over)
 }
 
 // writeStub writes code, the stub, at at in the mapping where, keeping the
@@ -367,9 +387,8 @@ func (s *Session) removeStub() error {
 	}
 	err := s.forceWrite(s.stub, s.stubOrig)
 	if s.dataUsed > 0 {
-		at := (s.stub + uintptr(len(s.stubOrig)) + 7) &^ 7
-		err = errors.Join(err, s.forceWrite(at, s.dataOrig[:s.dataUsed]))
+		err = errors.Join(err, s.forceWrite(s.dataAt, s.dataOrig[:s.dataUsed]))
 	}
-	s.stub, s.stubOrig, s.stubLimit, s.dataOrig, s.dataUsed = 0, nil, 0, nil, 0
+	s.stub, s.stubOrig, s.stubLimit, s.dataAt, s.dataOrig, s.dataUsed = 0, nil, 0, 0, nil, 0
 	return errors.Join(err, s.removeExtra())
 }

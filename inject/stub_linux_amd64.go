@@ -173,5 +173,8 @@ const siteNeeds = ""
 // there is none.
 func (s *Session) placeFar(r *unix.PtraceRegs, noSite error) error { return noSite }
 
+// overlapsExtra: the x86-64 stub is one piece.
+func (s *Session) overlapsExtra(func(lo uintptr, n int) bool) bool { return false }
+
 // removeExtra: the x86-64 stub is one piece.
 func (s *Session) removeExtra() error { return nil }

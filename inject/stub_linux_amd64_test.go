@@ -5,7 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
-	"slices"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,37 +177,49 @@ func TestStubInVDSO(t *testing.T) {
 	tg.blockedIn(t, nrNanosleep, unix.SYS_RESTART_SYSCALL)
 }
 
-// TestReadOnly: data a call only reads goes after the stub, where the
-// injected call reads it; what does not fit is refused with ErrNoRoom; and
-// Detach puts the padding back.
+// TestReadOnly: data a call only reads goes after the stub, or in padding
+// of its own when there is no room there, where the injected call reads
+// it; what does not fit is refused with ErrNoRoom; and Detach puts the
+// padding back.
 func TestReadOnly(t *testing.T) {
-	tg := start(t, buildC(t, "sleeper", sleeperSrc), "100000")
-	tg.line(t)
-	tg.blockedIn(t, nrClockNanoslp, nrNanosleep)
-	s := mustSeize(t, tg.pid)
-	defer mustDetach(t, s)
-	msg := []byte("read-only data\n")
-	addr, err := s.ReadOnly(msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if addr%8 != 0 || addr < s.stub+stubLen || addr+uintptr(len(msg)) > s.stubLimit {
-		t.Fatalf("data at %#x, want 8-byte aligned after the stub at %#x, before %#x", addr, s.stub, s.stubLimit)
-	}
-	// The kernel reads it: the target writes it to its standard output.
-	if n, err := s.Syscall(unix.SYS_WRITE, 1, addr, uintptr(len(msg))); err != nil || int(n) != len(msg) {
-		t.Fatalf("write: %d, %v", n, err)
-	}
-	if l := tg.line(t); l+"\n" != string(msg) {
-		t.Fatalf("target printed %q, want %q", l, msg)
-	}
-	if _, err := s.ReadOnly(make([]byte, pageSize)); !errors.Is(err, ErrNoRoom) {
-		t.Fatalf("a page of data: %v, want ErrNoRoom", err)
-	}
-	stub, n := s.stub, int(s.stubLimit-s.stub)
-	before := slices.Concat(s.stubOrig, make([]byte, (8-len(s.stubOrig)%8)%8), s.dataOrig)
-	mustDetach(t, s)
-	if back := readRemote(t, tg.pid, stub, n); !bytes.Equal(back, before[:n]) {
-		t.Fatal("the padding was not put back")
+	bin := buildC(t, "sleeper", sleeperSrc)
+	for _, apart := range []bool{false, true} {
+		t.Run(fmt.Sprint("apart=", apart), func(t *testing.T) {
+			tg := start(t, bin, "100000")
+			tg.line(t)
+			tg.blockedIn(t, nrClockNanoslp, nrNanosleep)
+			s := mustSeizeWith(t, tg.pid, hooks{dataApart: apart})
+			defer mustDetach(t, s)
+			msg := []byte("read-only data\n")
+			addr, err := s.ReadOnly(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after := addr >= s.stub+stubLen && addr+uintptr(len(msg)) <= s.stubLimit
+			if addr%8 != 0 || after == apart || (apart && s.occupied(addr, len(msg))) {
+				t.Fatalf("data at %#x (stub %#x-%#x, limit %#x), want 8-byte aligned and apart=%v", addr, s.stub, s.stub+stubLen, s.stubLimit, apart)
+			}
+			if m, ok := mappingAt(t, tg.pid, addr); !ok || m.perms != "r-xp" {
+				t.Fatalf("data at %#x is in %+v, want padding of an r-xp mapping", addr, m)
+			}
+			// The kernel reads it: the target writes it to its standard output.
+			if n, err := s.Syscall(unix.SYS_WRITE, 1, addr, uintptr(len(msg))); err != nil || int(n) != len(msg) {
+				t.Fatalf("write: %d, %v", n, err)
+			}
+			if l := tg.line(t); l+"\n" != string(msg) {
+				t.Fatalf("target printed %q, want %q", l, msg)
+			}
+			if _, err := s.ReadOnly(make([]byte, 2*pageSize)); !errors.Is(err, ErrNoRoom) {
+				t.Fatalf("two pages of data: %v, want ErrNoRoom", err)
+			}
+			stub, stubOrig, data, dataOrig := s.stub, s.stubOrig, s.dataAt, s.dataOrig
+			mustDetach(t, s)
+			if back := readRemote(t, tg.pid, stub, len(stubOrig)); !bytes.Equal(back, stubOrig) {
+				t.Fatal("the stub's padding was not put back")
+			}
+			if back := readRemote(t, tg.pid, data, len(dataOrig)); !bytes.Equal(back, dataOrig) {
+				t.Fatal("the data's padding was not put back")
+			}
+		})
 	}
 }

@@ -192,6 +192,11 @@ func (s *Session) placeFar(r *unix.PtraceRegs, noSite error) error {
 	return s.writeStub(at, where, encodeStub(at, r, tramp))
 }
 
+// overlapsExtra reports whether over says the trampoline is in the way.
+func (s *Session) overlapsExtra(over func(lo uintptr, n int) bool) bool {
+	return over(s.arch.tramp, trampLen)
+}
+
 // removeExtra puts back the bytes the trampoline replaced.
 func (s *Session) removeExtra() error {
 	if s.arch.tramp == 0 {
