@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -490,4 +491,42 @@ func mustDetach(tb testing.TB, s *Session) {
 	if tr := tracerOf(s.Pid()); tr != 0 && tr != -1 {
 		tb.Fatalf("after Detach pid %d is still traced by %d", s.Pid(), tr)
 	}
+}
+
+// killTracer starts the tracer helper in mode on pid, waits for it to hold
+// the target, kills it (a no-op when it killed itself at a stage) and
+// waits for the kernel to detach the dead tracer.
+func killTracer(t *testing.T, mode string, pid int) {
+	t.Helper()
+	helper := startTracer(t, mode, pid)
+	if l := helper.line(t); l != "seized" {
+		t.Fatalf("helper: %s", l)
+	}
+	helper.kill(t)
+	if ws := helper.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != unix.SIGKILL {
+		t.Fatalf("helper ended with %v, want SIGKILL", helper.cmd.ProcessState)
+	}
+	testenv.Eventually(t, "the kernel to detach the dead tracer", func() bool { return tracerOf(pid) == 0 })
+}
+
+// runStub lets a thread resting in the stub run on, as it does when the
+// tracer dies, to the next system call it makes, and returns its registers
+// at that syscall-entry stop.
+func runStub(t *testing.T, s *Session) unix.PtraceRegs {
+	t.Helper()
+	if err := toSyscall(s.tid); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := s.wait("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kind, _ := classify(ws); kind != stopSyscall {
+		t.Fatalf("stopped with %#x, want a syscall-entry stop", uint32(ws))
+	}
+	var got unix.PtraceRegs
+	if err := getRegs(s.tid, &got); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }

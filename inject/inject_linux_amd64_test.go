@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -578,15 +577,7 @@ func TestTracerKilledTargetSurvives(t *testing.T) {
 			tg := start(t, bin)
 			tg.line(t)
 			tg.blockedIn(t, nrRead)
-			helper := startTracer(t, mode, tg.pid)
-			if l := helper.line(t); l != "seized" {
-				t.Fatalf("helper: %s", l)
-			}
-			helper.kill(t) // a no-op when it killed itself
-			if ws := helper.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != unix.SIGKILL {
-				t.Fatalf("helper ended with %v, want SIGKILL", helper.cmd.ProcessState)
-			}
-			testenv.Eventually(t, "the kernel to detach the dead tracer", func() bool { return tracerOf(tg.pid) == 0 })
+			killTracer(t, mode, tg.pid)
 			tg.blockedIn(t, nrRead)
 			if _, err := tg.stdin.Write([]byte("alive")); err != nil {
 				t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -165,20 +164,7 @@ func stubRestores(t *testing.T, program func(ms int64) string) {
 		t.Fatalf("getpid: %d, %v", got, err)
 	}
 	want := s.resumed
-	if err := toSyscall(s.tid); err != nil {
-		t.Fatal(err)
-	}
-	ws, err := s.wait("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if kind, _ := classify(ws); kind != stopSyscall {
-		t.Fatalf("stopped with %#x, want a syscall-entry stop", uint32(ws))
-	}
-	var got unix.PtraceRegs
-	if err := getRegs(s.tid, &got); err != nil {
-		t.Fatal(err)
-	}
+	got := runStub(t, s)
 	nr, err := getSyscallNo(s.tid)
 	if err != nil {
 		t.Fatal(err)
@@ -266,15 +252,7 @@ func TestTracerKilledTargetSurvives(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			tg := ready(t, bin)
 			tg.blockedIn(t, nrRead)
-			helper := startTracer(t, mode, tg.pid)
-			if l := helper.line(t); l != "seized" {
-				t.Fatalf("helper: %s", l)
-			}
-			helper.kill(t) // a no-op when it killed itself
-			if ws := helper.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != unix.SIGKILL {
-				t.Fatalf("helper ended with %v, want SIGKILL", helper.cmd.ProcessState)
-			}
-			testenv.Eventually(t, "the kernel to detach the dead tracer", func() bool { return tracerOf(tg.pid) == 0 })
+			killTracer(t, mode, tg.pid)
 			tg.blockedIn(t, nrRead)
 			if _, err := tg.stdin.Write([]byte("alive\n")); err != nil {
 				t.Fatal(err)

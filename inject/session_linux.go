@@ -721,49 +721,38 @@ func (s *Session) Detach() error {
 		return nil
 	}
 	var errs []error
+	// failed keeps err for the result; it reports whether the target has
+	// exited, after which Detach has nothing left to do.
+	failed := func(err error) bool {
+		if err == nil {
+			return false
+		}
+		if s.state == stateExited {
+			return true
+		}
+		errs = append(errs, err)
+		return false
+	}
 	for (s.state == stateParked || s.state == stateInStub) && len(s.regions) > 0 {
 		r := s.regions[0]
 		s.regions = s.regions[1:]
-		if _, err := s.inject("munmap", unix.SYS_MUNMAP, r.addr, r.size); err != nil {
-			if s.state == stateExited {
-				return nil
-			}
-			errs = append(errs, err)
-		}
-	}
-	if err := s.rest("detach"); err != nil {
-		if s.state == stateExited {
+		if _, err := s.inject("munmap", unix.SYS_MUNMAP, r.addr, r.size); failed(err) {
 			return nil
 		}
-		errs = append(errs, err)
 	}
-	if s.state == stateParked {
-		// Only now is the thread out of the stub for good.
-		if err := s.removeStub(); err != nil {
-			if s.state == stateExited {
-				return nil
-			}
-			errs = append(errs, err)
-		}
+	if failed(s.rest("detach")) {
+		return nil
 	}
-	if err := s.restartSemop(); err != nil {
-		if s.state == stateExited {
-			return nil
-		}
-		errs = append(errs, err)
+	// Only once parked is the thread out of the stub for good.
+	if s.state == stateParked && failed(s.removeStub()) {
+		return nil
 	}
-	if err := s.beforeRequeue(); err != nil {
-		if s.state == stateExited {
-			return nil
-		}
-		errs = append(errs, err)
+	if failed(s.restartSemop()) || failed(s.beforeRequeue()) {
+		return nil
 	}
 	for _, c := range s.signals {
-		if err := s.requeue(c); err != nil {
-			if s.state == stateExited {
-				return nil
-			}
-			errs = append(errs, err)
+		if failed(s.requeue(c)) {
+			return nil
 		}
 	}
 	s.signals = nil

@@ -43,20 +43,7 @@ func TestStubRestores(t *testing.T) {
 			}
 			// Run on from the getpid's exit stop: the stub restores the
 			// registers and jumps to the thread's syscall instruction.
-			if err := toSyscall(s.tid); err != nil {
-				t.Fatal(err)
-			}
-			ws, err := s.wait("test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if kind, _ := classify(ws); kind != stopSyscall {
-				t.Fatalf("stopped with %#x, want a syscall-entry stop", uint32(ws))
-			}
-			var got unix.PtraceRegs
-			if err := getRegs(s.tid, &got); err != nil {
-				t.Fatal(err)
-			}
+			got := runStub(t, s)
 			if err := ptracePtr(unix.PTRACE_GETFPREGS, s.tid, 0, unsafe.Pointer(&fp1[0])); err != nil {
 				t.Fatal(err)
 			}
