@@ -110,26 +110,32 @@ func ParseEnv(lookup func(string) (string, bool)) (Env, error) {
 		}
 		e.InitPID = pid
 	}
-	if v, ok := lookup(EnvAllowRunning); ok {
-		switch strings.ToLower(strings.TrimSpace(v)) {
-		case "", "0", "false", "no":
-		case "1", "true", "yes":
-			e.AllowRunning = true
-		default:
-			return e, fmt.Errorf("%s=%q: use 1 to allow, 0 or unset to refuse: %w", EnvAllowRunning, v, ErrEnv)
-		}
+	var err error
+	if e.AllowRunning, err = envSwitch(lookup, EnvAllowRunning, false, "use 1 to allow, 0 or unset to refuse"); err != nil {
+		return e, err
 	}
 	e.StateDir, _ = lookup(EnvStateDir)
-	if v, ok := lookup(EnvHelper); ok {
-		switch strings.ToLower(strings.TrimSpace(v)) {
-		case "", "1", "true", "yes":
-		case "0", "false", "no":
-			e.NoHelper = true
-		default:
-			return e, fmt.Errorf("%s=%q: use 0 to do without the helper: %w", EnvHelper, v, ErrEnv)
-		}
+	helper, err := envSwitch(lookup, EnvHelper, true, "use 0 to do without the helper")
+	if err != nil {
+		return e, err
 	}
+	e.NoHelper = !helper
 	return e, nil
+}
+
+// envSwitch reads an on/off variable: 1, true or yes; 0, false or no; unset
+// or empty gives def. Anything else is an error saying what to use.
+func envSwitch(lookup func(string) (string, bool), name string, def bool, use string) (bool, error) {
+	v, _ := lookup(name)
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "":
+		return def, nil
+	case "1", "true", "yes":
+		return true, nil
+	case "0", "false", "no":
+		return false, nil
+	}
+	return def, fmt.Errorf("%s=%q: %s: %w", name, v, use, ErrEnv)
 }
 
 // Options tune Run. The zero value works.
