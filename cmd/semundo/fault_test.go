@@ -25,57 +25,26 @@ import (
 	"github.com/semundo/semundo/undo"
 )
 
-// spinTarget is a C process that computes the same sum again and again and
-// prints each result: wrong registers or memory after an injection show up
-// as a wrong sum, or as the process dying.
-type spinTarget struct {
-	cmd  *exec.Cmd
-	pid  int
-	bad  atomic.Int32
-	sums atomic.Int32
-	done chan struct{}
-}
-
 const spinN = 3000000
 
-func startSpinTarget(t *testing.T) *spinTarget {
+// targetBin builds writer/testdata/target.c, the C process the fault tests
+// write into.
+func targetBin(t *testing.T) string {
 	t.Helper()
 	src, err := os.ReadFile("../../writer/testdata/target.c")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := testenv.BuildC(t, "target", string(src))
-	var want uint64
-	for i := uint64(0); i < spinN; i++ {
-		want += i * i
-	}
-	cmd := exec.Command(bin, "spinloop", fmt.Sprint(spinN))
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &spinTarget{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); <-s.done })
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() || sc.Text() != "ready" {
-		t.Fatalf("target: %q", sc.Text())
-	}
-	go func() {
-		defer close(s.done)
-		for sc.Scan() {
-			if sc.Text() != fmt.Sprintf("sum %d", want) {
-				s.bad.Add(1)
-			}
-			s.sums.Add(1)
-		}
-	}()
-	return s
+	return testenv.BuildC(t, "target", string(src), "-pthread")
 }
 
-// alive reports whether the target still runs (not dead, not a zombie).
-func (s *spinTarget) alive() bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
-	return err == nil && !strings.Contains(string(b), ") Z ")
+// startSpinTarget runs target.c's spinloop: it computes the same sum again
+// and again and prints each result, so wrong registers or memory after an
+// injection show up as a wrong sum (counted in wrong), or as the process
+// dying.
+func startSpinTarget(t *testing.T) *faultTarget {
+	t.Helper()
+	return startFaultTarget(t, targetBin(t), &faultKind{args: []string{"spinloop", fmt.Sprint(spinN)}, check: checkSpinner})
 }
 
 // reapInjectors waits for the `semundo __inject` children that outlived a
@@ -183,12 +152,12 @@ func TestKillDuringSet(t *testing.T) {
 		before = got
 	}
 	// Let the target print a few more sums, then check them all.
-	n := target.sums.Load()
-	testenv.Eventually(t, fmt.Sprintf("spin target %d to print 3 more sums", target.pid), func() bool { return target.sums.Load() >= n+3 })
-	if b := target.bad.Load(); b != 0 {
-		t.Fatalf("%d of %d sums were wrong", b, target.sums.Load())
+	n := target.count.Load()
+	testenv.Eventually(t, fmt.Sprintf("spin target %d to print 3 more sums", target.pid), func() bool { return target.count.Load() >= n+3 })
+	if b := target.wrong.Load(); b != 0 {
+		t.Fatalf("%d of %d sums were wrong", b, target.count.Load())
 	}
-	t.Logf("%d trials, kills within %v: %v; the target printed %d right sums", trials, span, outcomes, target.sums.Load())
+	t.Logf("%d trials, kills within %v: %v; the target printed %d right sums", trials, span, outcomes, target.count.Load())
 	if outcomes["written"] == 0 || outcomes["untouched"] == 0 {
 		t.Fatalf("the kills did not land both before and after the write: %v", outcomes)
 	}
@@ -275,8 +244,8 @@ func TestKillDuringRestore(t *testing.T) {
 		}
 		before = g
 	}
-	if bad := target.bad.Load(); bad != 0 {
-		t.Fatalf("%d of %d sums were wrong", bad, target.sums.Load())
+	if bad := target.wrong.Load(); bad != 0 {
+		t.Fatalf("%d of %d sums were wrong", bad, target.count.Load())
 	}
 	t.Logf("%d trials, kills within %v: %v", trials, span, outcomes)
 	if outcomes["written"] == 0 || outcomes["untouched"] == 0 {
@@ -316,11 +285,7 @@ func TestKillInjectorWindow(t *testing.T) {
 	}
 	s := holder.NewSet(t, 4)
 	lists := [2]string{fmt.Sprintf("%d 1 -2 3 -4\n", s), fmt.Sprintf("%d -100 200 0 7\n", s)}
-	src, err := os.ReadFile("../../writer/testdata/target.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := testenv.BuildC(t, "target", string(src), "-pthread")
+	bin := targetBin(t)
 	var eintrs atomic.Int64
 	kinds := []faultKind{
 		{name: "spinner", args: []string{"spinloop", fmt.Sprint(spinN)}, check: checkSpinner, probe: func(ft *faultTarget) string { return ft.progress(2) }},
@@ -405,7 +370,8 @@ type faultTarget struct {
 	stdin io.Writer
 	lines chan string // what it printed, while there is room
 	count atomic.Int64
-	gots  atomic.Int64 // semoploop: semaphores taken
+	gots  atomic.Int64           // semoploop: semaphores taken
+	wrong atomic.Int64           // lines judged wrong
 	bad   atomic.Pointer[string] // the first wrong line's story
 	dead  chan struct{}          // closed when its output ends
 	proc  *os.Process
@@ -435,6 +401,7 @@ func startFaultTarget(t *testing.T, bin string, k *faultKind) *faultTarget {
 			l := sc.Text()
 			if check != nil {
 				if why := check(l); why != "" {
+					ft.wrong.Add(1)
 					ft.bad.CompareAndSwap(nil, &why)
 				}
 			}
@@ -449,6 +416,12 @@ func startFaultTarget(t *testing.T, bin string, k *faultKind) *faultTarget {
 		}
 	}()
 	return ft
+}
+
+// alive reports whether the target still runs (not dead, not a zombie).
+func (ft *faultTarget) alive() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", ft.pid))
+	return err == nil && !strings.Contains(string(b), ") Z ")
 }
 
 // progress waits for n more lines, all judged right.
