@@ -340,11 +340,17 @@ int main(int argc, char **argv) {
 }
 `
 
+// liveTIDs lists pid's live threads as Seize picks among them.
+func liveTIDs(pid int) []int {
+	threads, _ := proc.Threads(pid)
+	return liveThreads(threads, pid)
+}
+
 func counters(t *testing.T, pid int, addr uintptr) [3]uint64 {
 	t.Helper()
-	tids, err := liveThreads(proc, pid)
-	if err != nil || len(tids) == 0 {
-		t.Fatalf("no live thread in %d: %v", pid, err)
+	tids := liveTIDs(pid)
+	if len(tids) == 0 {
+		t.Fatalf("no live thread in %d", pid)
 	}
 	b := readRemote(t, tids[0], addr, 24)
 	var c [3]uint64
@@ -382,7 +388,7 @@ func TestMultiThreaded(t *testing.T) {
 				t.Fatal(err)
 			}
 			testenv.Eventually(t, "all threads to start", func() bool {
-				tids, _ := liveThreads(proc, tg.pid)
+				tids := liveTIDs(tg.pid)
 				return len(tids) == 3 || (!leaderExits && len(tids) == 4)
 			})
 			if leaderExits {
@@ -626,7 +632,7 @@ func TestRefusals(t *testing.T) {
 		if _, err := Seize(os.Getpid()); !errors.Is(err, ErrSelf) {
 			t.Errorf("Seize(self): %v, want ErrSelf", err)
 		}
-		tids, _ := liveThreads(proc, os.Getpid())
+		tids := liveTIDs(os.Getpid())
 		for _, tid := range tids {
 			if tid != os.Getpid() {
 				if _, err := Seize(tid); !errors.Is(err, ErrSelf) {

@@ -6,12 +6,12 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/semundo/semundo/internal/procfs"
+	"golang.org/x/sys/unix"
 )
 
 // Task flags from include/linux/sched.h, as shown in field 9 of
@@ -21,14 +21,10 @@ const (
 	pfUserWorker = 0x00004000 // PF_USER_WORKER: a kernel-made thread of a user process
 )
 
-// liveThreads lists the threads of process tgid that have not exited and
-// can be traced (not io_uring or other kernel-made workers), the
-// thread-group leader first when it is alive.
-func liveThreads(p procfs.FS, tgid int) ([]int, error) {
-	threads, err := p.Threads(tgid)
-	if err != nil {
-		return nil, err
-	}
+// liveThreads lists those of threads, the threads of process tgid, that
+// have not exited and can be traced (not io_uring or other kernel-made
+// workers), the thread-group leader first when it is alive.
+func liveThreads(threads []procfs.Thread, tgid int) []int {
 	var tids []int
 	for _, th := range threads {
 		if th.Stat.Dead() || th.Stat.Flags&(pfIOWorker|pfUserWorker) != 0 {
@@ -42,7 +38,7 @@ func liveThreads(p procfs.FS, tgid int) ([]int, error) {
 		}
 		return tids[i] < tids[j]
 	})
-	return tids, nil
+	return tids
 }
 
 // mapping is one line of /proc/<pid>/maps.
@@ -55,7 +51,7 @@ type mapping struct {
 }
 
 func readMaps(path string) ([]mapping, error) {
-	b, err := os.ReadFile(path)
+	b, err := procfs.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -89,13 +85,13 @@ func readMaps(path string) ([]mapping, error) {
 // file (ia32, or x32 which is ELFCLASS32 with machine x86-64). ok is false
 // when the executable cannot be read (no permission, kernel thread).
 func exeIs32Bit(pid int) (is32, ok bool) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/exe", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false, false
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	var hdr [5]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil || string(hdr[:4]) != "\x7fELF" {
+	if n, err := unix.Pread(fd, hdr[:], 0); err != nil || n != len(hdr) || string(hdr[:4]) != "\x7fELF" {
 		return false, false
 	}
 	const elfClass32 = 1

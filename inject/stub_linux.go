@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -132,7 +133,7 @@ func (s *Session) vdsoSite(size int) (at, limit uintptr, ok bool) {
 // auxvValue returns the value of auxiliary vector entry typ in file path
 // (/proc/<pid>/auxv), 0 when it has none.
 func auxvValue(path string, typ uint64) uintptr {
-	b, err := os.ReadFile(path)
+	b, err := procfs.ReadFile(path)
 	if err != nil {
 		return 0
 	}
@@ -363,14 +364,20 @@ func (s *Session) keep(at uintptr, n int, where string) ([]byte, error) {
 // write there (proc_mem.force_override), PTRACE_POKETEXT: both copy the
 // page privately for this process, as a debugger's breakpoint does.
 func (s *Session) forceWrite(addr uintptr, data []byte) error {
-	if !s.hooks.pokeOnly {
-		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/task/%d/mem", s.pid, s.tid), os.O_RDWR, 0)
+	if !s.hooks.pokeOnly && !s.memTried {
+		// Opened once a session: each open checks ptrace access and
+		// takes a reference on the target's mm, which costs more than
+		// the write, and a session writes at least twice (stub, then
+		// the bytes it replaced).
+		s.memTried = true
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/task/%d/mem", s.pid, s.tid), unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err == nil {
-			n, werr := f.WriteAt(data, int64(addr))
-			f.Close()
-			if werr == nil && n == len(data) {
-				return nil
-			}
+			s.mem, s.memOpen = fd, true
+		}
+	}
+	if s.memOpen {
+		if n, err := unix.Pwrite(s.mem, data, int64(addr)); err == nil && n == len(data) {
+			return nil
 		}
 	}
 	if _, err := unix.PtracePokeText(s.tid, addr, data); err != nil {

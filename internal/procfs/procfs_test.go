@@ -3,6 +3,7 @@ package procfs
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -243,5 +244,39 @@ func TestThreadsFixtures(t *testing.T) {
 	}
 	if st, _ := fixtures.Stat(100); st.KernelThread() {
 		t.Errorf("Stat(100), cat, is a kernel thread: %+v", st)
+	}
+}
+
+// TestReadFile checks the plain-syscall reader against os.ReadFile: files
+// smaller and larger than its first buffer, a /proc file whose size stat
+// does not know, and the errors callers test with errors.Is.
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 2047, 2048, 2049, 70000} {
+		path := fmt.Sprintf("%s/f%d", dir, n)
+		want := []byte(strings.Repeat("x", n))
+		if err := os.WriteFile(path, want, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadFile(path)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("ReadFile of %d bytes: %d bytes, %v", n, len(got), err)
+		}
+	}
+	want, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadFile("/proc/self/maps")
+	if err != nil || len(got) == 0 || !strings.HasPrefix(string(want), strings.SplitN(string(got), "\n", 2)[0]) {
+		t.Errorf("ReadFile(/proc/self/maps) = %d bytes, %v; os.ReadFile %d bytes", len(got), err, len(want))
+	}
+	_, err = ReadFile(dir + "/missing")
+	var pe *fs.PathError
+	if !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe) || pe.Path != dir+"/missing" {
+		t.Errorf("ReadFile of a missing file: %v, want a *fs.PathError that Is fs.ErrNotExist", err)
+	}
+	if _, err := ReadFile(dir); !errors.Is(err, syscall.EISDIR) {
+		t.Errorf("ReadFile of a directory: %v, want EISDIR", err)
 	}
 }
