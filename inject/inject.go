@@ -240,4 +240,9 @@ type Stats struct {
 	// semtimedop, which the kernel ends with EINTR when the thread is
 	// stopped, and Detach made it re-issue the call instead.
 	RestartedSemop bool
+	// SelfStops counts the injected calls that ended in the stub's own
+	// signal stop (one stop per call) rather than between syscall stops
+	// (two, and a third at Detach): x86-64 targets that neither catch nor
+	// block SIGWINCH or SIGURG.
+	SelfStops int
 }

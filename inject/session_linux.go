@@ -45,6 +45,7 @@ type hooks struct {
 	skipELFCheck     bool               // reach the CS check with a 32-bit target
 	noSuspendSeccomp bool               // show what a seccomp filter does to injected calls
 	pokeOnly         bool               // skip process_vm_readv/writev and /proc/<pid>/mem
+	syscallStops     bool               // run injected calls between syscall stops, never the self-stop
 	popf             bool               // restore flags with popfq even when stackless would do
 	noVDSO           bool               // find the stub's place through /proc maps
 	dataApart        bool               // ReadOnly data in padding of its own, not after the stub
@@ -97,6 +98,10 @@ type Session struct {
 	dataAt       uintptr         // where ReadOnly puts data, 0 until its first call
 	dataOrig     []byte          // the bytes there that ReadOnly may replace
 	dataUsed     int             // how many of them it has replaced
+	stopSig      unix.Signal     // the signal the stub stops itself with after a call (stopSignal); 0: syscall stops
+	stopAt       uintptr         // where the thread stands in that signal's delivery stop
+	sigCgt       uint64          // the signals the process catches, when the thread was picked
+	atSelfStop   bool            // the thread sits in the stub's own signal stop, inside get_signal
 	mem          int             // /proc/<pid>/task/<tid>/mem opened read-write, when memOpen
 	memOpen      bool            // forceWrite opened mem
 	memTried     bool            // forceWrite tried to open mem (once a session)
@@ -209,6 +214,7 @@ func (s *Session) attach(threads []procfs.Thread, leader *procfs.Status) error {
 		} else if st, err = s.proc.TaskStatus(s.pid, s.tid); err != nil {
 			continue // the thread went away; pick another
 		}
+		s.sigCgt = st.SigCgt
 		var opts uintptr
 		if st.Seccomp != 0 && s.hooks.noSuspendSeccomp {
 			s.stats.SeccompActive = true
@@ -316,6 +322,7 @@ func (s *Session) stopFirst() error {
 			if s.hooks.onStage != nil {
 				s.hooks.onStage("stopped")
 			}
+			s.stopSig = s.stopSignal()
 			return s.restartAtOnce()
 		case stopSignal:
 			// A signal was being delivered: keep it for Detach and
@@ -583,7 +590,13 @@ func (s *Session) inject(op string, nr uintptr, args ...uintptr) (uintptr, error
 	if s.hooks.onStage != nil {
 		s.hooks.onStage("in-stub")
 	}
-	ret, err := s.run(op, s.stub, nr)
+	var ret uint64
+	var err error
+	if s.stopSig != 0 {
+		ret, err = s.runToSelfStop(op)
+	} else {
+		ret, err = s.run(op, s.stub, nr)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -663,6 +676,21 @@ func (s *Session) run(op string, addr, nr uintptr) (uint64, error) {
 // gets its EINTR).
 func (s *Session) rest(op string) error {
 	if s.state != stateInStub && s.state != stateDirty {
+		return nil
+	}
+	if s.atSelfStop && s.state == stateInStub {
+		// The self-stop is a signal-delivery stop, inside get_signal
+		// before the restart logic, as the event stop below is: the
+		// parked registers can go back at once, one stop fewer.
+		if err := s.putRegs(&s.parked); err != nil {
+			return s.lost(op, err)
+		}
+		if s.hooks.onStage != nil {
+			s.hooks.onStage("restored")
+		}
+		s.atSelfStop = false
+		s.state = stateParked
+		s.moved = true
 		return nil
 	}
 	back := &s.resumed
@@ -944,6 +972,37 @@ func (s *Session) wait(op string) (unix.WaitStatus, error) {
 	}
 	return ws, nil
 }
+
+// waitFor is wait with a limit: got is false when the thread has not
+// stopped within d. Past the polling of wait it looks every pollEvery.
+func (s *Session) waitFor(op string, d time.Duration) (ws unix.WaitStatus, got bool, err error) {
+	t0 := time.Now()
+	for {
+		var pid int
+		ws, pid, err = wait4(s.tid, unix.WNOHANG)
+		switch {
+		case err != nil:
+			return ws, false, s.gone(op, err)
+		case pid != 0:
+			if kind, _ := classify(ws); kind == stopExited {
+				s.state = stateExited
+				return ws, false, s.exited(op, ws)
+			}
+			return ws, true, nil
+		}
+		switch since := time.Since(t0); {
+		case since >= d:
+			return ws, false, nil
+		case since < spinWait:
+			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		default:
+			time.Sleep(pollEvery)
+		}
+	}
+}
+
+// pollEvery is how often waitFor looks once its polling time is over.
+const pollEvery = 50 * time.Microsecond
 
 // gone handles a failed wait: ECHILD means the thread no longer exists for us.
 func (s *Session) gone(op string, err error) error {

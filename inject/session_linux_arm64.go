@@ -221,3 +221,12 @@ func (s *Session) beforeRequeue() error {
 	}
 	return s.fail("detach", ErrUnexpectedStop, nil, "thread never entered its own system call")
 }
+
+// stopSignal: the arm64 stub has no self-stop; its calls run between
+// syscall stops.
+func (s *Session) stopSignal() unix.Signal { return 0 }
+
+// runToSelfStop is never reached on arm64 (stopSignal is 0).
+func (s *Session) runToSelfStop(op string) (uint64, error) {
+	return 0, s.fail(op, ErrUnexpectedStop, nil, "no self-stopping stub on arm64")
+}

@@ -17,7 +17,9 @@ import (
 //	mov  rax, imm64 ... r15      ; its 15 registers but rsp, which is its own
 //	jmp  [rip -> saved rip]      ; back to where it was
 //
-// holding the thread's registers as immediates. Once a thread's registers
+// holding the thread's registers as immediates (the short, zero-extending
+// form for values that fit 32 bits). Most stubs also stop their thread
+// right after the call (see selfstop_linux_amd64.go). Once a thread's registers
 // point into the stub, the thread needs nobody to get back to its own
 // state: if the tracer dies at any instant (kill -9, OOM kill), the kernel
 // detaches, the thread finishes the call it was given, restores itself and
@@ -107,12 +109,48 @@ func stackless(flags uint64) bool {
 	return flags&^flagsStackless == 0 && cpu.X86.HasLAHF
 }
 
-// encodeStub assembles the stub for address at, restoring r.
-func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool) []byte {
+// selfStop is what a stub needs to stop itself after the injected call:
+// the thread's ids and the signal it sends itself (see Session.stopSignal).
+type selfStop struct {
+	tgid, tid int
+	sig       unix.Signal
+}
+
+// encodeStub assembles the stub for address at, restoring r. With stop, the
+// stub keeps the call's result in r12 and sends the thread stop.sig
+// (tgkill) before restoring: stopAt is the offset where the thread then
+// stands, in the signal's delivery stop. It returns nil when that stub
+// would not fit in stubLen.
+//
+//	syscall                      ; the injected call
+//	mov  r12, rax                ; its result, for the tracer
+//	mov  eax, SYS_tgkill; mov edi, tgid; mov esi, tid; mov edx, sig
+//	syscall                      ; the thread stops here while traced
+//	...                          ; the restore, as without stop
+func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool, stop *selfStop) (b []byte, stopAt int) {
 	flags := r.Eflags &^ (flagTF | flagRF)
-	b := make([]byte, 0, stubLen)
+	b = make([]byte, 0, stubLen)
 	b = append(b, 0x0f, 0x05) // syscall
+	if stop != nil {
+		b = append(b, 0x49, 0x89, 0xc4) // mov r12, rax
+		imm32 := func(op byte, v uint32) { b = binary.LittleEndian.AppendUint32(append(b, op), v) }
+		imm32(0xb8, unix.SYS_TGKILL) // mov eax, imm32
+		imm32(0xbf, uint32(stop.tgid))
+		imm32(0xbe, uint32(stop.tid))
+		imm32(0xba, uint32(stop.sig))
+		b = append(b, 0x0f, 0x05) // syscall
+		stopAt = len(b)
+	}
+	// mov reg, imm64, or mov reg32, imm32 (which zero-extends) for a
+	// value that fits: the shorter form leaves room for the self-stop.
 	mov := func(rex, op byte, v uint64) {
+		if v <= 0xffffffff && !(rex == 0x48 && op == 0xbc) { // rsp: always the long form
+			if rex&1 != 0 {
+				b = append(b, 0x41) // REX.B: r8-r15
+			}
+			b = binary.LittleEndian.AppendUint32(append(b, op), uint32(v))
+			return
+		}
 		b = append(b, rex, op)
 		b = binary.LittleEndian.AppendUint64(b, v)
 	}
@@ -146,6 +184,9 @@ func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool) []byte {
 		mov(g.rex, g.op, g.v)
 	}
 	// jmp qword ptr [rip+disp32]: rip is the end of this 6-byte instruction.
+	if len(b)+6 > stubRipSlot {
+		return nil, 0
+	}
 	disp := stubRipSlot - (len(b) + 6)
 	b = append(b, 0xff, 0x25)
 	b = binary.LittleEndian.AppendUint32(b, uint32(int32(disp)))
@@ -154,12 +195,23 @@ func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool) []byte {
 	}
 	b = binary.LittleEndian.AppendUint64(b, r.Rip)
 	b = binary.LittleEndian.AppendUint64(b, flags)
-	return b
+	return b, stopAt
 }
 
-// encodeStub assembles the session's stub for address at, restoring r.
+// encodeStub assembles the session's stub for address at, restoring r:
+// one that stops itself when the session has a signal for it and it fits,
+// else one run between syscall stops (s.stopSig is then 0).
 func (s *Session) encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
-	return encodeStub(at, r, s.hooks.popf || !stackless(r.Eflags))
+	popf := s.hooks.popf || !stackless(r.Eflags)
+	if s.stopSig != 0 {
+		if b, stopAt := encodeStub(at, r, popf, &selfStop{s.pid, s.tid, s.stopSig}); b != nil {
+			s.stopAt = at + uintptr(stopAt)
+			return b
+		}
+		s.stopSig = 0
+	}
+	b, _ := encodeStub(at, r, popf, nil)
+	return b
 }
 
 // reachable: the stub's final jmp reads an absolute address, so every
