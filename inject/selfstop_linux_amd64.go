@@ -34,7 +34,7 @@ import (
 // stays active (it could refuse tgkill, and the thread would run on
 // without stopping), or when a test asks for syscall stops.
 func (s *Session) stopSignal() unix.Signal {
-	if s.hooks.syscallStops || s.stats.SeccompActive {
+	if s.hooks.syscallStops || (s.stats.SeccompActive && !s.hooks.selfStopAnyway) {
 		return 0
 	}
 	var blocked uint64
@@ -50,9 +50,9 @@ func (s *Session) stopSignal() unix.Signal {
 }
 
 // selfStopWait is how long runToSelfStop waits for the self-stop before it
-// interrupts the thread to see where it is: far longer than a stub runs,
-// so only a thread kept off every CPU or one that ran on without stopping
-// (its tgkill refused) is looked at.
+// sends the thread the signal itself, to see where it is: far longer than a
+// stub runs, so only a thread kept off every CPU or one that ran on without
+// stopping (its tgkill refused) is looked at.
 const selfStopWait = time.Second
 
 // runToSelfStop resumes the thread, whose registers point at the stub, and
@@ -63,16 +63,16 @@ func (s *Session) runToSelfStop(op string) (uint64, error) {
 	if err := resume(s.tid); err != nil {
 		return 0, s.lost(op, err)
 	}
+	// The wait blocks (a timed wait would poll, and its sleeps cost the
+	// tail of the stop times), so a thread that never stops is made to:
+	// the same signal, sent from here, stops a traced thread wherever it
+	// is. Sent late, it does nothing: ignored, or taken at a later stop.
+	watchdog := time.AfterFunc(selfStopWait, func() { _ = unix.Tgkill(s.pid, s.tid, s.stopSig) })
+	defer watchdog.Stop()
 	for i := 0; i < maxStops; i++ {
-		ws, got, err := s.waitFor(op, selfStopWait)
+		ws, err := s.wait(op)
 		if err != nil {
 			return 0, err
-		}
-		if !got {
-			if err := interrupt(s.tid); err != nil {
-				return 0, s.lost(op, err)
-			}
-			continue
 		}
 		var r unix.PtraceRegs
 		if err := getRegs(s.tid, &r); err != nil {
@@ -110,6 +110,7 @@ func (s *Session) runToSelfStop(op string) (uint64, error) {
 				return 0, err
 			}
 		}
+		watchdog.Reset(selfStopWait)
 		if err := resume(s.tid); err != nil {
 			return 0, s.lost(op, err)
 		}
@@ -120,10 +121,11 @@ func (s *Session) runToSelfStop(op string) (uint64, error) {
 // escaped takes a thread that left the stub without its self-stop (regs,
 // at a stop in its own code) as a fresh first stop: its registers are its
 // own again, the stub is written anew to restore these, and the session
-// goes on from there. The call that ran is reported as failed, result
-// unknown.
+// goes on from there, with syscall stops. The call that ran is reported as
+// failed, result unknown.
 func (s *Session) escaped(op string, r *unix.PtraceRegs) error {
 	s.saved, s.parked, s.restartEarly = *r, *r, false
+	s.stopSig = 0
 	s.state = stateDirty
 	if err := s.restartAtOnce(); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -121,5 +122,66 @@ func TestSyscallStopsHook(t *testing.T) {
 	}
 	if s.stopSig != 0 || s.Stats().SelfStops != 0 {
 		t.Fatal(fmt.Sprintf("syscallStops: stop signal %v, %d self-stops", s.stopSig, s.Stats().SelfStops))
+	}
+}
+
+// noTgkillSrc refuses tgkill with EPERM (a seccomp filter), then answers
+// each line it reads with "ok".
+const noTgkillSrc = `
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+int main(void) {
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tgkill, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof f / sizeof f[0], f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+		return 1;
+	printf("ready\n");
+	fflush(stdout);
+	char line[64];
+	while (fgets(line, sizeof line, stdin)) {
+		printf("ok\n");
+		fflush(stdout);
+	}
+	return 0;
+}
+`
+
+// TestSelfStopRefused runs the self-stopping stub in a thread whose tgkill
+// a seccomp filter refuses (as a security module could): the thread runs
+// the call and goes back to its own code without stopping. The session
+// must notice (its watchdog stops the thread), report the call as failed
+// with its result unknown, and leave a target that carries on.
+func TestSelfStopRefused(t *testing.T) {
+	tg := start(t, buildC(t, "notgkill", noTgkillSrc))
+	tg.line(t)
+	tg.blockedIn(t, nrRead)
+	s := mustSeizeWith(t, tg.pid, hooks{noSuspendSeccomp: true, selfStopAnyway: true})
+	if s.stopSig == 0 {
+		t.Fatal("no self-stop signal chosen")
+	}
+	if _, err := s.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrUnexpectedStop) {
+		t.Fatalf("getpid with tgkill refused: %v, want ErrUnexpectedStop", err)
+	}
+	if s.Stats().SelfStops != 0 {
+		t.Errorf("%d self-stops counted, want none", s.Stats().SelfStops)
+	}
+	// The session goes on with syscall stops.
+	if got, err := s.Syscall(unix.SYS_GETPID); err != nil || int(got) != tg.pid || s.stopSig != 0 {
+		t.Fatalf("getpid after the escape: %d, %v (stop signal %v)", got, err, s.stopSig)
+	}
+	mustDetach(t, s)
+	tg.blockedIn(t, nrRead)
+	if _, err := io.WriteString(tg.stdin, "x\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := tg.line(t); got != "ok" {
+		t.Fatalf("target answered %q after the session, want ok", got)
 	}
 }

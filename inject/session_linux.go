@@ -46,6 +46,7 @@ type hooks struct {
 	noSuspendSeccomp bool               // show what a seccomp filter does to injected calls
 	pokeOnly         bool               // skip process_vm_readv/writev and /proc/<pid>/mem
 	syscallStops     bool               // run injected calls between syscall stops, never the self-stop
+	selfStopAnyway   bool               // the self-stop even under an active seccomp filter
 	popf             bool               // restore flags with popfq even when stackless would do
 	noVDSO           bool               // find the stub's place through /proc maps
 	dataApart        bool               // ReadOnly data in padding of its own, not after the stub
@@ -972,37 +973,6 @@ func (s *Session) wait(op string) (unix.WaitStatus, error) {
 	}
 	return ws, nil
 }
-
-// waitFor is wait with a limit: got is false when the thread has not
-// stopped within d. Past the polling of wait it looks every pollEvery.
-func (s *Session) waitFor(op string, d time.Duration) (ws unix.WaitStatus, got bool, err error) {
-	t0 := time.Now()
-	for {
-		var pid int
-		ws, pid, err = wait4(s.tid, unix.WNOHANG)
-		switch {
-		case err != nil:
-			return ws, false, s.gone(op, err)
-		case pid != 0:
-			if kind, _ := classify(ws); kind == stopExited {
-				s.state = stateExited
-				return ws, false, s.exited(op, ws)
-			}
-			return ws, true, nil
-		}
-		switch since := time.Since(t0); {
-		case since >= d:
-			return ws, false, nil
-		case since < spinWait:
-			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-		default:
-			time.Sleep(pollEvery)
-		}
-	}
-}
-
-// pollEvery is how often waitFor looks once its polling time is over.
-const pollEvery = 50 * time.Microsecond
 
 // gone handles a failed wait: ECHILD means the thread no longer exists for us.
 func (s *Session) gone(op string, err error) error {
