@@ -82,7 +82,7 @@ func helperMain(mode string, args []string) int {
 		}
 		mode = "inject-hold"
 	}
-	s, err := seizeWith(pid, h)
+	s, err := seizeWith(pid, h, nil)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -124,7 +124,7 @@ func loopMain(pid int, stages string) int {
 	}
 	for i := 0; ; i++ {
 		mark("seize")
-		s, err := seizeWith(pid, hooks{onStage: mark})
+		s, err := seizeWith(pid, hooks{onStage: mark}, nil)
 		if err == nil {
 			var addr uintptr
 			addr, err = s.Mmap(4096)
@@ -472,7 +472,7 @@ func mustSeize(tb testing.TB, pid int) *Session {
 // mustSeizeWith is mustSeize with test hooks.
 func mustSeizeWith(tb testing.TB, pid int, h hooks) *Session {
 	tb.Helper()
-	s, err := seizeWith(pid, h)
+	s, err := seizeWith(pid, h, nil)
 	if err != nil {
 		tb.Fatalf("Seize(%d): %v", pid, err)
 	}

@@ -684,7 +684,7 @@ func Test32BitTarget(t *testing.T) {
 
 	// Without the ELF check the CS register gives it away, after seizing;
 	// the target must then be left as it was.
-	_, err = seizeWith(tg.pid, hooks{skipELFCheck: true})
+	_, err = seizeWith(tg.pid, hooks{skipELFCheck: true}, nil)
 	if !errors.Is(err, ErrTargetABI) || !strings.Contains(err.Error(), "CS 0x23") {
 		t.Fatalf("Seize of a thread in 32-bit mode: %v, want ErrTargetABI from CS 0x23", err)
 	}

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"testing"
 
+	"github.com/semundo/semundo/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -184,4 +186,45 @@ func TestSelfStopRefused(t *testing.T) {
 	if got := tg.line(t); got != "ok" {
 		t.Fatalf("target answered %q after the session, want ok", got)
 	}
+}
+
+// TestSeizeThen checks the work SeizeThen runs between the attach and the
+// stop: the thread is seized but still sleeps in its own call, the
+// session refuses to inject yet, and an error ends the session with the
+// target untouched; without an error the session goes on.
+func TestSeizeThen(t *testing.T) {
+	tg := start(t, buildC(t, "sleeper", sleeperSrc), "100000")
+	tg.line(t)
+	tg.blockedIn(t, nrClockNanoslp, nrNanosleep)
+	refused := errors.New("refused by before")
+	_, err := SeizeThen(tg.pid, func(s *Session) error {
+		if st := state(tg.pid); st != 'S' {
+			t.Errorf("before runs with the target in state %c, want S (not stopped)", st)
+		}
+		if tr := tracerOf(tg.pid); tr != os.Getpid() {
+			t.Errorf("before runs with the target traced by %d, want this process", tr)
+		}
+		if _, err := s.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrUnexpectedStop) {
+			t.Errorf("Syscall before the stop: %v, want ErrUnexpectedStop", err)
+		}
+		return refused
+	})
+	if !errors.Is(err, refused) {
+		t.Fatalf("SeizeThen: %v, want before's error", err)
+	}
+	if n := activeSessions.Load(); n != 0 {
+		t.Fatalf("%d sessions still hold a thread", n)
+	}
+	testenv.Eventually(t, "the target to be let go", func() bool { return tracerOf(tg.pid) == 0 })
+	// Its sleep goes on, restarted by the kernel as after any stop.
+	tg.blockedIn(t, unix.SYS_RESTART_SYSCALL)
+
+	s, err := SeizeThen(tg.pid, func(*Session) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Syscall(unix.SYS_GETPID); err != nil || int(got) != tg.pid {
+		t.Fatalf("getpid: %d, %v", got, err)
+	}
+	mustDetach(t, s)
 }

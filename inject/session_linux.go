@@ -103,6 +103,7 @@ type Session struct {
 	stopAt       uintptr         // where the thread stands in that signal's delivery stop
 	sigCgt       uint64          // the signals the process catches, when the thread was picked
 	atSelfStop   bool            // the thread sits in the stub's own signal stop, inside get_signal
+	early        earlySite       // the stub's place, found before the stop (findSiteEarly)
 	mem          int             // /proc/<pid>/task/<tid>/mem opened read-write, when memOpen
 	memOpen      bool            // forceWrite opened mem
 	memTried     bool            // forceWrite tried to open mem (once a session)
@@ -126,9 +127,19 @@ type Session struct {
 // Seize waits for the thread to stop. A thread in uninterruptible sleep (D
 // state, a vfork parent, a cgroup-v1 frozen task) stops only when that sleep
 // ends.
-func Seize(pid int) (*Session, error) { return seizeWith(pid, hooks{}) }
+func Seize(pid int) (*Session, error) { return seizeWith(pid, hooks{}, nil) }
 
-func seizeWith(pid int, h hooks) (*Session, error) {
+// SeizeThen is Seize with work done between the attach and the stop: before
+// runs once the process is seized (its pid is held: it cannot be reused
+// until Detach, even if the process dies) and before its thread is
+// stopped, so what it does adds nothing to the target's stop time. Of the
+// session it may only call Pid and Tid. An error from before ends the
+// session (the thread is stopped and released untouched) and is returned.
+func SeizeThen(pid int, before func(s *Session) error) (*Session, error) {
+	return seizeWith(pid, hooks{}, before)
+}
+
+func seizeWith(pid int, h hooks, before func(s *Session) error) (*Session, error) {
 	s := &Session{pid: pid, hooks: h}
 	if pid <= 0 {
 		return nil, s.fail("seize", ErrNoProcess, nil, fmt.Sprintf("%d is not a process id: pass the pid of a running process", pid))
@@ -177,17 +188,31 @@ func seizeWith(pid int, h hooks) (*Session, error) {
 		runtime.UnlockOSThread()
 		return nil, err
 	}
+	s.findSiteEarly()
+	var beforeErr error
+	if before != nil {
+		// A seized thread that is not stopped cannot be detached: it
+		// is stopped either way, and let go at once after an error.
+		beforeErr = before(s)
+	}
 	if err := s.stopFirst(); err != nil {
 		s.abandon()
 		runtime.UnlockOSThread()
 		return nil, err
 	}
-	if err := s.checkABI(); err != nil {
-		s.abandon()
-		runtime.UnlockOSThread()
+	activeSessions.Add(1)
+	err = beforeErr
+	if err == nil {
+		err = s.checkABI()
+	}
+	if err != nil {
+		// Detach, not abandon: signals caught on the way to the stop
+		// are queued again, and a semop our stop ended is issued again.
+		if derr := s.Detach(); derr != nil {
+			err = errors.Join(err, derr)
+		}
 		return nil, err
 	}
-	activeSessions.Add(1)
 	return s, nil
 }
 
@@ -560,6 +585,8 @@ func (s *Session) usable(op string) error {
 		return &OpError{Op: op, Kind: ErrDetached, Detail: "nil session: call Seize first"}
 	}
 	switch s.state {
+	case stateNew:
+		return s.fail(op, ErrUnexpectedStop, nil, "the thread is not stopped yet: only Pid and Tid may be called before SeizeThen's function returns")
 	case stateDetached:
 		return s.fail(op, ErrDetached, nil, "session is detached: Seize again")
 	case stateExited:

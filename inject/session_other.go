@@ -31,6 +31,12 @@ func (s *Session) pidOrZero() int {
 // platform.
 func Seize(pid int) (*Session, error) { return nil, notSupported(pid, "seize") }
 
+// SeizeThen is Seize with work done before the stop. Not supported on this
+// platform: before never runs.
+func SeizeThen(pid int, before func(s *Session) error) (*Session, error) {
+	return nil, notSupported(pid, "seize")
+}
+
 // Pid returns the target's process id.
 func (s *Session) Pid() int { return s.pidOrZero() }
 

@@ -256,9 +256,45 @@ func padding(read func(uintptr, []byte) error, base, m mapping, size int) (at, l
 	return 0, 0, false
 }
 
+// earlySite is the stub's place in the vDSO and the bytes there, read
+// before the thread stopped.
+type earlySite struct {
+	at, limit uintptr
+	orig      []byte
+}
+
+// findSiteEarly looks for the stub's place in the vDSO between the attach
+// and the stop, where the time it takes (an auxv read and two small reads
+// of the target's memory) is not stop time. Only where a site does not
+// depend on the registers (siteNeedsRegs); the vDSO's padding is not
+// written by the target, so what is read now is what the stop would read.
+// Nothing found leaves the search to placeStub.
+func (s *Session) findSiteEarly() {
+	if siteNeedsRegs || s.hooks.pokeOnly {
+		return
+	}
+	at, limit, ok := s.vdsoSite(stubLen)
+	if !ok {
+		return
+	}
+	orig := make([]byte, stubLen)
+	if s.readMemory(at, orig) != nil {
+		return
+	}
+	s.early = earlySite{at, limit, orig}
+}
+
 // placeStub writes the stub restoring regs into the target, keeping the
 // bytes it replaces for Detach.
 func (s *Session) placeStub(regs *unix.PtraceRegs) error {
+	if e := s.early; e.at != 0 {
+		s.early = earlySite{}
+		if err := s.forceWrite(e.at, s.encodeStub(e.at, regs)); err != nil {
+			return err
+		}
+		s.stub, s.stubOrig, s.stubWhere, s.stubLimit = e.at, e.orig, "[vdso]", e.limit
+		return nil
+	}
 	at, limit, where, err := s.stubSite(stubLen, func(at uintptr) bool { return s.reachable(at, regs) })
 	if errors.Is(err, ErrNoStubSite) {
 		return s.placeFar(regs, err)

@@ -230,3 +230,7 @@ func (s *Session) overlapsExtra(func(lo uintptr, n int) bool) bool { return fals
 
 // removeExtra: the x86-64 stub is one piece.
 func (s *Session) removeExtra() error { return nil }
+
+// siteNeedsRegs: every site is in reach of an x86-64 stub, so its place
+// can be found before the registers are known.
+const siteNeedsRegs = false

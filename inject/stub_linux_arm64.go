@@ -214,3 +214,7 @@ func ldrLiteral(rt, words int) uint32 {
 
 // branch encodes `b pc + 4*words`.
 func branch(words int64) uint32 { return 0x14000000 | uint32(words)&0x3ffffff }
+
+// siteNeedsRegs: an arm64 stub's place must be within reach of the
+// thread's pc, known only at the stop.
+const siteNeedsRegs = true

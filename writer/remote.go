@@ -79,7 +79,23 @@ func onThreadOfItsOwn(f func() error) error {
 // to read the sets there; without it (or when joining is refused), reads
 // are local only when pid shares the caller's namespace.
 func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error) {
-	s, err := inject.Seize(pid)
+	// The namespace is joined and the sets checked between the attach and
+	// the stop when they can be read from here: the target is held by
+	// then (a seized process keeps its pid, even if it dies, until it is
+	// detached, so the namespace opened is the target's), and this is
+	// not stop time. The kernel checks the target's own rights again when
+	// its semop runs.
+	var x *remote
+	var sets []*setState
+	s, err := inject.SeizeThen(pid, func(s *inject.Session) error {
+		x = &remote{s: s, local: !join || joinIPCNamespace(pid, s.Tid()) == nil}
+		if !x.local {
+			return nil
+		}
+		var err error
+		sets, err = validate(x, cur, want)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -91,9 +107,6 @@ func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error
 			opts.Stats(pid, s.Stats())
 		}
 	}()
-	// Joined only now: a seized process keeps its pid (even if it dies)
-	// until it is detached, so the namespace opened is the target's.
-	x := &remote{s: s, local: !join || joinIPCNamespace(pid, s.Tid()) == nil}
 	defer func() {
 		if x.addr != 0 {
 			if merr := s.Munmap(x.addr, scratchSize); merr != nil && err == nil {
@@ -101,7 +114,10 @@ func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error
 			}
 		}
 	}()
-	return apply(x, cur, want, opts)
+	if sets == nil {
+		return apply(x, cur, want, opts)
+	}
+	return write(x, sets, opts)
 }
 
 // joinIPCNamespace moves the calling thread into the IPC namespace of

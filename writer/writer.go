@@ -102,6 +102,12 @@ func apply(x executor, cur, want undo.List, opts *Options) error {
 	if err != nil {
 		return err
 	}
+	return write(x, sets, opts)
+}
+
+// write writes the validated sets, putting back what it changed when one
+// fails.
+func write(x executor, sets []*setState, opts *Options) error {
 	// SEMOPM is read only when a call turns out too long (E2BIG): most
 	// writes fit the default and save the target a stop.
 	semopm := defaultSemopm
