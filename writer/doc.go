@@ -26,7 +26,7 @@
 // from its own IPC namespace when the target shares it, else from a thread
 // that joins the target's namespace for the one write and then ends. Writes
 // into several processes (WriteProcesses, InjectAll) run in parallel, one
-// ptrace session per thread, as many as GOMAXPROCS.
+// ptrace session per thread, as many as half the CPUs (Options.Parallel).
 //
 // All the changes for one set go in one semop call when they fit the
 // namespace's SEMOPM limit (500 by default: 250 semaphores with a change);

@@ -137,7 +137,7 @@ func joinIPCNamespace(pid, tid int) error {
 	return unix.Setns(fd, unix.CLONE_NEWIPC)
 }
 
-// InjectAll runs Inject for each job, up to GOMAXPROCS of them at a time:
+// InjectAll runs Inject for each job, up to opts.Parallel of them at a time:
 // the targets are separate processes, and each session keeps to its own
 // thread (ptrace binds a tracee to the thread that seized it). Each job is
 // all or nothing, as Inject is. After the first failure no new job starts;
@@ -182,7 +182,7 @@ func injectAll(jobs []Job, opts *Options) error {
 			mu.Unlock()
 		}
 	}
-	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+	for range min(opts.parallel(), len(jobs)) {
 		wg.Add(1)
 		go worker()
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime"
 	"slices"
 
 	"github.com/semundo/semundo/inject"
@@ -41,8 +42,8 @@ type Options struct {
 	Retries int
 	// Stats, when set, receives each injection's figures (the target's
 	// stop time among them) after it detached. Writes to several
-	// processes run in parallel (InjectAll): it must be safe to call
-	// from several goroutines.
+	// processes may run in parallel (InjectAll, Parallel): it must be
+	// safe to call from several goroutines.
 	Stats func(pid int, st inject.Stats)
 	// Injector, when set, performs the injections of WriteProcess and WriteProcesses
 	// instead of Inject in this process: semundo's command line runs them
@@ -53,6 +54,19 @@ type Options struct {
 	// write must never touch: a helper that writes for another process
 	// names it (see CheckTarget).
 	Callers []int
+	// Parallel is how many targets InjectAll writes at once. 0 means half
+	// of GOMAXPROCS, at least 1: every stop of a session needs a CPU for
+	// the tracer and one for the target, and on 2 CPUs two sessions at
+	// once made each target's stop about three times as long for a wall
+	// time a tenth shorter (docs/benchmarks.md).
+	Parallel int
+}
+
+func (o *Options) parallel() int {
+	if o == nil || o.Parallel <= 0 {
+		return max(1, runtime.GOMAXPROCS(0)/2)
+	}
+	return o.Parallel
 }
 
 func (o *Options) callers() []int {

@@ -615,7 +615,7 @@ func TestInjectAllReportsPartial(t *testing.T) {
 		}
 		jobs = append(jobs, writer.Job{PID: p.pid, Want: want})
 	}
-	err := writer.InjectAll(jobs, nil)
+	err := writer.InjectAll(jobs, &writer.Options{Parallel: 3})
 	if !errors.Is(err, writer.ErrCount) {
 		t.Fatalf("InjectAll with a bad list: %v, want ErrCount", err)
 	}
@@ -674,7 +674,7 @@ func TestInjectAllParallel(t *testing.T) {
 	}
 	var mu sync.Mutex
 	injected := map[int]int{}
-	opts := &writer.Options{Stats: func(pid int, st inject.Stats) { mu.Lock(); injected[pid] = st.Injections; mu.Unlock() }}
+	opts := &writer.Options{Parallel: 3, Stats: func(pid int, st inject.Stats) { mu.Lock(); injected[pid] = st.Injections; mu.Unlock() }}
 	if err := writer.InjectAll(jobs, opts); err != nil {
 		t.Fatal(err)
 	}
