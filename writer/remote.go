@@ -46,11 +46,49 @@ func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
 func injectChecked(pid int, cur, want undo.List, opts *Options) (err error) {
 	defer func() { err = namingPID(pid, err) }()
 	if sameIPCNamespace(pid) {
-		return injectOn(pid, cur, want, opts, false)
+		return injectOn(pid, cur, want, opts, &nsThread{ns: ownNamespace(), stay: true})
 	}
 	// The set checks are cheaper from a thread that joins the target's IPC
 	// namespace than injected.
-	return onThreadOfItsOwn(func() error { return injectOn(pid, cur, want, opts, true) })
+	return onThreadOfItsOwn(func() error { return injectOn(pid, cur, want, opts, &nsThread{ns: ownNamespace()}) })
+}
+
+// nsThread is the OS thread a write runs on, as far as namespaces go: the
+// IPC namespace it is in, whether it may join another (stay: it runs
+// other goroutines afterwards), and whether it did (moved: it must end
+// with its goroutine). A worker of InjectAll keeps one for all its
+// targets, so that targets in one namespace (a restored container's) cost
+// one join and one thread, not one each.
+type nsThread struct {
+	ns          uint64
+	stay, moved bool
+}
+
+// ownNamespace returns the inode of the calling thread's IPC namespace, 0
+// when it cannot be read.
+func ownNamespace() uint64 {
+	var st unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/ipc", unix.Gettid()), &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// local reports whether the sets of thread tid of pid, which is seized,
+// can be read from th's thread, joining its namespace when th may.
+func (th *nsThread) local(pid, tid int) bool {
+	var st unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid), &st) != nil {
+		return false
+	}
+	switch {
+	case th.ns != 0 && st.Ino == th.ns:
+		return true
+	case th.stay || joinIPCNamespace(pid, tid) != nil:
+		return false
+	}
+	th.ns, th.moved = st.Ino, true
+	return true
 }
 
 // onThreadOfItsOwn runs f on an OS thread that ends with it: f may change
@@ -74,11 +112,11 @@ func onThreadOfItsOwn(f func() error) error {
 	return <-done
 }
 
-// injectOn seizes pid and writes want. join: the calling goroutine is
-// locked to a thread of its own for good, which joins pid's IPC namespace
-// to read the sets there; without it (or when joining is refused), reads
-// are local only when pid shares the caller's namespace.
-func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error) {
+// injectOn seizes pid and writes want, from th's thread: the calling
+// goroutine's, locked to it. Sets are read from there when the thread is
+// in pid's IPC namespace or may join it (th.local), else by injected
+// calls.
+func injectOn(pid int, cur, want undo.List, opts *Options, th *nsThread) (err error) {
 	// The namespace is joined and the sets checked between the attach and
 	// the stop when they can be read from here: the target is held by
 	// then (a seized process keeps its pid, even if it dies, until it is
@@ -88,7 +126,7 @@ func injectOn(pid int, cur, want undo.List, opts *Options, join bool) (err error
 	var x *remote
 	var sets []*setState
 	s, err := inject.SeizeThen(pid, func(s *inject.Session) error {
-		x = &remote{s: s, local: !join || joinIPCNamespace(pid, s.Tid()) == nil}
+		x = &remote{s: s, local: th.local(pid, s.Tid())}
 		if !x.local {
 			return nil
 		}
@@ -164,18 +202,21 @@ func injectAll(jobs []Job, opts *Options) error {
 	)
 	errs := make([]error, len(jobs))
 	done := make([]bool, len(jobs))
-	worker := func() {
-		defer wg.Done()
+	// Each worker writes from a thread of its own, which joins the
+	// targets' namespace once and ends with the worker.
+	worker := func() error {
+		th := &nsThread{ns: ownNamespace()}
 		for {
 			mu.Lock()
 			if stopped || next == len(jobs) {
 				mu.Unlock()
-				return
+				return nil
 			}
 			i := next
 			next++
 			mu.Unlock()
-			err := injectChecked(jobs[i].PID, jobs[i].Current, jobs[i].Want, opts)
+			j := jobs[i]
+			err := namingPID(j.PID, injectOn(j.PID, j.Current, j.Want, opts, th))
 			mu.Lock()
 			errs[i], done[i] = err, err == nil
 			stopped = stopped || err != nil
@@ -184,7 +225,10 @@ func injectAll(jobs []Job, opts *Options) error {
 	}
 	for range min(opts.parallel(), len(jobs)) {
 		wg.Add(1)
-		go worker()
+		go func() {
+			defer wg.Done()
+			_ = onThreadOfItsOwn(worker)
+		}()
 	}
 	wg.Wait()
 	var failed []error
