@@ -9,20 +9,25 @@
 // an executable segment's last page (the target's own text, a library's,
 // or the vDSO's): a `syscall` instruction followed by code that puts back
 // every register the thread had and jumps to where it was. Each call points
-// rip at the stub with the call's number and arguments (orig_rax -1), runs
-// to the syscall-exit-stop with PTRACE_SYSCALL and reads rax there; the
-// thread rests there between calls. The registers the stub restores are the
-// ones the thread would have resumed with: an interrupted system call
-// (-ERESTARTSYS and friends in rax) is set up to be issued again, as the
-// kernel would have done.
+// rip at the stub with the call's number and arguments (orig_rax -1). On
+// x86-64 the stub then keeps the result in r12 and sends its own thread a
+// signal the process ignores (SIGWINCH or SIGURG, when it neither catches
+// nor blocks it): the call ends in that signal's delivery stop, one stop,
+// where the thread rests between calls and where Detach parks it.
+// Otherwise, and on arm64, the call runs to its syscall-exit-stop with
+// PTRACE_SYSCALL (two stops) and the result is read there. The registers
+// the stub restores are the ones the thread would have resumed with: an
+// interrupted system call (-ERESTARTSYS and friends in rax) is set up to be
+// issued again, as the kernel would have done.
 //
 // So the session is kill-safe: from the moment a thread's registers point
 // into the stub, it needs nobody to get back to its own state. If the
 // caller dies at any instant (kill -9, the OOM killer), the kernel detaches,
 // and the thread finishes the call it was given, restores itself and
 // carries on. Detach, when the caller lives, moves the thread back to an
-// event stop with its original registers, so the kernel's own restart
-// logic runs with the true signal state, and puts the padding's bytes back.
+// event stop (or uses the self-stop, also inside get_signal) with its
+// original registers, so the kernel's own restart logic runs with the true
+// signal state, and puts the padding's bytes back.
 //
 // Signals that arrive while the target is held are intercepted and queued
 // again at Detach; a target that was in a job-control stop (SIGSTOP) before

@@ -63,7 +63,7 @@ const (
 	// the thread resumes as if never touched.
 	stateParked
 	// stateInStub: the thread's registers point into the stub (it sits at
-	// the syscall-exit-stop of the last injected call). If the caller dies
+	// the self-stop or the syscall-exit-stop of the last injected call). If the caller dies
 	// now the thread finishes the stub, which restores its registers.
 	stateInStub
 	// stateDirty: an injection failed midway; the thread is somewhere in
@@ -602,7 +602,7 @@ func (s *Session) usable(op string) error {
 
 // inject runs one system call in the thread through the stub, placing the
 // stub first if this is the session's first call. The thread is left at
-// the call's syscall-exit-stop, inside the stub: from the moment its
+// the call's self-stop or syscall-exit-stop, inside the stub: from the moment its
 // registers point there, it can reach its own state without the caller.
 func (s *Session) inject(op string, nr uintptr, args ...uintptr) (uintptr, error) {
 	if err := s.ensureStub(); err != nil {
