@@ -11,7 +11,7 @@ import (
 // The self-stop. A call run between syscall stops costs two stops (enter
 // and exit) and Detach a third (an interrupt, to bring the thread into
 // get_signal where its own registers can go back). Instead the stub can
-// end the call by sending its thread a signal (tgkill): while traced,
+// end the call by sending its thread a signal (gettid, then tkill): while traced,
 // every signal stops the thread in its delivery stop, inside get_signal,
 // so one stop ends the call and is also where Detach parks the thread.
 //
@@ -31,7 +31,7 @@ import (
 
 // stopSignal picks the signal the stub stops itself with, or returns 0
 // for syscall stops: when no candidate is free, when a seccomp filter
-// stays active (it could refuse tgkill, and the thread would run on
+// stays active (it could refuse tkill, and the thread would run on
 // without stopping), or when a test asks for syscall stops.
 func (s *Session) stopSignal() unix.Signal {
 	if s.hooks.syscallStops || (s.stats.SeccompActive && !s.hooks.selfStopAnyway) {
@@ -52,7 +52,7 @@ func (s *Session) stopSignal() unix.Signal {
 // selfStopWait is how long runToSelfStop waits for the self-stop before it
 // sends the thread the signal itself, to see where it is: far longer than a
 // stub runs, so only a thread kept off every CPU or one that ran on without
-// stopping (its tgkill refused) is looked at.
+// stopping (its tkill refused) is looked at.
 const selfStopWait = time.Second
 
 // runToSelfStop resumes the thread, whose registers point at the stub, and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/semundo/semundo/internal/testenv"
@@ -127,7 +128,7 @@ func TestSyscallStopsHook(t *testing.T) {
 	}
 }
 
-// noTgkillSrc refuses tgkill with EPERM (a seccomp filter), then answers
+// noTgkillSrc refuses tkill and tgkill with EPERM (a seccomp filter), then answers
 // each line it reads with "ok".
 const noTgkillSrc = `
 #include <linux/filter.h>
@@ -137,6 +138,8 @@ const noTgkillSrc = `
 int main(void) {
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tkill, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tgkill, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
@@ -155,7 +158,7 @@ int main(void) {
 }
 `
 
-// TestSelfStopRefused runs the self-stopping stub in a thread whose tgkill
+// TestSelfStopRefused runs the self-stopping stub in a thread whose tkill
 // a seccomp filter refuses (as a security module could): the thread runs
 // the call and goes back to its own code without stopping. The session
 // must notice (its watchdog stops the thread), report the call as failed
@@ -169,7 +172,7 @@ func TestSelfStopRefused(t *testing.T) {
 		t.Fatal("no self-stop signal chosen")
 	}
 	if _, err := s.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrUnexpectedStop) {
-		t.Fatalf("getpid with tgkill refused: %v, want ErrUnexpectedStop", err)
+		t.Fatalf("getpid with tkill refused: %v, want ErrUnexpectedStop", err)
 	}
 	if s.Stats().SelfStops != 0 {
 		t.Errorf("%d self-stops counted, want none", s.Stats().SelfStops)
@@ -227,4 +230,41 @@ func TestSeizeThen(t *testing.T) {
 		t.Fatalf("getpid: %d, %v", got, err)
 	}
 	mustDetach(t, s)
+}
+
+// TestSelfStopPIDNamespace: a target in a PID namespace of its own (a
+// container's) knows itself by other ids than the tracer does. The stub
+// asks the kernel for its thread's id instead of holding the tracer's,
+// which would name no thread there, or another process.
+func TestSelfStopPIDNamespace(t *testing.T) {
+	bin := buildC(t, "signals", signalsSrc)
+	un, err := exec.LookPath("unshare")
+	if err != nil {
+		testenv.Missing(t, "unshare", "install util-linux")
+	}
+	tg := start(t, un, "--pid", "--fork", "--kill-child", bin, "none", "none")
+	if l := tg.line(t); l != "ready" {
+		t.Fatalf("target: %q", l)
+	}
+	var pid int
+	testenv.Eventually(t, "unshare's child", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", tg.pid, tg.pid))
+		_, serr := fmt.Sscan(string(b), &pid)
+		return err == nil && serr == nil
+	})
+	testenv.Eventually(t, "the target to block in read", func() bool { return syscallNr(pid, pid) == nrRead && state(pid) == 'S' })
+	s := mustSeizeWith(t, pid, hooks{})
+	if got, err := s.Syscall(unix.SYS_GETPID); err != nil || got != 1 {
+		t.Fatalf("getpid in the namespace: %d, %v; want 1", got, err)
+	}
+	if s.stopSig == 0 || s.Stats().SelfStops != 1 {
+		t.Errorf("stop signal %v, %d self-stops; want the call ended in its self-stop", s.stopSig, s.Stats().SelfStops)
+	}
+	mustDetach(t, s)
+	if _, err := io.WriteString(tg.stdin, "x\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := tg.line(t); got != "caught 0 pending 0 0" {
+		t.Errorf("after the session the target reports %q, want no signal caught or pending", got)
+	}
 }

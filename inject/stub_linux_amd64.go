@@ -109,36 +109,35 @@ func stackless(flags uint64) bool {
 	return flags&^flagsStackless == 0 && cpu.X86.HasLAHF
 }
 
-// selfStop is what a stub needs to stop itself after the injected call:
-// the thread's ids and the signal it sends itself (see Session.stopSignal).
-type selfStop struct {
-	tgid, tid int
-	sig       unix.Signal
-}
-
-// encodeStub assembles the stub for address at, restoring r. With stop, the
-// stub keeps the call's result in r12 and sends the thread stop.sig
-// (tgkill) before restoring: stopAt is the offset where the thread then
+// encodeStub assembles the stub for address at, restoring r. With stop (a
+// signal), the stub keeps the call's result in r12 and sends its thread
+// that signal before restoring: stopAt is the offset where the thread then
 // stands, in the signal's delivery stop. It returns nil when that stub
 // would not fit in stubLen.
 //
 //	syscall                      ; the injected call
 //	mov  r12, rax                ; its result, for the tracer
-//	mov  eax, SYS_tgkill; mov edi, tgid; mov esi, tid; mov edx, sig
+//	mov  eax, SYS_gettid; syscall
+//	mov  edi, eax; mov esi, sig; mov eax, SYS_tkill
 //	syscall                      ; the thread stops here while traced
 //	...                          ; the restore, as without stop
-func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool, stop *selfStop) (b []byte, stopAt int) {
+//
+// The thread asks for its own id rather than the stub holding it: ids are
+// those of the thread's PID namespace (a container's), which the tracer
+// does not see, and a wrong one would signal another process there.
+func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool, stop unix.Signal) (b []byte, stopAt int) {
 	flags := r.Eflags &^ (flagTF | flagRF)
 	b = make([]byte, 0, stubLen)
 	b = append(b, 0x0f, 0x05) // syscall
-	if stop != nil {
-		b = append(b, 0x49, 0x89, 0xc4) // mov r12, rax
+	if stop != 0 {
 		imm32 := func(op byte, v uint32) { b = binary.LittleEndian.AppendUint32(append(b, op), v) }
-		imm32(0xb8, unix.SYS_TGKILL) // mov eax, imm32
-		imm32(0xbf, uint32(stop.tgid))
-		imm32(0xbe, uint32(stop.tid))
-		imm32(0xba, uint32(stop.sig))
-		b = append(b, 0x0f, 0x05) // syscall
+		b = append(b, 0x49, 0x89, 0xc4) // mov r12, rax
+		imm32(0xb8, unix.SYS_GETTID)    // mov eax, imm32
+		b = append(b, 0x0f, 0x05)       // syscall
+		b = append(b, 0x89, 0xc7)       // mov edi, eax
+		imm32(0xbe, uint32(stop))       // mov esi, imm32
+		imm32(0xb8, unix.SYS_TKILL)     // mov eax, imm32
+		b = append(b, 0x0f, 0x05)       // syscall
 		stopAt = len(b)
 	}
 	// mov reg, imm64, or mov reg32, imm32 (which zero-extends) for a
@@ -204,13 +203,13 @@ func encodeStub(at uintptr, r *unix.PtraceRegs, popf bool, stop *selfStop) (b []
 func (s *Session) encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
 	popf := s.hooks.popf || !stackless(r.Eflags)
 	if s.stopSig != 0 {
-		if b, stopAt := encodeStub(at, r, popf, &selfStop{s.pid, s.tid, s.stopSig}); b != nil {
+		if b, stopAt := encodeStub(at, r, popf, s.stopSig); b != nil {
 			s.stopAt = at + uintptr(stopAt)
 			return b
 		}
 		s.stopSig = 0
 	}
-	b, _ := encodeStub(at, r, popf, nil)
+	b, _ := encodeStub(at, r, popf, 0)
 	return b
 }
 

@@ -76,7 +76,7 @@ func TestEncodeStub(t *testing.T) {
 	r := unix.PtraceRegs{Rip: 0x1122334455667788, Rsp: 0x7ffd0000, Eflags: 0x246 | flagTF | flagRF | flagOF | flagDF}
 	const at = 0x400ff8
 	for _, popf := range []bool{false, true} {
-		b, stopAt := encodeStub(at, &r, popf, nil)
+		b, stopAt := encodeStub(at, &r, popf, 0)
 		if stopAt != 0 {
 			t.Errorf("popf %v: a stub without self-stop has its stop at %d", popf, stopAt)
 		}
@@ -104,11 +104,12 @@ func TestEncodeStub(t *testing.T) {
 			t.Errorf("popf %v: stub sets rsp: %v", popf, hasPopf)
 		}
 	}
-	// The self-stopping stub: the call, its result into r12, tgkill of
-	// the thread with the signal, then the same restore.
-	stop := &selfStop{tgid: 4242, tid: 4243, sig: unix.SIGWINCH}
+	// The self-stopping stub: the call, its result into r12, gettid, tkill
+	// of that thread with the signal, then the same restore.
+	stop := unix.SIGWINCH
 	b, stopAt := encodeStub(at, &r, false, stop)
-	want := []byte{0x0f, 0x05, 0x49, 0x89, 0xc4, 0xb8, unix.SYS_TGKILL, 0, 0, 0, 0xbf, 0x92, 0x10, 0, 0, 0xbe, 0x93, 0x10, 0, 0, 0xba, byte(unix.SIGWINCH), 0, 0, 0, 0x0f, 0x05}
+	want := []byte{0x0f, 0x05, 0x49, 0x89, 0xc4, 0xb8, unix.SYS_GETTID, 0, 0, 0, 0x0f, 0x05, 0x89, 0xc7,
+		0xbe, byte(unix.SIGWINCH), 0, 0, 0, 0xb8, unix.SYS_TKILL, 0, 0, 0, 0x0f, 0x05}
 	if len(b) != stubLen || stopAt != len(want) || !bytes.Equal(b[:stopAt], want) {
 		t.Fatalf("self-stopping stub: %d bytes, stop at %d, starting % x; want %d, %d, % x", len(b), stopAt, b[:min(len(b), len(want))], stubLen, len(want), want)
 	}
@@ -125,12 +126,12 @@ func TestEncodeStub(t *testing.T) {
 	if b, _ := encodeStub(at, &wide, true, stop); b != nil {
 		t.Errorf("the longest self-stopping stub fits (%d bytes): the session never needs its fallback", len(b))
 	}
-	if b, _ := encodeStub(at, &wide, true, nil); len(b) != stubLen {
+	if b, _ := encodeStub(at, &wide, true, 0); len(b) != stubLen {
 		t.Errorf("the longest stub without self-stop: %d bytes, want %d", len(b), stubLen)
 	}
 	// Values that fit 32 bits take the short, zero-extending form.
 	small := unix.PtraceRegs{Rip: 1 << 40, Rsp: 1 << 40, Eflags: 0x246, Rbx: 7, R9: 9}
-	b, _ = encodeStub(at, &small, false, nil)
+	b, _ = encodeStub(at, &small, false, 0)
 	if !bytes.Contains(b, []byte{0xbb, 7, 0, 0, 0}) || !bytes.Contains(b, []byte{0x41, 0xb9, 9, 0, 0, 0}) {
 		t.Errorf("rbx=7 and r9=9 not encoded as mov r32, imm32: % x", b)
 	}

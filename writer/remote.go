@@ -126,17 +126,23 @@ func injectOn(pid int, cur, want undo.List, opts *Options, th *nsThread) (err er
 	var x *remote
 	var sets []*setState
 	s, err := inject.SeizeThen(pid, func(s *inject.Session) error {
-		x = &remote{s: s, local: th.local(pid, s.Tid())}
+		x = &remote{s: s, local: th.local(pid, s.Tid()), early: true}
 		if !x.local {
 			return nil
 		}
 		var err error
 		sets, err = validate(x, cur, want)
+		if errors.Is(err, errNotStopped) {
+			// A set the caller may not read: the target reads it,
+			// once stopped.
+			sets, err = nil, nil
+		}
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	x.early = false
 	defer func() {
 		if derr := s.Detach(); derr != nil && err == nil {
 			err = derr
@@ -422,6 +428,9 @@ type remote struct {
 	// (IPC_STAT, GETALL, IPC_INFO) need not run in the target. Changes
 	// (semop) always do: they belong to its undo list.
 	local bool
+	// early: the target is seized but not stopped yet, so nothing may be
+	// injected (semctl answers errNotStopped).
+	early bool
 }
 
 func (x *remote) pid() int { return x.s.Pid() }
@@ -462,7 +471,14 @@ func (x *remote) put(b []byte) (uintptr, error) {
 	return addr, x.s.WriteMemory(addr, b)
 }
 
+// errNotStopped: a check needs an injected call, which must wait for the
+// stop (see injectOn).
+var errNotStopped = errors.New("needs the target stopped")
+
 func (x *remote) semctl(semid int32, cmd int, out []byte) error {
+	if x.early {
+		return errNotStopped
+	}
 	addr, err := x.mapped()
 	if err != nil {
 		return err

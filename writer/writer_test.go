@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -673,8 +674,12 @@ func TestInjectAllParallel(t *testing.T) {
 		jobs = append(jobs, writer.Job{PID: h.PID, Want: mustParse(t, fmt.Sprintf("%d %s\n", h.Child, strings.Join(adj, " ")))})
 	}
 	var mu sync.Mutex
-	injected := map[int]int{}
-	opts := &writer.Options{Parallel: 3, Stats: func(pid int, st inject.Stats) { mu.Lock(); injected[pid] = st.Injections; mu.Unlock() }}
+	injected, selfStops := map[int]int{}, map[int]int{}
+	opts := &writer.Options{Parallel: 3, Stats: func(pid int, st inject.Stats) {
+		mu.Lock()
+		injected[pid], selfStops[pid] = st.Injections, st.SelfStops
+		mu.Unlock()
+	}}
 	if err := writer.InjectAll(jobs, opts); err != nil {
 		t.Fatal(err)
 	}
@@ -683,6 +688,12 @@ func TestInjectAllParallel(t *testing.T) {
 		// operations after the injector's stub; the checks from here.
 		if injected[j.PID] != 1 {
 			t.Errorf("pid %d: %d calls injected, want 1", j.PID, injected[j.PID])
+		}
+		// These holders ignore SIGWINCH: on x86-64 the call ends in the
+		// stub's own stop (inject's self-stop), on every kernel of the
+		// matrix too.
+		if want := map[string]int{"amd64": 1}[runtime.GOARCH]; selfStops[j.PID] != want {
+			t.Errorf("pid %d: %d calls ended in the self-stop, want %d on %s", j.PID, selfStops[j.PID], want, runtime.GOARCH)
 		}
 		if got := listOf(t, r, j.PID, mine.id); !equal(got, j.Want[0].Adj) {
 			t.Errorf("pid %d holds %v, want %v", j.PID, got, j.Want[0].Adj)
