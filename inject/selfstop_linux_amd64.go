@@ -67,7 +67,8 @@ func (s *Session) runToSelfStop(op string) (uint64, error) {
 	// tail of the stop times), so a thread that never stops is made to:
 	// the same signal, sent from here, stops a traced thread wherever it
 	// is. Sent late, it does nothing: ignored, or taken at a later stop.
-	watchdog := time.AfterFunc(selfStopWait, func() { _ = unix.Tgkill(s.pid, s.tid, s.stopSig) })
+	pid, tid, sig := s.pid, s.tid, s.stopSig // the timer's goroutine reads no session field
+	watchdog := time.AfterFunc(selfStopWait, func() { _ = unix.Tgkill(pid, tid, sig) })
 	defer watchdog.Stop()
 	for i := 0; i < maxStops; i++ {
 		ws, err := s.wait(op)
