@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * semundo's reader on Linux >= 6.7: one run of a BPF_PROG_TYPE_SYSCALL
+ * program (BPF_PROG_TEST_RUN) walks every task with the open-coded task
+ * iterator (bpf_iter_task_*) and reports the same records as the seq_file
+ * task iterator of semundo.bpf.c, without a seq_file step and a read per
+ * task: the records are gathered in batches of up to 64 KiB and sent
+ * through the ring buffer, next to the chunks of lists too long to send
+ * inline. Loaded on its own, and only where the kernel has the kfuncs: on
+ * older kernels its load would fail, and the seq_file reader does not
+ * depend on it.
+ */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "records.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct bpf_iter_task {
+	__u64 __opaque[3];
+} __attribute__((aligned(8)));
+
+/* bpf_iter_task_new's flags: enum bpf_iter_task_type of
+ * kernel/bpf/task_iter.c, which the kernel's BTF does not carry (no CO-RE
+ * relocation can look it up); its values are ABI. */
+#define BPF_TASK_ITER_ALL_THREADS 1
+
+extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
+extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
+extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
+extern void bpf_rcu_read_lock(void) __ksym;
+extern void bpf_rcu_read_unlock(void) __ksym;
+
+/* Appends a task record (and the entries behind it) to the run's batch;
+ * defined below, after the ring buffer it flushes to. */
+static __always_inline void emit(void *out, const void *data, __u32 len);
+
+#include "lists.h"
+
+#define BATCH_SIZE (1 << 16)
+
+/* The batch being filled: a semundo_batch header, then records. Twice
+ * BATCH_SIZE so that a record of up to 32 KiB appended below BATCH_SIZE
+ * provably fits. */
+struct batch {
+	__u32 off;
+	__u32 pad;
+	char buf[2 * BATCH_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct batch);
+} batches SEC(".maps");
+
+/* Batches that did not fit in the ring buffer this run; user space sizes
+ * the ring to ring_bytes and runs again. */
+__u64 batches_lost = 0;
+
+static __always_inline void flush_batch(struct batch *b)
+{
+	struct semundo_batch *h = (struct semundo_batch *)b->buf;
+	__u32 n = b->off & (2 * BATCH_SIZE - 1);
+
+	h->magic = SEMUNDO_BATCH_MAGIC;
+	h->bytes = n - sizeof(*h);
+	ring_bytes += ((n + 7) & ~7) + 8; /* the ring's header and padding */
+	if (bpf_ringbuf_output(&records, b->buf, n, BPF_RB_NO_WAKEUP))
+		batches_lost++;
+	b->off = sizeof(*h);
+}
+
+static __always_inline void emit(void *out, const void *data, __u32 len)
+{
+	struct batch *b = out;
+
+	len &= 0x7fff;
+	if (b->off + len > BATCH_SIZE)
+		flush_batch(b);
+	__u32 off = b->off & (BATCH_SIZE - 1);
+	if (bpf_probe_read_kernel(b->buf + off, len, data))
+		return;
+	b->off = off + len;
+}
+
+
+/* The inode number of the reader's PID namespace: the iterator walks every
+ * task of the machine, the reader reports those of its own namespace. */
+const volatile __u32 pidns_inum = 0;
+
+/* Set by user space before a run: visit only this thread (filter_tid) or
+ * the threads of this process (filter_tgid), pids of the reader's
+ * namespace; 0 for every task. */
+__u32 filter_tid = 0;
+__u32 filter_tgid = 0;
+
+/* Numbers the runs: the session of the maps' entries. */
+__u64 sessions = 0;
+
+/* Whether the task has a pid in the reader's PID namespace. */
+static __always_inline int in_reader_ns(struct task_struct *task)
+{
+	__u32 lvl = pidns_level;
+	struct pid *p;
+	struct pid_namespace *ns = 0;
+
+	if (lvl == 0)
+		return 1;
+	p = BPF_CORE_READ(task, thread_pid);
+	if (!p || lvl > BPF_CORE_READ(p, level) || lvl > 63)
+		return 0;
+	bpf_probe_read_kernel(&ns, sizeof(ns),
+			      (void *)p + bpf_core_field_offset(struct pid, numbers) +
+				      lvl * bpf_core_type_size(struct upid) +
+				      bpf_core_field_offset(struct upid, ns));
+	return ns && BPF_CORE_READ(ns, ns.inum) == pidns_inum;
+}
+
+static __always_inline void visit(struct batch *out, __u64 session, struct task_struct *task)
+{
+	struct semundo_task rec = {};
+
+	/* begin checks this too; most tasks stop here, before the
+	 * namespace and the filter cost anything. */
+	if (!task->sysvsem.undo_list || !in_reader_ns(task))
+		return;
+	if (filter_tid && pid_at_level(task) != filter_tid)
+		return;
+	if (filter_tgid && pid_at_level(BPF_CORE_READ(task, group_leader)) != filter_tgid)
+		return;
+	struct walk *w = begin(out, session, task, &rec);
+	if (!w)
+		return;
+	__u64 first = w->pos;
+	long n = bpf_loop(SEMUNDO_MAX_ENTRIES, walk_step, 0, 0);
+	end(out, &rec, first, n >= SEMUNDO_MAX_ENTRIES);
+}
+
+SEC("syscall")
+int semundo_scan(void *ctx)
+{
+	struct bpf_iter_task it;
+	struct task_struct *task;
+	__u32 zero = 0;
+	struct batch *out = bpf_map_lookup_elem(&batches, &zero);
+
+	if (!out)
+		return 1;
+	out->off = sizeof(struct semundo_batch);
+	__u64 session = ++sessions;
+	bpf_rcu_read_lock();
+	bpf_iter_task_new(&it, 0, BPF_TASK_ITER_ALL_THREADS);
+	while ((task = bpf_iter_task_next(&it)))
+		visit(out, session, task);
+	bpf_iter_task_destroy(&it);
+	bpf_rcu_read_unlock();
+	if (out->off > sizeof(struct semundo_batch))
+		flush_batch(out);
+	return 0;
+}
+
+/* Visits every task and emits nothing: the floor of this walk in the
+ * benchmarks. Never loaded otherwise. */
+SEC("syscall")
+int semundo_scan_floor(void *ctx)
+{
+	struct bpf_iter_task it;
+
+	bpf_rcu_read_lock();
+	bpf_iter_task_new(&it, 0, BPF_TASK_ITER_ALL_THREADS);
+	while (bpf_iter_task_next(&it))
+		;
+	bpf_iter_task_destroy(&it);
+	bpf_rcu_read_unlock();
+	return 0;
+}
+
+/* Keep the batch header in BTF for bpf2go's -type. */
+const struct semundo_batch *unused_batch __attribute__((unused));

@@ -1,0 +1,101 @@
+package reader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"testing"
+
+	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/testenv"
+)
+
+// TestScanPathsAgree reads the same holders through the task iterator and
+// the open-coded scan (Linux >= 6.7), with and without waiters, and
+// through an open-coded scan whose ring buffer starts too small for a long
+// list and must grow: every reader must find the same lists. The holders
+// cover threads, a list too long to travel inline (ring buffer chunks) and
+// a set of another IPC namespace with a semid the parent's namespace uses
+// too.
+func TestScanPathsAgree(t *testing.T) {
+	testenv.RequireRoot(t)
+	readers := map[string]*Options{
+		"seq":            {NoWaiters: true, path: pathSeq},
+		"seq-waiters":    {path: pathSeq},
+		"open":           {NoWaiters: true, path: pathOpen},
+		"open-waiters":   {path: pathOpen},
+		"open-smallring": {NoWaiters: true, path: pathOpen, ocRing: 4096},
+	}
+	rs := map[string]*Reader{}
+	for name, opts := range readers {
+		r, err := Open(opts)
+		if opts.path == pathOpen && errors.Is(err, errOpenIterMissing) {
+			t.Skip(err) // optional: the task iterator reads the lists there
+		}
+		if err != nil {
+			t.Fatalf("open the %s reader: %v", name, err)
+		}
+		t.Cleanup(func() { r.Close() })
+		rs[name] = r
+	}
+
+	threads := holder.NewSet(t, 2)
+	h := holder.Start(t, "wait", []holder.Op{{Semid: threads, Num: 1, Val: 2, Undo: true}}, nil)
+	var long []holder.Op
+	for i := range 300 {
+		long = append(long, holder.Op{Semid: holder.NewSet(t, 30), Num: uint16(i % 30), Val: int16(i%7 + 1), Undo: true})
+	}
+	hl := holder.Start(t, "wait", long, nil)
+	hn := holder.StartNS(t, threads, 5, []holder.Op{{Semid: -1, Num: 4, Val: 6, Undo: true}})
+	pids := []int{h.PID, hl.PID, hn.PID}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", h.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range tasks {
+		tid, _ := strconv.Atoi(d.Name())
+		pids = append(pids, tid)
+	}
+
+	want := lists(t, rs["seq"], pids)
+	for name, r := range rs {
+		if got := lists(t, r, pids); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s reader found %+v, the task iterator %+v", name, got, want)
+		}
+		if name == "open-smallring" && r.oc.size <= 4096 {
+			t.Errorf("the open-coded scan's ring buffer stayed at %d bytes for a list of 300 entries", r.oc.size)
+		}
+	}
+}
+
+// lists scans with r and returns the lists of pids, as a scan and as
+// ReadProcess find them.
+func lists(t *testing.T, r *Reader, pids []int) []List {
+	t.Helper()
+	snap, err := r.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []List
+	for _, pid := range pids {
+		l := snap.ByPID(pid)
+		if l == nil {
+			t.Fatalf("a scan found no list for pid %d", pid)
+		}
+		one, err := r.ReadProcess(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if one == nil {
+			t.Fatalf("ReadProcess(%d) found no list", pid)
+		}
+		// id is the tid of the task that carried the list in its pass:
+		// not part of what a list is.
+		a, b := *l, *one
+		a.id, b.id = 0, 0
+		out = append(out, a, b)
+	}
+	return out
+}
