@@ -39,3 +39,26 @@ func floorPass(tb testing.TB, it *link.Iter) {
 		tb.Fatal(err)
 	}
 }
+
+// openFloorProg loads the open-coded walk that visits every task and emits
+// nothing.
+func openFloorProg(tb testing.TB) *ebpf.Program {
+	tb.Helper()
+	spec, err := loadOpeniter()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	prog, err := ebpf.NewProgram(spec.Programs["semundo_scan_floor"])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { prog.Close() })
+	return prog
+}
+
+// openFloorPass runs the open-coded floor over every task once.
+func openFloorPass(tb testing.TB, prog *ebpf.Program) {
+	if _, err := prog.Run(&ebpf.RunOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+}

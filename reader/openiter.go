@@ -36,7 +36,7 @@ var testScanPath = pathAuto
 var errOpenIterMissing = errors.New("the kernel has no open-coded BPF task iterator (Linux >= 6.7 has)")
 
 // openIterKfuncs are the kfuncs openiter.bpf.c calls.
-var openIterKfuncs = []string{"bpf_iter_task_new", "bpf_iter_task_next", "bpf_iter_task_destroy", "bpf_rcu_read_lock", "bpf_rcu_read_unlock"}
+var openIterKfuncs = []string{"bpf_iter_task_new", "bpf_iter_task_next", "bpf_iter_task_destroy", "bpf_rcu_read_lock", "bpf_rcu_read_unlock", "bpf_task_from_pid", "bpf_task_release"}
 
 // openIterProbe caches, for the life of the process, whether the
 // open-coded scan can be used: the kernel's answer does not change, and a

@@ -13,32 +13,50 @@ import (
 )
 
 // TestScanPathsAgree reads the same holders through the task iterator and
-// the open-coded scan (Linux >= 6.7), with and without waiters, and
-// through an open-coded scan whose ring buffer starts too small for a long
-// list and must grow: every reader must find the same lists. The holders
-// cover threads, a list too long to travel inline (ring buffer chunks) and
-// a set of another IPC namespace with a semid the parent's namespace uses
-// too.
+// the open-coded scan, with and without waiters, and through an open-coded
+// scan whose ring buffer starts too small for a long list and must grow:
+// every reader must find the same lists. The holders cover threads, a list
+// too long to travel inline (ring buffer chunks) and a set of another IPC
+// namespace with a semid the parent's namespace uses too. Open must pick
+// the open-coded scan for a reader without waiters from Linux 6.7 on, and
+// the task iterator otherwise; before 6.7 it must refuse to force the
+// open-coded scan, naming what is missing.
 func TestScanPathsAgree(t *testing.T) {
 	testenv.RequireRoot(t)
+	openCoded := kernelAtLeast(t, 6, 7)
 	readers := map[string]*Options{
 		"seq":            {NoWaiters: true, path: pathSeq},
 		"seq-waiters":    {path: pathSeq},
+		"auto":           {NoWaiters: true},
+		"auto-waiters":   {},
 		"open":           {NoWaiters: true, path: pathOpen},
 		"open-waiters":   {path: pathOpen},
 		"open-smallring": {NoWaiters: true, path: pathOpen, ocRing: 4096},
 	}
+	// The readers name their paths; "auto" means what Open picks by itself.
+	forced := testScanPath
+	testScanPath = pathAuto
+	t.Cleanup(func() { testScanPath = forced })
 	rs := map[string]*Reader{}
 	for name, opts := range readers {
 		r, err := Open(opts)
-		if opts.path == pathOpen && errors.Is(err, errOpenIterMissing) {
-			t.Skip(err) // optional: the task iterator reads the lists there
+		if opts.path == pathOpen && !openCoded {
+			if !errors.Is(err, errOpenIterMissing) {
+				t.Fatalf("%s reader before Linux 6.7: %v, want the open-coded scan missing", name, err)
+			}
+			continue
 		}
 		if err != nil {
 			t.Fatalf("open the %s reader: %v", name, err)
 		}
 		t.Cleanup(func() { r.Close() })
 		rs[name] = r
+	}
+	if got := rs["auto"].oc != nil; got != openCoded {
+		t.Errorf("a reader without waiters on the open-coded scan: %v, want %v (Linux >= 6.7)", got, openCoded)
+	}
+	if rs["auto-waiters"].oc != nil {
+		t.Errorf("a reader with waiters took the open-coded scan, which reads no waiters")
 	}
 
 	threads := holder.NewSet(t, 2)
@@ -72,7 +90,7 @@ func TestScanPathsAgree(t *testing.T) {
 
 // lists scans with r and returns the lists of pids, as a scan and as
 // ReadProcess find them.
-func lists(t *testing.T, r *Reader, pids []int) []List {
+func lists(t testing.TB, r *Reader, pids []int) []List {
 	t.Helper()
 	snap, err := r.Scan()
 	if err != nil {

@@ -563,7 +563,8 @@ func (r *Reader) Read(pid int) (*List, error) {
 // process's leader) instead of every task. The list's Processes then name
 // only those: not the other processes that share it (CLONE_SYSVSEM without
 // CLONE_THREAD), which only Read and Scan see. Before 6.1 it walks every
-// task, as Read does.
+// task, as Read does; so does the open-coded scan, which reports only the
+// tasks asked for.
 func (r *Reader) ReadProcess(pid int) (*List, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)

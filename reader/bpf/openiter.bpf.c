@@ -25,10 +25,13 @@ struct bpf_iter_task {
  * kernel/bpf/task_iter.c, which the kernel's BTF does not carry (no CO-RE
  * relocation can look it up); its values are ABI. */
 #define BPF_TASK_ITER_ALL_THREADS 1
+#define BPF_TASK_ITER_PROC_THREADS 2
 
 extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
 extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
 extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
+extern struct task_struct *bpf_task_from_pid(__s32 pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
 extern void bpf_rcu_read_lock(void) __ksym;
 extern void bpf_rcu_read_unlock(void) __ksym;
 
@@ -93,7 +96,10 @@ const volatile __u32 pidns_inum = 0;
 
 /* Set by user space before a run: visit only this thread (filter_tid) or
  * the threads of this process (filter_tgid), pids of the reader's
- * namespace; 0 for every task. */
+ * namespace; 0 for every task. In the initial namespace the run walks only
+ * the threads of that process; in another (the kfunc that finds a task by
+ * pid takes the initial namespace's numbers) every task, keeping those the
+ * filter names. */
 __u32 filter_tid = 0;
 __u32 filter_tgid = 0;
 
@@ -152,10 +158,25 @@ int semundo_scan(void *ctx)
 	out->off = sizeof(struct semundo_batch);
 	__u64 session = ++sessions;
 	bpf_rcu_read_lock();
-	bpf_iter_task_new(&it, 0, BPF_TASK_ITER_ALL_THREADS);
+	/* A filter in the initial PID namespace, whose numbers
+	 * bpf_task_from_pid takes: the threads of that one process. */
+	struct task_struct *start = 0;
+	__u32 flags = BPF_TASK_ITER_ALL_THREADS;
+	__u32 pid = filter_tgid ? filter_tgid : filter_tid;
+	if (pid && !pidns_level) {
+		start = bpf_task_from_pid(pid);
+		if (!start) {
+			bpf_rcu_read_unlock();
+			return 0;
+		}
+		flags = BPF_TASK_ITER_PROC_THREADS;
+	}
+	bpf_iter_task_new(&it, start, flags);
 	while ((task = bpf_iter_task_next(&it)))
 		visit(out, session, task);
 	bpf_iter_task_destroy(&it);
+	if (start)
+		bpf_task_release(start);
 	bpf_rcu_read_unlock();
 	if (out->off > sizeof(struct semundo_batch))
 		flush_batch(out);
