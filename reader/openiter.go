@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -206,21 +205,9 @@ func (o *openIter) pass(b *builder, f iterTaskInfo) (lost bool, err error) {
 
 // drain hands every record in the ring buffer to b without blocking.
 func (o *openIter) drain(b *builder) error {
-	o.ring.SetDeadline(time.Unix(1, 0))
-	for {
-		err := o.ring.ReadInto(&o.rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read the open-coded scan's BPF ring buffer: %w", err)
-		}
-		raw := o.rec.RawSample
+	return drainRing(o.ring, &o.rec, func(raw []byte) error {
 		if len(raw) < batchSize || ne.Uint32(raw) != iterSemundoBatchMagic {
-			if err := b.record(raw); err != nil {
-				return err
-			}
-			continue
+			return b.record(raw)
 		}
 		n := int(ne.Uint32(raw[4:]))
 		if n > len(raw)-batchSize {
@@ -235,5 +222,6 @@ func (o *openIter) drain(b *builder) error {
 		if len(rest) != 0 {
 			return fmt.Errorf("BPF ring buffer batch ends inside a record (%d bytes left)", len(rest))
 		}
-	}
+		return nil
+	})
 }

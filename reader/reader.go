@@ -714,19 +714,28 @@ func (r *Reader) iterPass(b *builder, iter iterOpener, readSize int) error {
 // drain hands every record in the ring buffer to b (or drops them when b is
 // nil) without blocking.
 func (r *Reader) drain(b *builder) error {
-	r.ring.SetDeadline(time.Unix(1, 0))
+	return drainRing(r.ring, &r.rec, func(raw []byte) error {
+		if b == nil {
+			return nil
+		}
+		return b.record(raw)
+	})
+}
+
+// drainRing hands every record in ring to each, through rec, without
+// blocking.
+func drainRing(ring *ringbuf.Reader, rec *ringbuf.Record, each func(raw []byte) error) error {
+	ring.SetDeadline(time.Unix(1, 0))
 	for {
-		err := r.ring.ReadInto(&r.rec)
+		err := ring.ReadInto(rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read BPF ring buffer: %w", err)
 		}
-		if b != nil {
-			if err := b.record(r.rec.RawSample); err != nil {
-				return err
-			}
+		if err := each(rec.RawSample); err != nil {
+			return err
 		}
 	}
 }

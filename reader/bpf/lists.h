@@ -112,22 +112,29 @@ __u64 nonce_counter = 0;
 __u64 ring_bytes = 0;
 
 /* The task's pid number at the reader's PID namespace level. */
-static __always_inline __u32 pid_at_level(struct task_struct *task)
+/* The address of the task's struct upid at PID namespace level lvl > 0, 0
+ * when its pid has no number that deep. The local struct upid is smaller
+ * than the kernel's: index by the kernel's size, not by C's. */
+static __always_inline void *upid_at_level(struct task_struct *task, __u32 lvl)
 {
 	struct pid *p = BPF_CORE_READ(task, thread_pid);
+
+	if (!p || lvl > BPF_CORE_READ(p, level) || lvl > 63)
+		return 0;
+	return (void *)p + bpf_core_field_offset(struct pid, numbers) + lvl * bpf_core_type_size(struct upid);
+}
+
+static __always_inline __u32 pid_at_level(struct task_struct *task)
+{
 	__u32 lvl = pidns_level;
 	int nr = 0;
 
 	if (lvl == 0)
 		return BPF_CORE_READ(task, pid);
-	if (!p || lvl > BPF_CORE_READ(p, level) || lvl > 63)
+	void *u = upid_at_level(task, lvl);
+	if (!u)
 		return 0;
-	/* The local struct upid is smaller than the kernel's: index by the
-	 * kernel's size, not by C's. */
-	bpf_probe_read_kernel(&nr, sizeof(nr),
-			      (void *)p + bpf_core_field_offset(struct pid, numbers) +
-				      lvl * bpf_core_type_size(struct upid) +
-				      bpf_core_field_offset(struct upid, nr));
+	bpf_probe_read_kernel(&nr, sizeof(nr), u + bpf_core_field_offset(struct upid, nr));
 	return nr;
 }
 

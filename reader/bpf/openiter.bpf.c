@@ -109,19 +109,14 @@ __u64 sessions = 0;
 /* Whether the task has a pid in the reader's PID namespace. */
 static __always_inline int in_reader_ns(struct task_struct *task)
 {
-	__u32 lvl = pidns_level;
-	struct pid *p;
 	struct pid_namespace *ns = 0;
 
-	if (lvl == 0)
+	if (pidns_level == 0)
 		return 1;
-	p = BPF_CORE_READ(task, thread_pid);
-	if (!p || lvl > BPF_CORE_READ(p, level) || lvl > 63)
+	void *u = upid_at_level(task, pidns_level);
+	if (!u)
 		return 0;
-	bpf_probe_read_kernel(&ns, sizeof(ns),
-			      (void *)p + bpf_core_field_offset(struct pid, numbers) +
-				      lvl * bpf_core_type_size(struct upid) +
-				      bpf_core_field_offset(struct upid, ns));
+	bpf_probe_read_kernel(&ns, sizeof(ns), u + bpf_core_field_offset(struct upid, ns));
 	return ns && BPF_CORE_READ(ns, ns.inum) == pidns_inum;
 }
 
