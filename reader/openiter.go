@@ -3,9 +3,7 @@ package reader
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync"
-	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -90,6 +88,9 @@ type openIter struct {
 	size  uint32
 }
 
+// scanPIDNSLevel is semundo_scan's SCAN_PIDNS_LEVEL.
+const scanPIDNSLevel = 2
+
 // openIterRingMin is the open-coded scan's first ring buffer: a 10,000
 // holder pass with 2 entries of 8 semaphores each needs 1.3 MiB.
 const openIterRingMin = 4 << 20
@@ -98,7 +99,7 @@ const openIterRingMin = 4 << 20
 const openIterRingMax = 1 << 30
 
 // loadOpenIter loads the open-coded scan for a reader at PID namespace
-// depth level.
+// depth level (pass corrects it when the program finds another).
 func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, ring uint32) (*openIter, error) {
 	spec, err := loadOpeniter()
 	if err != nil {
@@ -107,17 +108,6 @@ func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, rin
 	delete(spec.Programs, "semundo_scan_floor")
 	if err := spec.Variables["pidns_level"].Set(uint32(level)); err != nil {
 		return nil, fmt.Errorf("set pidns_level: %w", err)
-	}
-	if level > 0 {
-		// The iterator walks every task of the machine: the program keeps
-		// those of the reader's namespace, by its inode number.
-		st, err := os.Stat("/proc/self/ns/pid")
-		if err != nil {
-			return nil, fmt.Errorf("read the reader's PID namespace: %w", err)
-		}
-		if err := spec.Variables["pidns_inum"].Set(uint32(st.Sys().(*syscall.Stat_t).Ino)); err != nil {
-			return nil, fmt.Errorf("set pidns_inum: %w", err)
-		}
 	}
 	spec.Maps["owners"].MaxEntries = ownersSize()
 	lopts.Cache = types
@@ -165,7 +155,8 @@ func (o *openIter) Close() error {
 
 // pass runs the program once over every task (or those f names) and hands
 // the records to b. It reports lost when the ring buffer was too small for
-// them: b is then incomplete and the ring has grown for the next try.
+// them, or the program was loaded for another PID namespace depth than the
+// reader's: b is then incomplete, and the program ready for the next try.
 func (o *openIter) pass(b *builder, f iterTaskInfo) (lost bool, err error) {
 	vars := o.coll.Variables
 	for name, v := range map[string]any{"filter_tid": f.tid, "filter_tgid": f.pid, "ring_bytes": uint64(0), "batches_lost": uint64(0)} {
@@ -177,7 +168,21 @@ func (o *openIter) pass(b *builder, f iterTaskInfo) (lost bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("run the open-coded BPF scan: %w", err)
 	}
-	if ret != 0 {
+	switch ret {
+	case 0:
+	case scanPIDNSLevel:
+		// The NSpid line counted the levels in a /proc of another PID
+		// namespace (a container's own, which shows none above it): load
+		// again with the depth the program found, and run again.
+		var level uint32
+		if err := vars["reader_level"].Get(&level); err != nil {
+			return false, fmt.Errorf("read reader_level: %w", err)
+		}
+		if err := o.spec.Variables["pidns_level"].Set(level); err != nil {
+			return false, fmt.Errorf("set pidns_level: %w", err)
+		}
+		return true, o.load(o.size)
+	default:
 		return false, fmt.Errorf("the open-coded BPF scan returned %d", ret)
 	}
 	if err := o.drain(b); err != nil {

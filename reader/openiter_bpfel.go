@@ -78,8 +78,8 @@ const (
 	openiterVarFilterTgid        = "filter_tgid"
 	openiterVarFilterTid         = "filter_tid"
 	openiterVarNonceCounter      = "nonce_counter"
-	openiterVarPidnsInum         = "pidns_inum"
 	openiterVarPidnsLevel        = "pidns_level"
+	openiterVarReaderLevel       = "reader_level"
 	openiterVarRingBytes         = "ring_bytes"
 	openiterVarSessions          = "sessions"
 	openiterVarUnusedBatch       = "unused_batch"
@@ -151,8 +151,8 @@ type openiterVariableSpecs struct {
 	FilterTgid   *ebpf.VariableSpec `ebpf:"filter_tgid"`
 	FilterTid    *ebpf.VariableSpec `ebpf:"filter_tid"`
 	NonceCounter *ebpf.VariableSpec `ebpf:"nonce_counter"`
-	PidnsInum    *ebpf.VariableSpec `ebpf:"pidns_inum"`
 	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
+	ReaderLevel  *ebpf.VariableSpec `ebpf:"reader_level"`
 	RingBytes    *ebpf.VariableSpec `ebpf:"ring_bytes"`
 	Sessions     *ebpf.VariableSpec `ebpf:"sessions"`
 	UnusedBatch  *ebpf.VariableSpec `ebpf:"unused_batch"`
@@ -205,8 +205,8 @@ type openiterVariables struct {
 	FilterTgid   *ebpf.Variable `ebpf:"filter_tgid"`
 	FilterTid    *ebpf.Variable `ebpf:"filter_tid"`
 	NonceCounter *ebpf.Variable `ebpf:"nonce_counter"`
-	PidnsInum    *ebpf.Variable `ebpf:"pidns_inum"`
 	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
+	ReaderLevel  *ebpf.Variable `ebpf:"reader_level"`
 	RingBytes    *ebpf.Variable `ebpf:"ring_bytes"`
 	Sessions     *ebpf.Variable `ebpf:"sessions"`
 	UnusedBatch  *ebpf.Variable `ebpf:"unused_batch"`

@@ -1,11 +1,16 @@
 package reader
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"reflect"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/semundo/semundo/internal/holder"
@@ -116,4 +121,85 @@ func lists(t testing.TB, r *Reader, pids []int) []List {
 		out = append(out, a, b)
 	}
 	return out
+}
+
+// TestReaderInPIDNamespace runs readers (both paths, without waiters) as
+// pid 1 of a new PID namespace that holds an undo list, while a holder
+// outside it holds another: each must report the list of pid 1 alone, with
+// the pids of its own namespace. The open-coded scan walks every task of
+// the machine, and keeps those of the reader's namespace itself. With the
+// namespace's own /proc mounted (as in a container), whose NSpid line
+// counts no level above it, the open-coded scan must still find the
+// namespace by itself (the task iterator then reports the pids of the
+// initial namespace: not checked here).
+func TestReaderInPIDNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := holder.NewSet(t, 2)
+	outside := holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}, nil)
+	openCoded := kernelAtLeast(t, 6, 7)
+	for _, c := range []struct {
+		name, arg string
+		paths     []string
+	}{
+		{"host-proc", strconv.Itoa(s), []string{"seq", "open"}},
+		{"own-proc", strconv.Itoa(s) + ",proc", []string{"open"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := runPIDNSChild(t, c.arg, c.name == "own-proc")
+			for _, name := range c.paths {
+				if name == "open" && !openCoded {
+					continue // TestScanPathsAgree checks that Open says why
+				}
+				checkPIDNSRead(t, name, got[name], s, outside.PID)
+			}
+		})
+	}
+}
+
+// runPIDNSChild runs the test binary as pid 1 of a new PID namespace (and
+// mount namespace, with mountNS) in pidNSChild's mode, with arg, and
+// returns what it printed for each path.
+func runPIDNSChild(t *testing.T, arg string, mountNS bool) map[string]string {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envPIDNSChild+"="+arg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	if mountNS {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNS
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("reader in a new PID namespace: %v\n%s", err, stderr.Bytes())
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, rest, _ := strings.Cut(line, " ")
+		got[name] = rest
+	}
+	return got
+}
+
+// checkPIDNSRead checks what a path read as pid 1 of a new PID namespace:
+// its own list alone, adj -3 on semaphore 1 of set semid.
+func checkPIDNSRead(t *testing.T, path, res string, semid, outside int) {
+	t.Helper()
+	var r struct {
+		Scan []List
+		PID1 *List `json:"pid1"`
+	}
+	if err := json.Unmarshal([]byte(res), &r); err != nil || r.PID1 == nil {
+		t.Errorf("%s path in a new PID namespace: %s", path, res)
+		return
+	}
+	// The threads are not compared: the Go runtime of pid 1 may start
+	// one between two reads.
+	for _, l := range append(r.Scan, *r.PID1) {
+		if len(l.Processes) != 1 || l.Processes[0].PID != 1 || l.Entry(int32(semid)) == nil || l.Entry(int32(semid)).Adj[1] != -3 {
+			t.Errorf("%s path in a new PID namespace read %+v, want pid 1's list alone (adj -3 on semaphore 1; holder %d outside left out)", path, l, outside)
+		}
+	}
+	if len(r.Scan) != 1 {
+		t.Errorf("%s path in a new PID namespace found %d lists, want 1", path, len(r.Scan))
+	}
 }

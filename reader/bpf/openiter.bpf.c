@@ -90,9 +90,16 @@ static __always_inline void emit(void *out, const void *data, __u32 len)
 }
 
 
-/* The inode number of the reader's PID namespace: the iterator walks every
- * task of the machine, the reader reports those of its own namespace. */
-const volatile __u32 pidns_inum = 0;
+
+/* semundo_scan's return values besides 0. */
+#define SCAN_NO_BATCH 1
+/* The reader's PID namespace is not pidns_level deep (reader_level is):
+ * user space counted the levels in the NSpid line of a /proc of another
+ * namespace, and loads the program again with the right one. */
+#define SCAN_PIDNS_LEVEL 2
+
+/* The depth of the reader's PID namespace, as its task has it. */
+__u32 reader_level = 0;
 
 /* Set by user space before a run: visit only this thread (filter_tid) or
  * the threads of this process (filter_tgid), pids of the reader's
@@ -106,27 +113,29 @@ __u32 filter_tgid = 0;
 /* Numbers the runs: the session of the maps' entries. */
 __u64 sessions = 0;
 
-/* Whether the task has a pid in the reader's PID namespace. */
-static __always_inline int in_reader_ns(struct task_struct *task)
+/* The address of the PID namespace at level pidns_level the task has a
+ * pid in, 0 when it has none that deep. */
+static __always_inline __u64 pidns_of(struct task_struct *task)
 {
-	struct pid_namespace *ns = 0;
-
-	if (pidns_level == 0)
-		return 1;
+	__u64 ns = 0;
 	void *u = upid_at_level(task, pidns_level);
-	if (!u)
-		return 0;
-	bpf_probe_read_kernel(&ns, sizeof(ns), u + bpf_core_field_offset(struct upid, ns));
-	return ns && BPF_CORE_READ(ns, ns.inum) == pidns_inum;
+
+	if (u)
+		bpf_probe_read_kernel(&ns, sizeof(ns), u + bpf_core_field_offset(struct upid, ns));
+	return ns;
 }
 
-static __always_inline void visit(struct batch *out, __u64 session, struct task_struct *task)
+/* Reports the task's list (its record, at least) when it has one and a pid
+ * in the reader's PID namespace, mine (0 for the initial one). */
+static __always_inline void visit(struct batch *out, __u64 session, __u64 mine, struct task_struct *task)
 {
 	struct semundo_task rec = {};
 
 	/* begin checks this too; most tasks stop here, before the
-	 * namespace and the filter cost anything. */
-	if (!task->sysvsem.undo_list || !in_reader_ns(task))
+	 * namespace and the filter cost anything. The iterator walks every
+	 * task of the machine, not only those of the reader's namespace as
+	 * the task iterator does. */
+	if (!task->sysvsem.undo_list || (mine && pidns_of(task) != mine))
 		return;
 	if (filter_tid && pid_at_level(task) != filter_tid)
 		return;
@@ -149,9 +158,20 @@ int semundo_scan(void *ctx)
 	struct batch *out = bpf_map_lookup_elem(&batches, &zero);
 
 	if (!out)
-		return 1;
+		return SCAN_NO_BATCH;
 	out->off = sizeof(struct semundo_batch);
 	__u64 session = ++sessions;
+	/* The reader's namespace from its own task, not from user space,
+	 * which counts the levels in the NSpid line of a /proc that may be
+	 * another namespace's: a level counted wrong would show the tasks of
+	 * the whole machine, with the pids of another namespace. The level
+	 * stays a constant of the load, which keeps the verifier's work
+	 * small. */
+	struct task_struct *me = bpf_get_current_task_btf();
+	reader_level = BPF_CORE_READ(me, thread_pid, level);
+	if (reader_level != pidns_level)
+		return SCAN_PIDNS_LEVEL;
+	__u64 mine = pidns_level ? pidns_of(me) : 0;
 	bpf_rcu_read_lock();
 	/* A filter in the initial PID namespace, whose numbers
 	 * bpf_task_from_pid takes: the threads of that one process. */
@@ -168,7 +188,7 @@ int semundo_scan(void *ctx)
 	}
 	bpf_iter_task_new(&it, start, flags);
 	while ((task = bpf_iter_task_next(&it)))
-		visit(out, session, task);
+		visit(out, session, mine, task);
 	bpf_iter_task_destroy(&it);
 	if (start)
 		bpf_task_release(start);
