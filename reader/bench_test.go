@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
@@ -78,6 +79,10 @@ func benchScan(b *testing.B, n int) {
 		{"scan", func() { scanOrFail(b, r) }, 0},
 		{"scan-undo-only", func() { scanOrFail(b, undoOnly) }, 0},
 		{"scan-open", func() { scanOrFail(b, open) }, 0},
+		// The same scan in two parts: the program's run, then the
+		// decoding of its records in Go.
+		{"open-run", func() { openRun(b, open) }, 0},
+		{"open-decode", func() { openDecode(b, open) }, 0},
 		{"procstat", func() {
 			for _, pid := range pids {
 				readStat(b, pid, statBuf)
@@ -237,6 +242,25 @@ func runPhases(tb testing.TB, bin string, args ...string) (time.Duration, map[st
 		ph[name] += time.Duration(ms * float64(time.Millisecond))
 	}
 	return d, ph
+}
+
+// openRun runs r's open-coded scan once and leaves its records in the ring
+// buffer for openDecode.
+func openRun(tb testing.TB, r *Reader) {
+	if _, err := r.oc.coll.Programs["semundo_scan"].Run(&ebpf.RunOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// openDecode decodes the records openRun left into lists.
+func openDecode(tb testing.TB, r *Reader) {
+	b := newBuilder(r.lastLists+r.lastLists/8+16, 0)
+	if err := r.oc.drain(b); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := b.snapshot(); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func scanOrFail(tb testing.TB, r *Reader) {
