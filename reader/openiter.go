@@ -91,9 +91,25 @@ type openIter struct {
 // scanPIDNSLevel is semundo_scan's SCAN_PIDNS_LEVEL.
 const scanPIDNSLevel = 2
 
-// openIterRingMin is the open-coded scan's first ring buffer: a 10,000
-// holder pass with 2 entries of 8 semaphores each needs 1.3 MiB.
+// openIterRingMin is the open-coded scan's smallest first ring buffer: a
+// 10,000 holder pass with 2 entries of 8 semaphores each needs 1.3 MiB.
 const openIterRingMin = 4 << 20
+
+// openIterRingFirstMax bounds the first ring buffer (the kernel allocates
+// all of it at once); lists that need more make it grow.
+const openIterRingFirstMax = 64 << 20
+
+// openIterRingSize sizes the first ring buffer for every task holding a
+// short list (160 bytes: its record and two small entries), so that a
+// command on a machine of many tasks does not pay for a pass that overflows
+// and a second load: owners is ownersSize, four slots per task.
+func openIterRingSize(owners uint32) uint32 {
+	n := uint32(openIterRingMin)
+	for uint64(n) < uint64(owners)/4*160 && n < openIterRingFirstMax {
+		n <<= 1
+	}
+	return n
+}
 
 // openIterRingMax bounds how far a pass grows the ring buffer.
 const openIterRingMax = 1 << 30
@@ -109,11 +125,12 @@ func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, rin
 	if err := spec.Variables["pidns_level"].Set(uint32(level)); err != nil {
 		return nil, fmt.Errorf("set pidns_level: %w", err)
 	}
-	spec.Maps["owners"].MaxEntries = ownersSize()
+	owners := ownersSize()
+	spec.Maps["owners"].MaxEntries = owners
 	lopts.Cache = types
 	o := &openIter{spec: spec, lopts: lopts}
 	if ring == 0 {
-		ring = openIterRingMin
+		ring = openIterRingSize(owners)
 	}
 	if err := o.load(ring); err != nil {
 		return nil, err

@@ -203,3 +203,17 @@ func checkPIDNSRead(t *testing.T, path, res string, semid, outside int) {
 		t.Errorf("%s path in a new PID namespace found %d lists, want 1", path, len(r.Scan))
 	}
 }
+
+// TestOpenIterRingSize: the first ring buffer holds a short list for every
+// task, in a power of two from 4 to 64 MiB.
+func TestOpenIterRingSize(t *testing.T) {
+	for _, c := range []struct{ owners, want uint32 }{
+		{1 << 16, 4 << 20},      // the least ownersSize gives
+		{4 * 100000, 16 << 20},  // 100,000 tasks: 16 MB
+		{4 * 1000000, 64 << 20}, // 1,000,000 tasks: at most 64 MiB
+	} {
+		if got := openIterRingSize(c.owners); got != c.want {
+			t.Errorf("openIterRingSize(%d) = %d, want %d", c.owners, got, c.want)
+		}
+	}
+}

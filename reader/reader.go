@@ -77,7 +77,7 @@ type Options struct {
 	// iterator, so that tests cover both.
 	path scanPath
 	// ocRing, when set, replaces the open-coded scan's first ring buffer
-	// size (openIterRingMin), so that a test can make it grow.
+	// size (openIterRingSize), so that a test can make it grow.
 	ocRing uint32
 }
 
