@@ -63,7 +63,8 @@ type Options struct {
 	NoWaiters bool
 
 	// Phases, when set, receives a line per step of Open (setup, probes,
-	// btf, load, attach) with its time, as in "btf 21.4ms": where a
+	// btf, load, attach; for the open-coded scan setup, btf with its
+	// kfunc probe, load) with its time, as in "btf 21.4ms": where a
 	// command's time goes (semundo's SEMUNDO_DEBUG_PHASES=1).
 	Phases io.Writer
 
