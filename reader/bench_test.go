@@ -7,12 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
@@ -23,7 +24,10 @@ import (
 // each holding 2 entries on 8-semaphore sets, next to two baselines measured
 // in the same run: reading /proc/<pid>/stat of the same N pids (the least
 // any per-pid proc file such as the seed's costs) and a pass of an iterator
-// that visits every task and emits nothing (the floor). It also runs the
+// that visits every task and emits nothing (the floor). The scan runs on
+// each path: the task iterator with waiters (what Open(nil) loads), the
+// task iterator without them, and the open-coded scan (Linux >= 6.7,
+// always without waiters), each next to its own floor. It also runs the
 // semundo command (show PID, ps) and reports its wall time and peak RSS.
 func BenchmarkScan(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
@@ -48,40 +52,76 @@ func benchScan(b *testing.B, n int) {
 			b.Fatalf("pid %d: list %+v, want 2 entries of 8", pid, l)
 		}
 	}
+	undoOnly, err := Open(&Options{NoWaiters: true, path: pathSeq})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { undoOnly.Close() })
+	open, err := Open(&Options{NoWaiters: true, path: pathOpen})
+	if err != nil {
+		b.Fatalf("the open-coded scan (Linux >= 6.7): %v", err)
+	}
+	b.Cleanup(func() { open.Close() })
+	if got, want := lists(b, open, pids[:100]), lists(b, r, pids[:100]); !reflect.DeepEqual(got, want) {
+		b.Fatalf("the open-coded scan found %+v, the task iterator %+v", got, want)
+	}
 	floor := floorIter(b)
+	openFloor := openFloorProg(b)
 	statBuf := make([]byte, 4096)
 
-	var scanT, statT, floorT time.Duration
+	// Each pass in turn, so that load on this shared machine weighs on
+	// them alike.
+	passes := []struct {
+		name string
+		run  func()
+		t    time.Duration
+	}{
+		{"scan", func() { scanOrFail(b, r) }, 0},
+		{"scan-undo-only", func() { scanOrFail(b, undoOnly) }, 0},
+		{"scan-open", func() { scanOrFail(b, open) }, 0},
+		// The same scan in two parts: the program's run, then the
+		// decoding of its records in Go.
+		{"open-run", func() { openRun(b, open) }, 0},
+		{"open-decode", func() { openDecode(b, open) }, 0},
+		{"procstat", func() {
+			for _, pid := range pids {
+				readStat(b, pid, statBuf)
+			}
+		}, 0},
+		{"floor", func() { floorPass(b, floor) }, 0},
+		{"floor-open", func() { openFloorPass(b, openFloor) }, 0},
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		if _, err := r.Scan(); err != nil {
-			b.Fatal(err)
+		for j := range passes {
+			t0 := time.Now()
+			passes[j].run()
+			passes[j].t += time.Since(t0)
 		}
-		t1 := time.Now()
-		for _, pid := range pids {
-			readStat(b, pid, statBuf)
-		}
-		t2 := time.Now()
-		floorPass(b, floor)
-		t3 := time.Now()
-		scanT += t1.Sub(t0)
-		statT += t2.Sub(t1)
-		floorT += t3.Sub(t2)
 	}
 	b.StopTimer()
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) / 1000 }
-	b.ReportMetric(per(scanT), "scan-ms")
-	b.ReportMetric(per(statT), "procstat-ms")
-	b.ReportMetric(per(floorT), "floor-ms")
-	b.ReportMetric(float64(statT)/float64(scanT), "x-faster-than-procstat")
-	b.ReportMetric(float64(scanT)/float64(floorT), "x-floor")
+	t := map[string]time.Duration{}
+	for _, p := range passes {
+		b.ReportMetric(per(p.t), p.name+"-ms")
+		t[p.name] = p.t
+	}
+	ratio := func(a, b time.Duration) float64 { return float64(a) / float64(b) }
+	b.ReportMetric(ratio(t["procstat"], t["scan"]), "x-faster-than-procstat")
+	b.ReportMetric(ratio(t["procstat"], t["scan-undo-only"]), "x-undo-only-faster-than-procstat")
+	b.ReportMetric(ratio(t["procstat"], t["scan-open"]), "x-open-faster-than-procstat")
+	b.ReportMetric(ratio(t["procstat"], t["floor"]), "x-floor-faster-than-procstat")
+	b.ReportMetric(ratio(t["procstat"], t["floor-open"]), "x-floor-open-faster-than-procstat")
+	b.ReportMetric(ratio(t["scan"], t["floor"]), "x-floor")
+	b.ReportMetric(ratio(t["scan-open"], t["floor-open"]), "x-floor-open")
 
 	bin := buildCommand(b)
 	for _, args := range [][]string{{"show", strconv.Itoa(pids[n/2])}, {"ps"}} {
-		wall, rss := runCommand(b, bin, args...)
+		wall := runCommand(b, bin, args...)
 		b.ReportMetric(float64(wall.Microseconds())/1000, "cmd-"+args[0]+"-ms")
-		b.ReportMetric(float64(rss)/1024, "cmd-"+args[0]+"-maxrss-MiB")
+		if rss := peakRSS(b, bin, args...); rss >= 0 {
+			b.ReportMetric(float64(rss)/1024, "cmd-"+args[0]+"-maxrss-MiB")
+		}
 	}
 }
 
@@ -147,7 +187,7 @@ func BenchmarkCommands(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		d, _ := runCommand(b, procstat, pidFile)
+		d := runCommand(b, procstat, pidFile)
 		baseT += d
 		for c, cmd := range cmds {
 			d, ph := runPhases(b, cmd.bin, cmd.args...)
@@ -202,6 +242,31 @@ func runPhases(tb testing.TB, bin string, args ...string) (time.Duration, map[st
 		ph[name] += time.Duration(ms * float64(time.Millisecond))
 	}
 	return d, ph
+}
+
+// openRun runs r's open-coded scan once and leaves its records in the ring
+// buffer for openDecode.
+func openRun(tb testing.TB, r *Reader) {
+	if _, err := r.oc.coll.Programs["semundo_scan"].Run(&ebpf.RunOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// openDecode decodes the records openRun left into lists.
+func openDecode(tb testing.TB, r *Reader) {
+	b := newBuilder(r.lastLists+r.lastLists/8+16, 0)
+	if err := r.oc.drain(b); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := b.snapshot(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func scanOrFail(tb testing.TB, r *Reader) {
+	if _, err := r.Scan(); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func mustRead(tb testing.TB, path string) string {
@@ -266,15 +331,41 @@ func buildCommand(tb testing.TB) string {
 	return out
 }
 
-// runCommand runs the command and returns its wall time and peak RSS (KiB).
-func runCommand(tb testing.TB, bin string, args ...string) (time.Duration, int64) {
+// runCommand runs the command and returns its wall time.
+func runCommand(tb testing.TB, bin string, args ...string) time.Duration {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = io.Discard
 	t0 := time.Now()
 	if err := cmd.Run(); err != nil {
 		tb.Fatalf("%s %v: %v", bin, args, err)
 	}
-	return time.Since(t0), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	return time.Since(t0)
+}
+
+// peakRSS runs the command under GNU time and returns its peak RSS (KiB),
+// or -1 without GNU time. Not from the rusage of a child of this process:
+// Go starts children with CLONE_VM, and exec records the peak RSS of the
+// memory it leaves, the benchmark's own, as the child's.
+func peakRSS(tb testing.TB, bin string, args ...string) int64 {
+	gnuTime, err := exec.LookPath("/usr/bin/time")
+	if err != nil {
+		return -1
+	}
+	out := filepath.Join(tb.TempDir(), "rss")
+	cmd := exec.Command(gnuTime, append([]string{"-f", "%M", "-o", out, bin}, args...)...)
+	cmd.Stdout = io.Discard
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("%s %v: %v", bin, args, err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kib, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		tb.Fatalf("GNU time wrote %q: %v", b, err)
+	}
+	return kib
 }
 
 // BenchmarkScanWaiters measures a scan with 10,000 threads blocked in semop

@@ -16,6 +16,14 @@
 // one process's list without visiting the other tasks (Linux >= 6.1: the
 // task iterator's pid filter), naming only that process.
 //
+// From Linux 6.7 a Reader without waiters (Options.NoWaiters) reads the
+// lists with an open-coded task iterator instead (bpf_iter_task_* kfuncs):
+// one run of a BPF_PROG_TYPE_SYSCALL program walks every task and leaves
+// the same records in a ring buffer, sparing the seq_file step and the read
+// that the task iterator costs per task. Open picks it when the kernel's
+// BTF has those kfuncs and the program loads, and the task iterator
+// otherwise; the lists are the same either way.
+//
 // The same pass reports the tasks blocked in semop or semtimedop
 // (Snapshot.Waiters): a task's saved registers say which call it sleeps in
 // and on which set; that set's queues are walked once a pass, and a queued

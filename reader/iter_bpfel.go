@@ -150,12 +150,14 @@ const (
 	iterVarNrSemop              = "nr_semop"
 	iterVarNrSemtimedop         = "nr_semtimedop"
 	iterVarPidnsLevel           = "pidns_level"
+	iterVarRingBytes            = "ring_bytes"
 	iterVarSleepersLost         = "sleepers_lost"
 	iterVarSleepersMask         = "sleepers_mask"
 	iterVarUnusedChunk          = "unused_chunk"
 	iterVarUnusedEntry          = "unused_entry"
 	iterVarUnusedTask           = "unused_task"
 	iterVarUnusedWait           = "unused_wait"
+	iterVarWantLists            = "want_lists"
 	iterVarWantWaiters          = "want_waiters"
 )
 
@@ -228,12 +230,14 @@ type iterVariableSpecs struct {
 	NrSemop      *ebpf.VariableSpec `ebpf:"nr_semop"`
 	NrSemtimedop *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
+	RingBytes    *ebpf.VariableSpec `ebpf:"ring_bytes"`
 	SleepersLost *ebpf.VariableSpec `ebpf:"sleepers_lost"`
 	SleepersMask *ebpf.VariableSpec `ebpf:"sleepers_mask"`
 	UnusedChunk  *ebpf.VariableSpec `ebpf:"unused_chunk"`
 	UnusedEntry  *ebpf.VariableSpec `ebpf:"unused_entry"`
 	UnusedTask   *ebpf.VariableSpec `ebpf:"unused_task"`
 	UnusedWait   *ebpf.VariableSpec `ebpf:"unused_wait"`
+	WantLists    *ebpf.VariableSpec `ebpf:"want_lists"`
 	WantWaiters  *ebpf.VariableSpec `ebpf:"want_waiters"`
 }
 
@@ -288,12 +292,14 @@ type iterVariables struct {
 	NrSemop      *ebpf.Variable `ebpf:"nr_semop"`
 	NrSemtimedop *ebpf.Variable `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
+	RingBytes    *ebpf.Variable `ebpf:"ring_bytes"`
 	SleepersLost *ebpf.Variable `ebpf:"sleepers_lost"`
 	SleepersMask *ebpf.Variable `ebpf:"sleepers_mask"`
 	UnusedChunk  *ebpf.Variable `ebpf:"unused_chunk"`
 	UnusedEntry  *ebpf.Variable `ebpf:"unused_entry"`
 	UnusedTask   *ebpf.Variable `ebpf:"unused_task"`
 	UnusedWait   *ebpf.Variable `ebpf:"unused_wait"`
+	WantLists    *ebpf.Variable `ebpf:"want_lists"`
 	WantWaiters  *ebpf.Variable `ebpf:"want_waiters"`
 }
 

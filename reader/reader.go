@@ -63,7 +63,8 @@ type Options struct {
 	NoWaiters bool
 
 	// Phases, when set, receives a line per step of Open (setup, probes,
-	// btf, load, attach) with its time, as in "btf 21.4ms": where a
+	// btf, load, attach; for the open-coded scan setup, btf with its
+	// kfunc probe, load) with its time, as in "btf 21.4ms": where a
 	// command's time goes (semundo's SEMUNDO_DEBUG_PHASES=1).
 	Phases io.Writer
 
@@ -73,12 +74,23 @@ type Options struct {
 	// noTaskFilter makes ReadProcess walk every task as it does on
 	// kernels before 6.1, so that tests cover that path.
 	noTaskFilter bool
+	// path, when not pathAuto, forces the open-coded scan or the task
+	// iterator, so that tests cover both.
+	path scanPath
+	// ocRing, when set, replaces the open-coded scan's first ring buffer
+	// size (openIterRingSize), so that a test can make it grow.
+	ocRing uint32
 }
 
-// Reader reads undo lists through a loaded BPF task iterator. It is safe for
-// concurrent use; passes are serialized. Close releases the kernel objects.
+// Reader reads undo lists through a loaded BPF program: the open-coded scan
+// or the task iterator. It is safe for concurrent use; passes are
+// serialized. Close releases the kernel objects.
 type Reader struct {
-	mu    sync.Mutex
+	mu sync.Mutex
+	// oc is the open-coded scan, nil where the task iterator reads the
+	// lists. coll, iter and ring are the task iterator's, nil when the
+	// open-coded scan reads the lists and no waiters are asked for.
+	oc    *openIter
 	coll  *ebpf.Collection
 	iter  *link.Iter
 	ring  *ringbuf.Reader
@@ -99,12 +111,16 @@ type Reader struct {
 	sleepersLost uint64
 	// noTaskFilter is Options.noTaskFilter.
 	noTaskFilter bool
-	// taskInfo is the filter a task-filtered link is created with.
+	// taskInfo is the filter a task-filtered link is created with, and
+	// the one the open-coded scan applies.
 	taskInfo iterTaskInfo
 }
 
-// Open loads and attaches the iterator. It needs root, or CAP_BPF and
-// CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8). opts may be nil.
+// Open loads the reader: from Linux 6.7, for a reader without waiters
+// (Options.NoWaiters), the open-coded scan, which walks every task in one
+// program run; otherwise, or where that scan cannot load, the BPF task
+// iterator, attached. It needs root, or CAP_BPF and CAP_PERFMON
+// (CAP_SYS_ADMIN before Linux 5.8). opts may be nil.
 func Open(opts *Options) (*Reader, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -117,16 +133,84 @@ func Open(opts *Options) (*Reader, error) {
 	if err := rlimit.RemoveMemlock(); err != nil && !errors.Is(err, unix.EPERM) {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF: %w", err)
 	}
-	spec, err := loadIter()
-	if err != nil {
-		return nil, fmt.Errorf("load BPF object: %w", err)
-	}
 	level, err := pidnsLevel(procfs.NewDefaultFS())
 	if err != nil {
 		return nil, err
 	}
+	// One decoding of the kernel's BTF (about 20-40 ms) serves the probes
+	// and the loads: cilium/ebpf's LoadKernelSpec does not cache.
+	types := btf.NewCache()
+	lopts := ebpf.CollectionOptions{Cache: types}
+	if opts.VerifierLog != nil {
+		lopts.Programs = ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 26}
+	}
+	r := &Reader{procf: "/proc", noTaskFilter: opts.noTaskFilter}
+	path := opts.path
+	if path == pathAuto {
+		path = testScanPath
+	}
+	if opts.Bounded {
+		// The bounded variant is the task iterator's.
+		path = pathSeq
+	}
+	if path == pathOpen || (path == pathAuto && opts.NoWaiters && !opts.Bounded) {
+		oc, err := tryOpenIter(types, level, lopts, opts, ph)
+		if err != nil && path == pathOpen {
+			return nil, err
+		}
+		// Otherwise a kernel without it reads through the task iterator.
+		r.oc = oc
+	}
+	if r.oc != nil && opts.NoWaiters {
+		r.waitersErr = errWaitersOff
+		return r, nil
+	}
+	if err := r.openIter(opts, level, types, lopts, ph); err != nil {
+		if r.oc != nil {
+			r.oc.Close()
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// tryOpenIter loads the open-coded scan where the kernel has it.
+func tryOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, opts *Options, ph *phases) (*openIter, error) {
+	ph.done("setup")
+	if err := openIterSupport(types); err != nil {
+		return nil, err
+	}
+	ph.done("btf")
+	oc, err := loadOpenIter(types, level, lopts, opts.ocRing)
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) || errors.Is(err, ErrNotSupported) {
+			// Not worth a second try in this process.
+			openIterFailed(fmt.Errorf("%w: %w", errOpenIterMissing, err))
+		}
+		if opts.VerifierLog != nil {
+			writeVerifierLog(opts.VerifierLog, err)
+		}
+		return nil, fmt.Errorf("load the open-coded BPF scan: %w", err)
+	}
+	ph.done("load")
+	return oc, nil
+}
+
+// openIter loads and attaches the task iterator. With the open-coded scan
+// loaded it reads the waiters alone.
+func (r *Reader) openIter(opts *Options, level int, types *btf.Cache, lopts ebpf.CollectionOptions, ph *phases) error {
+	spec, err := loadIter()
+	if err != nil {
+		return fmt.Errorf("load BPF object: %w", err)
+	}
 	if err := spec.Variables["pidns_level"].Set(uint32(level)); err != nil {
-		return nil, fmt.Errorf("set pidns_level: %w", err)
+		return fmt.Errorf("set pidns_level: %w", err)
+	}
+	if r.oc != nil {
+		if err := spec.Variables["want_lists"].Set(uint32(0)); err != nil {
+			return fmt.Errorf("set want_lists: %w", err)
+		}
 	}
 	owners := ownersSize()
 	spec.Maps["owners"].MaxEntries = owners
@@ -140,9 +224,6 @@ func Open(opts *Options) (*Reader, error) {
 	delete(spec.Programs, unused)
 	delete(spec.Programs, "semundo_floor")
 
-	// One decoding of the kernel's BTF (about 20-40 ms) serves the waiter
-	// probe and the load: cilium/ebpf's LoadKernelSpec does not cache.
-	types := btf.NewCache()
 	waitersErr := errWaitersOff
 	if !opts.NoWaiters {
 		// Options.Bounded, not the variant chosen: on a kernel without
@@ -162,25 +243,21 @@ func Open(opts *Options) (*Reader, error) {
 		semop, semtimedop := syscallNumbers()
 		for name, v := range map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop} {
 			if err := spec.Variables[name].Set(v); err != nil {
-				return nil, fmt.Errorf("set %s: %w", name, err)
+				return fmt.Errorf("set %s: %w", name, err)
 			}
 		}
 	}
 	spec.Maps["sleepers"].MaxEntries = sleepers
 	if err := spec.Variables["sleepers_mask"].Set(sleepers - 1); err != nil {
-		return nil, fmt.Errorf("set sleepers_mask: %w", err)
+		return fmt.Errorf("set sleepers_mask: %w", err)
 	}
 	ph.done("probes")
 	if _, err := types.Kernel(); err != nil {
-		return nil, fmt.Errorf("read kernel BTF: %w (%w)", ErrNotSupported, err)
+		return fmt.Errorf("read kernel BTF: %w (%w)", ErrNotSupported, err)
 	}
 	ph.done("btf")
 
-	lopts := ebpf.CollectionOptions{Cache: types}
-	if opts.VerifierLog != nil {
-		lopts.Programs = ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 26}
-	}
-	r := &Reader{procf: "/proc", waitersErr: waitersErr, noTaskFilter: opts.noTaskFilter}
+	r.waitersErr = waitersErr
 	r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts)
 	var ve *ebpf.VerifierError
 	if err != nil && waitersErr == nil && errors.As(err, &ve) {
@@ -192,7 +269,7 @@ func Open(opts *Options) (*Reader, error) {
 			writeVerifierLog(opts.VerifierLog, err)
 		}
 		if serr := spec.Variables["want_waiters"].Set(uint32(0)); serr != nil {
-			return nil, fmt.Errorf("set want_waiters: %w", serr)
+			return fmt.Errorf("set want_waiters: %w", serr)
 		}
 		if r.coll, err = ebpf.NewCollectionWithOptions(spec, lopts); err == nil {
 			r.waitersErr = fmt.Errorf("this kernel's verifier rejects the code that reads blocked semop callers (%q; SEMUNDO_DEBUG_VERIFIER=1 shows its log): %w", reason, ErrNotSupported)
@@ -202,25 +279,28 @@ func Open(opts *Options) (*Reader, error) {
 		if opts.VerifierLog != nil {
 			writeVerifierLog(opts.VerifierLog, err)
 		}
-		return nil, loadError(err)
+		return loadError(err)
 	}
 	ph.done("load")
 	r.iter, err = link.AttachIter(link.IterOptions{Program: r.coll.Programs[prog]})
 	if err != nil {
 		r.coll.Close()
+		r.coll = nil
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			return nil, fmt.Errorf("attach BPF task iterator: %w (%w)", ErrPermission, err)
+			return fmt.Errorf("attach BPF task iterator: %w (%w)", ErrPermission, err)
 		}
-		return nil, fmt.Errorf("attach BPF task iterator (needs Linux >= 5.8): %w (%w)", ErrNotSupported, err)
+		return fmt.Errorf("attach BPF task iterator (needs Linux >= 5.8): %w (%w)", ErrNotSupported, err)
 	}
 	r.ring, err = ringbuf.NewReader(r.coll.Maps["records"])
 	if err != nil {
 		r.iter.Close()
+		r.iter = nil
 		r.coll.Close()
-		return nil, fmt.Errorf("open BPF ring buffer: %w", err)
+		r.coll = nil
+		return fmt.Errorf("open BPF ring buffer: %w", err)
 	}
 	ph.done("attach")
-	return r, nil
+	return nil
 }
 
 // haveHelper says whether BPF programs of this kernel may call fn. The
@@ -395,17 +475,29 @@ func (r *Reader) Close() error {
 		r.coll.Close()
 		r.coll = nil
 	}
+	if r.oc != nil {
+		errs = append(errs, r.oc.Close())
+		r.oc = nil
+	}
 	return errors.Join(errs...)
 }
+
+// closed says whether Close has run.
+func (r *Reader) closed() bool { return r.iter == nil && r.oc == nil }
 
 // Scan reads every undo list of every task in the caller's PID namespace.
 func (r *Reader) Scan() (*Snapshot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.iter == nil {
+	if r.closed() {
 		return nil, errors.New("reader is closed")
 	}
-	return r.scan(r.iter, true)
+	r.taskInfo = iterTaskInfo{}
+	var it iterOpener
+	if r.iter != nil {
+		it = r.iter
+	}
+	return r.scan(it, true)
 }
 
 // scan runs passes of it until every list read whole (or retries run out).
@@ -472,7 +564,8 @@ func (r *Reader) Read(pid int) (*List, error) {
 // process's leader) instead of every task. The list's Processes then name
 // only those: not the other processes that share it (CLONE_SYSVSEM without
 // CLONE_THREAD), which only Read and Scan see. Before 6.1 it walks every
-// task, as Read does.
+// task, as Read does; so does the open-coded scan, which reports only the
+// tasks asked for.
 func (r *Reader) ReadProcess(pid int) (*List, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
@@ -483,20 +576,25 @@ func (r *Reader) ReadProcess(pid int) (*List, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.iter == nil {
+	if r.closed() {
 		return nil, errors.New("reader is closed")
 	}
 	var it iterOpener = r.iter
 	full := true
-	if !r.noTaskFilter {
-		// A process by its pid: all its threads, as a full walk finds
-		// them even when the leader has exited. A thread that is not a
-		// leader has no process of its pid: that thread alone.
-		tid, tgid := uint32(0), uint32(pid)
-		if st.Tgid != pid {
-			tid, tgid = uint32(pid), 0
+	r.taskInfo = iterTaskInfo{}
+	if r.oc != nil {
+		// The open-coded scan reads the lists, the task iterator (if
+		// any) only waiters, which a list does not need. The scan
+		// visits the process's tasks alone, as a task-filtered link
+		// does, from the same filter.
+		it = nil
+		if !r.noTaskFilter {
+			r.taskInfo = processFilter(pid, st.Tgid)
+			full = false
 		}
-		if f, err := r.taskIter(tid, tgid); err == nil {
+	} else if !r.noTaskFilter {
+		f := processFilter(pid, st.Tgid)
+		if f, err := r.taskIter(f.tid, f.pid); err == nil {
 			defer f.Close()
 			it, full = f, false
 		}
@@ -508,6 +606,17 @@ func (r *Reader) ReadProcess(pid int) (*List, error) {
 	return snap.ByPID(pid), nil
 }
 
+// processFilter is the task filter for pid, whose thread group is tgid: a
+// process by its pid, all its threads, as a full walk finds them even when
+// the leader has exited; a thread that is not a leader has no process of
+// its pid: that thread alone.
+func processFilter(pid, tgid int) iterTaskInfo {
+	if tgid != pid {
+		return iterTaskInfo{tid: uint32(pid)}
+	}
+	return iterTaskInfo{pid: uint32(pid)}
+}
+
 // readSize is the buffer for one read of the iterator: the seq file hands
 // out at most 32 KiB a read on 4 KiB pages, more on larger ones.
 const readSize = 256 << 10
@@ -515,20 +624,57 @@ const readSize = 256 << 10
 // maxRead is the largest read size pass is given.
 const maxRead = readSize
 
-// pass runs the iterator once, reading readSize bytes of task records at a
-// time and draining the ring buffer after each read, so the ring only ever
-// holds the entries of the tasks of one read.
+// openCodedTries bounds how often one pass grows the open-coded scan's ring
+// buffer: it is sized to what the first try needed, twice over.
+const openCodedTries = 3
+
+// pass reads every list once: with the open-coded scan, then (unless iter
+// is nil) through the task iterator, which reads the lists too when the
+// open-coded scan is not loaded, and the waiters.
 func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, error) {
+	b := newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8)
+	for try := 0; r.oc != nil; try++ {
+		lost, err := r.oc.pass(b, r.taskInfo)
+		if err != nil {
+			return nil, err
+		}
+		if !lost {
+			break
+		}
+		if try == openCodedTries {
+			return nil, fmt.Errorf("undo lists outgrew the open-coded scan's BPF ring buffer in each of %d passes; retry: %w", openCodedTries+1, ErrIncomplete)
+		}
+		b = newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8)
+	}
+	if iter != nil {
+		if err := r.iterPass(b, iter, readSize); err != nil {
+			return nil, err
+		}
+		if b.lost && readSize > taskSize {
+			// Too many chunks for the ring in one read: one task per read.
+			return r.pass(iter, taskSize, full)
+		}
+	}
+	if full {
+		r.lastLists = len(b.lists)
+		r.lastWaits = len(b.waits)
+	}
+	return b.snapshot()
+}
+
+// iterPass runs the iterator once, reading readSize bytes of task records
+// at a time and draining the ring buffer after each read, so the ring only
+// ever holds the entries of the tasks of one read.
+func (r *Reader) iterPass(b *builder, iter iterOpener, readSize int) error {
 	if err := r.drain(nil); err != nil {
-		return nil, err
+		return err
 	}
 	it, err := iter.Open()
 	if err != nil {
-		return nil, fmt.Errorf("open BPF task iterator: %w", err)
+		return fmt.Errorf("open BPF task iterator: %w", err)
 	}
 	defer it.Close()
 
-	b := newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8)
 	if r.buf == nil {
 		r.buf = make([]byte, maxRead)
 	}
@@ -544,12 +690,12 @@ func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, erro
 			}
 			rest, perr := b.tasks(data)
 			if perr != nil {
-				return nil, perr
+				return perr
 			}
 			pending = append(pending[:0], rest...)
 			if r.ring.AvailableBytes() > 0 {
 				if err := r.drain(b); err != nil {
-					return nil, err
+					return err
 				}
 			}
 		}
@@ -557,42 +703,40 @@ func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, erro
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read BPF task iterator: %w", err)
+			return fmt.Errorf("read BPF task iterator: %w", err)
 		}
 	}
 	if len(pending) != 0 {
-		return nil, fmt.Errorf("BPF task iterator ended inside a record (%d bytes left)", len(pending))
+		return fmt.Errorf("BPF task iterator ended inside a record (%d bytes left)", len(pending))
 	}
-	if err := r.drain(b); err != nil {
-		return nil, err
-	}
-	if b.lost && readSize > taskSize {
-		// Too many chunks for the ring in one read: one task per read.
-		return r.pass(iter, taskSize, full)
-	}
-	if full {
-		r.lastLists = len(b.lists)
-		r.lastWaits = len(b.waits)
-	}
-	return b.snapshot()
+	return r.drain(b)
 }
 
 // drain hands every record in the ring buffer to b (or drops them when b is
 // nil) without blocking.
 func (r *Reader) drain(b *builder) error {
-	r.ring.SetDeadline(time.Unix(1, 0))
+	return drainRing(r.ring, &r.rec, func(raw []byte) error {
+		if b == nil {
+			return nil
+		}
+		return b.record(raw)
+	})
+}
+
+// drainRing hands every record in ring to each, through rec, without
+// blocking.
+func drainRing(ring *ringbuf.Reader, rec *ringbuf.Record, each func(raw []byte) error) error {
+	ring.SetDeadline(time.Unix(1, 0))
 	for {
-		err := r.ring.ReadInto(&r.rec)
+		err := ring.ReadInto(rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read BPF ring buffer: %w", err)
 		}
-		if b != nil {
-			if err := b.record(r.rec.RawSample); err != nil {
-				return err
-			}
+		if err := each(rec.RawSample); err != nil {
+			return err
 		}
 	}
 }

@@ -18,6 +18,7 @@ const (
 	iterSemundoEntryNoset  = 1
 	iterSemundoEntryToobig = 2
 	iterSemundoChunkMagic  = 0x53454d55
+	iterSemundoBatchMagic  = 0x53454d42
 )
 
 // Record sizes, fixed by the C layout.
@@ -25,6 +26,7 @@ const (
 	taskSize  = 64
 	entrySize = 16
 	chunkSize = 64
+	batchSize = 8
 )
 
 var ne = binary.NativeEndian

@@ -25,6 +25,7 @@ func TestRecordConstants(t *testing.T) {
 		"SEMUNDO_ENTRY_NOSET":    iterSemundoEntryNoset,
 		"SEMUNDO_ENTRY_TOOBIG":   iterSemundoEntryToobig,
 		"SEMUNDO_CHUNK_MAGIC":    iterSemundoChunkMagic,
+		"SEMUNDO_BATCH_MAGIC":    iterSemundoBatchMagic,
 		"SEMUNDO_TASK_WAITER":    iterSemundoTaskWaiter,
 		"SEMUNDO_MAX_WAIT_OPS":   iterSemundoMaxWaitOps,
 		"SEMUNDO_WAIT_TIMED":     iterSemundoWaitTimed,
@@ -57,6 +58,7 @@ func TestRecordSizes(t *testing.T) {
 		{"semundo_task", taskSize, binary.Size(iterSemundoTask{})},
 		{"semundo_entry", entrySize, binary.Size(iterSemundoEntry{})},
 		{"semundo_chunk", chunkSize, binary.Size(iterSemundoChunk{})},
+		{"semundo_batch", batchSize, binary.Size(openiterSemundoBatch{})},
 		{"semundo_wait", waitSize, binary.Size(iterSemundoWait{})},
 	} {
 		if c.got != c.want {

@@ -17,17 +17,37 @@ import (
 // for (or the thread, when it is not a leader), not every task: its
 // snapshot holds that list alone, while another holder runs beside it.
 // Before 6.1, where the iterator takes no filter, ReadProcess walks every
-// task and still answers for the process asked for.
+// task and still answers for the process asked for. The open-coded scan
+// (Linux >= 6.7) filters the same way.
 func TestTaskFilter(t *testing.T) {
 	testenv.RequireRoot(t)
-	r, err := Open(&Options{NoWaiters: true})
-	if err != nil {
-		if errors.Is(err, ErrNotSupported) {
-			testenv.Missing(t, "BPF task iterator", err.Error())
-		}
-		t.Fatal(err)
+	for _, p := range []struct {
+		name string
+		path scanPath
+	}{{"seq", pathSeq}, {"open", pathOpen}} {
+		t.Run(p.name, func(t *testing.T) {
+			r, err := Open(&Options{NoWaiters: true, path: p.path})
+			if p.path == pathOpen && !kernelAtLeast(t, 6, 7) {
+				// TestScanPathsAgree checks that Open says why.
+				if err == nil {
+					r.Close()
+					t.Fatal("the open-coded scan loaded before Linux 6.7")
+				}
+				return
+			}
+			if err != nil {
+				if errors.Is(err, ErrNotSupported) {
+					testenv.Missing(t, "BPF task iterator", err.Error())
+				}
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			testTaskFilter(t, r)
+		})
 	}
-	t.Cleanup(func() { r.Close() })
+}
+
+func testTaskFilter(t *testing.T, r *Reader) {
 	s := holder.NewSet(t, 2)
 	ops := []holder.Op{{Semid: s, Num: 1, Val: 3, Undo: true}}
 	h := holder.Start(t, "wait", ops, nil)
@@ -65,14 +85,7 @@ func TestTaskFilter(t *testing.T) {
 		{"thread", uint32(thread), 0, func(tids []int) bool { return slices.Equal(tids, []int{thread}) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			it, err := r.taskIter(c.tid, c.pid)
-			if err != nil {
-				t.Fatalf("Linux >= 6.1 refused the filtered iterator: %v", err)
-			}
-			defer it.Close()
-			r.mu.Lock()
-			snap, err := r.scan(it, false)
-			r.mu.Unlock()
+			snap, err := filteredScan(t, r, iterTaskInfo{tid: c.tid, pid: c.pid})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,4 +112,20 @@ func kernelAtLeast(t *testing.T, major, minor int) bool {
 		t.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
 	}
 	return ma > major || ma == major && mi >= minor
+}
+
+// filteredScan runs a pass over the tasks f names.
+func filteredScan(t *testing.T, r *Reader, f iterTaskInfo) (*Snapshot, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.oc != nil {
+		r.taskInfo = f
+		return r.scan(nil, false)
+	}
+	it, err := r.taskIter(f.tid, f.pid)
+	if err != nil {
+		t.Fatalf("Linux >= 6.1 refused the filtered iterator: %v", err)
+	}
+	defer it.Close()
+	return r.scan(it, false)
 }

@@ -155,8 +155,13 @@ struct sem_array {
 	struct sem sems[];
 } __attribute__((preserve_access_index));
 
+struct pid_namespace {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
 struct upid {
 	int nr;
+	struct pid_namespace *ns;
 } __attribute__((preserve_access_index));
 
 struct pid {

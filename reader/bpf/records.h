@@ -44,6 +44,9 @@
 /* semundo_chunk.magic */
 #define SEMUNDO_CHUNK_MAGIC 0x53454d55
 
+/* semundo_batch.magic */
+#define SEMUNDO_BATCH_MAGIC 0x53454d42
+
 /* One per task that has an undo list, written to the iterator's seq file.
  * An owner's record is followed (without SEMUNDO_TASK_RING) by `entries`
  * entry records. */
@@ -97,6 +100,14 @@ struct semundo_chunk {
 	__u32 index;
 	__u32 entries;
 	__u64 pad[5];
+};
+
+/* A ring buffer record of the open-coded scan: `bytes` bytes of task
+ * records (and their inline entries) follow, as the task iterator writes
+ * them to its seq file. */
+struct semundo_batch {
+	__u32 magic;
+	__u32 bytes;
 };
 
 #endif
