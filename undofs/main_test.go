@@ -362,8 +362,9 @@ func noInitMain([]string) int {
 // kernel reads a file opened with FOPEN_DIRECT_IO straight into the
 // reader's pages. Debian's 6.1 kernels (amd64 and arm64, in kmatrix) then
 // return, a few times in 2,000 reads, the right length of zero bytes; 6.12
-// and later do not, nor do reads into shared memory: FUSE there took the
-// pages without pinning them (FOLL_GET), so a fork(2) during the read makes
+// and later do not, nor do reads into shared memory. The explanation held
+// (not traced in the kernel): 6.1's FUSE takes the pages without pinning
+// them (FOLL_GET), so a fork(2) during the read makes
 // them copy-on-write and this process's next write to the same page gives
 // it a copy without the data (the caveat on O_DIRECT and fork in open(2)).
 // A reader in another process than the daemon, as a real one is, does not
