@@ -84,6 +84,24 @@ func BuildTests(ctx context.Context, arch, dir string, pkgs []Package) error {
 	return nil
 }
 
+// BuildCommands compiles main packages (go list patterns) for arch into
+// dir, each named after its directory, as the VM's tests find them: in
+// /kmatrix/bin, on PATH (testenv.BuildGo looks there in the VM). It
+// returns the binaries' paths.
+func BuildCommands(ctx context.Context, arch, dir string, patterns []string) ([]string, error) {
+	var bins []string
+	for _, p := range patterns {
+		bin := filepath.Join(dir, filepath.Base(p))
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, p)
+		cmd.Env = goEnv(arch)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %w\n%s", p, err, bytes.TrimSpace(out))
+		}
+		bins = append(bins, bin)
+	}
+	return bins, nil
+}
+
 // BuildInit compiles the static /init for arch into path.
 func BuildInit(ctx context.Context, arch, path string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", path, InitPackage)
@@ -96,15 +114,17 @@ func BuildInit(ctx context.Context, arch, path string) error {
 
 // Paths inside the initramfs.
 const (
-	vmBinDir = "/kmatrix/bin"
-	vmPkgDir = "/kmatrix/pkg"
+	vmBinDir    = "/kmatrix/bin"
+	vmPkgDir    = "/kmatrix/pkg"
+	vmModuleDir = "/kmatrix/modules" // then <release>/<module>.ko
 )
 
 // WriteInitramfs packs /init, the test binaries, each package's source
-// directory and the guest configuration into an uncompressed newc archive
-// at path (uncompressed because decompressing under emulation costs more
-// than reading the larger file).
-func WriteInitramfs(path, initBin string, pkgs []Package, cfg guest.Config) (err error) {
+// directory, the commands (next to the test binaries), the kernels' modules (one initramfs serves every kernel:
+// /init loads those of the release it runs on) and the guest configuration
+// into an uncompressed newc archive at path (uncompressed because
+// decompressing under emulation costs more than reading the larger file).
+func WriteInitramfs(path, initBin string, pkgs []Package, commands []string, kernels []Kernel, cfg guest.Config) (err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("create initramfs: %w", err)
@@ -115,7 +135,7 @@ func WriteInitramfs(path, initBin string, pkgs []Package, cfg guest.Config) (err
 		}
 	}()
 	w := cpio.NewWriter(f)
-	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "root", "kmatrix", vmBinDir, vmPkgDir} {
+	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "root", "kmatrix", vmBinDir, vmPkgDir, vmModuleDir} {
 		if err := w.Dir(d, 0o755); err != nil {
 			return err
 		}
@@ -133,6 +153,26 @@ func WriteInitramfs(path, initBin string, pkgs []Package, cfg guest.Config) (err
 		}
 		if err := addTree(w, p.Dir, filepath.Join(vmPkgDir, fileName(p.Name))); err != nil {
 			return fmt.Errorf("pack the source directory of %s: %w", p.ImportPath, err)
+		}
+	}
+	for _, c := range commands {
+		if err := addFile(w, filepath.Join(vmBinDir, filepath.Base(c)), c, 0o755); err != nil {
+			return err
+		}
+	}
+	done := map[string]bool{}
+	for _, k := range kernels {
+		if done[k.Release] || len(k.Modules) == 0 {
+			continue
+		}
+		done[k.Release] = true
+		if err := w.Dir(filepath.Join(vmModuleDir, k.Release), 0o755); err != nil {
+			return err
+		}
+		for _, m := range k.Modules {
+			if err := addFile(w, moduleInVM(k, m), m, 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	js, err := jsonConfig(cfg)
@@ -206,9 +246,22 @@ func addTree(w *cpio.Writer, src, dst string) error {
 	})
 }
 
+// moduleInVM is where the initramfs holds kernel k's cached module file.
+func moduleInVM(k Kernel, file string) string {
+	return filepath.Join(vmModuleDir, k.Release, filepath.Base(file))
+}
+
 // guestConfig describes the run for /init.
-func guestConfig(pkgs []Package, testArgs, env []string, timeout time.Duration) guest.Config {
+func guestConfig(pkgs []Package, kernels []Kernel, testArgs, env []string, timeout time.Duration) guest.Config {
 	cfg := guest.Config{Env: env, Timeout: timeout}
+	for _, k := range kernels {
+		for _, m := range k.Modules {
+			if cfg.Modules == nil {
+				cfg.Modules = map[string][]string{}
+			}
+			cfg.Modules[k.Release] = append(cfg.Modules[k.Release], moduleInVM(k, m))
+		}
+	}
 	for _, p := range pkgs {
 		cfg.Binaries = append(cfg.Binaries, guest.Binary{
 			Name: p.Name,

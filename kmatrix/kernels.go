@@ -50,7 +50,51 @@ type Kernel struct {
 	Release string // uname -r the package promises
 	Vmlinuz string // cached kernel image
 	Config  string // cached kernel config
-	Cached  bool   // true when nothing had to be downloaded
+	// Modules are the cached modules of Modules that this kernel builds
+	// as modules (=m), in load order: /init loads them.
+	Modules []string
+	Cached  bool // true when nothing had to be downloaded
+}
+
+// Module is a loadable module that the tests need where a kernel builds
+// its option as a module rather than in.
+type Module struct {
+	Config string // the option, e.g. CONFIG_FUSE_FS
+	Path   string // under lib/modules/<release>/, without a compression suffix
+}
+
+// Modules are kept from a kernel package whose config has their option
+// =m, and loaded by /init in this order (each after those it depends on).
+// FUSE (package undofs mounts through /dev/fuse) is a module in Debian's
+// 6.1 cloud kernels and built in from 6.12; fuse.ko depends on no other
+// module.
+var Modules = []Module{{"CONFIG_FUSE_FS", "kernel/fs/fuse/fuse.ko"}}
+
+// moduleFile is where a module is cached: CACHE/<package>/modules/<name>.
+func moduleFile(dir string, m Module) string {
+	return filepath.Join(dir, "modules", filepath.Base(m.Path))
+}
+
+// cachedModules returns the cached files of the Modules that the config
+// in dir builds as modules, and whether all of them are there (a cache
+// made before a module was added to Modules lacks it).
+func cachedModules(dir string) ([]string, bool) {
+	opts, err := readConfig(filepath.Join(dir, "config"))
+	if err != nil {
+		return nil, false
+	}
+	var files []string
+	for _, m := range Modules {
+		if opts[m.Config] != "m" {
+			continue
+		}
+		p := moduleFile(dir, m)
+		if !fileExists(p) {
+			return nil, false
+		}
+		files = append(files, p)
+	}
+	return files, true
 }
 
 // Fetcher finds kernel packages of one architecture, with APT (Series)
@@ -180,8 +224,16 @@ func (f *Fetcher) Get(ctx context.Context, name string) (Kernel, error) {
 			Config:  filepath.Join(f.CacheDir, pkg, "config"),
 		}
 	}
-	if k := kernel(name); exactPackage.MatchString(name) && fileExists(k.Vmlinuz) && fileExists(k.Config) {
-		k.Cached = true
+	// cached completes k from the cache, if everything is there.
+	cached := func(k *Kernel) bool {
+		if !fileExists(k.Vmlinuz) || !fileExists(k.Config) {
+			return false
+		}
+		mods, ok := cachedModules(filepath.Dir(k.Config))
+		k.Modules, k.Cached = mods, ok
+		return ok
+	}
+	if k := kernel(name); exactPackage.MatchString(name) && cached(&k) {
 		return k, nil
 	}
 	ak, fromArchive := archiveKernelFor(f.Arch.Name, name)
@@ -200,8 +252,7 @@ func (f *Fetcher) Get(ctx context.Context, name string) (Kernel, error) {
 		return Kernel{}, err
 	}
 	k := kernel(pkg)
-	if fileExists(k.Vmlinuz) && fileExists(k.Config) {
-		k.Cached = true
+	if cached(&k) {
 		return k, nil
 	}
 	t0 := time.Now()
@@ -214,6 +265,10 @@ func (f *Fetcher) Get(ctx context.Context, name string) (Kernel, error) {
 		return Kernel{}, err
 	}
 	f.logf("kmatrix: downloaded %s into %s in %.1fs", pkg, f.CacheDir, time.Since(t0).Seconds())
+	if !cached(&k) {
+		return Kernel{}, fmt.Errorf("kmatrix: %s: the cache at %s is incomplete after the download", pkg, filepath.Dir(k.Config))
+	}
+	k.Cached = false
 	return k, nil
 }
 
@@ -223,8 +278,8 @@ func fileExists(p string) bool {
 }
 
 // download fetches pkg with apt-get, unpacks it in a scratch directory and
-// moves only vmlinuz and config into the cache (the modules are not
-// needed: what the tests use is built in), atomically by rename.
+// moves only vmlinuz, config and the modules of Modules it builds as
+// modules into the cache, atomically by rename.
 func (f *Fetcher) download(ctx context.Context, pkg string) error {
 	tmp, err := f.scratch()
 	if err != nil {
@@ -262,8 +317,9 @@ func (f *Fetcher) scratch() (string, error) {
 	return tmp, nil
 }
 
-// unpack extracts deb in the scratch directory tmp and moves its vmlinuz
-// and config into CacheDir/pkg.
+// unpack extracts deb in the scratch directory tmp and moves its vmlinuz,
+// config and needed modules (see Modules) into CacheDir/pkg, replacing
+// an older cache entry that lacks a module.
 func (f *Fetcher) unpack(ctx context.Context, tmp, deb, pkg string) error {
 	root := filepath.Join(tmp, "root")
 	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
@@ -284,15 +340,64 @@ func (f *Fetcher) unpack(ctx context.Context, tmp, deb, pkg string) error {
 	if err := os.Rename(cfg[0], filepath.Join(out, "config")); err != nil {
 		return err
 	}
-	if err := os.Rename(out, filepath.Join(f.CacheDir, pkg)); err != nil && !fileExists(filepath.Join(f.CacheDir, pkg, "vmlinuz")) {
+	if err := keepModules(ctx, root, out, pkg); err != nil {
+		return err
+	}
+	final := filepath.Join(f.CacheDir, pkg)
+	if fileExists(filepath.Join(final, "vmlinuz")) {
+		// An entry from before a module was needed: set it aside, so the
+		// rename below can take its place.
+		old := filepath.Join(tmp, "old")
+		if err := os.Rename(final, old); err != nil {
+			return fmt.Errorf("replace %s in the cache: %w", pkg, err)
+		}
+	}
+	if err := os.Rename(out, final); err != nil && !fileExists(filepath.Join(final, "vmlinuz")) {
 		return fmt.Errorf("store %s in the cache: %w", pkg, err)
 	}
 	return nil
 }
 
+// keepModules copies from the unpacked package at root into out/modules
+// each module of Modules that out/config builds as a module, decompressed
+// (Debian's 6.12 packages compress theirs with xz).
+func keepModules(ctx context.Context, root, out, pkg string) error {
+	opts, err := readConfig(filepath.Join(out, "config"))
+	if err != nil {
+		return err
+	}
+	for _, m := range Modules {
+		if opts[m.Config] != "m" {
+			continue
+		}
+		src, _ := filepath.Glob(filepath.Join(root, "lib", "modules", "*", m.Path+"*"))
+		if len(src) != 1 {
+			return fmt.Errorf("package %s builds %s as a module but holds %d lib/modules/*/%s files, want 1", pkg, m.Config, len(src), m.Path)
+		}
+		dst := moduleFile(out, m)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if !strings.HasSuffix(src[0], ".xz") {
+			if err := os.Rename(src[0], dst); err != nil {
+				return err
+			}
+			continue
+		}
+		b, err := exec.CommandContext(ctx, "xz", "-dc", src[0]).Output()
+		if err != nil {
+			return fmt.Errorf("xz -dc %s: %w (install Debian package xz-utils)", src[0], err)
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Required lists the kernel options semundo's tests rely on; each must be
-// built in (=y) because the initramfs carries no modules. The console's
-// option is the architecture's (Arch.ConsoleConfig).
+// built in (=y) because the initramfs carries no modules but those of
+// Modules. The console's option is the architecture's (Arch.ConsoleConfig).
 var Required = []string{
 	"CONFIG_BPF_SYSCALL", "CONFIG_DEBUG_INFO_BTF", "CONFIG_SYSVIPC", "CONFIG_CHECKPOINT_RESTORE",
 	"CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_TMPFS",
@@ -300,9 +405,37 @@ var Required = []string{
 }
 
 // CheckConfig reads a kernel config file and returns the options of
-// Required and a's console option that are not built in, each with its
-// value ("m" or "unset").
+// Required and a's console option that are not built in, and those of
+// Modules that are neither built in nor modules, each with its value ("m"
+// or "unset").
 func CheckConfig(path string, a Arch) ([]string, error) {
+	val, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	var bad []string
+	for _, opt := range append(append([]string(nil), Required...), a.ConsoleConfig) {
+		switch v := val[opt]; v {
+		case "y":
+		case "":
+			bad = append(bad, opt+"=unset")
+		default:
+			bad = append(bad, opt+"="+v)
+		}
+	}
+	for _, m := range Modules {
+		if v := val[m.Config]; v != "y" && v != "m" {
+			if v == "" {
+				v = "unset"
+			}
+			bad = append(bad, m.Config+"="+v)
+		}
+	}
+	return bad, nil
+}
+
+// readConfig reads a kernel config file into option -> value.
+func readConfig(path string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read kernel config: %w", err)
@@ -318,15 +451,5 @@ func CheckConfig(path string, a Arch) ([]string, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read kernel config %s: %w", path, err)
 	}
-	var bad []string
-	for _, opt := range append(append([]string(nil), Required...), a.ConsoleConfig) {
-		switch v := val[opt]; v {
-		case "y":
-		case "":
-			bad = append(bad, opt+"=unset")
-		default:
-			bad = append(bad, opt+"="+v)
-		}
-	}
-	return bad, nil
+	return val, nil
 }

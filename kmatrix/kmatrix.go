@@ -34,9 +34,12 @@ const (
 
 // Options configure a matrix run.
 type Options struct {
-	Arch     string        // the guests' architecture, a key of Arches; empty means amd64
-	Kernels  []string      // series names (see Series, ArchiveSeries) or package names
-	Packages []string      // go list patterns of the packages whose tests run
+	Arch     string   // the guests' architecture, a key of Arches; empty means amd64
+	Kernels  []string // series names (see Series, ArchiveSeries) or package names
+	Packages []string // go list patterns of the packages whose tests run
+	// Commands are main packages built into /kmatrix/bin, on the tests'
+	// PATH, for tests that run a command (testenv.BuildGo finds it there).
+	Commands []string
 	Run      string        // -test.run regexp; empty runs all
 	Skip     string        // -test.skip regexp; empty skips none
 	TestArgs []string      // more arguments for every test binary
@@ -135,13 +138,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := BuildTests(ctx, arch.Name, binDir, pkgs); err != nil {
 		return nil, err
 	}
+	cmdDir := filepath.Join(o.WorkDir, "cmd")
+	if err := os.MkdirAll(cmdDir, 0o755); err != nil {
+		return nil, err
+	}
+	commands, err := BuildCommands(ctx, arch.Name, cmdDir, o.Commands)
+	if err != nil {
+		return nil, err
+	}
 	initBin := filepath.Join(o.WorkDir, "init")
 	if err := BuildInit(ctx, arch.Name, initBin); err != nil {
 		return nil, err
 	}
-	cfg := guestConfig(pkgs, TestArgs(o.Run, o.Skip, o.Timeout, o.TestArgs), o.Env, o.Timeout+initGrace)
+	cfg := guestConfig(pkgs, kernels, TestArgs(o.Run, o.Skip, o.Timeout, o.TestArgs), o.Env, o.Timeout+initGrace)
 	initrd := filepath.Join(o.WorkDir, "initramfs.cpio")
-	if err := WriteInitramfs(initrd, initBin, pkgs, cfg); err != nil {
+	if err := WriteInitramfs(initrd, initBin, pkgs, commands, kernels, cfg); err != nil {
 		return nil, err
 	}
 	rep.Build = time.Since(t0)
@@ -274,6 +285,15 @@ func (r *Report) Print(w io.Writer, withOutput bool) {
 	}
 	tw.Flush()
 
+	for _, run := range r.Runs {
+		for _, b := range run.Binaries {
+			for _, t := range b.Result.Tests {
+				if t.Bench != "" {
+					fmt.Fprintf(w, "\nBENCH %s %s %s\n", run.Kernel.Name, b.Name, strings.Join(strings.Fields(t.Bench), " "))
+				}
+			}
+		}
+	}
 	for _, run := range r.Runs {
 		if len(run.ConfigBad) > 0 {
 			fmt.Fprintf(w, "\n%s: kernel config lacks built-in %s\n", run.Kernel.Name, strings.Join(run.ConfigBad, " "))

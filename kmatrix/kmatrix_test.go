@@ -139,6 +139,8 @@ func TestCheckConfig(t *testing.T) {
 			b.WriteString(opt + "=y\n")
 		}
 	}
+	// A module of Modules may be one.
+	b.WriteString("CONFIG_FUSE_FS=m\n")
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +155,56 @@ func TestCheckConfig(t *testing.T) {
 	}
 	if _, err := CheckConfig(filepath.Join(t.TempDir(), "none"), Arches["amd64"]); err == nil {
 		t.Error("missing config: no error")
+	}
+}
+
+// The modules a kernel builds as modules are kept from its package
+// (decompressed), found again in the cache, and packed for the release
+// that needs them; a built-in one is neither kept nor asked for.
+func TestKeepModules(t *testing.T) {
+	tmp := t.TempDir()
+	root, out := filepath.Join(tmp, "root"), filepath.Join(tmp, "out")
+	mod := filepath.Join(root, "lib", "modules", "6.1.0-57-cloud-arm64", "kernel", "fs", "fuse", "fuse.ko")
+	if err := os.MkdirAll(filepath.Dir(mod), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mod, []byte("ELF"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "config"), []byte("CONFIG_FUSE_FS=m\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if files, ok := cachedModules(out); ok {
+		t.Errorf("cachedModules before keepModules = %q, complete; want incomplete", files)
+	}
+	if err := keepModules(t.Context(), root, out, "linux-image-6.1.0-57-cloud-arm64"); err != nil {
+		t.Fatal(err)
+	}
+	files, ok := cachedModules(out)
+	if want := []string{filepath.Join(out, "modules", "fuse.ko")}; !ok || !reflect.DeepEqual(files, want) {
+		t.Errorf("cachedModules = %q, %v; want %q, complete", files, ok, want)
+	}
+	k := Kernel{Release: "6.1.0-57-cloud-arm64", Modules: files}
+	cfg := guestConfig(nil, []Kernel{k, {Release: "6.12.118+deb12-cloud-arm64"}}, nil, nil, time.Minute)
+	if want := map[string][]string{k.Release: {"/kmatrix/modules/6.1.0-57-cloud-arm64/fuse.ko"}}; !reflect.DeepEqual(cfg.Modules, want) {
+		t.Errorf("guest modules %q, want %q", cfg.Modules, want)
+	}
+
+	builtin := filepath.Join(tmp, "builtin")
+	if err := os.MkdirAll(builtin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(builtin, "config"), []byte("CONFIG_FUSE_FS=y\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := keepModules(t.Context(), filepath.Join(tmp, "empty"), builtin, "linux-image-6.12.118+deb12-cloud-arm64"); err != nil {
+		t.Errorf("keepModules of a kernel with FUSE built in: %v", err)
+	}
+	if files, ok := cachedModules(builtin); !ok || len(files) != 0 {
+		t.Errorf("cachedModules with FUSE built in = %q, %v; want none, complete", files, ok)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/undo"
 )
@@ -41,19 +41,15 @@ func probe(t *testing.T, caller *Caller, target int) probeReport {
 }
 
 // sleeper starts a process with cred (nil: as this process) that only
-// waits, killed and reaped at cleanup.
+// waits, killed and reaped at cleanup: a holder helper (the test binary
+// itself, as the kernel-matrix VM has no sleep(1)).
 func sleeper(t *testing.T, cred *syscall.Credential) int {
 	t.Helper()
-	cmd := exec.Command("sleep", "1000")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	var attr *syscall.SysProcAttr
+	if cred != nil {
+		attr = &syscall.SysProcAttr{Credential: cred}
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd.Process.Pid
+	return holder.Start(t, "wait", nil, attr).PID
 }
 
 // ids is the same id four times: real, effective, saved, filesystem.

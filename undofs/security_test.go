@@ -247,13 +247,22 @@ func (e *secEnv) copyBin(t *testing.T, name string, mode uint32) string {
 func (e *secEnv) file() string { return filepath.Join(e.f.Dir(), "%d", FileName) }
 
 // judge runs the secjudge helper through prefix (a command that sets up
-// the credentials, then runs what follows it) and returns its report.
+// the credentials, then runs what follows it; env(1) then selects the
+// helper, whatever the prefix does to the environment) and returns its
+// report. Without a prefix it runs bin itself (the kernel-matrix VM has no
+// env(1)).
 func (e *secEnv) judge(t *testing.T, cred *syscall.Credential, prefix []string, bin, mode, target, line string) judgeReport {
 	t.Helper()
-	args := append(append([]string{}, prefix...), "env", testenv.HelperEnv+"=secjudge", bin, mode, target, e.file(), line)
+	args := []string{bin, mode, target, e.file(), line}
+	if len(prefix) > 0 {
+		args = append(append(append([]string{}, prefix...), "env", testenv.HelperEnv+"=secjudge"), args...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	if len(prefix) == 0 {
+		cmd.Env = append(os.Environ(), testenv.HelperEnv+"=secjudge")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	cmd.Dir = "/"
 	var errb strings.Builder

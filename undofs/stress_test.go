@@ -42,7 +42,7 @@ func TestReadersRaceExits(t *testing.T) {
 			defer wg.Done()
 			for !stop.Load() {
 				pid := pids[rand.IntN(n)]
-				b, err := os.ReadFile(path(f, pid))
+				b, err := readConcurrent(path(f, pid))
 				switch {
 				case errors.Is(err, fs.ErrNotExist):
 					gone.Add(1)
@@ -103,7 +103,7 @@ func TestSoakOpenReadClose(t *testing.T) {
 	const rate = 1000
 	var failed atomic.Int64
 	one := func() {
-		b, err := os.ReadFile(p)
+		b, err := readConcurrent(p)
 		if err != nil || string(b) != want {
 			if failed.Add(1) == 1 {
 				t.Errorf("read %s: %q, %v; want %q", p, b, err, want)

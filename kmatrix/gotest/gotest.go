@@ -46,6 +46,10 @@ type Test struct {
 	Elapsed time.Duration // from the result line
 	Output  []string      // output lines attributed to the test (at most 200)
 	Dropped int           // output lines beyond the kept ones
+	// Bench is a benchmark's result line ("BenchmarkX-2  1  5 ns/op ...");
+	// go test prints no "--- PASS" for a benchmark, so this line is what
+	// makes it pass.
+	Bench string
 }
 
 // Result is what one binary's output said.
@@ -165,11 +169,32 @@ func (p *Parser) output(s string) {
 		return
 	}
 	t := p.test(p.cur)
+	if isBenchResult(p.cur, s) && t.Status == Unfinished {
+		t.Status, t.Bench = Pass, s
+	}
 	if len(t.Output) < maxOutput {
 		t.Output = append(t.Output, s)
 	} else {
 		t.Dropped++
 	}
+}
+
+// isBenchResult reports whether line is benchmark name's result: the
+// name, optionally "-GOMAXPROCS", then whitespace and the iteration count.
+func isBenchResult(name, line string) bool {
+	if !strings.HasPrefix(name, "Benchmark") || !strings.HasPrefix(line, name) {
+		return false
+	}
+	rest := line[len(name):]
+	if strings.HasPrefix(rest, "-") {
+		rest = strings.TrimLeft(rest[1:], "0123456789")
+	}
+	f := strings.Fields(rest)
+	if len(f) < 2 || rest == "" || (rest[0] != ' ' && rest[0] != '\t') {
+		return false
+	}
+	_, err := strconv.Atoi(f[0])
+	return err == nil
 }
 
 // Result returns what the lines so far said. Tests still running count as

@@ -153,3 +153,21 @@ func TestRealBinary(t *testing.T) {
 		t.Errorf("hang: %v verdict %q panic %q, want %v, no verdict, a timeout panic", got, r.Final, r.Panic, wantHang)
 	}
 }
+
+// A benchmark passes on its result line (go test prints no "--- PASS" for
+// one), and its log lines do not count as the result.
+func TestBenchmarkResult(t *testing.T) {
+	out := "\x16=== RUN   BenchmarkSet\nBenchmarkSet\nBenchmarkSetup is not a result\n" +
+		"BenchmarkSet-2   \t       1\t2108142045 ns/op\t       406.0 floor-all-ms\n\x16=== NAME  \n\x16PASS\n" +
+		"\x16=== RUN   BenchmarkOther\nBenchmarkOther said something\n\x16--- FAIL: BenchmarkOther\n\x16FAIL\n"
+	r := gotest.Parse(out)
+	if len(r.Tests) != 2 {
+		t.Fatalf("tests %+v, want BenchmarkSet and BenchmarkOther", r.Tests)
+	}
+	if b := r.Tests[0]; b.Status != gotest.Pass || !strings.HasPrefix(b.Bench, "BenchmarkSet-2 ") {
+		t.Errorf("BenchmarkSet: %v, result %q; want PASS with its result line", b.Status, b.Bench)
+	}
+	if b := r.Tests[1]; b.Status != gotest.Fail || b.Bench != "" {
+		t.Errorf("BenchmarkOther: %v, result %q; want FAIL without a result line", b.Status, b.Bench)
+	}
+}

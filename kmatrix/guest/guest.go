@@ -33,6 +33,10 @@ type Config struct {
 	Binaries []Binary
 	Env      []string      // extra environment (KEY=VALUE) for every binary
 	Timeout  time.Duration // per binary; /init kills the binary's process group after it
+	// Modules maps a kernel release (uname -r) to the module files /init
+	// loads, in order, before the first binary, when it runs on that
+	// release.
+	Modules map[string][]string `json:",omitempty"`
 }
 
 // Kind tells what an Event reports.

@@ -60,13 +60,16 @@ type mount struct {
 	required               bool
 }
 
+// /tmp allows set-user-ID programs, as a root file system's /tmp does:
+// undofs's security tests run set-user-ID copies of their binary from
+// t.TempDir().
 var mounts = []mount{
 	{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755", true},
 	{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
 	{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
 	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "ptmxmode=0666,mode=0620", false},
 	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", false},
-	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", true},
+	{"tmpfs", "/tmp", "tmpfs", unix.MS_NODEV, "mode=1777", true},
 	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755", true},
 	{"bpf", "/sys/fs/bpf", "bpf", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=0700", true},
 	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
@@ -127,10 +130,29 @@ func main() {
 		"SEMUNDO_VM=1",
 	}, cfg.Env...)
 	_ = os.MkdirAll("/root", 0o700)
+	for _, m := range cfg.Modules[unix.ByteSliceToString(uts.Release[:])] {
+		if err := loadModule(m); err != nil {
+			rep.errorf("%v", err)
+		}
+	}
 	for _, b := range cfg.Binaries {
 		runBinary(rep, b, env, cfg.Timeout)
 	}
 	rep.send(guest.Event{Kind: guest.KindDone})
+}
+
+// loadModule inserts a kernel module file (there is no modprobe in the
+// VM); one already loaded is fine.
+func loadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("load module: %w", err)
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("load module %s: finit_module: %w", path, err)
+	}
+	return nil
 }
 
 func uptime() time.Duration {

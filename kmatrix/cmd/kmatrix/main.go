@@ -79,6 +79,7 @@ func parse(args []string, out io.Writer) (*command, error) {
 	smp := fs.Int("smp", 2, "guest CPUs")
 	short := fs.Bool("short", false, "pass -test.short to every binary (shorter soak tests)")
 	appendArgs := fs.String("append", "", "extra kernel command line parameters, e.g. loglevel=7")
+	commands := fs.String("cmd", "", "comma-separated main packages built into the VM's PATH for tests that run them, e.g. ./cmd/semundo")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: kmatrix [flags] [PKG...] [-- TESTFLAGS...]\n\nPackages default to %s.\n\n", strings.Join(DefaultPackages, " "))
 		fs.PrintDefaults()
@@ -107,12 +108,7 @@ func parse(args []string, out io.Writer) (*command, error) {
 	if *kernels == "" {
 		*kernels = strings.Join(a.DefaultKernels, ",")
 	}
-	var names []string
-	for _, k := range strings.Split(*kernels, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			names = append(names, k)
-		}
-	}
+	names := splitList(*kernels)
 	if len(names) == 0 || *timeout <= 0 || *vmTimeout < 0 || *smp <= 0 {
 		fs.Usage()
 		return nil, errUsage
@@ -122,6 +118,7 @@ func parse(args []string, out io.Writer) (*command, error) {
 			Arch:      a.Name,
 			Kernels:   names,
 			Packages:  pkgs,
+			Commands:  splitList(*commands),
 			Run:       *runRE,
 			Skip:      *skipRE,
 			TestArgs:  extra,
@@ -136,6 +133,17 @@ func parse(args []string, out io.Writer) (*command, error) {
 		keep:    *keep,
 		verbose: *verbose,
 	}, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, k := range strings.Split(s, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func run() int {
