@@ -99,6 +99,10 @@ static __always_inline void emit(void *out, const void *data, __u32 len)
  * namespace, and loads the program again with the right one. */
 #define SCAN_PIDNS_LEVEL 2
 
+/* The level of the reader's PID namespace (0 for the initial one), a
+ * constant of the load: pids are reported as the reader sees them there. */
+const volatile __u32 pidns_level = 0;
+
 /* The depth of the reader's PID namespace, as its task has it. */
 __u32 reader_level = 0;
 
@@ -145,11 +149,11 @@ __attribute__((noinline)) int visit(__u64 task_addr, __u64 session, __u64 mine)
 	 * the reader's namespace as the task iterator does. */
 	if (mine && pidns_of(task) != mine)
 		return 0;
-	if (filter_tid && pid_at_level(task) != filter_tid)
+	if (filter_tid && pid_at_level(task, pidns_level) != filter_tid)
 		return 0;
-	if (filter_tgid && pid_at_level(BPF_CORE_READ(task, group_leader)) != filter_tgid)
+	if (filter_tgid && pid_at_level(BPF_CORE_READ(task, group_leader), pidns_level) != filter_tgid)
 		return 0;
-	struct walk *w = begin(out, session, task, &rec);
+	struct walk *w = begin(out, session, task, &rec, pidns_level);
 	if (!w)
 		return 0;
 	__u64 first = w->pos;

@@ -27,6 +27,28 @@ static __always_inline void emit(void *out, const void *data, __u32 len)
 
 #include "lists.h"
 
+/* The level of the reader's PID namespace (0 for the initial one), whose
+ * tasks the iterator walks (the namespace of the task that opened its seq
+ * file) and whose pids it reports, and the pass that read it. From the
+ * reader's own task, which reads the seq file: not from user space, which
+ * can only count the levels in the NSpid line of a /proc, and a container's
+ * own /proc shows none above it (the records would carry the pids of the
+ * initial namespace). bpf_get_current_task (not _btf: Linux 5.11) and
+ * probe reads, for the bounded program of 5.8-5.16. Read once a pass:
+ * every task asks. */
+__u64 reader_pidns_session = 0;
+__u32 reader_pidns_level = 0;
+
+static __always_inline __u32 reader_level(__u64 session)
+{
+	if (reader_pidns_session != session) {
+		struct task_struct *me = (struct task_struct *)bpf_get_current_task();
+		reader_pidns_level = BPF_CORE_READ(me, thread_pid, level);
+		reader_pidns_session = session;
+	}
+	return reader_pidns_level;
+}
+
 /* Blocked semop callers. A task whose registers say it sleeps in semop or
  * semtimedop names the set; the first such task of a pass walks all of that
  * set's queues once and notes each queued sleeper here, keyed by its
@@ -339,8 +361,9 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	if (!s)
 		return;
 	struct semundo_wait *rec = (struct semundo_wait *)s->buf;
-	rec->tid = pidns_level ? pid_at_level(task) : task->pid;
-	rec->tgid = pidns_level ? pid_at_level(BPF_CORE_READ(task, group_leader)) : task->tgid;
+	__u32 lvl = reader_level(session);
+	rec->tid = lvl ? pid_at_level(task, lvl) : task->pid;
+	rec->tgid = lvl ? pid_at_level(BPF_CORE_READ(task, group_leader), lvl) : task->tgid;
 	rec->list = 0;
 	rec->ipcns = v->ipcns;
 	rec->flags = SEMUNDO_TASK_WAITER;
@@ -388,7 +411,8 @@ int semundo_tasks(struct bpf_iter__task *ctx)
 		waiter(ctx, task);
 	if (!want_lists)
 		return 0;
-	struct walk *w = begin(ctx->meta->seq, ctx->meta->session_id, task, &rec);
+	__u64 session = ctx->meta->session_id;
+	struct walk *w = begin(ctx->meta->seq, session, task, &rec, reader_level(session));
 	if (!w)
 		return 0;
 	__u64 first = w->pos;
@@ -403,7 +427,8 @@ SEC("iter/task")
 int semundo_tasks_bounded(struct bpf_iter__task *ctx)
 {
 	struct semundo_task rec = {};
-	struct walk *w = begin(ctx->meta->seq, ctx->meta->session_id, ctx->task, &rec);
+	__u64 session = ctx->meta->session_id;
+	struct walk *w = begin(ctx->meta->seq, session, ctx->task, &rec, reader_level(session));
 	int i;
 
 	if (!w)
