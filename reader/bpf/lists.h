@@ -2,9 +2,11 @@
 /*
  * Reading one task's undo list: the part of semundo's reader that the
  * seq_file task iterator (semundo.bpf.c) and the open-coded one
- * (openiter.bpf.c) share. The includer defines emit(), which writes a
- * task record (and the entries behind it) to wherever its pass sends
- * them, before including this file.
+ * (openiter.bpf.c) share. Before including this file the includer
+ * defines emit(), which writes a task record (and the entries behind it)
+ * to wherever its pass sends them, and pid_level(), the level of the
+ * reader's PID namespace (0 for the initial one), whose pids the records
+ * carry.
  */
 #ifndef SEMUNDO_LISTS_H
 #define SEMUNDO_LISTS_H
@@ -329,11 +331,10 @@ static __always_inline __u32 owner_of(struct task_struct *task, struct sem_undo_
 	return tid;
 }
 
-/* Writes the task's record, with pids of the PID namespace of level lvl
- * (the reader's), and its list when it carries it; returns the walk to
- * follow (set up), or 0 when the task is done. */
+/* Writes the task's record, and its list when it carries it; returns the
+ * walk to follow (set up), or 0 when the task is done. */
 static __always_inline struct walk *begin(void *out, __u64 session, struct task_struct *task,
-					  struct semundo_task *rec, __u32 lvl)
+					  struct semundo_task *rec)
 {
 	__u32 zero = 0;
 
@@ -351,6 +352,7 @@ static __always_inline struct walk *begin(void *out, __u64 session, struct task_
 	if (!ns)
 		return 0;
 
+	__u32 lvl = pid_level(session);
 	rec->tid = lvl ? pid_at_level(task, lvl) : task->pid;
 	rec->tgid = lvl ? pid_at_level(BPF_CORE_READ(task, group_leader), lvl) : task->tgid;
 	rec->list = owner_of(task, ulp, session, rec->tid, lvl);
