@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
 )
@@ -51,12 +54,39 @@ func init() {
 	}
 }
 
-// pidNSChild adds 3 to semaphore 1 of set semid with SEM_UNDO, then prints
-// one line per path, "seq" and "open": the path, then the lists its reader
-// (without waiters) scans and the list ReadProcess(1) reads, as JSON, or
-// "error" and why. arg is the set's id, followed by ",proc" for a child
-// that first mounts the /proc of its own PID namespace (in its own mount
-// namespace), as a container does.
+// pidNSReaders are the readers pidNSChild reads with, by name: every path
+// and program variant that numbers pids.
+var pidNSReaders = []struct {
+	name string
+	opts Options
+}{
+	{"seq", Options{NoWaiters: true, path: pathSeq}},
+	{"seq-bounded", Options{NoWaiters: true, Bounded: true}},
+	{"seq-waiters", Options{path: pathSeq}},
+	{"open", Options{NoWaiters: true, path: pathOpen}},
+	{"open-waiters", Options{path: pathOpen}},
+}
+
+// pidNSResult is what pidNSChild prints for one reader.
+type pidNSResult struct {
+	// Scan are the lists a scan found, PID1 the list ReadProcess(1) read.
+	Scan []List
+	PID1 *List `json:"pid1"`
+	// Waiters are those of the first scan that saw a waiter on the set
+	// (the blocked thread, BlockedTID as it knows itself), or of the last
+	// scan when none did; WaitersErr says why they are missing.
+	Waiters    []Waiter
+	WaitersErr string
+	BlockedTID int
+}
+
+// pidNSChild adds 3 to semaphore 1 of set semid with SEM_UNDO, blocks a
+// thread in a semop that waits for semaphore 0 (which a holder outside
+// keeps at 1) to be zero, then prints one line per reader of
+// pidNSReaders: its name, then a pidNSResult as JSON, or "error" and why.
+// arg is the set's id, followed by ",proc" for a child that first mounts
+// the /proc of its own PID namespace (in its own mount namespace), as a
+// container does. The blocked thread ends with the process.
 func pidNSChild(arg string) int {
 	semid, proc := strings.CutSuffix(arg, ",proc")
 	id, err := strconv.Atoi(semid)
@@ -73,11 +103,15 @@ func pidNSChild(arg string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	for _, p := range []struct {
-		name string
-		path scanPath
-	}{{"seq", pathSeq}, {"open", pathOpen}} {
-		out, err := pidNSRead(p.path)
+	blocked := make(chan int)
+	go func() {
+		runtime.LockOSThread()
+		blocked <- unix.Gettid()
+		sysvsem.Op(id, []sysvsem.Sembuf{{Num: 0, Op: 0}})
+	}()
+	tid := <-blocked
+	for _, p := range pidNSReaders {
+		out, err := pidNSRead(p.opts, id, tid)
 		if err != nil {
 			fmt.Printf("%s error %v\n", p.name, err)
 			continue
@@ -87,19 +121,35 @@ func pidNSChild(arg string) int {
 	return 0
 }
 
-func pidNSRead(path scanPath) ([]byte, error) {
-	r, err := Open(&Options{NoWaiters: true, path: path})
+func pidNSRead(opts Options, semid, tid int) ([]byte, error) {
+	r, err := Open(&opts)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	snap, err := r.Scan()
-	if err != nil {
+	res := pidNSResult{BlockedTID: tid}
+	var serr error
+	// The thread may not sleep in its semop yet: scan again until a scan
+	// shows a waiter on the set (or says why it cannot), whatever pids it
+	// carries: those are for the test to judge.
+	testenv.Until(testenv.Patience, func() bool {
+		var snap *Snapshot
+		snap, serr = r.Scan()
+		if serr != nil {
+			return true
+		}
+		res.Scan, res.Waiters = snap.Lists, snap.Waiters
+		if snap.WaitersErr != nil {
+			res.WaitersErr = snap.WaitersErr.Error()
+			return true
+		}
+		return slices.ContainsFunc(snap.Waiters, func(w Waiter) bool { return w.Semid == int32(semid) })
+	})
+	if serr != nil {
+		return nil, serr
+	}
+	if res.PID1, err = r.ReadProcess(1); err != nil {
 		return nil, err
 	}
-	one, err := r.ReadProcess(1)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(map[string]any{"scan": snap.Lists, "pid1": one})
+	return json.Marshal(res)
 }

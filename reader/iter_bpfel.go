@@ -149,7 +149,8 @@ const (
 	iterVarNonceCounter         = "nonce_counter"
 	iterVarNrSemop              = "nr_semop"
 	iterVarNrSemtimedop         = "nr_semtimedop"
-	iterVarPidnsLevel           = "pidns_level"
+	iterVarReaderPidnsLevel     = "reader_pidns_level"
+	iterVarReaderPidnsSession   = "reader_pidns_session"
 	iterVarRingBytes            = "ring_bytes"
 	iterVarSleepersLost         = "sleepers_lost"
 	iterVarSleepersMask         = "sleepers_mask"
@@ -226,19 +227,20 @@ type iterMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type iterVariableSpecs struct {
-	NonceCounter *ebpf.VariableSpec `ebpf:"nonce_counter"`
-	NrSemop      *ebpf.VariableSpec `ebpf:"nr_semop"`
-	NrSemtimedop *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
-	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
-	RingBytes    *ebpf.VariableSpec `ebpf:"ring_bytes"`
-	SleepersLost *ebpf.VariableSpec `ebpf:"sleepers_lost"`
-	SleepersMask *ebpf.VariableSpec `ebpf:"sleepers_mask"`
-	UnusedChunk  *ebpf.VariableSpec `ebpf:"unused_chunk"`
-	UnusedEntry  *ebpf.VariableSpec `ebpf:"unused_entry"`
-	UnusedTask   *ebpf.VariableSpec `ebpf:"unused_task"`
-	UnusedWait   *ebpf.VariableSpec `ebpf:"unused_wait"`
-	WantLists    *ebpf.VariableSpec `ebpf:"want_lists"`
-	WantWaiters  *ebpf.VariableSpec `ebpf:"want_waiters"`
+	NonceCounter       *ebpf.VariableSpec `ebpf:"nonce_counter"`
+	NrSemop            *ebpf.VariableSpec `ebpf:"nr_semop"`
+	NrSemtimedop       *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
+	ReaderPidnsLevel   *ebpf.VariableSpec `ebpf:"reader_pidns_level"`
+	ReaderPidnsSession *ebpf.VariableSpec `ebpf:"reader_pidns_session"`
+	RingBytes          *ebpf.VariableSpec `ebpf:"ring_bytes"`
+	SleepersLost       *ebpf.VariableSpec `ebpf:"sleepers_lost"`
+	SleepersMask       *ebpf.VariableSpec `ebpf:"sleepers_mask"`
+	UnusedChunk        *ebpf.VariableSpec `ebpf:"unused_chunk"`
+	UnusedEntry        *ebpf.VariableSpec `ebpf:"unused_entry"`
+	UnusedTask         *ebpf.VariableSpec `ebpf:"unused_task"`
+	UnusedWait         *ebpf.VariableSpec `ebpf:"unused_wait"`
+	WantLists          *ebpf.VariableSpec `ebpf:"want_lists"`
+	WantWaiters        *ebpf.VariableSpec `ebpf:"want_waiters"`
 }
 
 // iterObjects contains all objects after they have been loaded into the kernel.
@@ -288,19 +290,20 @@ func (m *iterMaps) Close() error {
 //
 // It can be passed to loadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type iterVariables struct {
-	NonceCounter *ebpf.Variable `ebpf:"nonce_counter"`
-	NrSemop      *ebpf.Variable `ebpf:"nr_semop"`
-	NrSemtimedop *ebpf.Variable `ebpf:"nr_semtimedop"`
-	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
-	RingBytes    *ebpf.Variable `ebpf:"ring_bytes"`
-	SleepersLost *ebpf.Variable `ebpf:"sleepers_lost"`
-	SleepersMask *ebpf.Variable `ebpf:"sleepers_mask"`
-	UnusedChunk  *ebpf.Variable `ebpf:"unused_chunk"`
-	UnusedEntry  *ebpf.Variable `ebpf:"unused_entry"`
-	UnusedTask   *ebpf.Variable `ebpf:"unused_task"`
-	UnusedWait   *ebpf.Variable `ebpf:"unused_wait"`
-	WantLists    *ebpf.Variable `ebpf:"want_lists"`
-	WantWaiters  *ebpf.Variable `ebpf:"want_waiters"`
+	NonceCounter       *ebpf.Variable `ebpf:"nonce_counter"`
+	NrSemop            *ebpf.Variable `ebpf:"nr_semop"`
+	NrSemtimedop       *ebpf.Variable `ebpf:"nr_semtimedop"`
+	ReaderPidnsLevel   *ebpf.Variable `ebpf:"reader_pidns_level"`
+	ReaderPidnsSession *ebpf.Variable `ebpf:"reader_pidns_session"`
+	RingBytes          *ebpf.Variable `ebpf:"ring_bytes"`
+	SleepersLost       *ebpf.Variable `ebpf:"sleepers_lost"`
+	SleepersMask       *ebpf.Variable `ebpf:"sleepers_mask"`
+	UnusedChunk        *ebpf.Variable `ebpf:"unused_chunk"`
+	UnusedEntry        *ebpf.Variable `ebpf:"unused_entry"`
+	UnusedTask         *ebpf.Variable `ebpf:"unused_task"`
+	UnusedWait         *ebpf.Variable `ebpf:"unused_wait"`
+	WantLists          *ebpf.Variable `ebpf:"want_lists"`
+	WantWaiters        *ebpf.Variable `ebpf:"want_waiters"`
 }
 
 // iterPrograms contains all programs after they have been loaded into the kernel.

@@ -123,34 +123,35 @@ func lists(t testing.TB, r *Reader, pids []int) []List {
 	return out
 }
 
-// TestReaderInPIDNamespace runs readers (both paths, without waiters) as
-// pid 1 of a new PID namespace that holds an undo list, while a holder
-// outside it holds another: each must report the list of pid 1 alone, with
-// the pids of its own namespace. The open-coded scan walks every task of
-// the machine, and keeps those of the reader's namespace itself. With the
-// namespace's own /proc mounted (as in a container), whose NSpid line
-// counts no level above it, the open-coded scan must still find the
-// namespace by itself (the task iterator then reports the pids of the
-// initial namespace: not checked here).
+// TestReaderInPIDNamespace runs readers (every path and program variant,
+// with and without waiters: pidNSReaders) as pid 1 of a new PID namespace
+// that holds an undo list and has a thread blocked in semop, while a holder
+// outside it holds another: each must report the list of pid 1 alone, and
+// the blocked thread, with the pids of its own namespace. The open-coded
+// scan walks every task of the machine, and keeps those of the reader's
+// namespace itself. With the namespace's own /proc mounted (as in a
+// container), whose NSpid line counts no level above it, every path must
+// still number pids in the reader's namespace: each takes its depth from
+// the reader's task.
 func TestReaderInPIDNamespace(t *testing.T) {
 	testenv.RequireRoot(t)
 	s := holder.NewSet(t, 2)
 	outside := holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}, nil)
 	openCoded := kernelAtLeast(t, 6, 7)
-	for _, c := range []struct {
-		name, arg string
-		paths     []string
-	}{
-		{"host-proc", strconv.Itoa(s), []string{"seq", "open"}},
-		{"own-proc", strconv.Itoa(s) + ",proc", []string{"open"}},
+	// bpf_loop and bpf_task_pt_regs: TestWaitersSupported checks that the
+	// reader says so where they are missing.
+	waiters := kernelAtLeast(t, 5, 17)
+	for _, c := range []struct{ name, arg string }{
+		{"host-proc", strconv.Itoa(s)},
+		{"own-proc", strconv.Itoa(s) + ",proc"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := runPIDNSChild(t, c.arg, c.name == "own-proc")
-			for _, name := range c.paths {
-				if name == "open" && !openCoded {
+			for _, rd := range pidNSReaders {
+				if rd.opts.path == pathOpen && !openCoded {
 					continue // TestScanPathsAgree checks that Open says why
 				}
-				checkPIDNSRead(t, name, got[name], s, outside.PID)
+				checkPIDNSRead(t, rd.name, got[rd.name], s, outside.PID, waiters && !rd.opts.NoWaiters)
 			}
 		})
 	}
@@ -158,7 +159,7 @@ func TestReaderInPIDNamespace(t *testing.T) {
 
 // runPIDNSChild runs the test binary as pid 1 of a new PID namespace (and
 // mount namespace, with mountNS) in pidNSChild's mode, with arg, and
-// returns what it printed for each path.
+// returns what it printed for each reader.
 func runPIDNSChild(t *testing.T, arg string, mountNS bool) map[string]string {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envPIDNSChild+"="+arg)
@@ -180,27 +181,35 @@ func runPIDNSChild(t *testing.T, arg string, mountNS bool) map[string]string {
 	return got
 }
 
-// checkPIDNSRead checks what a path read as pid 1 of a new PID namespace:
-// its own list alone, adj -3 on semaphore 1 of set semid.
-func checkPIDNSRead(t *testing.T, path, res string, semid, outside int) {
+// checkPIDNSRead checks what a reader read as pid 1 of a new PID
+// namespace: its own list alone, adj -3 on semaphore 1 of set semid, and,
+// with waiters, its thread blocked on that set alone.
+func checkPIDNSRead(t *testing.T, name, res string, semid, outside int, waiters bool) {
 	t.Helper()
-	var r struct {
-		Scan []List
-		PID1 *List `json:"pid1"`
-	}
+	var r pidNSResult
 	if err := json.Unmarshal([]byte(res), &r); err != nil || r.PID1 == nil {
-		t.Errorf("%s path in a new PID namespace: %s", path, res)
+		t.Errorf("%s reader in a new PID namespace: %s", name, res)
 		return
 	}
 	// The threads are not compared: the Go runtime of pid 1 may start
 	// one between two reads.
 	for _, l := range append(r.Scan, *r.PID1) {
 		if len(l.Processes) != 1 || l.Processes[0].PID != 1 || l.Entry(int32(semid)) == nil || l.Entry(int32(semid)).Adj[1] != -3 {
-			t.Errorf("%s path in a new PID namespace read %+v, want pid 1's list alone (adj -3 on semaphore 1; holder %d outside left out)", path, l, outside)
+			t.Errorf("%s reader in a new PID namespace read %+v, want pid 1's list alone (adj -3 on semaphore 1; holder %d outside left out)", name, l, outside)
 		}
 	}
 	if len(r.Scan) != 1 {
-		t.Errorf("%s path in a new PID namespace found %d lists, want 1", path, len(r.Scan))
+		t.Errorf("%s reader in a new PID namespace found %d lists, want 1", name, len(r.Scan))
+	}
+	if !waiters {
+		return
+	}
+	if r.WaitersErr != "" {
+		t.Errorf("%s reader in a new PID namespace read no waiters: %s", name, r.WaitersErr)
+		return
+	}
+	if len(r.Waiters) != 1 || r.Waiters[0].PID != 1 || r.Waiters[0].TID != r.BlockedTID || r.Waiters[0].Semid != int32(semid) {
+		t.Errorf("%s reader in a new PID namespace read waiters %+v, want pid 1's thread %d alone, on set %d", name, r.Waiters, r.BlockedTID, semid)
 	}
 }
 

@@ -133,10 +133,6 @@ func Open(opts *Options) (*Reader, error) {
 	if err := rlimit.RemoveMemlock(); err != nil && !errors.Is(err, unix.EPERM) {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF: %w", err)
 	}
-	level, err := pidnsLevel(procfs.NewDefaultFS())
-	if err != nil {
-		return nil, err
-	}
 	// One decoding of the kernel's BTF (about 20-40 ms) serves the probes
 	// and the loads: cilium/ebpf's LoadKernelSpec does not cache.
 	types := btf.NewCache()
@@ -154,7 +150,7 @@ func Open(opts *Options) (*Reader, error) {
 		path = pathSeq
 	}
 	if path == pathOpen || (path == pathAuto && opts.NoWaiters && !opts.Bounded) {
-		oc, err := tryOpenIter(types, level, lopts, opts, ph)
+		oc, err := tryOpenIter(types, lopts, opts, ph)
 		if err != nil && path == pathOpen {
 			return nil, err
 		}
@@ -165,7 +161,7 @@ func Open(opts *Options) (*Reader, error) {
 		r.waitersErr = errWaitersOff
 		return r, nil
 	}
-	if err := r.openIter(opts, level, types, lopts, ph); err != nil {
+	if err := r.openIter(opts, types, lopts, ph); err != nil {
 		if r.oc != nil {
 			r.oc.Close()
 		}
@@ -175,7 +171,11 @@ func Open(opts *Options) (*Reader, error) {
 }
 
 // tryOpenIter loads the open-coded scan where the kernel has it.
-func tryOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, opts *Options, ph *phases) (*openIter, error) {
+func tryOpenIter(types *btf.Cache, lopts ebpf.CollectionOptions, opts *Options, ph *phases) (*openIter, error) {
+	level, err := pidnsLevel(procfs.NewDefaultFS())
+	if err != nil {
+		return nil, err
+	}
 	ph.done("setup")
 	if err := openIterSupport(types); err != nil {
 		return nil, err
@@ -198,14 +198,12 @@ func tryOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, opts
 }
 
 // openIter loads and attaches the task iterator. With the open-coded scan
-// loaded it reads the waiters alone.
-func (r *Reader) openIter(opts *Options, level int, types *btf.Cache, lopts ebpf.CollectionOptions, ph *phases) error {
+// loaded it reads the waiters alone. The program takes the depth of the
+// reader's PID namespace from the reader's task, not from pidnsLevel.
+func (r *Reader) openIter(opts *Options, types *btf.Cache, lopts ebpf.CollectionOptions, ph *phases) error {
 	spec, err := loadIter()
 	if err != nil {
 		return fmt.Errorf("load BPF object: %w", err)
-	}
-	if err := spec.Variables["pidns_level"].Set(uint32(level)); err != nil {
-		return fmt.Errorf("set pidns_level: %w", err)
 	}
 	if r.oc != nil {
 		if err := spec.Variables["want_lists"].Set(uint32(0)); err != nil {
@@ -447,8 +445,10 @@ func sleepersSize(owners uint32) uint32 {
 	return n
 }
 
-// pidnsLevel returns the depth of the caller's PID namespace: the number of
-// ids on the NSpid line of its status, less one.
+// pidnsLevel returns the depth of the caller's PID namespace as the NSpid
+// line of its status in /proc counts it: the number of ids less one. A
+// /proc of the caller's own namespace (a container's) counts no level above
+// it: the open-coded scan loads with this guess and corrects it.
 func pidnsLevel(p procfs.FS) (int, error) {
 	st, err := p.SelfStatus()
 	if err != nil {

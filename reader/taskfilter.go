@@ -14,7 +14,9 @@ import (
 // iterTaskInfo is the task member of the kernel's union bpf_iter_link_info
 // (Linux >= 6.1), padded to the union's size: a nonzero tid makes the
 // iterator visit that task alone, a nonzero pid the threads of that
-// process. Both are pids of the PID namespace the iterator is read in.
+// process. Both are pids of the PID namespace of the task that opens the
+// iterator's seq file (the kernel looks them up there at each open): the
+// reader's, whose pids the records carry.
 type iterTaskInfo struct {
 	tid   uint32
 	pid   uint32

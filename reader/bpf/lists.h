@@ -2,17 +2,14 @@
 /*
  * Reading one task's undo list: the part of semundo's reader that the
  * seq_file task iterator (semundo.bpf.c) and the open-coded one
- * (openiter.bpf.c) share. The includer defines emit(), which writes a
- * task record (and the entries behind it) to wherever its pass sends
- * them, before including this file.
+ * (openiter.bpf.c) share. Before including this file the includer
+ * defines emit(), which writes a task record (and the entries behind it)
+ * to wherever its pass sends them, and pid_level(), the level of the
+ * reader's PID namespace (0 for the initial one), whose pids the records
+ * carry.
  */
 #ifndef SEMUNDO_LISTS_H
 #define SEMUNDO_LISTS_H
-
-/* The level of the reader's PID namespace (0 for the initial one): the
- * iterator walks the tasks of that namespace, and pids are reported as the
- * reader sees them there. */
-const volatile __u32 pidns_level = 0;
 
 /* IPC ids carry the index in their low bits: 15 of them, or 24 when the
  * kernel was booted with ipcmni_extend. */
@@ -111,7 +108,6 @@ __u64 nonce_counter = 0;
  * included: what the open-coded scan sizes its ring by. */
 __u64 ring_bytes = 0;
 
-/* The task's pid number at the reader's PID namespace level. */
 /* The address of the task's struct upid at PID namespace level lvl > 0, 0
  * when its pid has no number that deep. The local struct upid is smaller
  * than the kernel's: index by the kernel's size, not by C's. */
@@ -124,9 +120,11 @@ static __always_inline void *upid_at_level(struct task_struct *task, __u32 lvl)
 	return (void *)p + bpf_core_field_offset(struct pid, numbers) + lvl * bpf_core_type_size(struct upid);
 }
 
-static __always_inline __u32 pid_at_level(struct task_struct *task)
+/* The task's pid number in its PID namespace of level lvl: the reader's
+ * (0 for the initial one), where pids are reported as the reader sees
+ * them. */
+static __always_inline __u32 pid_at_level(struct task_struct *task, __u32 lvl)
 {
-	__u32 lvl = pidns_level;
 	int nr = 0;
 
 	if (lvl == 0)
@@ -300,7 +298,7 @@ static long walk_step(__u64 i, void *data)
 /* The list address, and the tid of the task that carries it this pass;
  * 0 when the task has no list. */
 static __always_inline __u32 owner_of(struct task_struct *task, struct sem_undo_list *ulp, __u64 session,
-				     __u32 tid)
+				     __u32 tid, __u32 lvl)
 {
 	/* A direct load: ulp is a BTF pointer the verifier follows. */
 	int refs = *(int *)&ulp->refcnt;
@@ -322,7 +320,7 @@ static __always_inline __u32 owner_of(struct task_struct *task, struct sem_undo_
 	 * showed it (the thread is newer): the leader carries it. */
 	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 	if (leader != task && BPF_CORE_READ(leader, sysvsem.undo_list) == ulp) {
-		__u32 ltid = pid_at_level(leader);
+		__u32 ltid = pid_at_level(leader, lvl);
 		__u32 slot = ltid & (SHOWN - 1);
 		__u64 *v = bpf_map_lookup_elem(&shown, &slot);
 		if (v && *v == ((__u64)ltid << 32 | (__u32)session))
@@ -333,8 +331,8 @@ static __always_inline __u32 owner_of(struct task_struct *task, struct sem_undo_
 	return tid;
 }
 
-/* Writes the task's record, and its list when it carries it; returns 1 when
- * a walk must follow (w is set up), 0 when the task is done. */
+/* Writes the task's record, and its list when it carries it; returns the
+ * walk to follow (set up), or 0 when the task is done. */
 static __always_inline struct walk *begin(void *out, __u64 session, struct task_struct *task,
 					  struct semundo_task *rec)
 {
@@ -354,9 +352,10 @@ static __always_inline struct walk *begin(void *out, __u64 session, struct task_
 	if (!ns)
 		return 0;
 
-	rec->tid = pidns_level ? pid_at_level(task) : task->pid;
-	rec->tgid = pidns_level ? pid_at_level(BPF_CORE_READ(task, group_leader)) : task->tgid;
-	rec->list = owner_of(task, ulp, session, rec->tid);
+	__u32 lvl = pid_level(session);
+	rec->tid = lvl ? pid_at_level(task, lvl) : task->pid;
+	rec->tgid = lvl ? pid_at_level(BPF_CORE_READ(task, group_leader), lvl) : task->tgid;
+	rec->list = owner_of(task, ulp, session, rec->tid, lvl);
 	rec->ipcns = ns->ns.inum;
 	bpf_probe_read_kernel(rec->comm, sizeof(rec->comm), task->comm);
 	if (rec->list != rec->tid) {

@@ -40,6 +40,17 @@ extern void bpf_rcu_read_unlock(void) __ksym;
  * defined below, after the ring buffer it flushes to. */
 static __always_inline void emit(void *out, const void *data, __u32 len);
 
+/* The level of the reader's PID namespace (0 for the initial one), a
+ * constant of the load: pids are reported as the reader sees them there. */
+const volatile __u32 pidns_level = 0;
+
+/* lists.h's level of the pids in records: the constant, which the
+ * verifier follows. */
+static __always_inline __u32 pid_level(__u64 session)
+{
+	return pidns_level;
+}
+
 #include "lists.h"
 
 #define BATCH_SIZE (1 << 16)
@@ -145,9 +156,9 @@ __attribute__((noinline)) int visit(__u64 task_addr, __u64 session, __u64 mine)
 	 * the reader's namespace as the task iterator does. */
 	if (mine && pidns_of(task) != mine)
 		return 0;
-	if (filter_tid && pid_at_level(task) != filter_tid)
+	if (filter_tid && pid_at_level(task, pidns_level) != filter_tid)
 		return 0;
-	if (filter_tgid && pid_at_level(BPF_CORE_READ(task, group_leader)) != filter_tgid)
+	if (filter_tgid && pid_at_level(BPF_CORE_READ(task, group_leader), pidns_level) != filter_tgid)
 		return 0;
 	struct walk *w = begin(out, session, task, &rec);
 	if (!w)

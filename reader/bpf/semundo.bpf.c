@@ -25,6 +25,28 @@ static __always_inline void emit(void *out, const void *data, __u32 len)
 	bpf_seq_write((struct seq_file *)out, (void *)data, len);
 }
 
+/* The level of the reader's PID namespace (0 for the initial one), whose
+ * tasks the iterator walks (the namespace of the task that opened its seq
+ * file) and whose pids the records carry (lists.h's pid_level), and the
+ * pass that read it. From the reader's own task, which reads the seq file:
+ * not from user space, which can only count the levels in the NSpid line
+ * of a /proc, and a container's own /proc shows none above it (the records
+ * carried the pids of the initial namespace). bpf_get_current_task (the
+ * _btf one came in Linux 5.11) and probe reads, for the bounded program of
+ * 5.8-5.16. Read once a pass: every task with a list or in semop asks. */
+__u64 reader_pidns_session = 0;
+__u32 reader_pidns_level = 0;
+
+static __always_inline __u32 pid_level(__u64 session)
+{
+	if (reader_pidns_session != session) {
+		struct task_struct *me = (struct task_struct *)bpf_get_current_task();
+		reader_pidns_level = BPF_CORE_READ(me, thread_pid, level);
+		reader_pidns_session = session;
+	}
+	return reader_pidns_level;
+}
+
 #include "lists.h"
 
 /* Blocked semop callers. A task whose registers say it sleeps in semop or
@@ -339,8 +361,9 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	if (!s)
 		return;
 	struct semundo_wait *rec = (struct semundo_wait *)s->buf;
-	rec->tid = pidns_level ? pid_at_level(task) : task->pid;
-	rec->tgid = pidns_level ? pid_at_level(BPF_CORE_READ(task, group_leader)) : task->tgid;
+	__u32 lvl = pid_level(session);
+	rec->tid = lvl ? pid_at_level(task, lvl) : task->pid;
+	rec->tgid = lvl ? pid_at_level(BPF_CORE_READ(task, group_leader), lvl) : task->tgid;
 	rec->list = 0;
 	rec->ipcns = v->ipcns;
 	rec->flags = SEMUNDO_TASK_WAITER;
