@@ -80,37 +80,28 @@ func (s *Session) runToSelfStop(op string) (uint64, error) {
 			return 0, s.lost(op, err)
 		}
 		kind, sig := classify(ws)
-		switch {
-		case r.Rip == uint64(s.stopAt):
-			// The stub's own stop (or one for a signal dequeued before
-			// its own, which then stays pending and, ignored, does
-			// nothing once we are gone).
-			if kind == stopSignal && sig != s.stopSig {
-				if err := s.catch(sig); err != nil {
-					return 0, err
-				}
+		own := r.Rip == uint64(s.stopAt)
+		// Every signal met is kept for Detach but the stub's own at its
+		// stop (a signal dequeued before it there leaves it pending,
+		// and, ignored, it does nothing once we are gone).
+		if kind == stopSignal && !(own && sig == s.stopSig) {
+			if err := s.catch(sig); err != nil {
+				return 0, err
 			}
+		}
+		switch {
+		case own:
 			s.atSelfStop = true
 			s.stats.SelfStops++
 			return r.R12, nil
 		case r.Rip < uint64(s.stub) || r.Rip >= uint64(s.stub)+stubRipSlot:
 			// Out of the stub without its stop: the call ran, its
 			// result is lost. The thread is in its own code again.
-			if kind == stopSignal {
-				if err := s.catch(sig); err != nil {
-					return 0, err
-				}
-			}
 			return 0, s.escaped(op, &r)
 		}
 		// In the stub, short of its stop: a signal before the call or
-		// during it, or our interrupt of a thread that waited for a
-		// CPU. Keep the signal for Detach and go on.
-		if kind == stopSignal {
-			if err := s.catch(sig); err != nil {
-				return 0, err
-			}
-		}
+		// during it, or the watchdog's signal to a thread that waited
+		// for a CPU. Go on.
 		watchdog.Reset(selfStopWait)
 		if err := resume(s.tid); err != nil {
 			return 0, s.lost(op, err)
