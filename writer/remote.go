@@ -45,11 +45,12 @@ func Inject(pid int, cur, want undo.List, opts *Options) (err error) {
 // injectChecked is Inject for a target that passed CheckTarget.
 func injectChecked(pid int, cur, want undo.List, opts *Options) (err error) {
 	defer func() { err = namingPID(pid, err) }()
-	if sameIPCNamespace(pid) {
-		return injectOn(pid, cur, want, opts, &nsThread{ns: ownNamespace(), stay: true})
+	// In the caller's IPC namespace the sets are read from here, sparing
+	// the target a stop per call; else from a thread that joins its
+	// namespace, which is cheaper than injected reads.
+	if own := ownNamespace(); own != 0 && namespaceOf(fmt.Sprintf("/proc/%d/ns/ipc", pid)) == own {
+		return injectOn(pid, cur, want, opts, &nsThread{ns: own, stay: true})
 	}
-	// The set checks are cheaper from a thread that joins the target's IPC
-	// namespace than injected.
 	return onThreadOfItsOwn(func() error { return injectOn(pid, cur, want, opts, &nsThread{ns: ownNamespace()}) })
 }
 
@@ -64,30 +65,35 @@ type nsThread struct {
 	stay, moved bool
 }
 
-// ownNamespace returns the inode of the calling thread's IPC namespace, 0
-// when it cannot be read.
-func ownNamespace() uint64 {
+// namespaceOf returns the inode of the namespace file at path, 0 when it
+// cannot be read.
+func namespaceOf(path string) uint64 {
 	var st unix.Stat_t
-	if unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/ipc", unix.Gettid()), &st) != nil {
+	if unix.Stat(path, &st) != nil {
 		return 0
 	}
 	return st.Ino
 }
 
+// ownNamespace returns the inode of the calling thread's IPC namespace, 0
+// when it cannot be read.
+func ownNamespace() uint64 {
+	return namespaceOf(fmt.Sprintf("/proc/self/task/%d/ns/ipc", unix.Gettid()))
+}
+
 // local reports whether the sets of thread tid of pid, which is seized,
 // can be read from th's thread, joining its namespace when th may.
 func (th *nsThread) local(pid, tid int) bool {
-	var st unix.Stat_t
-	if unix.Stat(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid), &st) != nil {
-		return false
-	}
+	ns := namespaceOf(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid))
 	switch {
-	case th.ns != 0 && st.Ino == th.ns:
+	case ns == 0:
+		return false
+	case ns == th.ns:
 		return true
 	case th.stay || joinIPCNamespace(pid, tid) != nil:
 		return false
 	}
-	th.ns, th.moved = st.Ino, true
+	th.ns, th.moved = ns, true
 	return true
 }
 
@@ -272,16 +278,6 @@ func pidList(pids []string) string {
 		return "none"
 	}
 	return "pids " + strings.Join(pids, " ")
-}
-
-// sameIPCNamespace reports whether pid shares the caller's IPC namespace:
-// then its sets can be read from here, sparing it a stop per call.
-func sameIPCNamespace(pid int) bool {
-	var self, other unix.Stat_t
-	if unix.Stat("/proc/self/ns/ipc", &self) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/ipc", pid), &other) != nil {
-		return false
-	}
-	return self.Dev == other.Dev && self.Ino == other.Ino
 }
 
 // WriteProcess writes want into process pid: it reads pid's current list with r,
