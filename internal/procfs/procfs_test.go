@@ -102,7 +102,7 @@ func TestStatusFixtures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != 'R' || st.PPID != 15265 || st.TracerPid != 0 || !slices.Equal(st.NSpid, []int{15268}) {
+	if st.State != 'R' || st.PPID != 15265 || st.TracerPid != 0 || st.Threads != 2 || !slices.Equal(st.NSpid, []int{15268}) {
 		t.Errorf("TaskStatus(100, 100) = %+v", st)
 	}
 	// A status without CapEff cannot be judged from.

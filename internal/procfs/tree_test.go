@@ -3,9 +3,11 @@ package procfs
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // tree is a process tree: 1 -> 200 -> {201 -> 205 -> 210, 202}, with 200
@@ -76,5 +78,57 @@ func TestTreeLive(t *testing.T) {
 	st, err := p.SelfStatus()
 	if err != nil || !slices.Equal(st.NSpid, ns) {
 		t.Errorf("SelfStatus().NSpid = %v, %v; want %v", st.NSpid, err, ns)
+	}
+}
+
+// TestChildrenLive checks the children files against the processes this
+// test starts: one child of its own that is single-threaded (sh, read by
+// ThreadChildren) with two children of its own.
+func TestChildrenLive(t *testing.T) {
+	var p FS
+	cmd := exec.Command("sh", "-c", "sleep 60 & sleep 60 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	sh := cmd.Process.Pid
+	var kids []int
+	for i := 0; i < 500 && len(kids) < 2; i++ {
+		time.Sleep(10 * time.Millisecond)
+		var err error
+		if kids, err = p.ThreadChildren(sh); err != nil {
+			t.Fatalf("ThreadChildren(%d): %v", sh, err)
+		}
+	}
+	if len(kids) != 2 {
+		t.Fatalf("ThreadChildren(sh %d) = %v, want its two sleeps", sh, kids)
+	}
+	t.Cleanup(func() {
+		for _, k := range kids {
+			syscall.Kill(k, syscall.SIGKILL)
+		}
+	})
+	all, err := p.TaskChildren(sh)
+	if err != nil || !slices.Equal(all, kids) {
+		t.Errorf("TaskChildren(%d) = %v, %v; ThreadChildren said %v", sh, all, err, kids)
+	}
+	st, err := p.Status(sh)
+	if err != nil || st.Threads != 1 {
+		t.Errorf("Status(sh %d).Threads = %d, %v; want 1", sh, st.Threads, err)
+	}
+	mine, err := p.TaskChildren(os.Getpid())
+	if err != nil || !slices.Contains(mine, sh) {
+		t.Errorf("TaskChildren(self) = %v, %v; lacks %d (read from every thread of this Go process)", mine, err, sh)
+	}
+	tids, err := p.Tasks(os.Getpid())
+	if err != nil || len(tids) < 2 || !slices.IsSorted(tids) {
+		t.Errorf("Tasks(self) = %v, %v: want this Go process's threads, sorted", tids, err)
+	}
+	if _, err := p.ThreadChildren(999999999); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("ThreadChildren of no process: %v, want ESRCH", err)
 	}
 }
