@@ -265,11 +265,17 @@ func liveThread(p procfs.FS, pid int) (int, error) {
 // nsInode returns the inode of process pid's IPC namespace, read through
 // a live thread.
 func nsInode(pid int) (uint64, error) {
+	// The leader's link first: it fails (ENOENT) only when the leader has
+	// exited, and looking for a live thread first cost a stat read, most
+	// of the time restoring a tree's lists spent on these checks.
+	var st unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, pid), &st) == nil {
+		return st.Ino, nil
+	}
 	tid, err := liveThread(procfs.NewDefaultFS(), pid)
 	if err != nil {
 		return 0, err
 	}
-	var st unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid), &st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return 0, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
