@@ -77,7 +77,11 @@ func (t *tree) checkAgainst(img *image.Image) error {
 }
 
 // writeFileAtomic writes b to path through a temporary file and a rename,
-// so that a reader sees the whole file or none.
+// so that a reader sees the whole file or none. It does not sync: the
+// files live beside CRIU's images, which CRIU does not sync, or in the
+// state directory (/run) for the length of one restore, and a crash
+// loses the dump or the restore either way; a sync would only add to the
+// time CRIU holds the tree frozen.
 func writeFileAtomic(path string, b []byte) error {
 	dir, base := filepath.Split(path)
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
@@ -85,9 +89,6 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

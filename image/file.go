@@ -21,7 +21,17 @@ const FileMode = 0o600
 // the temporary file is removed and path is untouched; an error syncing
 // the directory after the rename is reported, but path then already holds
 // the new image. A symbolic link at path is replaced, not followed.
-func WriteFile(path string, im *Image) error {
+func WriteFile(path string, im *Image) error { return writeFile(path, im, true) }
+
+// WriteFileNoSync is WriteFile without the syncs: the rename still makes
+// the new image appear whole or not at all to a reader, but a crash may
+// lose it. It is for an image that lives beside files whose writer does
+// not sync them either, as CRIU does not sync its images: syncing ours
+// would buy no restore that survives a crash, and costs while CRIU holds
+// the dumped tree frozen.
+func WriteFileNoSync(path string, im *Image) error { return writeFile(path, im, false) }
+
+func writeFile(path string, im *Image, sync bool) error {
 	if err := im.Validate(); err != nil {
 		setFile(err, path)
 		return err
@@ -55,8 +65,10 @@ func WriteFile(path string, im *Image) error {
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("image: write %s: %w", path, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("image: write %s: sync: %w", path, err)
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			return fmt.Errorf("image: write %s: sync: %w", path, err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("image: write %s: %w", path, err)
@@ -65,6 +77,9 @@ func WriteFile(path string, im *Image) error {
 		return fmt.Errorf("image: write %s: %w", path, err)
 	}
 	committed = true
+	if !sync {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("image: %s is written but its directory could not be synced: %w", path, err)

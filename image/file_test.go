@@ -27,38 +27,42 @@ func entries(t *testing.T, dir string) []string {
 }
 
 func TestWriteFileReadFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "semundo.img")
-	if err := WriteFile(path, realistic()); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode() != 0o600 {
-		t.Errorf("mode %v, want -rw-------", fi.Mode())
-	}
-	if got := entries(t, dir); !slices.Equal(got, []string{"semundo.img"}) {
-		t.Errorf("directory holds %v", got)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want bytes.Buffer
-	if err := Encode(&want, realistic()); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(data, want.Bytes()) {
-		t.Error("file content differs from Encode's output")
-	}
-	im, err := ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !sameImage(im, realistic()) {
-		t.Error("ReadFile returned a different image")
+	for name, write := range map[string]func(string, *Image) error{"WriteFile": WriteFile, "WriteFileNoSync": WriteFileNoSync} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "semundo.img")
+			if err := write(path, realistic()); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode() != 0o600 {
+				t.Errorf("mode %v, want -rw-------", fi.Mode())
+			}
+			if got := entries(t, dir); !slices.Equal(got, []string{"semundo.img"}) {
+				t.Errorf("directory holds %v", got)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want bytes.Buffer
+			if err := Encode(&want, realistic()); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(data, want.Bytes()) {
+				t.Error("file content differs from Encode's output")
+			}
+			im, err := ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !sameImage(im, realistic()) {
+				t.Error("ReadFile returned a different image")
+			}
+		})
 	}
 }
 
