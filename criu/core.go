@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
+
+	"github.com/semundo/semundo/internal/procfs"
 )
 
 // CRIU's image files (criu/include/magic.h, images/core.proto): a file
@@ -30,7 +31,10 @@ var errProto = errors.New("malformed protobuf")
 // seized the task: at post-dump every task shows as traced ('t').
 func stoppedAtDump(dir string, vpid int) (bool, error) {
 	path := filepath.Join(dir, fmt.Sprintf("core-%d.img", vpid))
-	b, err := os.ReadFile(path)
+	// With plain system calls: os.ReadFile's fstat and poller cost more
+	// than these small files' read, once per task while the tree is
+	// frozen.
+	b, err := procfs.ReadFile(path)
 	if err != nil {
 		return false, fmt.Errorf("read CRIU's core image of pid %d: %w", vpid, err)
 	}

@@ -47,14 +47,18 @@ func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, e
 	if err := checkSharing(snap, pids, inTree, root); err != nil {
 		return nil, err
 	}
+	// One core image per task, read by one goroutine per CPU: CRIU waits
+	// for this action with the tree frozen.
+	states := make([]bool, len(procs))
+	errs := make([]error, len(procs))
+	eachParallel(len(procs), func(i int) { states[i], errs[i] = stoppedAtDump(dir, procs[i].vpid) })
 	stopped := map[int]bool{}
-	for _, p := range procs {
-		st, err := stoppedAtDump(dir, p.vpid)
-		if err != nil {
-			return nil, err
+	for i, p := range procs {
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		stopped[p.pid] = st
-		t.Tasks = append(t.Tasks, task{PID: p.pid, VPID: p.vpid, Stopped: st})
+		stopped[p.pid] = states[i]
+		t.Tasks = append(t.Tasks, task{PID: p.pid, VPID: p.vpid, Stopped: states[i]})
 	}
 	img, err := checkpoint.CaptureFrozen(snap, pids, stopped, checkpoint.CaptureOptions{Version: opts.version()})
 	if err != nil {
@@ -69,7 +73,7 @@ func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, e
 	if err := writeFileAtomic(filepath.Join(dir, TreeFile), append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("write %s into CRIU's images directory: %w", TreeFile, err)
 	}
-	if err := image.WriteFile(filepath.Join(dir, ImageFile), img); err != nil {
+	if err := image.WriteFileNoSync(filepath.Join(dir, ImageFile), img); err != nil {
 		return nil, err
 	}
 	res := &DumpResult{Tasks: len(procs), Lists: len(img.Lists), Image: img}

@@ -3,6 +3,9 @@ package criu
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/semundo/semundo/internal/procfs"
@@ -34,13 +37,12 @@ func walk(p procfs.FS, root int, held bool) ([]proc, error) {
 		return nil, err
 	}
 	level := len(rootNS) - 1
-	var desc []int
 	if held {
-		desc, err = heldDescendants(p, root)
+		if out, err := heldTree(p, root, level); err == nil {
+			return out, nil
+		}
 	}
-	if !held || err != nil {
-		desc, err = p.Descendants(root)
-	}
+	desc, err := p.Descendants(root)
 	if err != nil {
 		return nil, err
 	}
@@ -54,39 +56,101 @@ func walk(p procfs.FS, root int, held bool) ([]proc, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(ns) <= level {
-			return nil, fmt.Errorf("pid %d is in a PID namespace above that of its ancestor %d", pid, root)
+		if out, err = appendProc(out, pid, ns, level, root); err != nil {
+			return nil, err
 		}
-		out = append(out, proc{pid: pid, vpid: ns[level]})
 	}
 	return out, nil
 }
 
-// heldDescendants returns root's descendants, breadth first, from their
-// parents' children files.
-func heldDescendants(p procfs.FS, root int) ([]int, error) {
+// appendProc appends pid, whose NSpid is ns, to out, with its pid at the
+// root's level.
+func appendProc(out []proc, pid int, ns []int, level, root int) ([]proc, error) {
+	if len(ns) <= level {
+		return nil, fmt.Errorf("pid %d is in a PID namespace above that of its ancestor %d", pid, root)
+	}
+	return append(out, proc{pid: pid, vpid: ns[level]}), nil
+}
+
+// heldTree returns root and its descendants, breadth first, from their
+// parents' children files. One status per process gives both its pid in
+// the root's namespace and its thread count: a process of one thread has
+// one children file, read without listing its task directory. Each level
+// of the tree is read by one goroutine per CPU: CRIU waits, the tree
+// frozen or stopped, while semundo walks it (BenchmarkTree100).
+func heldTree(p procfs.FS, root, level int) ([]proc, error) {
+	type visit struct {
+		st   procfs.Status
+		kids []int
+		err  error
+	}
 	seen := map[int]bool{root: true}
-	var out []int
-	queue := []int{root}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		kids, err := p.TaskChildren(pid)
-		if errors.Is(err, syscall.ESRCH) && pid != root {
-			continue // exited since its parent's file was read
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range kids {
-			if !seen[c] {
-				seen[c] = true
-				out = append(out, c)
-				queue = append(queue, c)
+	var out []proc
+	for pids := []int{root}; len(pids) > 0; {
+		visits := make([]visit, len(pids))
+		eachParallel(len(pids), func(i int) {
+			v := &visits[i]
+			v.st, v.err = p.Status(pids[i])
+			if v.err == nil && len(v.st.NSpid) == 0 {
+				v.err = fmt.Errorf("pid %d: no NSpid line in its status (Linux >= 4.1 has one): %w", pids[i], procfs.ErrMalformed)
+			}
+			if v.err != nil {
+				return
+			}
+			if v.st.Threads == 1 {
+				v.kids, v.err = p.ThreadChildren(pids[i])
+			} else {
+				v.kids, v.err = p.TaskChildren(pids[i])
+			}
+		})
+		var next []int
+		for i, pid := range pids {
+			v := visits[i]
+			if errors.Is(v.err, syscall.ESRCH) && pid != root {
+				continue // exited since its parent's file was read
+			}
+			if v.err != nil {
+				return nil, v.err
+			}
+			var err error
+			if out, err = appendProc(out, pid, v.st.NSpid, level, root); err != nil {
+				return nil, err
+			}
+			for _, c := range v.kids {
+				if !seen[c] {
+					seen[c] = true
+					next = append(next, c)
+				}
 			}
 		}
+		pids = next
 	}
 	return out, nil
+}
+
+// eachParallel calls f(0) to f(n-1), on up to one goroutine per CPU
+// when n is large enough to pay for them.
+func eachParallel(n int, f func(int)) {
+	const perWorker = 16
+	workers := min(runtime.GOMAXPROCS(0), n/perWorker)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // nspids returns pid's pid in each PID namespace from /proc's down to its
@@ -108,12 +172,25 @@ const sigstopBit = 1 << (syscall.SIGSTOP - 1)
 
 // processState tells whether every thread of pid is in group-stop.
 func processState(p procfs.FS, pid int) (runState, error) {
-	threads, err := p.Threads(pid)
+	// A process of one thread (most of a restored tree) is told by its
+	// stat alone, whose state and thread count are read together; listing
+	// its task directory cost twice as much (BenchmarkTree100).
+	st, err := p.Stat(pid)
+	if errors.Is(err, syscall.ESRCH) {
+		return stateGone, nil
+	}
 	if err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return stateGone, nil
-		}
 		return 0, err
+	}
+	threads := []procfs.Thread{{TID: pid, Stat: st}}
+	if st.NumThreads != 1 || st.Dead() {
+		// A dead leader may have live threads: ask each.
+		if threads, err = p.Threads(pid); err != nil {
+			if errors.Is(err, syscall.ESRCH) {
+				return stateGone, nil
+			}
+			return 0, err
+		}
 	}
 	stopped, live := 0, 0
 	for _, th := range threads {

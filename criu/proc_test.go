@@ -69,4 +69,17 @@ func TestWalkHeldLive(t *testing.T) {
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("walkHeld = %v, %v; walkTree found %v", got, err, want)
 	}
+	// From this Go process, whose threads each have a children file: the
+	// shell may have been forked by any of them.
+	self := os.Getpid()
+	want, err = walkTree(live, self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = walkHeld(live, self)
+	slices.SortFunc(got, func(a, b proc) int { return a.pid - b.pid })
+	slices.SortFunc(want, func(a, b proc) int { return a.pid - b.pid })
+	if err != nil || !slices.Equal(got, want) || len(got) < 5 {
+		t.Errorf("walkHeld(self) = %v, %v; walkTree found %v (want self and the shell's tree)", got, err, want)
+	}
 }
