@@ -19,7 +19,6 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"github.com/semundo/semundo/internal/errs"
 	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
@@ -129,9 +128,8 @@ func Open(opts *Options) (*Reader, error) {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return nil, fmt.Errorf("kernel BTF (/sys/kernel/btf/vmlinux) is missing: semundo needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF=y: %w", ErrNotSupported)
 	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil && !errors.Is(err, unix.EPERM) {
-		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF: %w", err)
+	if err := raiseMemlock(); err != nil {
+		return nil, err
 	}
 	// One decoding of the kernel's BTF (about 20-40 ms) serves the probes
 	// and the loads: cilium/ebpf's LoadKernelSpec does not cache.
