@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,7 +241,9 @@ func TestSetCommand(t *testing.T) {
 }
 
 // TestExecUndo: the exec'd program holds the file's adjustments; when it is
-// killed, the values change as the file said.
+// killed, the values change as the file said. It runs with the
+// RLIMIT_MEMLOCK semundo was given, which opening the reader lifts on
+// kernels before 5.11.
 func TestExecUndo(t *testing.T) {
 	testenv.RequireRoot(t)
 	s := holder.NewSet(t, 2)
@@ -250,7 +253,11 @@ func TestExecUndo(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "list")
 	want := fmt.Sprintf("%d -3 4\n", s)
 	os.WriteFile(file, []byte(want), 0o600)
-	cmd := exec.Command(binary, "exec", "--undo", file, "--", "sleep", "1000")
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		testenv.Missing(t, "prlimit (util-linux)", err.Error())
+	}
+	cmd := exec.Command(prlimit, "--memlock=65536:131072", binary, "exec", "--undo", file, "--", "sleep", "1000")
 	var errb testenv.SyncBuffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
@@ -268,6 +275,13 @@ func TestExecUndo(t *testing.T) {
 	})
 	if out, _, _ := semundo(t, nil, "show", fmt.Sprint(cmd.Process.Pid)); out != want {
 		t.Fatalf("show of the exec'd program: %q, want %q", out, want)
+	}
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^Max locked memory +65536 +131072 +bytes`).Match(limits) {
+		t.Errorf("the exec'd program's limits, after prlimit --memlock=65536:131072:\n%s", limits)
 	}
 	cmd.Process.Kill()
 	cmd.Wait()

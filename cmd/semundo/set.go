@@ -14,6 +14,7 @@ import (
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/undo"
 	"github.com/semundo/semundo/writer"
+	"golang.org/x/sys/unix"
 )
 
 // readList reads the seed's format from a file, or stdin for "-".
@@ -170,6 +171,11 @@ func runExec(file string, cmd []string) error {
 	// exited (semundo reparented): no cheaper check is as correct. The
 	// check is made cheap instead: no waiters, and from Linux 6.1 ReadProcess
 	// visits semundo's own threads only, not every task.
+	//
+	// Before 5.11 opening the reader lifts RLIMIT_MEMLOCK (BPF memory is
+	// charged to it there): CMD gets the limit semundo was given back.
+	var memlock unix.Rlimit
+	memlockErr := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &memlock)
 	var cur undo.List
 	if r, err := reader.Open(&reader.Options{NoWaiters: true}); err == nil {
 		l, err := r.ReadProcess(os.Getpid())
@@ -181,6 +187,14 @@ func runExec(file string, cmd []string) error {
 	}
 	if err := writer.WriteSelf(cur, want, nil); err != nil {
 		return err
+	}
+	if memlockErr == nil {
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &memlock); err != nil {
+			if berr := writeBack(cur, want); berr != nil {
+				return codeError{exitError, fmt.Errorf("restore RLIMIT_MEMLOCK for %s: %w; giving the adjustments back failed, so semundo's exit applies them: %w", path, err, berr)}
+			}
+			return codeError{exitError, fmt.Errorf("restore RLIMIT_MEMLOCK for %s: %w (the adjustments were given back; no value changed)", path, err)}
+		}
 	}
 	err = syscall.Exec(path, cmd, os.Environ())
 	// Still here: semundo's exit would apply the adjustments it took, so
