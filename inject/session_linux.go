@@ -160,16 +160,26 @@ func seizeWith(pid int, h hooks, before func(s *Session) error) (*Session, error
 	}
 	s.pid = st.Tgid
 	// The threads' stat files give the leader's too: one read fewer per
-	// target, which counts when a restore seizes a hundred of them.
-	threads, err := s.proc.Threads(s.pid)
-	if err != nil {
-		return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
-	}
+	// target, which counts when a restore seizes a hundred of them. A
+	// process of one live thread is its leader's stat alone, without
+	// listing its task directory (attach lists it again if that thread
+	// goes away).
+	var threads []procfs.Thread
 	var lst procfs.Stat
-	if i := slices.IndexFunc(threads, func(t procfs.Thread) bool { return t.TID == s.pid }); i >= 0 {
-		lst = threads[i].Stat
-	} else if lst, err = s.proc.Stat(s.pid); err != nil {
-		return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
+	if pid == s.pid && st.Threads == 1 && !st.Dead() {
+		if lst, err = s.proc.Stat(s.pid); err != nil {
+			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
+		}
+		threads = []procfs.Thread{{TID: s.pid, Stat: lst}}
+	} else {
+		if threads, err = s.proc.Threads(s.pid); err != nil {
+			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
+		}
+		if i := slices.IndexFunc(threads, func(t procfs.Thread) bool { return t.TID == s.pid }); i >= 0 {
+			lst = threads[i].Stat
+		} else if lst, err = s.proc.Stat(s.pid); err != nil {
+			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
+		}
 	}
 	if lst.KernelThread() {
 		return nil, s.fail("seize", ErrKernelThread, nil, fmt.Sprintf("%q is a kernel thread: it has no user memory and no undo list", lst.Comm))
@@ -230,6 +240,9 @@ func (s *Session) attach(threads []procfs.Thread, leader *procfs.Status) error {
 			return s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 		}
 		tids := liveThreads(threads, s.pid)
+		if len(tids) == 0 && attempt == 0 {
+			continue // the first list may be the leader's stat alone: list them all
+		}
 		if len(tids) == 0 {
 			return s.fail("seize", ErrZombie, nil, "process has exited and waits to be reaped by its parent: nothing to inject into")
 		}
