@@ -582,7 +582,9 @@ func (x *remote) semopm() (int, error) {
 
 func (x *remote) creds() (*Creds, error) {
 	if x.cache == nil {
-		c, err := ReadCreds(x.pid())
+		// The seized thread's: it makes the semop, and credentials are
+		// per thread (a zombie leader may show others).
+		c, err := ReadCreds(x.s.Tid())
 		if err != nil {
 			return nil, err
 		}

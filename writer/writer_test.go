@@ -21,6 +21,7 @@ import (
 
 	"github.com/semundo/semundo/inject"
 	"github.com/semundo/semundo/internal/holder"
+	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/internal/testenv"
 	"github.com/semundo/semundo/internal/testreader"
 	"github.com/semundo/semundo/reader"
@@ -408,6 +409,34 @@ func TestNoAlterPermission(t *testing.T) {
 	}
 	if got := listOf(t, r, h.PID, s.id); got != nil {
 		t.Errorf("entry created: %v", got)
+	}
+	s.unchanged(t)
+}
+
+// TestCredsOfSeizedThread: the kernel judges an injected semop by the
+// credentials of the thread that makes it, so the writer does too: here
+// the zombie leader has given up root and the live threads that write
+// have not, and a set only root may alter is written.
+func TestCredsOfSeizedThread(t *testing.T) {
+	r := openReader(t)
+	s := newSet(t, 1, 1)
+	if err := sysvsem.SetPerm(s.id, 0, 0, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := holder.Start(t, "leaderexit", nil, nil, holder.EnvLeaderUID+"=65534")
+	testenv.Eventually(t, fmt.Sprintf("the main thread of %d to exit (state Z)", h.PID), func() bool {
+		st, err := procfs.NewDefaultFS().Stat(h.PID)
+		return err == nil && st.State == 'Z'
+	})
+	if st, err := procfs.NewDefaultFS().Status(h.PID); err != nil || st.UID[procfs.Effective] != 65534 {
+		t.Fatalf("the zombie leader's status: %+v, %v; want euid 65534", st, err)
+	}
+	want := mustParse(t, fmt.Sprintf("%d -1 1\n", s.id))
+	if err := writer.WriteProcess(r, h.PID, want, nil); err != nil {
+		t.Fatalf("write into the root threads of a process whose leader left as uid 65534: %v", err)
+	}
+	if got := listOf(t, r, h.PID, s.id); !equal(got, want[0].Adj) {
+		t.Errorf("list %v, want %v", got, want[0].Adj)
 	}
 	s.unchanged(t)
 }

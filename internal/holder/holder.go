@@ -37,6 +37,11 @@ const (
 	envKey    = "SEMUNDO_HOLDER_KEY"
 )
 
+// EnvLeaderUID, passed to Start's env as EnvLeaderUID+"=UID", makes the
+// "leaderexit" helper's main thread take UID as its real, effective and
+// saved uid, alone, before it exits.
+const EnvLeaderUID = "SEMUNDO_HOLDER_LEADER_UID"
+
 // modes are the helpers' modes; mode M runs as testenv helper "holder.M".
 var modes = []string{"wait", "busy", "leaderexit", "fork", "exec", "ns", "churn"}
 
@@ -228,6 +233,15 @@ func helperMain(mode string) int {
 			io.Copy(io.Discard, os.Stdin)
 			os.Exit(0)
 		}()
+		if v := os.Getenv(EnvLeaderUID); v != "" {
+			// This thread alone (credentials are per thread): the zombie
+			// leader then shows other ids than the threads that run on.
+			uid, _ := strconv.Atoi(v)
+			if _, _, errno := syscall.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); errno != 0 {
+				fmt.Fprintf(os.Stderr, "setresuid(%d): %v\n", uid, errno)
+				os.Exit(1)
+			}
+		}
 		// init locked this goroutine to the main thread, so this is the
 		// thread whose tid is the pid.
 		syscall.RawSyscall(unix.SYS_EXIT, 0, 0, 0)
