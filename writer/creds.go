@@ -3,9 +3,11 @@ package writer
 import (
 	"fmt"
 	"slices"
+	"unsafe"
 
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/sysvsem"
+	"golang.org/x/sys/unix"
 )
 
 // capIPCOwner is CAP_IPC_OWNER, which bypasses System V IPC permission
@@ -18,18 +20,98 @@ type Creds struct {
 	EUID   uint32
 	FSGID  uint32
 	Groups []uint32
-	// IPCOwner: the process has CAP_IPC_OWNER in its effective set.
+	// IPCOwner: the task has CAP_IPC_OWNER over its IPC namespace, as
+	// ipcperms asks (ns_capable in the namespace's owning user namespace):
+	// in its effective set and its user namespace owns the IPC namespace
+	// or is an ancestor of the one that does.
 	IPCOwner bool
 }
 
 // ReadCreds reads the credentials of pid (a process or a thread) from
-// /proc/<pid>/status.
+// /proc/<pid>/status, and its user and IPC namespaces.
 func ReadCreds(pid int) (*Creds, error) {
 	st, err := procfs.NewDefaultFS().Status(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read credentials of pid %d: %w", pid, err)
 	}
-	return credsOf(st), nil
+	c := credsOf(st)
+	if c.IPCOwner {
+		// Where the namespaces cannot be read the effective set stands:
+		// the kernel judges the injected semop in any case.
+		if held, err := capOverIPCNamespace(pid, c.EUID); err == nil {
+			c.IPCOwner = held
+		}
+	}
+	return c, nil
+}
+
+// capOverIPCNamespace reports whether a capability in the effective set
+// of task pid, whose effective uid is euid, holds in its IPC namespace:
+// cap_capable's walk (security/commoncap.c) from the namespace's owning
+// user namespace up to the task's. Root of a container's user namespace
+// has no CAP_IPC_OWNER over the host's IPC namespace, which such a
+// container may share: mode bits alone then decide, and a write the
+// kernel would refuse is refused before it starts.
+func capOverIPCNamespace(pid int, euid uint32) (bool, error) {
+	own, err := nsIno(fmt.Sprintf("/proc/%d/ns/user", pid))
+	if err != nil {
+		return false, err
+	}
+	ipc, err := unix.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	ns, err := unix.IoctlRetInt(ipc, unix.NS_GET_USERNS)
+	unix.Close(ipc)
+	if err != nil {
+		return false, err
+	}
+	defer func() { unix.Close(ns) }()
+	for {
+		var st unix.Stat_t
+		if err := unix.Fstat(ns, &st); err != nil {
+			return false, err
+		}
+		if st.Ino == own {
+			return true, nil
+		}
+		parent, err := unix.IoctlRetInt(ns, unix.NS_GET_PARENT)
+		if err == unix.EPERM {
+			// The top of semundo's own user namespace, and the task's was
+			// not met: it is below or beside, and holds no capability
+			// here.
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		var ps unix.Stat_t
+		perr := unix.Fstat(parent, &ps)
+		var owner uint32
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(ns), unix.NS_GET_OWNER_UID, uintptr(unsafe.Pointer(&owner)))
+		unix.Close(ns)
+		ns = parent
+		if perr != nil {
+			return false, perr
+		}
+		if errno != 0 {
+			return false, errno
+		}
+		// The creator of a user namespace, in its parent, holds every
+		// capability in it.
+		if ps.Ino == own && owner == euid {
+			return true, nil
+		}
+	}
+}
+
+// nsIno returns the inode of the namespace file at path.
+func nsIno(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
 }
 
 // credsOf takes from a status what ipcperms checks: the effective uid, the

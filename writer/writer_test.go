@@ -441,6 +441,45 @@ func TestCredsOfSeizedThread(t *testing.T) {
 	s.unchanged(t)
 }
 
+// TestNoIPCOwnerFromChildUserNamespace: root of a user namespace of its
+// own (uid 100000 outside, every capability inside) that shares the
+// host's IPC namespace holds no CAP_IPC_OWNER over its sets, and a set
+// only host root may alter is refused before any call is injected.
+func TestNoIPCOwnerFromChildUserNamespace(t *testing.T) {
+	r := openReader(t)
+	s := newSet(t, 1, 1)
+	if err := sysvsem.SetPerm(s.id, 0, 0, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := holder.Start(t, "wait", nil, &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWUSER,
+		// setuid(0) inside the new namespace: uid 100000 outside.
+		Credential:  &syscall.Credential{Uid: 0, Gid: 0},
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}},
+	})
+	st, err := procfs.NewDefaultFS().Status(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.UID[procfs.Effective] != 100000 || st.CapEff&(1<<15) == 0 {
+		t.Fatalf("target: euid %d, CapEff %#x; want 100000 and CAP_IPC_OWNER in its own user namespace", st.UID[procfs.Effective], st.CapEff)
+	}
+	injected := -1
+	opts := &writer.Options{Stats: func(pid int, st inject.Stats) { injected = st.Injections }}
+	err = writer.WriteProcess(r, h.PID, mustParse(t, fmt.Sprintf("%d 1 0\n", s.id)), opts)
+	if !errors.Is(err, writer.ErrPermission) {
+		t.Fatalf("write into a user namespace's root, set of the host's root with mode 0600: %v, want ErrPermission", err)
+	}
+	if injected > 0 {
+		t.Errorf("%d calls injected before the refusal, want none", injected)
+	}
+	if got := listOf(t, r, h.PID, s.id); got != nil {
+		t.Errorf("entry created: %v", got)
+	}
+	s.unchanged(t)
+}
+
 // TestValuesChangingDuringWrite: other processes keep moving the values;
 // the write retries and ends exact, or fails cleanly.
 func TestValuesChangingDuringWrite(t *testing.T) {

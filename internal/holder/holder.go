@@ -311,7 +311,7 @@ func (h *Helper) Stop() error {
 func Start(t testing.TB, mode string, ops []Op, attr *syscall.SysProcAttr, env ...string) *Helper {
 	t.Helper()
 	exe := os.Args[0]
-	if attr != nil && attr.Credential != nil && attr.Credential.Uid != 0 {
+	if attr != nil && (attr.Credential != nil && attr.Credential.Uid != 0 || len(attr.UidMappings) > 0) {
 		exe = sharedExe(t)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
