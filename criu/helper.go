@@ -334,8 +334,10 @@ func Serve(env Env, opts *Options) error {
 		openErr error
 	)
 	loaded := make(chan struct{})
+	restore := yieldCPU()
 	go func() {
 		r, openErr = opts.open()
+		restore()
 		close(loaded)
 	}()
 	select {

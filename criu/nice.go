@@ -1,0 +1,57 @@
+package criu
+
+import (
+	"os"
+	"strconv"
+
+	"github.com/semundo/semundo/internal/procfs"
+	"golang.org/x/sys/unix"
+)
+
+// The helper loads its reader while CRIU dumps or restores the tree, which
+// is frozen or not yet running all that time: the load needs no hurry, and
+// on a small machine it slowed CRIU. So the helper loads at the lowest
+// priority and does its job, in the critical post-* action, at the one it
+// was started with. nice is per thread on Linux: every thread of the
+// process is set, and threads started meanwhile inherit it from theirs.
+
+// lowestNice is the nice value the helper loads at.
+const lowestNice = 19
+
+// capSysNice is CAP_SYS_NICE, which taking the priority back needs.
+const capSysNice = 23
+
+// yieldCPU sets every thread of this process to lowestNice and returns
+// the function that sets them back. Without CAP_SYS_NICE, which taking it
+// back needs, it changes nothing: the job would then run at the lowest
+// priority too.
+func yieldCPU() (restore func()) {
+	st, err := procfs.NewDefaultFS().SelfStatus()
+	if err != nil || st.CapEff&(1<<capSysNice) == 0 {
+		return func() {}
+	}
+	// getpriority(2) returns 20 - nice.
+	raw, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	if err != nil {
+		return func() {}
+	}
+	nice := 20 - raw
+	if nice >= lowestNice {
+		return func() {}
+	}
+	setNice(lowestNice)
+	return func() { setNice(nice) }
+}
+
+// setNice sets every thread of this process to nice.
+func setNice(nice int) {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+		}
+	}
+}
