@@ -124,7 +124,8 @@ const (
 // /init loads those of the release it runs on) and the guest configuration
 // into an uncompressed newc archive at path (uncompressed because
 // decompressing under emulation costs more than reading the larger file).
-func WriteInitramfs(path, initBin string, pkgs []Package, commands []string, kernels []Kernel, cfg guest.Config) (err error) {
+// When files is set, that directory's tree is packed at / as well.
+func WriteInitramfs(path, initBin string, pkgs []Package, commands []string, files string, kernels []Kernel, cfg guest.Config) (err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("create initramfs: %w", err)
@@ -158,6 +159,11 @@ func WriteInitramfs(path, initBin string, pkgs []Package, commands []string, ker
 	for _, c := range commands {
 		if err := addFile(w, filepath.Join(vmBinDir, filepath.Base(c)), c, 0o755); err != nil {
 			return err
+		}
+	}
+	if files != "" {
+		if err := addRoot(w, files); err != nil {
+			return fmt.Errorf("pack %s at the guest's /: %w", files, err)
 		}
 	}
 	done := map[string]bool{}
@@ -244,6 +250,21 @@ func addTree(w *cpio.Writer, src, dst string) error {
 		}
 		return nil
 	})
+}
+
+// addRoot packs the entries of the directory src at the archive's root,
+// each as addTree packs a package's directory.
+func addRoot(w *cpio.Writer, src string) error {
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := addTree(w, filepath.Join(src, e.Name()), "/"+e.Name()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // moduleInVM is where the initramfs holds kernel k's cached module file.

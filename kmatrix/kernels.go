@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,21 +72,50 @@ type Module struct {
 // module.
 var Modules = []Module{{"CONFIG_FUSE_FS", "kernel/fs/fuse/fuse.ko"}}
 
+// ExtraModules are modules a run loads only when asked to (kmatrix
+// -modules NAME), so that the other runs' guests stay as they are; a
+// cache entry made without one is fetched again when a run asks for it.
+// nfnetlink: CRIU's start-up probe for nftables (kerndat) opens a
+// NETLINK_NETFILTER socket, which without the module fails with
+// EPROTONOSUPPORT (the guest has no modprobe to load it on demand), and
+// libnftables then exits the probe's child, failing every criu command.
+// nfnetlink.ko depends on no other module.
+var ExtraModules = map[string]Module{
+	"nfnetlink": {"CONFIG_NETFILTER_NETLINK", "kernel/net/netfilter/nfnetlink.ko"},
+}
+
+// ErrNoModule is returned by LookupModules for a name ExtraModules lacks.
+var ErrNoModule = errors.New("no such extra module")
+
+// LookupModules returns the modules of ExtraModules that names name, in
+// that order.
+func LookupModules(names []string) ([]Module, error) {
+	var mods []Module
+	for _, name := range names {
+		m, ok := ExtraModules[name]
+		if !ok {
+			return nil, fmt.Errorf("kmatrix: module %q: %w (-modules takes %s)", name, ErrNoModule, strings.Join(slices.Sorted(maps.Keys(ExtraModules)), ", "))
+		}
+		mods = append(mods, m)
+	}
+	return mods, nil
+}
+
 // moduleFile is where a module is cached: CACHE/<package>/modules/<name>.
 func moduleFile(dir string, m Module) string {
 	return filepath.Join(dir, "modules", filepath.Base(m.Path))
 }
 
-// cachedModules returns the cached files of the Modules that the config
-// in dir builds as modules, and whether all of them are there (a cache
-// made before a module was added to Modules lacks it).
-func cachedModules(dir string) ([]string, bool) {
+// cachedModules returns the cached files of mods that the config in dir
+// builds as modules, and whether all of them are there (a cache made
+// before a module was added to mods lacks it).
+func cachedModules(dir string, mods []Module) ([]string, bool) {
 	opts, err := readConfig(filepath.Join(dir, "config"))
 	if err != nil {
 		return nil, false
 	}
 	var files []string
-	for _, m := range Modules {
+	for _, m := range mods {
 		if opts[m.Config] != "m" {
 			continue
 		}
@@ -105,6 +136,8 @@ type Fetcher struct {
 	Arch     Arch
 	Archive  Archive   // where ArchiveSeries come from
 	Log      io.Writer // progress messages; nil discards them
+	// Extra are modules of ExtraModules kept and loaded besides Modules.
+	Extra []Module
 
 	updated bool // apt-get update already tried in this run
 }
@@ -229,7 +262,7 @@ func (f *Fetcher) Get(ctx context.Context, name string) (Kernel, error) {
 		if !fileExists(k.Vmlinuz) || !fileExists(k.Config) {
 			return false
 		}
-		mods, ok := cachedModules(filepath.Dir(k.Config))
+		mods, ok := cachedModules(filepath.Dir(k.Config), f.modules())
 		k.Modules, k.Cached = mods, ok
 		return ok
 	}
@@ -340,7 +373,7 @@ func (f *Fetcher) unpack(ctx context.Context, tmp, deb, pkg string) error {
 	if err := os.Rename(cfg[0], filepath.Join(out, "config")); err != nil {
 		return err
 	}
-	if err := keepModules(ctx, root, out, pkg); err != nil {
+	if err := keepModules(ctx, root, out, pkg, f.modules()); err != nil {
 		return err
 	}
 	final := filepath.Join(f.CacheDir, pkg)
@@ -358,15 +391,18 @@ func (f *Fetcher) unpack(ctx context.Context, tmp, deb, pkg string) error {
 	return nil
 }
 
+// modules are the modules this fetcher keeps, in load order.
+func (f *Fetcher) modules() []Module { return append(append([]Module(nil), Modules...), f.Extra...) }
+
 // keepModules copies from the unpacked package at root into out/modules
-// each module of Modules that out/config builds as a module, decompressed
+// each module of mods that out/config builds as a module, decompressed
 // (Debian's 6.12 packages compress theirs with xz).
-func keepModules(ctx context.Context, root, out, pkg string) error {
+func keepModules(ctx context.Context, root, out, pkg string, mods []Module) error {
 	opts, err := readConfig(filepath.Join(out, "config"))
 	if err != nil {
 		return err
 	}
-	for _, m := range Modules {
+	for _, m := range mods {
 		if opts[m.Config] != "m" {
 			continue
 		}

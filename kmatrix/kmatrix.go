@@ -40,6 +40,13 @@ type Options struct {
 	// Commands are main packages built into /kmatrix/bin, on the tests'
 	// PATH, for tests that run a command (testenv.BuildGo finds it there).
 	Commands []string
+	// Files is a host directory whose tree is packed at the guest's /,
+	// for tests that need programs the initramfs lacks (the arm64 CRIU,
+	// a shell and a C target from criu/testdata/install-criu-arm64.sh);
+	// empty packs none, so runs that do not ask for it stay small.
+	Files string
+	// Modules names modules of ExtraModules to load besides Modules.
+	Modules  []string
 	Run      string        // -test.run regexp; empty runs all
 	Skip     string        // -test.skip regexp; empty skips none
 	TestArgs []string      // more arguments for every test binary
@@ -115,6 +122,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	t0 := time.Now()
 	f := &Fetcher{CacheDir: o.CacheDir, Arch: arch, Archive: HostArchive(), Log: o.Log}
+	if f.Extra, err = LookupModules(o.Modules); err != nil {
+		return nil, err
+	}
 	var kernels []Kernel
 	for _, name := range o.Kernels {
 		k, err := f.Get(ctx, name)
@@ -152,7 +162,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	cfg := guestConfig(pkgs, kernels, TestArgs(o.Run, o.Skip, o.Timeout, o.TestArgs), o.Env, o.Timeout+initGrace)
 	initrd := filepath.Join(o.WorkDir, "initramfs.cpio")
-	if err := WriteInitramfs(initrd, initBin, pkgs, commands, kernels, cfg); err != nil {
+	if err := WriteInitramfs(initrd, initBin, pkgs, commands, o.Files, kernels, cfg); err != nil {
 		return nil, err
 	}
 	rep.Build = time.Since(t0)

@@ -1,14 +1,18 @@
 package kmatrix
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/kmatrix/cpio"
 	"github.com/semundo/semundo/kmatrix/gotest"
 )
 
@@ -177,13 +181,13 @@ func TestKeepModules(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(out, "config"), []byte("CONFIG_FUSE_FS=m\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if files, ok := cachedModules(out); ok {
+	if files, ok := cachedModules(out, Modules); ok {
 		t.Errorf("cachedModules before keepModules = %q, complete; want incomplete", files)
 	}
-	if err := keepModules(t.Context(), root, out, "linux-image-6.1.0-57-cloud-arm64"); err != nil {
+	if err := keepModules(t.Context(), root, out, "linux-image-6.1.0-57-cloud-arm64", Modules); err != nil {
 		t.Fatal(err)
 	}
-	files, ok := cachedModules(out)
+	files, ok := cachedModules(out, Modules)
 	if want := []string{filepath.Join(out, "modules", "fuse.ko")}; !ok || !reflect.DeepEqual(files, want) {
 		t.Errorf("cachedModules = %q, %v; want %q, complete", files, ok, want)
 	}
@@ -200,10 +204,10 @@ func TestKeepModules(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(builtin, "config"), []byte("CONFIG_FUSE_FS=y\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := keepModules(t.Context(), filepath.Join(tmp, "empty"), builtin, "linux-image-6.12.118+deb12-cloud-arm64"); err != nil {
+	if err := keepModules(t.Context(), filepath.Join(tmp, "empty"), builtin, "linux-image-6.12.118+deb12-cloud-arm64", Modules); err != nil {
 		t.Errorf("keepModules of a kernel with FUSE built in: %v", err)
 	}
-	if files, ok := cachedModules(builtin); !ok || len(files) != 0 {
+	if files, ok := cachedModules(builtin, Modules); !ok || len(files) != 0 {
 		t.Errorf("cachedModules with FUSE built in = %q, %v; want none, complete", files, ok)
 	}
 }
@@ -293,5 +297,105 @@ func TestKernelWarning(t *testing.T) {
 	r := &Report{Runs: []*KernelRun{run}}
 	if p := r.Problems(run); len(run.Oops) != 1 || len(p) == 0 || !strings.Contains(p[0], "ipc/sem.c") {
 		t.Errorf("oops %q problems %q, want the warning from the tests only", run.Oops, p)
+	}
+}
+
+// An extra module is kept and loaded only when a run asks for it, after
+// Modules; a cache entry made without it is incomplete for such a run
+// (and fetched again) but still complete for the others.
+func TestExtraModules(t *testing.T) {
+	extra, err := LookupModules([]string{"nfnetlink"})
+	if err != nil || len(extra) != 1 {
+		t.Fatalf("LookupModules(nfnetlink) = %v, %v", extra, err)
+	}
+	if _, err := LookupModules([]string{"nfnetlink", "nope"}); !errors.Is(err, ErrNoModule) || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("LookupModules(nope): %v, want ErrNoModule naming it", err)
+	}
+	// keep unpacks a package holding both modules and keeps mods of it
+	// (keepModules moves the files) in a new cache entry.
+	keep := func(mods []Module) string {
+		tmp := t.TempDir()
+		root, out := filepath.Join(tmp, "root"), filepath.Join(tmp, "out")
+		for _, m := range []string{"kernel/fs/fuse/fuse.ko", "kernel/net/netfilter/nfnetlink.ko"} {
+			p := filepath.Join(root, "lib", "modules", "6.1.0-57-cloud-arm64", m)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("ELF"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, "config"), []byte("CONFIG_FUSE_FS=m\nCONFIG_NETFILTER_NETLINK=m\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := keepModules(t.Context(), root, out, "linux-image-6.1.0-57-cloud-arm64", mods); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	f := &Fetcher{Extra: extra}
+	if files, ok := cachedModules(keep(Modules), f.modules()); ok {
+		t.Errorf("an entry kept without nfnetlink is complete for a run that wants it: %q", files)
+	}
+	out := keep(f.modules())
+	files, ok := cachedModules(out, f.modules())
+	if want := []string{filepath.Join(out, "modules", "fuse.ko"), filepath.Join(out, "modules", "nfnetlink.ko")}; !ok || !reflect.DeepEqual(files, want) {
+		t.Errorf("cachedModules with nfnetlink = %q, %v; want %q, complete", files, ok, want)
+	}
+	if files, ok := cachedModules(out, Modules); !ok || len(files) != 1 {
+		t.Errorf("cachedModules without extras = %q, %v; want fuse.ko only, complete", files, ok)
+	}
+}
+
+// -files packs a directory's tree at the archive's root: files with their
+// modes, directories, and symbolic links as links.
+func TestAddRoot(t *testing.T) {
+	src := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(src, "var", "cache"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "var", "cache", "criu"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(src, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("busybox", filepath.Join(src, "bin", "sh")); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	w := cpio.NewWriter(&b)
+	if err := addRoot(w, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for off := 0; ; {
+		h := b.Bytes()[off:]
+		mode, _ := strconv.ParseUint(string(h[14:22]), 16, 32)
+		size, _ := strconv.ParseUint(string(h[54:62]), 16, 32)
+		namesize, _ := strconv.ParseUint(string(h[94:102]), 16, 32)
+		name := string(h[110 : 110+namesize-1])
+		data := (110 + int(namesize) + 3) &^ 3
+		if name == "TRAILER!!!" {
+			break
+		}
+		got[name] = fmt.Sprintf("%o %s", mode, h[data:data+int(size)])
+		off += (data + int(size) + 3) &^ 3
+	}
+	want := map[string]string{
+		"bin":            "40755 ",
+		"bin/sh":         "120777 busybox",
+		"var":            "40755 ",
+		"var/cache":      "40755 ",
+		"var/cache/criu": "100755 #!/bin/sh\n",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("archive holds %q, want %q", got, want)
 	}
 }

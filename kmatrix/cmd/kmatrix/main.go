@@ -80,6 +80,8 @@ func parse(args []string, out io.Writer) (*command, error) {
 	short := fs.Bool("short", false, "pass -test.short to every binary (shorter soak tests)")
 	appendArgs := fs.String("append", "", "extra kernel command line parameters, e.g. loglevel=7")
 	commands := fs.String("cmd", "", "comma-separated main packages built into the VM's PATH for tests that run them, e.g. ./cmd/semundo")
+	files := fs.String("files", "", "host `dir` whose tree is packed at the guest's / (e.g. criu/testdata/install-criu-arm64.sh's output)")
+	modules := fs.String("modules", "", "comma-separated extra kernel modules to load in the guests (kmatrix.ExtraModules: nfnetlink, for CRIU)")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: kmatrix [flags] [PKG...] [-- TESTFLAGS...]\n\nPackages default to %s.\n\n", strings.Join(DefaultPackages, " "))
 		fs.PrintDefaults()
@@ -119,6 +121,8 @@ func parse(args []string, out io.Writer) (*command, error) {
 			Kernels:   names,
 			Packages:  pkgs,
 			Commands:  splitList(*commands),
+			Files:     *files,
+			Modules:   splitList(*modules),
 			Run:       *runRE,
 			Skip:      *skipRE,
 			TestArgs:  extra,

@@ -27,6 +27,17 @@ func TestParse(t *testing.T) {
 		t.Errorf("defaults: qemu %q (empty: the arch's) timeout %v smp %d m %q", o.QEMU, o.Timeout, o.SMP, o.Memory)
 	}
 
+	if o.Files != "" || o.Modules != nil {
+		t.Errorf("defaults: files %q modules %q, want none", o.Files, o.Modules)
+	}
+	c, err = parse([]string{"-arch", "arm64", "-files", "/var/cache/semundo-criu-arm64/files", "-modules", "nfnetlink", "./criu/"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.opts.Files != "/var/cache/semundo-criu-arm64/files" || !reflect.DeepEqual(c.opts.Modules, []string{"nfnetlink"}) {
+		t.Errorf("-files and -modules: files %q modules %q", c.opts.Files, c.opts.Modules)
+	}
+
 	c, err = parse([]string{"-kernels", " 5.10 , linux-image-6.1.0-57-cloud-amd64,"}, &out)
 	if err != nil {
 		t.Fatal(err)
