@@ -377,7 +377,7 @@ func TestRestoreWithoutLeaveStopped(t *testing.T) {
 func TestResumeFailureLeavesStopped(t *testing.T) {
 	testenv.RequireRoot(t)
 	openReader(t)
-	rg := &rig{dir: t.TempDir(), tree: testenv.BuildC(t, "tree", treeSrc)}
+	rg := &rig{dir: t.TempDir(), tree: buildTree(t)}
 	lt := rg.startTree(t, treeSpec{sizes: "1", kids: []string{"1/-", "1/-"}})
 	all := append([]int{lt.root}, lt.kids...)
 	tr := tree{Format: treeFormat, Root: lt.root}

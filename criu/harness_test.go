@@ -53,8 +53,11 @@ func newRig(tb testing.TB) *rig {
 	tb.Helper()
 	testenv.RequireRoot(tb)
 	c := findCRIU(tb)
+	if testenv.InVM() {
+		loopbackUp(tb)
+	}
 	rg := &rig{criu: c, dir: tb.TempDir()}
-	rg.tree = testenv.BuildC(tb, "tree", treeSrc)
+	rg.tree = buildTree(tb)
 	semundo := testenv.BuildGo(tb, "github.com/semundo/semundo/cmd/semundo")
 	rg.semundo = semundo
 	// Helpers still alive at the end are killed (a test that checks
@@ -72,6 +75,64 @@ func newRig(tb testing.TB) *rig {
 	}
 	rg.state = filepath.Join(rg.dir, "state")
 	return rg
+}
+
+// vmTree is where kmatrix's guests hold tree.c, built for their
+// architecture by testdata/install-criu-arm64.sh (packed with kmatrix
+// -files), since they have no compiler.
+const vmTree = defaultCRIUCache + "/tree"
+
+// buildTree returns tree.c built: by gcc on the host, the prebuilt vmTree
+// in kmatrix's guests.
+func buildTree(tb testing.TB) string {
+	tb.Helper()
+	if !testenv.InVM() {
+		return testenv.BuildC(tb, "tree", treeSrc)
+	}
+	if _, err := os.Stat(vmTree); err != nil {
+		testenv.Missing(tb, "tree.c built for this guest at "+vmTree, "pack criu/testdata/install-criu-arm64.sh's output with kmatrix -files")
+	}
+	return vmTree
+}
+
+// loopbackUp brings the loopback interface up, as kmatrix's /init leaves
+// it down: CRIU's start-up probes (kerndat_tcp_repair) connect a TCP
+// socket over it, and every criu command fails without it ("Unable to
+// connect a socket: Network is unreachable"). Cleanup puts it down again.
+func loopbackUp(tb testing.TB) {
+	tb.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatalf("socket to bring lo up: %v", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		tb.Fatalf("read the flags of lo: %v", err)
+	}
+	flags := ifr.Uint16()
+	if flags&unix.IFF_UP != 0 {
+		return
+	}
+	ifr.SetUint16(flags | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		tb.Fatalf("bring lo up: %v", err)
+	}
+	tb.Cleanup(func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			tb.Errorf("socket to put lo down again: %v", err)
+			return
+		}
+		defer unix.Close(fd)
+		ifr.SetUint16(flags)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+			tb.Errorf("put lo down again: %v", err)
+		}
+	})
 }
 
 // findCRIU returns the CRIU to test with: $SEMUNDO_CRIU, or the wrapper
@@ -395,13 +456,14 @@ func (rg *rig) restore(tb testing.TB, dir string, leaveStopped, script bool, env
 	tb.Cleanup(func() { rs.kill(tb) })
 	n, err := reaperStatus(status, rs.reaper, "criu restore from "+dir)
 	rs.run.wall = time.Since(start)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	rs.run.status = n
 	out, _ := os.ReadFile(filepath.Join(dir, logName+".out"))
 	b, _ := os.ReadFile(filepath.Join(dir, logName))
 	rs.run.log = string(out) + string(b)
+	if err != nil {
+		// What CRIU logged tells where it stopped.
+		tb.Fatalf("%v; its log:\n%s", err, tail(rs.run.log, 60))
+	}
+	rs.run.status = n
 	if rs.run.status != 0 {
 		return rs
 	}
