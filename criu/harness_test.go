@@ -313,9 +313,10 @@ func reaperStatus(status *os.File, reaper *exec.Cmd, what string) (int, error) {
 	}
 	line, err := bufio.NewReader(status).ReadString('\n')
 	if errors.Is(err, os.ErrDeadlineExceeded) {
+		stuck := where(reaper.Process.Pid)
 		killDescendants(reaper.Process.Pid)
 		reaper.Process.Kill()
-		return 0, fmt.Errorf("%s did not finish in %v; killed it (reaper %d and all below it): %w", what, limit, reaper.Process.Pid, testenv.ErrDeadline)
+		return 0, fmt.Errorf("%s did not finish in %v; killed it (reaper %d and all below it, which were: %s): %w", what, limit, reaper.Process.Pid, stuck, testenv.ErrDeadline)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("%s: no exit status from the reaper: %w", what, err)
@@ -325,6 +326,36 @@ func reaperStatus(status *os.File, reaper *exec.Cmd, what string) (int, error) {
 		return 0, fmt.Errorf("%s: the reaper reported %q", what, line)
 	}
 	return n, nil
+}
+
+// where describes the processes below pid: for each its pid, name, state,
+// the kernel function it sleeps in and, when stopped, the signal it stopped
+// for (the last field of /proc/PID/stat). That is what tells a hung CRIU
+// from tasks it waits for: in an arm64 guest, trixie's CRIU 4.1.1 waited in
+// futex_wait_queue while every restored task sat in ptrace_stop on SIGSEGV.
+func where(pid int) string {
+	procs, err := walkTree(live, pid)
+	if err != nil || len(procs) < 2 {
+		return "none"
+	}
+	var b strings.Builder
+	for i, p := range procs[1:] {
+		st, err := live.Stat(p.pid)
+		if err != nil {
+			continue
+		}
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", p.pid))
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%d %s %c in %s", p.pid, st.Comm, st.State, wchan)
+		if st.State == 't' || st.State == 'T' {
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+			f := strings.Fields(string(stat))
+			fmt.Fprintf(&b, " (signal %s)", f[len(f)-1])
+		}
+	}
+	return b.String()
 }
 
 // kill kills what is left of the tree (the tree CRIU dumped, if it still
