@@ -2,6 +2,7 @@ package criu
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 
 	"github.com/semundo/semundo/internal/procfs"
@@ -26,7 +27,14 @@ const capSysNice = 23
 // back needs, it changes nothing: the job would then run at the lowest
 // priority too.
 func yieldCPU() (restore func()) {
-	st, err := procfs.NewDefaultFS().SelfStatus()
+	// Credentials are per thread too: judge by the one that renices.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b, err := procfs.ReadFile("/proc/thread-self/status")
+	if err != nil {
+		return func() {}
+	}
+	st, err := procfs.ParseStatus(b)
 	if err != nil || st.CapEff&(1<<capSysNice) == 0 {
 		return func() {}
 	}
@@ -40,7 +48,11 @@ func yieldCPU() (restore func()) {
 		return func() {}
 	}
 	setNice(lowestNice)
-	return func() { setNice(nice) }
+	return func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		setNice(nice)
+	}
 }
 
 // setNice sets every thread of this process to nice.
