@@ -14,7 +14,13 @@
 // adjustments for each listed set equal the given values; sets not listed
 // keep theirs. Everything is validated before the first change (the set
 // exists in the target's namespace, the number of values equals its nsems,
-// the target may alter it), and a write that fails part way is undone.
+// the target may alter it, judged as ipcperms judges: by the credentials
+// of the thread that makes the call, with CAP_IPC_OWNER only over an IPC
+// namespace its user namespace owns or is an ancestor of the owner of),
+// and a write that fails part way is undone. A set the target had no
+// entry for may keep an entry of zeros after a call the kernel refuses
+// anyway (a security module): the kernel creates the entry before it
+// checks permission.
 // A target that holds the writer's own list (the writer, its threads, a
 // process sharing its list) is refused, since the writer's exit would
 // apply what was written, and so is a target another process traces
