@@ -53,33 +53,34 @@ func yieldHelper([]string) int {
 		fmt.Println(err)
 		return 1
 	}
-	status := 0
 	restore := yieldCPU()
-	during, err := threadNices()
-	if err != nil {
-		fmt.Println(err)
-		return 1
-	}
-	for tid, n := range during {
-		if _, old := before[tid]; old && n != lowestNice {
-			fmt.Printf("thread %d: nice %d while yielding, want %d\n", tid, n, lowestNice)
-			status = 1
-		}
-	}
+	bad := checkNices(before, func(int) int { return lowestNice }, "while yielding")
 	restore()
-	after, err := threadNices()
-	if err != nil {
-		fmt.Println(err)
-		return 1
-	}
-	for tid, n := range after {
-		if want, old := before[tid]; old && n != want {
-			fmt.Printf("thread %d: nice %d after restore, want %d as before\n", tid, n, want)
-			status = 1
-		}
+	bad = append(bad, checkNices(before, func(old int) int { return old }, "after restore")...)
+	for _, l := range bad {
+		fmt.Println(l)
 	}
 	fmt.Printf("%d threads\n", len(before))
-	return status
+	if len(bad) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// checkNices reads every thread's nice now and names each thread of
+// before whose nice is not want(its nice before).
+func checkNices(before map[int]int, want func(old int) int, when string) []string {
+	now, err := threadNices()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var bad []string
+	for tid, n := range now {
+		if old, ok := before[tid]; ok && n != want(old) {
+			bad = append(bad, fmt.Sprintf("thread %d: nice %d %s, want %d", tid, n, when, want(old)))
+		}
+	}
+	return bad
 }
 
 // TestYieldCPU: the helper's load runs at nice 19 on every thread, and
