@@ -10,6 +10,7 @@ import (
 
 	"github.com/semundo/semundo/image"
 	"github.com/semundo/semundo/internal/errs"
+	"github.com/semundo/semundo/internal/par"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
@@ -287,20 +288,31 @@ func nsInode(pid int) (uint64, error) {
 
 // oneNamespace checks that every process is in one IPC namespace.
 func oneNamespace(pids []int) (uint64, error) {
-	first, err := nsInode(pids[0])
+	inos, err := nsInodes(pids)
 	if err != nil {
 		return 0, err
 	}
-	for _, pid := range pids[1:] {
-		ns, err := nsInode(pid)
-		if err != nil {
-			return 0, err
-		}
-		if ns != first {
-			return 0, fmt.Errorf("pid %d is in IPC namespace %d, pid %d in %d: checkpoint one namespace at a time: %w", pids[0], first, pid, ns, ErrNamespaces)
+	for i, ns := range inos[1:] {
+		if ns != inos[0] {
+			return 0, fmt.Errorf("pid %d is in IPC namespace %d, pid %d in %d: checkpoint one namespace at a time: %w", pids[0], inos[0], pids[i+1], ns, ErrNamespaces)
 		}
 	}
-	return first, nil
+	return inos[0], nil
+}
+
+// nsInodes returns nsInode of each of pids, read on every CPU (CRIU's
+// post-dump waits for them with the tree frozen), or the first error in
+// the order of pids.
+func nsInodes(pids []int) ([]uint64, error) {
+	inos := make([]uint64, len(pids))
+	errs := make([]error, len(pids))
+	par.Each(len(pids), runtime.GOMAXPROCS(0), func(i int) { inos[i], errs[i] = nsInode(pids[i]) })
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return inos, nil
 }
 
 // inNamespace runs fn in the IPC namespace ns (that of pid). When it is not

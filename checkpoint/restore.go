@@ -334,16 +334,17 @@ func runs(pid int, comm string) (string, bool) {
 // namespace (the caller's, with here) and that the sets their lists name
 // are the image's there: same key, same size.
 func checkTargets(img *image.Image, writes []writer.Write, here bool) error {
-	ns, err := nsInode(writes[0].PID)
+	pids := make([]int, len(writes))
+	for i, w := range writes {
+		pids[i] = w.PID
+	}
+	inos, err := nsInodes(pids)
 	if err != nil {
 		return err
 	}
-	for _, w := range writes[1:] {
-		other, err := nsInode(w.PID)
-		if err != nil {
-			return err
-		}
-		if other != ns {
+	ns := inos[0]
+	for i, w := range writes[1:] {
+		if other := inos[i+1]; other != ns {
 			return fmt.Errorf("pids %d and %d are in different IPC namespaces (%d, %d): an image holds one namespace's lists: %w", writes[0].PID, w.PID, ns, other, ErrNamespaces)
 		}
 	}

@@ -4,10 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"syscall"
 
+	"github.com/semundo/semundo/internal/par"
 	"github.com/semundo/semundo/internal/procfs"
 )
 
@@ -132,25 +131,7 @@ func heldTree(p procfs.FS, root, level int) ([]proc, error) {
 // when n is large enough to pay for them.
 func eachParallel(n int, f func(int)) {
 	const perWorker = 16
-	workers := min(runtime.GOMAXPROCS(0), n/perWorker)
-	if workers <= 1 {
-		for i := range n {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
+	par.Each(n, min(runtime.GOMAXPROCS(0), n/perWorker), f)
 }
 
 // nspids returns pid's pid in each PID namespace from /proc's down to its

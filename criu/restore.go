@@ -272,8 +272,11 @@ func waitStops(p procfs.FS, t *tree, newPID map[int]int) (map[int]runState, erro
 	for {
 		states := map[int]runState{}
 		pending, running := 0, false
-		for _, tk := range t.Tasks {
-			st, err := processState(p, newPID[tk.PID])
+		sts := make([]runState, len(t.Tasks))
+		errs := make([]error, len(t.Tasks))
+		eachParallel(len(t.Tasks), func(i int) { sts[i], errs[i] = processState(p, newPID[t.Tasks[i].PID]) })
+		for i, tk := range t.Tasks {
+			st, err := sts[i], errs[i]
 			if err != nil {
 				return nil, err
 			}
