@@ -341,6 +341,60 @@ func armFullPage(tb testing.TB, ms int64, room int) string {
 	return armProgram(tb, "fullpage", a.link(), data)
 }
 
+// armGapCode is where armGapProgram's code starts in its page.
+const armGapCode = 0x800
+
+// armGapProgram is armFullPage with 16 bytes of room, laid out as Go lays
+// out its static programs: the section headers (a null one and .text)
+// follow the program headers in the executable segment, then zeros, then
+// the code at armGapCode filling the page. Those zeros are the only
+// padding within a branch's reach of the code.
+func armGapProgram(tb testing.TB, ms int64) string {
+	tb.Helper()
+	data := align8([]byte(armStrs))
+	req := uint64(armData + len(data))
+	data = binary.LittleEndian.AppendUint64(data, uint64(ms/1000))
+	data = binary.LittleEndian.AppendUint64(data, uint64(ms%1000*1e6))
+	var a a64
+	armStart(&a)
+	a.sys(a64Nanosl, req, 0)
+	armResult(&a)
+	for armGapCode+4*len(a.ins) < pageSize-16 {
+		a.emit(0xd503201f) // nop
+	}
+	code := a.link()
+	const shoff = armHeaders
+	var b bytes.Buffer
+	ident := [elf.EI_NIDENT]byte{0x7f, 'E', 'L', 'F', byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)}
+	binary.Write(&b, binary.LittleEndian, elf.Header64{
+		Ident: ident, Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_AARCH64), Version: uint32(elf.EV_CURRENT),
+		Entry: armCode + armGapCode, Phoff: 64, Shoff: shoff, Ehsize: 64, Phentsize: 56, Phnum: 2, Shentsize: 64, Shnum: 2,
+	})
+	codeEnd := uint64(armGapCode + len(code))
+	binary.Write(&b, binary.LittleEndian, elf.Prog64{
+		Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_X), Vaddr: armCode, Paddr: armCode,
+		Filesz: codeEnd, Memsz: codeEnd, Align: pageSize,
+	})
+	binary.Write(&b, binary.LittleEndian, elf.Prog64{
+		Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_W), Off: pageSize, Vaddr: armData, Paddr: armData,
+		Filesz: uint64(len(data)), Memsz: uint64(len(data) + armBSS), Align: pageSize,
+	})
+	binary.Write(&b, binary.LittleEndian, elf.Section64{})
+	binary.Write(&b, binary.LittleEndian, elf.Section64{
+		Type: uint32(elf.SHT_PROGBITS), Flags: uint64(elf.SHF_ALLOC | elf.SHF_EXECINSTR),
+		Addr: armCode + armGapCode, Off: armGapCode, Size: uint64(len(code)), Addralign: 4,
+	})
+	b.Write(make([]byte, armGapCode-b.Len()))
+	b.Write(code)
+	b.Write(make([]byte, pageSize-b.Len()))
+	b.Write(data)
+	path := filepath.Join(tb.TempDir(), "gap")
+	if err := os.WriteFile(path, b.Bytes(), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
 // armWaker catches SIGUSR1 with a handler that counts at armCounter (no
 // SA_RESTART), then waits in ppoll again and again, printing "ok" each
 // time a signal ended the wait with EINTR ("err" for any other result).

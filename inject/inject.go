@@ -87,7 +87,11 @@
 //     full timeout.
 //   - The stub's branch reaches 128 MiB: it goes into 416 bytes of
 //     padding within that distance of the thread's pc, in practice in the
-//     ELF image or vDSO that holds the pc. Failing that, a 24-byte far
+//     ELF image or vDSO that holds the pc: after a segment's end in its
+//     last page, or in the zeros between the headers and the first
+//     section where the executable segment maps the file's start (Go's
+//     static programs, whose text may end too close to a page end: under
+//     104 bytes in about one layout in 40). Failing that, a 24-byte far
 //     stub goes anywhere (the vDSO) and returns through a 104-byte
 //     trampoline near the pc; a thread whose pc has not even that within
 //     reach (JIT code in anonymous memory far from any ELF image) cannot be
@@ -231,6 +235,11 @@ type Stats struct {
 	// Injections counts the system calls run in the target, including the
 	// mmap and munmap calls of scratch pages.
 	Injections int
+	// MemoryCalls counts the mmap and munmap calls among Injections: a
+	// scratch page is mapped when the padding next to the stub has no
+	// room for a call's data, which depends on the layout of the target's
+	// executable pages.
+	MemoryCalls int
 	// Signals counts the signals that arrived while the target was held and
 	// were queued to it again at Detach.
 	Signals int

@@ -76,8 +76,8 @@ func TestSleeperNanosleep(t *testing.T) {
 	mustDetach(t, s)
 	st := s.Stats()
 	t.Logf("stop time %v, %d injections", st.StopTime, st.Injections)
-	if st.Injections != 6 {
-		t.Errorf("Stats().Injections = %d, want 6", st.Injections)
+	if st.Injections != 6 || st.MemoryCalls != 4 {
+		t.Errorf("Stats() = %d injections, %d of them mmap or munmap; want 6 and 4", st.Injections, st.MemoryCalls)
 	}
 
 	checkSlept(t, tg.line(t), ms)

@@ -63,8 +63,8 @@ func TestSleeperNanosleep(t *testing.T) {
 				t.Errorf("resumes with x8 %d at %#x, want restart_syscall at the svc %#x", got, s.resumed.Pc, s.saved.Pc)
 			}
 			mustDetach(t, s)
-			if st := s.Stats(); st.Injections != 6 {
-				t.Errorf("Stats().Injections = %d, want 6", st.Injections)
+			if st := s.Stats(); st.Injections != 6 || st.MemoryCalls != 4 {
+				t.Errorf("Stats() = %d injections, %d of them mmap or munmap; want 6 and 4", st.Injections, st.MemoryCalls)
 			}
 			sleptOK(t, tg, t0, ms)
 			probe.check(t, tg)
@@ -348,6 +348,31 @@ func TestNoStubSiteInReach(t *testing.T) {
 	}
 	mustDetach(t, s)
 	sleptOK(t, tg, t0, ms)
+}
+
+// TestStubInHeaderGap: a target whose text page is full, as in
+// TestNoStubSiteInReach, but whose executable segment maps its headers
+// and zeros before its first section (Go's static programs) gets the
+// stub in those zeros, and their bytes back at Detach.
+func TestStubInHeaderGap(t *testing.T) {
+	const ms = 300
+	t0 := time.Now()
+	tg := ready(t, armGapProgram(t, ms))
+	tg.blockedIn(t, nrNanosleep)
+	s := mustSeize(t, tg.pid)
+	exercise(t, s, tg.pid)
+	probe := injectSemUndo(t, s)
+	if s.stub < armCode+armHeaders+2*64 || s.stub+stubLen > armCode+armGapCode || s.arch.tramp != 0 {
+		t.Fatalf("stub at %#x in %q, trampoline at %#x: want the stub between the section headers' end %#x and the code %#x, no trampoline",
+			s.stub, s.stubWhere, s.arch.tramp, armCode+armHeaders+2*64, armCode+armGapCode)
+	}
+	stub, orig := s.stub, s.stubOrig
+	mustDetach(t, s)
+	if back := readRemote(t, tg.pid, stub, len(orig)); !bytes.Equal(back, make([]byte, len(orig))) || !bytes.Equal(back, orig) {
+		t.Fatal("the zeros under the stub were not put back")
+	}
+	sleptOK(t, tg, t0, ms)
+	probe.check(t, tg)
 }
 
 // TestFarStub: a target whose text has room for the trampoline but not the

@@ -646,6 +646,9 @@ func (s *Session) inject(op string, nr uintptr, args ...uintptr) (uintptr, error
 		s.hooks.onStage("exited")
 	}
 	s.stats.Injections++
+	if nr == unix.SYS_MMAP || nr == unix.SYS_MUNMAP {
+		s.stats.MemoryCalls++
+	}
 	if r := int64(ret); r < 0 && r >= -errnoMax {
 		return 0, &SyscallError{Pid: s.pid, Nr: nr, Errno: unix.Errno(-r)}
 	}

@@ -3,10 +3,12 @@
 package inject
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/semundo/semundo/internal/procfs"
@@ -23,6 +25,10 @@ const (
 	elfMaxPhdrs  = 128
 	ptLoad       = 1
 	pfX          = 1
+	elfShdrLen   = 64
+	elfMaxShdrs  = 4096
+	shtNull      = 0
+	shtNobits    = 8
 )
 
 // stubSite finds size bytes, at an address accept takes, at the end of an
@@ -204,7 +210,7 @@ func padding(read func(uintptr, []byte) error, base, m mapping, size int) (at, l
 	if read(base.start+uintptr(phoff), ph) != nil {
 		return 0, 0, false
 	}
-	type load struct{ flags, vaddr, memsz uint64 }
+	type load struct{ flags, off, vaddr, filesz, memsz uint64 }
 	var loads []load
 	minVaddr := ^uint64(0)
 	for i := 0; i < phnum; i++ {
@@ -212,7 +218,7 @@ func padding(read func(uintptr, []byte) error, base, m mapping, size int) (at, l
 		if le.Uint32(p) != ptLoad {
 			continue
 		}
-		l := load{uint64(le.Uint32(p[4:])), le.Uint64(p[16:]), le.Uint64(p[40:])}
+		l := load{uint64(le.Uint32(p[4:])), le.Uint64(p[8:]), le.Uint64(p[16:]), le.Uint64(p[32:]), le.Uint64(p[40:])}
 		loads = append(loads, l)
 		minVaddr = min(minVaddr, l.vaddr)
 	}
@@ -251,6 +257,61 @@ func padding(read func(uintptr, []byte) error, base, m mapping, size int) (at, l
 		// past the page).
 		if gapLo := (end + 7) &^ 7; gapEnd >= gapLo+uint64(size) {
 			return uintptr(gapLo), uintptr(gapEnd), true
+		}
+	}
+	// Else the zeros between the headers and the first section, in an
+	// executable segment that maps the file's start: Go's static
+	// programs map their ELF, program and section headers with the code,
+	// and leave most of that first page free. On arm64 this is the only
+	// padding within a branch's reach of such a program's code when its
+	// text ends too close to a page end.
+	for _, l := range loads {
+		if l.flags&pfX == 0 || l.off != 0 || shnum == 0 || shentsize < elfShdrLen {
+			continue
+		}
+		vaddr := func(off uint64) uint64 { return bias + l.vaddr + off }
+		segEnd := min(l.filesz, m.offset+uint64(m.end-m.start))
+		if m.offset != 0 || vaddr(0) != uint64(m.start) || shoff+shnum*shentsize > segEnd || shnum > elfMaxShdrs {
+			continue
+		}
+		sh := make([]byte, shnum*shentsize)
+		if read(uintptr(vaddr(shoff)), sh) != nil {
+			continue
+		}
+		// The bytes the headers and the sections hold, by file offset.
+		type span struct{ lo, hi uint64 }
+		used := []span{{0, elfHeaderLen}, {phoff, phoff + uint64(phnum*phentsize)}, {shoff, shoff + shnum*shentsize}}
+		for i := uint64(0); i < shnum; i++ {
+			h := sh[i*shentsize:]
+			typ, off, n := le.Uint32(h[4:]), le.Uint64(h[24:]), le.Uint64(h[32:])
+			if typ != shtNull && typ != shtNobits && n > 0 {
+				used = append(used, span{off, off + n})
+			}
+		}
+		slices.SortFunc(used, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+		lo, hi := uint64(0), segEnd
+		for _, u := range used {
+			if u.lo > lo {
+				hi = min(hi, u.lo)
+				break
+			}
+			lo = max(lo, u.hi)
+		}
+		lo = (lo + 7) &^ 7
+		hi = min(hi, lo+pageSize) // ample for a stub and its call's data
+		if hi < lo+uint64(size) {
+			continue
+		}
+		// Only zeros: nothing the file says is there.
+		free := make([]byte, hi-lo)
+		if read(uintptr(vaddr(lo)), free) != nil {
+			continue
+		}
+		if i := slices.IndexFunc(free, func(c byte) bool { return c != 0 }); i >= 0 {
+			hi = lo + uint64(i)
+		}
+		if hi >= lo+uint64(size) {
+			return uintptr(vaddr(lo)), uintptr(vaddr(hi)), true
 		}
 	}
 	return 0, 0, false

@@ -218,7 +218,7 @@ func (s *Session) encodeStub(at uintptr, r *unix.PtraceRegs) []byte {
 func (s *Session) reachable(at uintptr, r *unix.PtraceRegs) bool { return true }
 
 // siteNeeds says what a stub site needs, for ErrNoStubSite's message.
-const siteNeeds = ""
+const siteNeeds = " or leaves them free after its headers"
 
 // placeFar: on x86-64 every site is in reach, so when stubSite found none
 // there is none.

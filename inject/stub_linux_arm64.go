@@ -26,8 +26,10 @@ import (
 //
 // The branch reaches +-128 MiB, so the stub goes into padding within that
 // range of the pc it returns to (in practice the ELF image or vDSO that
-// holds it). When there is none (a static program whose text leaves less
-// than stubLen of padding, the vDSO far away), a 24-byte far stub goes
+// holds it; for a Go program, whose executable segment maps its headers,
+// the zeros after them too). When there is none (a static program whose
+// text leaves less than stubLen of padding and has no such zeros, the
+// vDSO far away), a 24-byte far stub goes
 // anywhere (the vDSO) and returns with `br x16` through a 104-byte
 // trampoline near the pc that restores the registers the call changed and
 // x16 (placeFar); with no room for that either the session refuses
@@ -54,7 +56,7 @@ const (
 )
 
 // siteNeeds says what a stub site needs, for ErrNoStubSite's message.
-const siteNeeds = ", within 128 MiB of the thread's pc, nor has 104 bytes there for a trampoline (the stub returns with a direct branch)"
+const siteNeeds = " or leaves them free after its headers, within 128 MiB of the thread's pc, nor has 104 bytes there for a trampoline (the stub returns with a direct branch)"
 
 // reachable reports whether the stub's branch at at+stubBranch reaches
 // r's pc.

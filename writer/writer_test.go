@@ -645,16 +645,18 @@ func TestSetOtherNamespace(t *testing.T) {
 	}
 	want := mustParse(t, fmt.Sprintf("%d -5 7 -32768\n", h.Child))
 	var injected int
-	opts := &writer.Options{Stats: func(pid int, st inject.Stats) { injected = st.Injections }}
+	opts := &writer.Options{Stats: func(pid int, st inject.Stats) { injected = st.Injections - st.MemoryCalls }}
 	if err := writer.WriteProcess(r, h.PID, want, opts); err != nil {
 		t.Fatal(err)
 	}
 	// The set checks (IPC_STAT, GETALL) ran in the target's namespace from
 	// here: injected are only the semop calls (the first plan, which
-	// SEMVMX defeats, and the one after the values were read), their
-	// operations passed in the padding after the injector's stub.
+	// SEMVMX defeats, and the one after the values were read), besides
+	// the mapping of a page for their operations where the padding after
+	// the injector's stub has no room (the arm64 test binary's last text
+	// page, in some builds).
 	if injected != 2 {
-		t.Errorf("%d calls injected, want 2 semop: the set checks were injected, or a page mapped", injected)
+		t.Errorf("%d calls injected besides mmap and munmap, want 2 semop: the set checks were injected", injected)
 	}
 	if got := listOf(t, r, h.PID, h.Child); !equal(got, want[0].Adj) {
 		t.Fatalf("list %v, want %v", got, want[0].Adj)
@@ -745,7 +747,7 @@ func TestInjectAllParallel(t *testing.T) {
 	injected, selfStops := map[int]int{}, map[int]int{}
 	opts := &writer.Options{Parallel: 3, Stats: func(pid int, st inject.Stats) {
 		mu.Lock()
-		injected[pid], selfStops[pid] = st.Injections, st.SelfStops
+		injected[pid], selfStops[pid] = st.Injections-st.MemoryCalls, st.SelfStops
 		mu.Unlock()
 	}}
 	if err := writer.InjectAll(jobs, opts); err != nil {
@@ -753,9 +755,10 @@ func TestInjectAllParallel(t *testing.T) {
 	}
 	for _, j := range jobs {
 		// One semop (all values are 0, as the first plan assumes), its
-		// operations after the injector's stub; the checks from here.
+		// operations after the injector's stub or in a page mapped for
+		// them; the checks from here.
 		if injected[j.PID] != 1 {
-			t.Errorf("pid %d: %d calls injected, want 1", j.PID, injected[j.PID])
+			t.Errorf("pid %d: %d calls injected besides mmap and munmap, want 1 semop", j.PID, injected[j.PID])
 		}
 		// These holders ignore SIGWINCH: on x86-64 the call ends in the
 		// stub's own stop (inject's self-stop), on every kernel of the
