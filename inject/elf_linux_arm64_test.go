@@ -127,25 +127,46 @@ const armHeaders = 64 + 2*56
 // armProgram writes an ELF file of code and data and returns its path.
 func armProgram(tb testing.TB, name string, code, data []byte) string {
 	tb.Helper()
-	const hdr = armHeaders
+	return armImage(tb, name, code, data, armHeaders, false)
+}
+
+// armImage is armProgram with the code at codeOff in its page and, with
+// sections, a null section header and .text's after the program headers.
+func armImage(tb testing.TB, name string, code, data []byte, codeOff int, sections bool) string {
+	tb.Helper()
 	var b bytes.Buffer
 	ident := [elf.EI_NIDENT]byte{0x7f, 'E', 'L', 'F', byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)}
-	binary.Write(&b, binary.LittleEndian, elf.Header64{
+	eh := elf.Header64{
 		Ident: ident, Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_AARCH64), Version: uint32(elf.EV_CURRENT),
-		Entry: armCode + hdr, Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: 2, Shentsize: 64,
-	})
-	codeSize := uint64(hdr + len(code))
-	if codeSize > pageSize {
+		Entry: armCode + uint64(codeOff), Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: 2, Shentsize: 64,
+	}
+	if sections {
+		eh.Shoff, eh.Shnum = armHeaders, 2
+	}
+	binary.Write(&b, binary.LittleEndian, eh)
+	codeEnd := uint64(codeOff + len(code))
+	if codeEnd > pageSize {
 		tb.Fatalf("program %s: %d bytes of code do not fit its page", name, len(code))
 	}
 	binary.Write(&b, binary.LittleEndian, elf.Prog64{
 		Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_X), Vaddr: armCode, Paddr: armCode,
-		Filesz: codeSize, Memsz: codeSize, Align: pageSize,
+		Filesz: codeEnd, Memsz: codeEnd, Align: pageSize,
 	})
 	binary.Write(&b, binary.LittleEndian, elf.Prog64{
 		Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_W), Off: pageSize, Vaddr: armData, Paddr: armData,
 		Filesz: uint64(len(data)), Memsz: uint64(len(data) + armBSS), Align: pageSize,
 	})
+	if sections {
+		binary.Write(&b, binary.LittleEndian, elf.Section64{})
+		binary.Write(&b, binary.LittleEndian, elf.Section64{
+			Type: uint32(elf.SHT_PROGBITS), Flags: uint64(elf.SHF_ALLOC | elf.SHF_EXECINSTR),
+			Addr: armCode + uint64(codeOff), Off: uint64(codeOff), Size: uint64(len(code)), Addralign: 4,
+		})
+	}
+	if b.Len() > codeOff {
+		tb.Fatalf("program %s: headers of %d bytes run into the code at %d", name, b.Len(), codeOff)
+	}
+	b.Write(make([]byte, codeOff-b.Len()))
 	b.Write(code)
 	b.Write(make([]byte, pageSize-b.Len()))
 	b.Write(data)
@@ -327,7 +348,14 @@ func armSVESpinner(tb testing.TB) string {
 // page's end (room a multiple of 8), so that its own text has no room for
 // the stub.
 func armFullPage(tb testing.TB, ms int64, room int) string {
-	data := align8([]byte(armStrs))
+	code, data := armNapper(ms, armHeaders, room)
+	return armProgram(tb, "fullpage", code, data)
+}
+
+// armNapper returns armSleeper's code and data, the code padded with nops
+// so that, placed at codeOff, it ends room bytes before its page's end.
+func armNapper(ms int64, codeOff, room int) (code, data []byte) {
+	data = align8([]byte(armStrs))
 	req := uint64(armData + len(data))
 	data = binary.LittleEndian.AppendUint64(data, uint64(ms/1000))
 	data = binary.LittleEndian.AppendUint64(data, uint64(ms%1000*1e6))
@@ -335,10 +363,10 @@ func armFullPage(tb testing.TB, ms int64, room int) string {
 	armStart(&a)
 	a.sys(a64Nanosl, req, 0)
 	armResult(&a)
-	for armHeaders+4*len(a.ins) < pageSize-room {
+	for codeOff+4*len(a.ins) < pageSize-room {
 		a.emit(0xd503201f) // nop
 	}
-	return armProgram(tb, "fullpage", a.link(), data)
+	return a.link(), data
 }
 
 // armGapCode is where armGapProgram's code starts in its page.
@@ -350,49 +378,8 @@ const armGapCode = 0x800
 // the code at armGapCode filling the page. Those zeros are the only
 // padding within a branch's reach of the code.
 func armGapProgram(tb testing.TB, ms int64) string {
-	tb.Helper()
-	data := align8([]byte(armStrs))
-	req := uint64(armData + len(data))
-	data = binary.LittleEndian.AppendUint64(data, uint64(ms/1000))
-	data = binary.LittleEndian.AppendUint64(data, uint64(ms%1000*1e6))
-	var a a64
-	armStart(&a)
-	a.sys(a64Nanosl, req, 0)
-	armResult(&a)
-	for armGapCode+4*len(a.ins) < pageSize-16 {
-		a.emit(0xd503201f) // nop
-	}
-	code := a.link()
-	const shoff = armHeaders
-	var b bytes.Buffer
-	ident := [elf.EI_NIDENT]byte{0x7f, 'E', 'L', 'F', byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)}
-	binary.Write(&b, binary.LittleEndian, elf.Header64{
-		Ident: ident, Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_AARCH64), Version: uint32(elf.EV_CURRENT),
-		Entry: armCode + armGapCode, Phoff: 64, Shoff: shoff, Ehsize: 64, Phentsize: 56, Phnum: 2, Shentsize: 64, Shnum: 2,
-	})
-	codeEnd := uint64(armGapCode + len(code))
-	binary.Write(&b, binary.LittleEndian, elf.Prog64{
-		Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_X), Vaddr: armCode, Paddr: armCode,
-		Filesz: codeEnd, Memsz: codeEnd, Align: pageSize,
-	})
-	binary.Write(&b, binary.LittleEndian, elf.Prog64{
-		Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_W), Off: pageSize, Vaddr: armData, Paddr: armData,
-		Filesz: uint64(len(data)), Memsz: uint64(len(data) + armBSS), Align: pageSize,
-	})
-	binary.Write(&b, binary.LittleEndian, elf.Section64{})
-	binary.Write(&b, binary.LittleEndian, elf.Section64{
-		Type: uint32(elf.SHT_PROGBITS), Flags: uint64(elf.SHF_ALLOC | elf.SHF_EXECINSTR),
-		Addr: armCode + armGapCode, Off: armGapCode, Size: uint64(len(code)), Addralign: 4,
-	})
-	b.Write(make([]byte, armGapCode-b.Len()))
-	b.Write(code)
-	b.Write(make([]byte, pageSize-b.Len()))
-	b.Write(data)
-	path := filepath.Join(tb.TempDir(), "gap")
-	if err := os.WriteFile(path, b.Bytes(), 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	return path
+	code, data := armNapper(ms, armGapCode, 16)
+	return armImage(tb, "gap", code, data, armGapCode, true)
 }
 
 // armWaker catches SIGUSR1 with a handler that counts at armCounter (no
