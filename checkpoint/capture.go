@@ -304,15 +304,7 @@ func oneNamespace(pids []int) (uint64, error) {
 // post-dump waits for them with the tree frozen), or the first error in
 // the order of pids.
 func nsInodes(pids []int) ([]uint64, error) {
-	inos := make([]uint64, len(pids))
-	errs := make([]error, len(pids))
-	par.Each(len(pids), runtime.GOMAXPROCS(0), func(i int) { inos[i], errs[i] = nsInode(pids[i]) })
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return inos, nil
+	return par.Map(len(pids), runtime.GOMAXPROCS(0), func(i int) (uint64, error) { return nsInode(pids[i]) })
 }
 
 // inNamespace runs fn in the IPC namespace ns (that of pid). When it is not

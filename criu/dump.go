@@ -49,14 +49,12 @@ func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, e
 	}
 	// One core image per task, read by one goroutine per CPU: CRIU waits
 	// for this action with the tree frozen.
-	states := make([]bool, len(procs))
-	errs := make([]error, len(procs))
-	eachParallel(len(procs), func(i int) { states[i], errs[i] = stoppedAtDump(dir, procs[i].vpid) })
+	states, err := mapParallel(len(procs), func(i int) (bool, error) { return stoppedAtDump(dir, procs[i].vpid) })
+	if err != nil {
+		return nil, err
+	}
 	stopped := map[int]bool{}
 	for i, p := range procs {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
 		stopped[p.pid] = states[i]
 		t.Tasks = append(t.Tasks, task{PID: p.pid, VPID: p.vpid, Stopped: states[i]})
 	}

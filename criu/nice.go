@@ -3,7 +3,6 @@ package criu
 import (
 	"os"
 	"runtime"
-	"strconv"
 
 	"github.com/semundo/semundo/internal/procfs"
 	"golang.org/x/sys/unix"
@@ -30,11 +29,7 @@ func yieldCPU() (restore func()) {
 	// Credentials are per thread too: judge by the one that renices.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	b, err := procfs.ReadFile("/proc/thread-self/status")
-	if err != nil {
-		return func() {}
-	}
-	st, err := procfs.ParseStatus(b)
+	st, err := procfs.NewDefaultFS().TaskStatus(os.Getpid(), unix.Gettid())
 	if err != nil || st.CapEff&(1<<capSysNice) == 0 {
 		return func() {}
 	}
@@ -57,13 +52,8 @@ func yieldCPU() (restore func()) {
 
 // setNice sets every thread of this process to nice.
 func setNice(nice int) {
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if tid, err := strconv.Atoi(e.Name()); err == nil {
-			unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
-		}
+	tids, _ := procfs.NewDefaultFS().Tasks(os.Getpid())
+	for _, tid := range tids {
+		unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
 	}
 }

@@ -89,10 +89,7 @@ func heldTree(p procfs.FS, root, level int) ([]proc, error) {
 		visits := make([]visit, len(pids))
 		eachParallel(len(pids), func(i int) {
 			v := &visits[i]
-			v.st, v.err = p.Status(pids[i])
-			if v.err == nil && len(v.st.NSpid) == 0 {
-				v.err = fmt.Errorf("pid %d: no NSpid line in its status (Linux >= 4.1 has one): %w", pids[i], procfs.ErrMalformed)
-			}
+			v.st, v.err = p.StatusNSpid(pids[i])
 			if v.err != nil {
 				return
 			}
@@ -127,12 +124,18 @@ func heldTree(p procfs.FS, root, level int) ([]proc, error) {
 	return out, nil
 }
 
-// eachParallel calls f(0) to f(n-1), on up to one goroutine per CPU
-// when n is large enough to pay for them.
-func eachParallel(n int, f func(int)) {
+// workers is how many goroutines a loop of n /proc reads gets: one per
+// CPU when n is large enough to pay for them.
+func workers(n int) int {
 	const perWorker = 16
-	par.Each(n, min(runtime.GOMAXPROCS(0), n/perWorker), f)
+	return min(runtime.GOMAXPROCS(0), n/perWorker)
 }
+
+// eachParallel calls f(0) to f(n-1) on workers(n) goroutines.
+func eachParallel(n int, f func(int)) { par.Each(n, workers(n), f) }
+
+// mapParallel is par.Map on workers(n) goroutines.
+func mapParallel[T any](n int, f func(int) (T, error)) ([]T, error) { return par.Map(n, workers(n), f) }
 
 // nspids returns pid's pid in each PID namespace from /proc's down to its
 // own.

@@ -272,14 +272,12 @@ func waitStops(p procfs.FS, t *tree, newPID map[int]int) (map[int]runState, erro
 	for {
 		states := map[int]runState{}
 		pending, running := 0, false
-		sts := make([]runState, len(t.Tasks))
-		errs := make([]error, len(t.Tasks))
-		eachParallel(len(t.Tasks), func(i int) { sts[i], errs[i] = processState(p, newPID[t.Tasks[i].PID]) })
+		sts, err := mapParallel(len(t.Tasks), func(i int) (runState, error) { return processState(p, newPID[t.Tasks[i].PID]) })
+		if err != nil {
+			return nil, err
+		}
 		for i, tk := range t.Tasks {
-			st, err := sts[i], errs[i]
-			if err != nil {
-				return nil, err
-			}
+			st := sts[i]
 			states[tk.PID] = st
 			switch st {
 			case stateStopping:

@@ -167,19 +167,17 @@ func seizeWith(pid int, h hooks, before func(s *Session) error) (*Session, error
 	var threads []procfs.Thread
 	var lst procfs.Stat
 	if pid == s.pid && st.Threads == 1 && !st.Dead() {
-		if lst, err = s.proc.Stat(s.pid); err != nil {
-			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
-		}
+		lst, err = s.proc.Stat(s.pid)
 		threads = []procfs.Thread{{TID: s.pid, Stat: lst}}
-	} else {
-		if threads, err = s.proc.Threads(s.pid); err != nil {
-			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
-		}
+	} else if threads, err = s.proc.Threads(s.pid); err == nil {
 		if i := slices.IndexFunc(threads, func(t procfs.Thread) bool { return t.TID == s.pid }); i >= 0 {
 			lst = threads[i].Stat
-		} else if lst, err = s.proc.Stat(s.pid); err != nil {
-			return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
+		} else {
+			lst, err = s.proc.Stat(s.pid)
 		}
+	}
+	if err != nil {
+		return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 	}
 	if lst.KernelThread() {
 		return nil, s.fail("seize", ErrKernelThread, nil, fmt.Sprintf("%q is a kernel thread: it has no user memory and no undo list", lst.Comm))

@@ -630,7 +630,9 @@ const openCodedTries = 3
 // is nil) through the task iterator, which reads the lists too when the
 // open-coded scan is not loaded, and the waiters.
 func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, error) {
-	b := newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8)
+	// Sized from the last full pass, an eighth more.
+	fresh := func() *builder { return newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8) }
+	b := fresh()
 	for try := 0; r.oc != nil; try++ {
 		lost, err := r.oc.pass(b, r.taskInfo)
 		if err != nil {
@@ -642,7 +644,7 @@ func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, erro
 		if try == openCodedTries {
 			return nil, fmt.Errorf("undo lists outgrew the open-coded scan's BPF ring buffer in each of %d passes; retry: %w", openCodedTries+1, ErrIncomplete)
 		}
-		b = newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8)
+		b = fresh()
 	}
 	if iter != nil {
 		if err := r.iterPass(b, iter, readSize); err != nil {

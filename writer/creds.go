@@ -53,9 +53,9 @@ func ReadCreds(pid int) (*Creds, error) {
 // container may share: mode bits alone then decide, and a write the
 // kernel would refuse is refused before it starts.
 func capOverIPCNamespace(pid int, euid uint32) (bool, error) {
-	own, err := nsIno(fmt.Sprintf("/proc/%d/ns/user", pid))
-	if err != nil {
-		return false, err
+	own := namespaceOf(fmt.Sprintf("/proc/%d/ns/user", pid))
+	if own == 0 {
+		return false, fmt.Errorf("pid %d: cannot read its user namespace", pid)
 	}
 	ipc, err := unix.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -103,15 +103,6 @@ func capOverIPCNamespace(pid int, euid uint32) (bool, error) {
 			return true, nil
 		}
 	}
-}
-
-// nsIno returns the inode of the namespace file at path.
-func nsIno(path string) (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
 }
 
 // credsOf takes from a status what ipcperms checks: the effective uid, the

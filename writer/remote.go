@@ -310,12 +310,10 @@ func WriteProcesses(r *reader.Reader, writes []Write, opts *Options) error {
 	// A check is a status read and a kcmp, on as many threads as the
 	// writes will use: 99 of them took 1.8 ms on one while CRIU held the
 	// tree stopped.
-	errs := make([]error, len(writes))
-	par.Each(len(writes), opts.parallel(), func(i int) { errs[i] = CheckTarget(writes[i].PID, opts.callers()...) })
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	if _, err := par.Map(len(writes), opts.parallel(), func(i int) (struct{}, error) {
+		return struct{}{}, CheckTarget(writes[i].PID, opts.callers()...)
+	}); err != nil {
+		return err
 	}
 	snap, err := r.Scan()
 	if err != nil {

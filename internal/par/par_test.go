@@ -1,6 +1,7 @@
 package par
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 )
@@ -22,5 +23,27 @@ func TestEach(t *testing.T) {
 		if v != i {
 			t.Fatalf("Each(4, 1) called %v, want 0 1 2 3 in order", order)
 		}
+	}
+}
+
+func TestMap(t *testing.T) {
+	sq, err := Map(50, 3, func(i int) (int, error) { return i * i, nil })
+	if err != nil || len(sq) != 50 {
+		t.Fatalf("Map = %d results, %v", len(sq), err)
+	}
+	for i, v := range sq {
+		if v != i*i {
+			t.Fatalf("Map result %d = %d, want %d", i, v, i*i)
+		}
+	}
+	// The lowest failing index's error, whichever goroutine failed first.
+	_, err = Map(50, 4, func(i int) (int, error) {
+		if i == 7 || i == 30 {
+			return 0, fmt.Errorf("failed at %d", i)
+		}
+		return i, nil
+	})
+	if err == nil || err.Error() != "failed at 7" {
+		t.Fatalf("Map error %v, want the first failure in order (7)", err)
 	}
 }

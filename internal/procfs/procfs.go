@@ -234,14 +234,21 @@ func (p FS) SelfStatus() (Status, error) {
 // point's down to its own. A status without the line (kernels before 4.1)
 // is ErrMalformed: semundo needs 5.8.
 func (p FS) NSpid(pid int) ([]int, error) {
-	st, err := p.Status(pid)
+	st, err := p.StatusNSpid(pid)
 	if err != nil {
 		return nil, err
 	}
-	if len(st.NSpid) == 0 {
-		return nil, fmt.Errorf("pid %d: no NSpid line in its status (Linux >= 4.1 has one): %w", pid, ErrMalformed)
-	}
 	return st.NSpid, nil
+}
+
+// StatusNSpid is Status for a caller that needs the NSpid line too: a
+// status without it is ErrMalformed, as for NSpid.
+func (p FS) StatusNSpid(pid int) (Status, error) {
+	st, err := p.Status(pid)
+	if err == nil && len(st.NSpid) == 0 {
+		err = fmt.Errorf("pid %d: no NSpid line in its status (Linux >= 4.1 has one): %w", pid, ErrMalformed)
+	}
+	return st, err
 }
 
 // TaskStatus reads /proc/<pid>/task/<tid>/status.
