@@ -172,6 +172,7 @@ struct pid {
 struct task_struct {
 	unsigned int __state;
 	unsigned int flags;
+	int on_cpu;
 	int on_rq;
 	unsigned long nvcsw;
 	int pid;

@@ -298,6 +298,17 @@ static __always_inline int syscall_of(struct task_struct *task, __u64 *arg0, __u
 	return -1;
 }
 
+/* 1 when the task is on no run queue and runs on no CPU. on_cpu exists
+ * on SMP kernels; without it only this CPU runs, and it runs this. */
+static __always_inline int off_cpu(struct task_struct *task)
+{
+	if (*(volatile int *)&task->on_rq)
+		return 0;
+	if (bpf_core_field_exists(task->on_cpu) && *(volatile int *)&task->on_cpu)
+		return 0;
+	return 1;
+}
+
 #define TASK_INTERRUPTIBLE 1
 #define PF_KTHREAD 0x00200000
 
@@ -337,10 +348,15 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	struct sem_queue *q = (struct sem_queue *)v->q;
 	/* The entry lives on the task's stack and is rewritten when the task
 	 * wakes and calls semop again: read it only while the task provably
-	 * does not run. A task off every run queue has slept since its entry
-	 * was complete; if it wakes, it is back on a run queue until it sleeps
-	 * again, which counts a voluntary switch. */
-	if (task->on_rq)
+	 * does not run. A task off every run queue and off every CPU has
+	 * slept since its entry was complete; if it wakes, it is back on a run
+	 * queue until it sleeps again, which counts a voluntary switch. Off
+	 * the run queue is not enough: a task going back to sleep leaves it
+	 * before the switch is counted, and runs on until the switch (idle
+	 * balancing can take a while there), so a check then would pass while
+	 * what was read came from its run; on_cpu covers that stretch, and is
+	 * cleared only after the count. */
+	if (!off_cpu(task))
 		return;
 	unsigned long csw = *(volatile unsigned long *)&task->nvcsw;
 	char qb[128];
@@ -387,8 +403,9 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	__u32 n = (__u32)nsops * sizeof(struct sembuf);
 	if (bpf_probe_read_kernel(s->buf + sizeof(*rec), n & 8191, (void *)sops))
 		return;
-	/* Did not run meanwhile: what was read is one call's, whole. */
-	if (*(volatile unsigned long *)&task->nvcsw != csw || *(volatile int *)&task->on_rq)
+	/* Did not run meanwhile: what was read is one call's, whole. The
+	 * switch count is read last, after the task is seen off the CPU. */
+	if (!off_cpu(task) || *(volatile unsigned long *)&task->nvcsw != csw)
 		return;
 	rec->ops = nsops;
 	__u32 size = (sizeof(*rec) + (n & 8191) + 3) & ~3;
