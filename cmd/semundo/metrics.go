@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -8,14 +10,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/semundo/semundo/internal/waitfor"
 	"github.com/semundo/semundo/reader"
@@ -55,36 +60,38 @@ func defineMetrics(fs *flag.FlagSet, c *cli) func([]string) error {
 			return err
 		}
 		defer r.Close()
-		reg := prometheus.NewRegistry()
 		col := &collector{r: r}
-		reg.MustRegister(col)
-		var werr error
-		switch {
-		case *listen != "":
-			return serveMetrics(c, reg, *listen)
-		case *out != "":
-			if werr = prometheus.WriteToTextfile(*out, reg); werr != nil {
-				werr = fmt.Errorf("write metrics to %s: %w", *out, werr)
-			}
-		default:
-			werr = writeMetrics(c.stdout, reg)
+		if *listen != "" {
+			return serveMetrics(c, col, *listen)
 		}
-		// The scan's own error says more than the registry's account of it.
-		if err := col.err(); err != nil {
+		fams, err := col.gather()
+		if err != nil {
 			return err
 		}
-		return werr
+		if *out == "" {
+			return writeMetrics(c.stdout, fams)
+		}
+		var b bytes.Buffer
+		if err := writeMetrics(&b, fams); err != nil {
+			return err
+		}
+		if err := writeTextfile(*out, b.Bytes()); err != nil {
+			return fmt.Errorf("write metrics to %s: %w (is its directory there and writable?)", *out, err)
+		}
+		return nil
 	}
 }
 
-// writeMetrics writes every metric of reg in the text format.
-func writeMetrics(w io.Writer, reg prometheus.Gatherer) error {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return err
-	}
+// The exposition is Prometheus's own (client_model's families, common's
+// expfmt encoders) but not client_golang's registry: importing that
+// package costs every semundo process, a CRIU action in the tree's
+// downtime among them, about a millisecond of initialisers (its default
+// registry's Go and process collectors) before main runs.
+
+// writeMetrics writes fams in the text format.
+func writeMetrics(w io.Writer, fams []*dto.MetricFamily) error {
 	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
+	for _, mf := range fams {
 		if err := enc.Encode(mf); err != nil {
 			return err
 		}
@@ -92,14 +99,42 @@ func writeMetrics(w io.Writer, reg prometheus.Gatherer) error {
 	return nil
 }
 
+// writeTextfile replaces path with b, so that node_exporter's textfile
+// collector never reads half a file: a temporary file in the same
+// directory, renamed over it, readable by all as node_exporter needs.
+func writeTextfile(path string, b []byte) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
 // serveMetrics serves /metrics on addr until SIGINT or SIGTERM.
-func serveMetrics(c *cli, reg *prometheus.Registry, addr string) error {
+func serveMetrics(c *cli, col *collector, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (choose a free port with --listen)", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}))
+	mux.Handle("/metrics", col)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	// The address actually bound (with :0, the port the kernel chose),
 	// for whoever started semundo to scrape.
@@ -121,62 +156,116 @@ func serveMetrics(c *cli, reg *prometheus.Registry, addr string) error {
 	return nil
 }
 
-// Metric descriptions. Labels name a set by its IPC namespace's inode and
-// its id there; only sets with holders or waiters get series, so their
-// number stays that of the sets in use, not of all sets.
+// gauge describes a family of gauges. Labels name a set by its IPC
+// namespace's inode and its id there; only sets with holders or waiters
+// get series, so their number stays that of the sets in use, not of all
+// sets.
+type gauge struct {
+	name, help string
+	labels     []string
+}
+
 var (
-	descSetWaiters = prometheus.NewDesc("semundo_set_waiters",
-		"Tasks blocked in semop or semtimedop on the set.", []string{"ipcns", "semid"}, nil)
-	descSetHolders = prometheus.NewDesc("semundo_set_undo_holders",
-		"Processes whose undo lists hold a nonzero adjustment for the set.", []string{"ipcns", "semid"}, nil)
-	descSemValue = prometheus.NewDesc("semundo_semaphore_value",
-		"Value of a semaphore that is held or waited on (sets of semundo's own IPC namespace only).", []string{"ipcns", "semid", "sem"}, nil)
-	descSets = prometheus.NewDesc("semundo_sets",
-		"Semaphore sets in semundo's own IPC namespace.", nil, nil)
-	descLists = prometheus.NewDesc("semundo_undo_lists",
-		"Undo lists with at least one entry, in every IPC namespace.", nil, nil)
-	descWaiters = prometheus.NewDesc("semundo_waiters",
-		"Tasks blocked in semop or semtimedop, in every IPC namespace.", nil, nil)
-	descCycles = prometheus.NewDesc("semundo_deadlock_cycles",
-		"Cycles in the wait-for graph of waiters and SEM_UNDO holders (a holder without SEM_UNDO is invisible).", nil, nil)
-	descDuration = prometheus.NewDesc("semundo_scrape_duration_seconds",
-		"Time the scan and the metrics took.", nil, nil)
-	descSupported = prometheus.NewDesc("semundo_waiters_supported",
-		"1 when this kernel lets semundo read waiters (Linux 5.17+), else 0: waiter metrics are then absent.", nil, nil)
+	gaugeSetWaiters = &gauge{"semundo_set_waiters",
+		"Tasks blocked in semop or semtimedop on the set.", []string{"ipcns", "semid"}}
+	gaugeSetHolders = &gauge{"semundo_set_undo_holders",
+		"Processes whose undo lists hold a nonzero adjustment for the set.", []string{"ipcns", "semid"}}
+	gaugeSemValue = &gauge{"semundo_semaphore_value",
+		"Value of a semaphore that is held or waited on (sets of semundo's own IPC namespace only).", []string{"ipcns", "semid", "sem"}}
+	gaugeSets = &gauge{"semundo_sets",
+		"Semaphore sets in semundo's own IPC namespace.", nil}
+	gaugeLists = &gauge{"semundo_undo_lists",
+		"Undo lists with at least one entry, in every IPC namespace.", nil}
+	gaugeWaiters = &gauge{"semundo_waiters",
+		"Tasks blocked in semop or semtimedop, in every IPC namespace.", nil}
+	gaugeCycles = &gauge{"semundo_deadlock_cycles",
+		"Cycles in the wait-for graph of waiters and SEM_UNDO holders (a holder without SEM_UNDO is invisible).", nil}
+	gaugeDuration = &gauge{"semundo_scrape_duration_seconds",
+		"Time the scan and the metrics took.", nil}
+	gaugeSupported = &gauge{"semundo_waiters_supported",
+		"1 when this kernel lets semundo read waiters (Linux 5.17+), else 0: waiter metrics are then absent.", nil}
 )
 
-// collector scans on every collection.
-type collector struct {
-	r       *reader.Reader
-	mu      sync.Mutex
-	lastErr error
-}
+// families gathers the samples of one scrape by family.
+type families map[*gauge]*dto.MetricFamily
 
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSetWaiters, descSetHolders, descSemValue, descSets,
-		descLists, descWaiters, descCycles, descDuration, descSupported} {
-		ch <- d
+// add records one sample of g, its label values in g's order.
+func (fs families) add(g *gauge, v float64, values ...string) {
+	mf := fs[g]
+	if mf == nil {
+		mf = &dto.MetricFamily{Name: &g.name, Help: &g.help, Type: dto.MetricType_GAUGE.Enum()}
+		fs[g] = mf
 	}
+	m := &dto.Metric{Gauge: &dto.Gauge{Value: &v}}
+	for i, name := range g.labels {
+		m.Label = append(m.Label, &dto.LabelPair{Name: &name, Value: &values[i]})
+	}
+	mf.Metric = append(mf.Metric, m)
 }
 
-// err is the last collection's error.
-func (c *collector) err() error {
+// sorted returns the families by name and each one's series by label
+// values, numerically where the values are numbers, so that one scrape
+// reads like the next.
+func (fs families) sorted() []*dto.MetricFamily {
+	out := make([]*dto.MetricFamily, 0, len(fs))
+	for _, mf := range fs {
+		slices.SortFunc(mf.Metric, func(a, b *dto.Metric) int {
+			for i := range a.Label {
+				x, y := a.Label[i].GetValue(), b.Label[i].GetValue()
+				if c := cmp.Compare(len(x), len(y)); c != 0 {
+					return c
+				}
+				if c := strings.Compare(x, y); c != 0 {
+					return c
+				}
+			}
+			return 0
+		})
+		out = append(out, mf)
+	}
+	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out
+}
+
+// collector scans on every scrape.
+type collector struct {
+	r  *reader.Reader
+	mu sync.Mutex // one scan at a time, however many scrapers
+}
+
+// gather scans and returns the metric families, sorted.
+func (c *collector) gather() ([]*dto.MetricFamily, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lastErr
+	start := time.Now()
+	fs := families{}
+	if err := c.collect(fs); err != nil {
+		return nil, err
+	}
+	fs.add(gaugeDuration, time.Since(start).Seconds())
+	return fs.sorted(), nil
 }
 
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	start := time.Now()
-	err := c.collect(ch)
-	c.mu.Lock()
-	c.lastErr = err
-	c.mu.Unlock()
+// ServeHTTP answers a scrape in the format it asks for (expfmt.Negotiate:
+// the text format unless it accepts protobuf), or with 500 and the scan's
+// error.
+func (c *collector) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	fams, err := c.gather()
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(descDuration, err)
+		http.Error(w, "semundo metrics: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(descDuration, prometheus.GaugeValue, time.Since(start).Seconds())
+	format := expfmt.Negotiate(req.Header)
+	w.Header().Set("Content-Type", string(format))
+	enc := expfmt.NewEncoder(w, format)
+	for _, mf := range fams {
+		if err := enc.Encode(mf); err != nil {
+			return // the scraper went away
+		}
+	}
+	if cl, ok := enc.(expfmt.Closer); ok {
+		cl.Close()
+	}
 }
 
 // setUse is what one set's series count.
@@ -185,7 +274,7 @@ type setUse struct {
 	sems             map[uint16]bool // semaphores held or waited on
 }
 
-func (c *collector) collect(ch chan<- prometheus.Metric) error {
+func (c *collector) collect(fs families) error {
 	snap, err := c.r.Scan()
 	if err != nil {
 		return err
@@ -237,20 +326,20 @@ func (c *collector) collect(ch chan<- prometheus.Metric) error {
 				u.sems[o.Num] = true
 			}
 		}
-		ch <- prometheus.MustNewConstMetric(descWaiters, prometheus.GaugeValue, float64(len(snap.Waiters)))
-		ch <- prometheus.MustNewConstMetric(descCycles, prometheus.GaugeValue, float64(len(waitfor.Build(snap).Cycles())))
+		fs.add(gaugeWaiters, float64(len(snap.Waiters)))
+		fs.add(gaugeCycles, float64(len(waitfor.Build(snap).Cycles())))
 	}
-	ch <- prometheus.MustNewConstMetric(descSupported, prometheus.GaugeValue, supported)
-	ch <- prometheus.MustNewConstMetric(descLists, prometheus.GaugeValue, float64(lists))
+	fs.add(gaugeSupported, supported)
+	fs.add(gaugeLists, float64(lists))
 	if si, _, err := sysvsem.SemInfo(); err == nil {
-		ch <- prometheus.MustNewConstMetric(descSets, prometheus.GaugeValue, float64(si.Semusz))
+		fs.add(gaugeSets, float64(si.Semusz))
 	}
 	for s, u := range uses {
 		ns, id := strconv.FormatUint(uint64(s.IPCNS), 10), strconv.Itoa(int(s.Semid))
 		if supported == 1 {
-			ch <- prometheus.MustNewConstMetric(descSetWaiters, prometheus.GaugeValue, float64(u.waiters), ns, id)
+			fs.add(gaugeSetWaiters, float64(u.waiters), ns, id)
 		}
-		ch <- prometheus.MustNewConstMetric(descSetHolders, prometheus.GaugeValue, float64(u.holders), ns, id)
+		fs.add(gaugeSetHolders, float64(u.holders), ns, id)
 		if s.IPCNS != own {
 			continue
 		}
@@ -260,7 +349,7 @@ func (c *collector) collect(ch chan<- prometheus.Metric) error {
 			if err != nil {
 				break
 			}
-			ch <- prometheus.MustNewConstMetric(descSemValue, prometheus.GaugeValue, float64(v), ns, id, strconv.Itoa(int(num)))
+			fs.add(gaugeSemValue, float64(v), ns, id, strconv.Itoa(int(num)))
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,6 +124,46 @@ func TestMetricsText(t *testing.T) {
 		defer f.Close()
 		return checkMetrics(t, parseMetrics(t, f), s)
 	})
+	// node_exporter runs as nobody: the file must be readable by all.
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("metrics -o wrote %s with %v (%v), want mode 0644", file, st.Mode(), err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(file), ".*")); len(left) > 0 {
+		t.Errorf("metrics -o left %v", left)
+	}
+}
+
+// TestMetricsOrder checks that a scrape lists families by name and series
+// by their label values, numbers in numeric order, so that two scrapes of
+// the same state read the same.
+func TestMetricsOrder(t *testing.T) {
+	fs := families{}
+	for _, id := range []string{"10", "9", "100", "2"} {
+		fs.add(gaugeSetHolders, 1, "7", id)
+	}
+	fs.add(gaugeSetHolders, 1, "6", "50")
+	fs.add(gaugeLists, 3)
+	var b strings.Builder
+	if err := writeMetrics(&b, fs.sorted()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for line := range strings.SplitSeq(b.String(), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			got = append(got, line)
+		}
+	}
+	want := []string{
+		`semundo_set_undo_holders{ipcns="6",semid="50"} 1`,
+		`semundo_set_undo_holders{ipcns="7",semid="2"} 1`,
+		`semundo_set_undo_holders{ipcns="7",semid="9"} 1`,
+		`semundo_set_undo_holders{ipcns="7",semid="10"} 1`,
+		`semundo_set_undo_holders{ipcns="7",semid="100"} 1`,
+		`semundo_undo_lists 3`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("series in the order\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }
 
 // TestMetricsListen scrapes semundo metrics --listen over loopback, more
@@ -162,6 +203,36 @@ func TestMetricsListen(t *testing.T) {
 	testenv.Eventually(t, "the scrape to show the fixture", func() bool { return checkMetrics(t, scrape(), s) })
 	if !checkMetrics(t, scrape(), s) {
 		t.Errorf("a second scrape lost the fixture")
+	}
+	// A Prometheus server asks for protobuf first; the answer must decode
+	// as the format it names.
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	format := expfmt.ResponseFormat(resp.Header)
+	if format.FormatType() != expfmt.TypeProtoDelim {
+		t.Errorf("a scrape accepting protobuf got Content-Type %q", resp.Header.Get("Content-Type"))
+	}
+	dec := expfmt.NewDecoder(resp.Body, format)
+	mfs := map[string]*dto.MetricFamily{}
+	for {
+		mf := &dto.MetricFamily{}
+		if err := dec.Decode(mf); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("decode the protobuf scrape: %v", err)
+		}
+		mfs[mf.GetName()] = mf
+	}
+	if !checkMetrics(t, mfs, s) {
+		t.Errorf("the protobuf scrape lost the fixture")
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
