@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -145,6 +146,23 @@ func TestTreeOfLists(t *testing.T) {
 		if want := tk.PID == lt.kids[stoppedKid]; tk.Stopped != want {
 			t.Errorf("%s: pid %d stopped = %v, want %v", TreeFile, tk.PID, tk.Stopped, want)
 		}
+	}
+	// The tree, root first, is CRIU's own pstree.img (the root shares
+	// this PID namespace, so post-dump took it from there): the same
+	// processes as the live tree, each its own vpid.
+	wantPIDs := append([]int{lt.root}, lt.kids...)
+	var gotPIDs []int
+	for _, tk := range tr.Tasks {
+		gotPIDs = append(gotPIDs, tk.PID)
+		if tk.VPID != tk.PID {
+			t.Errorf("%s: pid %d has vpid %d in the root's (this) PID namespace", TreeFile, tk.PID, tk.VPID)
+		}
+	}
+	if len(gotPIDs) == 0 || gotPIDs[0] != lt.root || !sameSet(gotPIDs, wantPIDs) {
+		t.Errorf("%s lists pids %v, want root %d first and %v", TreeFile, gotPIDs, lt.root, wantPIDs)
+	}
+	if pst, err := pstreePIDs(dir); err != nil || !slices.Equal(pst, gotPIDs) {
+		t.Errorf("CRIU's pstree.img lists %v (%v), the tree file %v", pst, err, gotPIDs)
 	}
 	lt.kill(t)
 
@@ -432,4 +450,12 @@ func TestResumeFailureLeavesStopped(t *testing.T) {
 	if _, err := os.Stat(handoff); !os.IsNotExist(err) {
 		t.Errorf("the handoff directory is still there: %v", err)
 	}
+}
+
+// sameSet reports whether a and b hold the same numbers, in any order.
+func sameSet(a, b []int) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }

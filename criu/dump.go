@@ -27,9 +27,12 @@ type DumpResult struct {
 // of the tree is shared with a process outside it (ErrShared) or by two
 // of its processes (ErrSharedInTree): CRIU restores neither sharing.
 func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, error) {
-	procs, err := walkHeld(opts.proc(), root)
-	if err != nil {
-		return nil, err
+	procs, ok := dumpedTree(opts.proc(), root, dir)
+	if !ok {
+		var err error
+		if procs, err = walkHeld(opts.proc(), root); err != nil {
+			return nil, err
+		}
 	}
 	t := &tree{Format: treeFormat, Root: root}
 	inTree := map[int]bool{}
