@@ -57,6 +57,13 @@ type CaptureOptions struct {
 	// walked; the zero value reads /proc. Freezing and reading the lists
 	// always act on the live processes.
 	Proc procfs.FS
+	// SharedNamespace (CaptureFrozen only) says the processes are known
+	// to share one IPC namespace, as CRIU's dumped tree does (CRIU
+	// refuses a nested one): it is read from one process only, and each
+	// list is checked against it by the namespace the scan found the list
+	// in, instead of reading every process's namespace link while the
+	// processes are held.
+	SharedNamespace bool
 }
 
 // Capture takes one consistent snapshot: the processes are frozen while

@@ -385,3 +385,37 @@ func setIDs(sets []setState) string {
 	}
 	return strings.TrimSpace(b.String())
 }
+
+// TestCaptureFrozenSharedNamespace: with SharedNamespace, CaptureFrozen
+// reads one namespace link and refuses a list the scan found in another
+// namespace; over one namespace it builds what the per-process check
+// builds.
+func TestCaptureFrozenSharedNamespace(t *testing.T) {
+	rd := openReader(t)
+	a, b := newFixture(t, 2), newFixture(t, 1)
+	snap, err := rd.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := []int{a.workers[0], b.workers[0]}
+	if _, err := checkpoint.CaptureFrozen(snap, mixed, nil, checkpoint.CaptureOptions{SharedNamespace: true}); !errors.Is(err, checkpoint.ErrNamespaces) {
+		t.Errorf("pids %v in namespaces %d and %d: %v, want ErrNamespaces", mixed, a.r.ns, b.r.ns, err)
+	}
+	shared, err := checkpoint.CaptureFrozen(snap, a.workers, nil, checkpoint.CaptureOptions{SharedNamespace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	each, err := checkpoint.CaptureFrozen(snap, a.workers, nil, checkpoint.CaptureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shared.IPCNamespace != each.IPCNamespace || len(shared.Lists) != 2 || len(shared.Sets) != len(each.Sets) {
+		t.Errorf("shared: namespace %d, %d lists, %d sets; per process: %d, %d, %d",
+			shared.IPCNamespace, len(shared.Lists), len(shared.Sets), each.IPCNamespace, len(each.Lists), len(each.Sets))
+	}
+	for i, pid := range a.workers {
+		if l := shared.ListOf(int32(pid)); l == nil || !l.Undo().Equal(a.list(i)) {
+			t.Errorf("pid %d: image holds %+v, want %v", pid, l, a.list(i))
+		}
+	}
+}

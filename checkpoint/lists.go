@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 // the sets of their IPC namespace are read now, after it, as Capture does
 // (an entry whose set went in between is left out with a warning). stopped
 // names the processes that were in group-stop before they were frozen; it
-// is recorded in the image. Only opts.Force, Version and Sempids are used:
-// pids is taken as the whole list of processes, with no tree walk.
+// is recorded in the image. Only opts.Force, Version, Sempids and
+// SharedNamespace are used: pids is taken as the whole list of processes,
+// with no tree walk.
 func CaptureFrozen(snap *reader.Snapshot, pids []int, stopped map[int]bool, opts CaptureOptions) (*image.Image, error) {
 	if len(pids) == 0 {
 		return nil, errors.New("no process to checkpoint")
@@ -29,11 +31,34 @@ func CaptureFrozen(snap *reader.Snapshot, pids []int, stopped map[int]bool, opts
 	pids = slices.Clone(pids)
 	slices.Sort(pids)
 	pids = slices.Compact(pids)
-	ns, err := oneNamespace(pids)
+	var ns uint64
+	var err error
+	if opts.SharedNamespace {
+		ns, err = listsNamespace(snap, pids)
+	} else {
+		ns, err = oneNamespace(pids)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return build(snap, pids, ns, stopped, opts)
+}
+
+// listsNamespace returns the IPC namespace of pids[0], after checking
+// that every list of pids is in it: the processes share it, as the caller
+// knows, and only the lists' namespaces matter to the image.
+func listsNamespace(snap *reader.Snapshot, pids []int) (uint64, error) {
+	ns, err := nsInode(pids[0])
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range pids {
+		if l := snap.ByPID(pid); l != nil && uint64(l.IPCNS) != ns {
+			return 0, fmt.Errorf("the undo list of pid %d is in IPC namespace %d, pid %d in %d: checkpoint one namespace at a time: %w",
+				pid, l.IPCNS, pids[0], ns, ErrNamespaces)
+		}
+	}
+	return ns, nil
 }
 
 // build makes the image from a scan of the lists taken while the processes

@@ -61,7 +61,7 @@ func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, e
 		stopped[p.pid] = states[i]
 		t.Tasks = append(t.Tasks, task{PID: p.pid, VPID: p.vpid, Stopped: states[i]})
 	}
-	img, err := checkpoint.CaptureFrozen(snap, pids, stopped, checkpoint.CaptureOptions{Version: opts.version()})
+	img, err := checkpoint.CaptureFrozen(snap, pids, stopped, checkpoint.CaptureOptions{Version: opts.version(), SharedNamespace: true})
 	if err != nil {
 		return nil, err
 	}
