@@ -164,6 +164,20 @@ func TestTreeOfLists(t *testing.T) {
 	if pst, err := pstreePIDs(dir); err != nil || !slices.Equal(pst, gotPIDs) {
 		t.Errorf("CRIU's pstree.img lists %v (%v), the tree file %v", pst, err, gotPIDs)
 	}
+	// From these images pre-restore hands post-resume every process's
+	// parent, which spares post-resume the walk of the restored tree.
+	handoff := filepath.Join(t.TempDir(), "criu-2147483646-1")
+	if ok, err := PrepareRestore(dir, handoff); !ok || err != nil {
+		t.Fatalf("PrepareRestore of the dump: %v, %v", ok, err)
+	}
+	parents, err := os.ReadFile(filepath.Join(handoff, parentsFile))
+	wantParents := fmt.Sprintf("%d 0\n", lt.root)
+	for _, k := range lt.kids {
+		wantParents += fmt.Sprintf("%d %d\n", k, lt.root)
+	}
+	if err != nil || !slices.Equal(sortedLines(string(parents)), sortedLines(wantParents)) {
+		t.Errorf("parents handed over: %q (%v), want the lines of %q", parents, err, wantParents)
+	}
 	lt.kill(t)
 
 	rs := rg.restore(t, dir, true, true)
@@ -458,4 +472,11 @@ func sameSet(a, b []int) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// sortedLines returns the lines of s, sorted.
+func sortedLines(s string) []string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	slices.Sort(l)
+	return l
 }

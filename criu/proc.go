@@ -156,19 +156,33 @@ const sigstopBit = 1 << (syscall.SIGSTOP - 1)
 
 // processState tells whether every thread of pid is in group-stop.
 func processState(p procfs.FS, pid int) (runState, error) {
+	st, _, err := processStateParent(p, pid)
+	return st, err
+}
+
+// processStateParent is processState, and pid's parent (0 when it is
+// gone).
+func processStateParent(p procfs.FS, pid int) (runState, int, error) {
 	// A process of one thread (most of a restored tree) is told by its
 	// stat alone, whose state and thread count are read together; listing
 	// its task directory cost twice as much (BenchmarkTree100).
 	st, err := p.Stat(pid)
 	if errors.Is(err, syscall.ESRCH) {
-		return stateGone, nil
+		return stateGone, 0, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	rs, err := threadsState(p, pid, st)
+	return rs, st.PPID, err
+}
+
+// threadsState is processState for pid, whose stat is st.
+func threadsState(p procfs.FS, pid int, st procfs.Stat) (runState, error) {
 	threads := []procfs.Thread{{TID: pid, Stat: st}}
 	if st.NumThreads != 1 || st.Dead() {
 		// A dead leader may have live threads: ask each.
+		var err error
 		if threads, err = p.Threads(pid); err != nil {
 			if errors.Is(err, syscall.ESRCH) {
 				return stateGone, nil

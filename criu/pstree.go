@@ -10,17 +10,23 @@ import (
 )
 
 // CRIU's pstree.img (images/pstree.proto): one PstreeEntry per process
-// of the dumped tree, the root first, each with the process's pid in the
-// root's PID namespace (field 1, pid).
+// of the dumped tree, the root first, each with the process's pid and its
+// parent's in the root's PID namespace (fields 1 and 2, pid and ppid).
 const (
-	pstreeMagic    = 0x50273030
-	pstreeFieldPID = 1
-	pstreeFile     = "pstree.img"
+	pstreeMagic     = 0x50273030
+	pstreeFieldPID  = 1
+	pstreeFieldPPID = 2
+	pstreeFile      = "pstree.img"
 )
 
-// pstreePIDs returns the pids CRIU's pstree.img in dir lists, root first:
-// each process of the dumped tree, as a pid of the root's PID namespace.
-func pstreePIDs(dir string) ([]int, error) {
+// pstreeEntry is one process of CRIU's pstree.img.
+type pstreeEntry struct {
+	pid, ppid int // ppid is 0 for the root
+}
+
+// readPstree returns the processes CRIU's pstree.img in dir lists, root
+// first.
+func readPstree(dir string) ([]pstreeEntry, error) {
 	b, err := procfs.ReadFile(filepath.Join(dir, pstreeFile))
 	if err != nil {
 		return nil, err
@@ -28,14 +34,28 @@ func pstreePIDs(dir string) ([]int, error) {
 	return parsePstree(b)
 }
 
+// pstreePIDs returns the pids CRIU's pstree.img in dir lists, root first:
+// each process of the dumped tree, as a pid of the root's PID namespace.
+func pstreePIDs(dir string) ([]int, error) {
+	es, err := readPstree(dir)
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, len(es))
+	for i, e := range es {
+		pids[i] = e.pid
+	}
+	return pids, nil
+}
+
 // parsePstree decodes a pstree image: the two magics, then entries of a
 // native-endian u32 size and a PstreeEntry each.
-func parsePstree(b []byte) ([]int, error) {
+func parsePstree(b []byte) ([]pstreeEntry, error) {
 	ne := binary.NativeEndian
 	if len(b) < 8 || ne.Uint32(b) != imgCommonMagic || ne.Uint32(b[4:]) != pstreeMagic {
 		return nil, errors.New("not a CRIU pstree image (wrong magic)")
 	}
-	var pids []int
+	var es []pstreeEntry
 	seen := map[int]bool{}
 	for rest := b[8:]; len(rest) > 0; {
 		if len(rest) < 4 {
@@ -47,28 +67,42 @@ func parsePstree(b []byte) ([]int, error) {
 		}
 		msg := rest[4 : 4+n]
 		rest = rest[4+n:]
-		f, ok, err := protoField(msg, pstreeFieldPID, 0)
-		if err != nil {
-			return nil, err
+		var e [2]uint64
+		for i, num := range []uint64{pstreeFieldPID, pstreeFieldPPID} {
+			f, ok, err := protoField(msg, num, 0)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, fmt.Errorf("entry without field %d: %w", num, errProto)
+			}
+			if e[i], err = protoVarint(f); err != nil {
+				return nil, err
+			}
+			if e[i] > maxPID {
+				return nil, fmt.Errorf("pid %d out of range: %w", e[i], errProto)
+			}
 		}
-		if !ok {
-			return nil, fmt.Errorf("entry without a pid: %w", errProto)
+		pid, ppid := int(e[0]), int(e[1])
+		if pid == 0 || seen[pid] {
+			return nil, fmt.Errorf("pid %d twice or zero: %w", pid, errProto)
 		}
-		pid, err := protoVarint(f)
-		if err != nil {
-			return nil, err
+		// The root has no parent in the image, every other process one
+		// listed before it.
+		if (len(es) == 0) != (ppid == 0) || (ppid != 0 && !seen[ppid]) {
+			return nil, fmt.Errorf("pid %d has parent %d: %w", pid, ppid, errProto)
 		}
-		if pid == 0 || pid > 1<<22 || seen[int(pid)] {
-			return nil, fmt.Errorf("pid %d twice or out of range: %w", pid, errProto)
-		}
-		seen[int(pid)] = true
-		pids = append(pids, int(pid))
+		seen[pid] = true
+		es = append(es, pstreeEntry{pid, ppid})
 	}
-	if len(pids) == 0 {
+	if len(es) == 0 {
 		return nil, fmt.Errorf("no process: %w", errProto)
 	}
-	return pids, nil
+	return es, nil
 }
+
+// maxPID is PID_MAX_LIMIT, the largest pid Linux hands out.
+const maxPID = 1 << 22
 
 // dumpedTree returns the tree CRIU dumped from root, as walkHeld does,
 // from CRIU's own record of it when that needs no /proc reads per

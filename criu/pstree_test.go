@@ -2,27 +2,42 @@ package criu
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/semundo/semundo/internal/procfs"
 )
 
-// pstreeImage builds a CRIU pstree image of entries with these pids, each
-// with the other fields CRIU writes (ppid, pgid, sid, threads).
+// pstreeImage builds a CRIU pstree image of entries with these pids, the
+// first the root and the others its children, each with the other fields
+// CRIU writes (pgid, sid, threads).
 func pstreeImage(pids ...int) []byte {
+	es := make([]pstreeEntry, len(pids))
+	for i, pid := range pids {
+		es[i] = pstreeEntry{pid: pid}
+		if i > 0 {
+			es[i].ppid = pids[0]
+		}
+	}
+	return pstreeImageOf(es...)
+}
+
+// pstreeImageOf builds a CRIU pstree image of these entries.
+func pstreeImageOf(es ...pstreeEntry) []byte {
 	b := binary.NativeEndian.AppendUint32(nil, imgCommonMagic)
 	b = binary.NativeEndian.AppendUint32(b, pstreeMagic)
-	for i, pid := range pids {
+	for _, e := range es {
+		pid, ppid := e.pid, e.ppid
 		var msg []byte
 		msg = append(msg, 1<<3|0)
 		msg = binary.AppendUvarint(msg, uint64(pid))
-		ppid := 0
-		if i > 0 {
-			ppid = pids[0]
-		}
 		msg = append(msg, 2<<3|0)
 		msg = binary.AppendUvarint(msg, uint64(ppid))
 		msg = append(msg, 3<<3|0, 1, 4<<3|0, 1)
@@ -35,9 +50,10 @@ func pstreeImage(pids ...int) []byte {
 }
 
 func TestParsePstree(t *testing.T) {
-	img := pstreeImage(100, 101, 70000, 102)
+	want := []pstreeEntry{{100, 0}, {101, 100}, {70000, 101}, {102, 100}}
+	img := pstreeImageOf(want...)
 	got, err := parsePstree(img)
-	if err != nil || !slices.Equal(got, []int{100, 101, 70000, 102}) {
+	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("got %v, %v", got, err)
 	}
 	// A cut between entries is a shorter tree; any other, an error.
@@ -57,6 +73,9 @@ func TestParsePstree(t *testing.T) {
 		pstreeImage(100, 100),
 		pstreeImage(0),
 		pstreeImage(100, 1<<23),
+		pstreeImageOf(pstreeEntry{100, 0}, pstreeEntry{101, 102}, pstreeEntry{102, 100}), // parent after child
+		pstreeImageOf(pstreeEntry{100, 0}, pstreeEntry{101, 0}),                          // two roots
+		pstreeImageOf(pstreeEntry{100, 1}),                                               // a root with a parent
 		append(slices.Clone(img), 1, 2),
 		coreImage(3), // another image's magic
 	} {
@@ -102,5 +121,96 @@ func TestDumpedTree(t *testing.T) {
 	}
 	if _, ok := dumpedTree(p, 1<<22+1, dir); ok {
 		t.Error("used a root that does not exist")
+	}
+}
+
+// TestPrepareRestoreParents: pre-restore hands post-resume the parents
+// from pstree.img only when that is the tree file's tree.
+func TestPrepareRestoreParents(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	img := `{"format":"semundo/1","created":"2026-01-01T00:00:00Z","kernel_release":"6.18","hostname":"h","semundo_version":"t","ipcns":1,` +
+		`"limits":{"semmsl":1,"semmns":1,"semopm":1,"semmni":1},"sets":[{"id":0,"key":0,"uid":0,"gid":0,"cuid":0,"cgid":0,"mode":384,"nsems":1,"otime":0,"ctime":0,"values":[1],"sempids":[]}],` +
+		`"lists":[{"processes":[{"pid":20,"comm":"c","stopped":false,"tids":[20]}],"entries":[{"semid":0,"adj":[-1]}]}]}`
+	tree := `{"format":"semundo-criu-tree/1","root":10,"tasks":[{"pid":10,"vpid":10,"stopped":false},{"pid":20,"vpid":20,"stopped":true},{"pid":30,"vpid":30,"stopped":false}]}`
+	for name, s := range map[string]string{ImageFile: img, TreeFile: tree} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range []struct {
+		pstree []byte
+		want   string // the parents file, "" for none
+	}{
+		{nil, ""},
+		{pstreeImageOf(pstreeEntry{10, 0}, pstreeEntry{20, 10}, pstreeEntry{30, 20}), "10 0\n20 10\n30 20\n"},
+		{pstreeImage(10, 20), ""},          // a process short
+		{pstreeImage(20, 10, 30), ""},      // another root
+		{pstreeImage(10, 20, 30)[:20], ""}, // cut
+	} {
+		os.Remove(filepath.Join(dir, pstreeFile))
+		if c.pstree != nil {
+			if err := os.WriteFile(filepath.Join(dir, pstreeFile), c.pstree, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		handoff := filepath.Join(state, "criu-2147483646-"+strconv.Itoa(i))
+		if ok, err := PrepareRestore(dir, handoff); !ok || err != nil {
+			t.Fatalf("case %d: %v, %v", i, ok, err)
+		}
+		b, err := os.ReadFile(filepath.Join(handoff, parentsFile))
+		if c.want == "" && err == nil || c.want != "" && string(b) != c.want {
+			t.Errorf("case %d: parents file %q (%v), want %q", i, b, err, c.want)
+		}
+	}
+}
+
+// TestRestoredInPlace: post-resume takes a tree restored in this PID
+// namespace from the parents file, and refuses a task whose parent is not
+// the one the file names.
+func TestRestoredInPlace(t *testing.T) {
+	p := procfs.NewDefaultFS()
+	me := os.Getpid()
+	var kids []int
+	for range 2 {
+		c := exec.Command("sleep", "60")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		kids = append(kids, c.Process.Pid)
+	}
+	tr := &tree{Format: treeFormat, Root: me, Tasks: []task{{PID: me, VPID: me}, {PID: kids[0], VPID: kids[0]}, {PID: kids[1], VPID: kids[1]}}}
+	handoff := t.TempDir()
+	write := func(s string) {
+		if err := os.WriteFile(filepath.Join(handoff, parentsFile), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, ok := restoredInPlace(p, me, handoff, tr); ok {
+		t.Error("in place without a parents file")
+	}
+	write(fmt.Sprintf("%d 0\n%d %d\n", me, kids[0], me))
+	if _, _, ok := restoredInPlace(p, me, handoff, tr); ok {
+		t.Error("in place with a parents file a process short")
+	}
+	write(fmt.Sprintf("%d 0\n%d %d\n%d %d\n", me, kids[0], me, kids[1], me))
+	if _, _, ok := restoredInPlace(p, kids[0], handoff, tr); ok {
+		t.Error("in place for another root")
+	}
+	newPID, parentOf, ok := restoredInPlace(p, me, handoff, tr)
+	if !ok || newPID[kids[1]] != kids[1] || parentOf[kids[1]] != me || len(parentOf) != 2 {
+		t.Fatalf("got %v, %v, %v", newPID, parentOf, ok)
+	}
+	if _, err := waitStops(p, tr, newPID, parentOf); err != nil {
+		t.Errorf("waitStops with the true parents: %v", err)
+	}
+	// A pid taken by another process: its parent gives it away.
+	write(fmt.Sprintf("%d 0\n%d %d\n%d %d\n", me, kids[0], me, kids[1], kids[0]))
+	newPID, parentOf, ok = restoredInPlace(p, me, handoff, tr)
+	if !ok {
+		t.Fatal("parents file refused")
+	}
+	if _, err := waitStops(p, tr, newPID, parentOf); !errors.Is(err, ErrNoTask) || !strings.Contains(err.Error(), strconv.Itoa(kids[1])) {
+		t.Errorf("waitStops with a wrong parent: %v, want ErrNoTask naming pid %d", err, kids[1])
 	}
 }
