@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/atomicfile"
 )
 
 // treeFormat is the format string of TreeFile.
@@ -76,27 +75,9 @@ func (t *tree) checkAgainst(img *image.Image) error {
 	return nil
 }
 
-// writeFileAtomic writes b to path through a temporary file and a rename,
-// so that a reader sees the whole file or none. It does not sync: the
-// files live beside CRIU's images, which CRIU does not sync, or in the
-// state directory (/run) for the length of one restore, and a crash
-// loses the dump or the restore either way; a sync would only add to the
-// time CRIU holds the tree frozen.
-func writeFileAtomic(path string, b []byte) error {
-	dir, base := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
-}
+// writeFileAtomic writes b to path so that a reader sees the whole file
+// or none, unsynced: the files live beside CRIU's images, which CRIU does
+// not sync, or in the state directory (/run) for the length of one
+// restore, and a crash loses the dump or the restore either way; a sync
+// would only add to the time CRIU holds the tree frozen.
+func writeFileAtomic(path string, b []byte) error { return atomicfile.Write(path, b, 0o600) }

@@ -10,9 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +20,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/semundo/semundo/internal/atomicfile"
 	"github.com/semundo/semundo/internal/waitfor"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
@@ -75,7 +74,8 @@ func defineMetrics(fs *flag.FlagSet, c *cli) func([]string) error {
 		if err := writeMetrics(&b, fams); err != nil {
 			return err
 		}
-		if err := writeTextfile(*out, b.Bytes()); err != nil {
+		// Readable by all: node_exporter runs as nobody.
+		if err := atomicfile.Write(*out, b.Bytes(), 0o644); err != nil {
 			return fmt.Errorf("write metrics to %s: %w (is its directory there and writable?)", *out, err)
 		}
 		return nil
@@ -97,34 +97,6 @@ func writeMetrics(w io.Writer, fams []*dto.MetricFamily) error {
 		}
 	}
 	return nil
-}
-
-// writeTextfile replaces path with b, so that node_exporter's textfile
-// collector never reads half a file: a temporary file in the same
-// directory, renamed over it, readable by all as node_exporter needs.
-func writeTextfile(path string, b []byte) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // serveMetrics serves /metrics on addr until SIGINT or SIGTERM.
