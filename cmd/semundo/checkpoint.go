@@ -41,7 +41,7 @@ func defineCheckpoint(fs *flag.FlagSet, c *cli) func([]string) error {
 			}
 			pids = append(pids, pid)
 		}
-		r, err := openReader()
+		r, err := openHolderReader()
 		if err != nil {
 			return err
 		}
@@ -131,7 +131,7 @@ func defineRestore(fs *flag.FlagSet, c *cli) func([]string) error {
 			}
 		}
 		if *lists {
-			r, err := openReader()
+			r, err := openHolderReader()
 			if err != nil {
 				return err
 			}

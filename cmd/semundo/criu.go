@@ -45,7 +45,7 @@ func criuOptions(c *cli) *criu.Options {
 	return &criu.Options{
 		Version:    version,
 		Log:        c.stdout,
-		OpenReader: openReader,
+		OpenReader: openHolderReader,
 		Injector:   childInjector,
 		Helper: func() *exec.Cmd {
 			// The running binary, named in ps as it was invoked.

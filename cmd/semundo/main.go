@@ -187,8 +187,9 @@ func exitCode(err error) int {
 func openReader() (*reader.Reader, error) { return openReaderWith(reader.Options{}) }
 
 // openHolderReader loads a reader without waiters, for the commands that
-// print only undo lists: it spares their probes, the kernel BTF they need
-// and the verification of their code.
+// print or write only undo lists (and checkpoint, restore, the mount and
+// the CRIU companion): it spares their probes, the kernel BTF they need,
+// the verification of their code and their part of every scan.
 func openHolderReader() (*reader.Reader, error) {
 	return openReaderWith(reader.Options{NoWaiters: true})
 }

@@ -70,7 +70,7 @@ func runMount(c *cli, dir string, allowOther bool) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	r, err := openReader()
+	r, err := openHolderReader()
 	if err != nil {
 		return err
 	}

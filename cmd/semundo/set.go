@@ -71,7 +71,7 @@ func runSet(args []string) error {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
 		return fmt.Errorf("pid %d: no such process", pid)
 	}
-	r, err := openReader()
+	r, err := openHolderReader()
 	if err != nil {
 		return err
 	}
