@@ -10,7 +10,6 @@ import (
 
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // TestTaskFilter: from Linux 6.1 a ReadProcess pass visits only the process asked
@@ -99,19 +98,10 @@ func testTaskFilter(t *testing.T, r *Reader) {
 	}
 }
 
-// kernelAtLeast says whether the running kernel's release is at least
-// major.minor.
+// kernelAtLeast is testenv.KernelAtLeast.
 func kernelAtLeast(t *testing.T, major, minor int) bool {
 	t.Helper()
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	var ma, mi int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
-		t.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
-	}
-	return ma > major || ma == major && mi >= minor
+	return testenv.KernelAtLeast(t, major, minor)
 }
 
 // filteredScan runs a pass over the tasks f names.

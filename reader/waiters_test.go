@@ -187,17 +187,9 @@ func TestWaitersOff(t *testing.T) {
 // target process, so that it runs on the kernel matrix's guests too.
 func TestWaitersSupported(t *testing.T) {
 	r := openReader(t)
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
-		t.Fatalf("kernel release %q: %v", u.Release[:], err)
-	}
 	err := r.WaitersErr()
 	switch {
-	case major > 5 || major == 5 && minor >= 17:
+	case testenv.KernelAtLeast(t, 5, 17):
 		if err != nil {
 			if errors.Is(err, reader.ErrNotSupported) {
 				testenv.Missing(t, "reading blocked semop callers", err.Error())
@@ -205,10 +197,10 @@ func TestWaitersSupported(t *testing.T) {
 			t.Fatal(err)
 		}
 	case !errors.Is(err, reader.ErrNotSupported):
-		t.Errorf("Linux %d.%d: waiters error %v, want ErrNotSupported", major, minor, err)
+		t.Errorf("a kernel before 5.17: waiters error %v, want ErrNotSupported", err)
 	case !strings.Contains(err.Error(), "bpf_loop") || strings.Contains(err.Error(), "asked for"):
 		// Nobody asked for the bounded variant: the kernel lacks bpf_loop.
-		t.Errorf("Linux %d.%d: waiters error %q, want it to name the missing helper bpf_loop", major, minor, err)
+		t.Errorf("a kernel before 5.17: waiters error %q, want it to name the missing helper bpf_loop", err)
 	}
 }
 

@@ -5,9 +5,12 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // InCI reports whether the tests run under CI (the CI variable is set and not
@@ -58,4 +61,19 @@ func RequireTool(tb testing.TB, name string) string {
 func SkipTestOnly(tb testing.TB, what, why string) {
 	tb.Helper()
 	tb.Skipf("this machine lacks %s, which only this test needs (semundo does not): %s", what, why)
+}
+
+// KernelAtLeast says whether the running kernel's release is at least
+// major.minor.
+func KernelAtLeast(tb testing.TB, major, minor int) bool {
+	tb.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		tb.Fatal(err)
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		tb.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
+	}
+	return ma > major || ma == major && mi >= minor
 }
