@@ -108,7 +108,7 @@ func TestTreeOfLists(t *testing.T) {
 	if run.status != 0 {
 		t.Fatalf("criu dump: %s", run)
 	}
-	if !strings.Contains(run.log, "semundo: post-dump: saved 4 undo lists") {
+	if !strings.Contains(run.log, "semundo: post-dump: saved 4 undo lists") || !strings.Contains(run.log, "("+treeSource(true)+")") {
 		t.Errorf("CRIU's log lacks semundo's post-dump note:\n%s", tail(run.log, 20))
 	}
 	img, err := image.ReadFile(filepath.Join(dir, ImageFile))
@@ -184,7 +184,7 @@ func TestTreeOfLists(t *testing.T) {
 	if rs.run.status != 0 {
 		t.Fatalf("criu restore: %s", rs.run)
 	}
-	if !strings.Contains(rs.run.log, "semundo: post-resume: wrote 4 undo lists into the stopped tasks, continued 5 of the 6 tasks") {
+	if !strings.Contains(rs.run.log, "semundo: post-resume: wrote 4 undo lists into the stopped tasks, continued 5 of the 6 tasks ("+treeSource(true)+")") {
 		t.Errorf("CRIU's log lacks semundo's post-resume note:\n%s", tail(rs.run.log, 20))
 	}
 	if left := rg.handoffsLeft(); len(left) != 0 {
@@ -272,10 +272,38 @@ func TestPIDNamespace(t *testing.T) {
 	if run.status != 0 {
 		t.Fatalf("criu dump: %s", run)
 	}
+	// The tree file pairs each host pid with its pid in the namespace,
+	// whether post-dump took the tree from pstree.img through the kernel's
+	// translation (Linux 6.11) or walked it.
+	b, err := os.ReadFile(filepath.Join(dir, TreeFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := decodeTree(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Tasks) != 1+len(lt.kids) || tr.Tasks[0].PID != lt.root {
+		t.Errorf("%s lists %+v, want root %d and its %d children", TreeFile, tr.Tasks, lt.root, len(lt.kids))
+	}
+	for _, tk := range tr.Tasks {
+		if v, ok := lt.vpid[tk.PID]; !ok || v != tk.VPID {
+			t.Errorf("%s: pid %d has vpid %d, want %d (in the tree: %v)", TreeFile, tk.PID, tk.VPID, v, ok)
+		}
+	}
+	// Taken from pstree.img where the kernel translates pids (Linux 6.11),
+	// else walked.
+	wantSource := treeSource(testenv.KernelAtLeast(t, 6, 11))
+	if !strings.Contains(run.log, ImageFile+" ("+wantSource+")") {
+		t.Errorf("post-dump did not take %s:\n%s", wantSource, tail(run.log, 20))
+	}
 	lt.kill(t)
 	rs := rg.restore(t, dir, true, true)
 	if rs.run.status != 0 {
 		t.Fatalf("criu restore: %s", rs.run)
+	}
+	if !strings.Contains(rs.run.log, "tasks ("+wantSource+")") {
+		t.Errorf("post-resume did not take %s:\n%s", wantSource, tail(rs.run.log, 20))
 	}
 	if rs.procs[0].vpid != 1 {
 		t.Fatalf("restored root is pid %d in its namespace, want 1", rs.procs[0].vpid)

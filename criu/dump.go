@@ -18,6 +18,9 @@ type DumpResult struct {
 	Lists, Entries int
 	// Image is the image written to ImageFile.
 	Image *image.Image
+	// FromPstree: the tree's processes came from CRIU's pstree.img, not
+	// from a walk of /proc (see dumpedTree).
+	FromPstree bool
 }
 
 // Dump is the post-dump step: it reads the undo lists of root's tree
@@ -77,7 +80,7 @@ func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, e
 	if err := image.WriteFileNoSync(filepath.Join(dir, ImageFile), img); err != nil {
 		return nil, err
 	}
-	res := &DumpResult{Tasks: len(procs), Lists: len(img.Lists), Image: img}
+	res := &DumpResult{Tasks: len(procs), Lists: len(img.Lists), Image: img, FromPstree: ok}
 	for _, l := range img.Lists {
 		res.Entries += len(l.Entries)
 	}

@@ -313,8 +313,8 @@ func work(env Env, opts *Options) error {
 		if err != nil {
 			return err
 		}
-		opts.logf("post-dump: saved %d undo lists (%d entries) of the %d processes of the tree of pid %d in %s",
-			res.Lists, res.Entries, res.Tasks, env.InitPID, ImageFile)
+		opts.logf("post-dump: saved %d undo lists (%d entries) of the %d processes of the tree of pid %d in %s (%s)",
+			res.Lists, res.Entries, res.Tasks, env.InitPID, ImageFile, treeSource(res.FromPstree))
 		return nil
 	case ActionPostResume:
 		hd, err := handoffDir(env)
@@ -338,10 +338,18 @@ func work(env Env, opts *Options) error {
 		if res.Added {
 			mode = "added to the running tasks (" + EnvAllowRunning + ")"
 		}
-		opts.logf("post-resume: wrote %d undo lists %s, continued %d of the %d tasks", res.Lists, mode, res.Continued, res.Tasks)
+		opts.logf("post-resume: wrote %d undo lists %s, continued %d of the %d tasks (%s)", res.Lists, mode, res.Continued, res.Tasks, treeSource(res.FromPstree))
 		return nil
 	}
 	return fmt.Errorf("no work at action %q", env.Action)
+}
+
+// treeSource says, in a log line, where the tree's processes were found.
+func treeSource(fromPstree bool) string {
+	if fromPstree {
+		return "the tree from CRIU's pstree.img"
+	}
+	return "the tree walked in /proc"
 }
 
 // needEnv checks the variables post-dump (root too) and pre-restore need.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/semundo/semundo/internal/procfs"
+	"golang.org/x/sys/unix"
 )
 
 // CRIU's pstree.img (images/pstree.proto): one PstreeEntry per process
@@ -105,26 +106,84 @@ func parsePstree(b []byte) ([]pstreeEntry, error) {
 const maxPID = 1 << 22
 
 // dumpedTree returns the tree CRIU dumped from root, as walkHeld does,
-// from CRIU's own record of it when that needs no /proc reads per
-// process: when the root is in semundo's PID namespace, the pids
-// pstree.img lists are the processes' pids here too. ok is false when
-// that does not apply (a tree in a PID namespace of its own, an images
-// directory without pstree.img, as with CRIU's image streamer, or one
-// that does not parse): the caller then walks the tree. At post-dump the
-// tree is frozen and the walk had cost 3 of post-dump's 11 ms for 100
-// processes (BenchmarkTree100).
+// from CRIU's own record of it, without /proc reads per process: the
+// pids pstree.img lists are pids of the root's PID namespace, the same
+// here when the root shares semundo's namespace, and translated by the
+// kernel (pidTranslator) when it has one of its own. ok is false when
+// neither applies (a PID namespace of the tree's own on a kernel before
+// 6.11, an images directory without pstree.img, as with CRIU's image
+// streamer, or one that does not parse): the caller then walks the tree.
+// At post-dump the tree is frozen and the walk had cost 3 of post-dump's
+// 11 ms for 100 processes (BenchmarkTree100).
 func dumpedTree(p procfs.FS, root int, dir string) (procs []proc, ok bool) {
-	ns, err := p.NSpid(root)
-	if err != nil || len(ns) != 1 {
-		return nil, false
-	}
 	pids, err := pstreePIDs(dir)
-	if err != nil || pids[0] != root {
+	if err != nil {
 		return nil, false
 	}
+	tr, ok := pidTranslator(p, root, pids[0])
+	if !ok {
+		return nil, false
+	}
+	defer tr.close()
 	procs = make([]proc, len(pids))
-	for i, pid := range pids {
-		procs[i] = proc{pid: pid, vpid: pid}
+	for i, vpid := range pids {
+		pid, err := tr.pid(vpid)
+		if err != nil {
+			return nil, false
+		}
+		procs[i] = proc{pid: pid, vpid: vpid}
 	}
 	return procs, true
+}
+
+// translator turns pids of a tree root's PID namespace into pids of
+// semundo's.
+type translator struct {
+	fd int // the root's PID namespace, or -1: the namespace is semundo's
+}
+
+// pidTranslator returns the translator for the PID namespace of root,
+// whose pid there is rootVPID, and whether there is one: always when the
+// root shares semundo's namespace; otherwise where the kernel translates
+// (nsfs's NS_GET_TGID_FROM_PIDNS, Linux 6.11), and only when it confirms
+// that rootVPID there is root here (so semundo's /proc and its own PID
+// namespace agree).
+func pidTranslator(p procfs.FS, root, rootVPID int) (*translator, bool) {
+	ns, err := p.NSpid(root)
+	if err != nil || ns[len(ns)-1] != rootVPID {
+		return nil, false
+	}
+	if len(ns) == 1 {
+		return &translator{fd: -1}, true
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", root), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, false
+	}
+	tr := &translator{fd: fd}
+	if got, err := tr.pid(rootVPID); err != nil || got != root {
+		tr.close()
+		return nil, false
+	}
+	return tr, true
+}
+
+// pid returns the pid here of the process whose pid in the root's
+// namespace is vpid (ESRCH when there is none).
+func (tr *translator) pid(vpid int) (int, error) {
+	if tr.fd < 0 {
+		return vpid, nil
+	}
+	// The pid goes in the argument itself, not behind a pointer.
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(tr.fd), unix.NS_GET_TGID_FROM_PIDNS, uintptr(vpid))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+func (tr *translator) close() {
+	if tr.fd >= 0 {
+		unix.Close(tr.fd)
+	}
 }

@@ -10,9 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/semundo/semundo/internal/procfs"
+	"github.com/semundo/semundo/internal/testenv"
 )
 
 // pstreeImage builds a CRIU pstree image of entries with these pids, the
@@ -212,5 +214,83 @@ func TestRestoredInPlace(t *testing.T) {
 	}
 	if _, err := waitStops(p, tr, newPID, parentOf); !errors.Is(err, ErrNoTask) || !strings.Contains(err.Error(), strconv.Itoa(kids[1])) {
 		t.Errorf("waitStops with a wrong parent: %v, want ErrNoTask naming pid %d", err, kids[1])
+	}
+}
+
+// TestPIDTranslator: a tree in a PID namespace of its own is taken from
+// pstree.img's pids (and from the parents file at restore) where the
+// kernel translates them (Linux 6.11), and walked before that.
+func TestPIDTranslator(t *testing.T) {
+	testenv.RequireRoot(t)
+	p := procfs.NewDefaultFS()
+	sh := exec.Command("sh", "-c", "sleep 60 & sleep 60 & wait")
+	sh.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	root := sh.Process.Pid
+	t.Cleanup(func() {
+		if kids, err := p.ThreadChildren(root); err == nil {
+			for _, k := range kids {
+				syscall.Kill(k, syscall.SIGKILL)
+			}
+		}
+		sh.Process.Kill()
+		sh.Wait()
+	})
+	var kids []int
+	testenv.Eventually(t, "the namespace's two sleeps", func() bool {
+		kids, _ = p.ThreadChildren(root)
+		return len(kids) == 2
+	})
+	vpid := map[int]int{} // pid here -> pid in the namespace
+	for _, pid := range append([]int{root}, kids...) {
+		ns, err := p.NSpid(pid)
+		if err != nil || len(ns) < 2 {
+			t.Fatalf("pid %d: NSpid %v, %v", pid, ns, err)
+		}
+		vpid[pid] = ns[len(ns)-1]
+	}
+	if vpid[root] != 1 {
+		t.Fatalf("the namespace's first process is pid %d there", vpid[root])
+	}
+	dir := t.TempDir()
+	es := []pstreeEntry{{1, 0}, {vpid[kids[0]], 1}, {vpid[kids[1]], 1}}
+	if err := os.WriteFile(filepath.Join(dir, pstreeFile), pstreeImageOf(es...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	handoff := t.TempDir()
+	if err := os.WriteFile(filepath.Join(handoff, parentsFile), fmt.Appendf(nil, "1 0\n%d 1\n%d 1\n", es[1].pid, es[2].pid), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Dumped pids (the host's at dump) are arbitrary here: the restore maps
+	// them by vpid.
+	tr := &tree{Format: treeFormat, Root: 5000, Tasks: []task{{PID: 5000, VPID: 1}, {PID: 5001, VPID: es[1].pid}, {PID: 5002, VPID: es[2].pid}}}
+	procs, okDump := dumpedTree(p, root, dir)
+	newPID, parentOf, okRestore := restoredInPlace(p, root, handoff, tr)
+	if !testenv.KernelAtLeast(t, 6, 11) {
+		if okDump || okRestore {
+			t.Errorf("a kernel before 6.11 translated pids: dump %v, restore %v", okDump, okRestore)
+		}
+		return
+	}
+	want := []proc{{root, 1}, {kids[0], es[1].pid}, {kids[1], es[2].pid}}
+	if !okDump || !slices.Equal(procs, want) {
+		t.Errorf("dumpedTree: %v, %v; want %v", procs, okDump, want)
+	}
+	if !okRestore || newPID[5000] != root || newPID[5001] != kids[0] || newPID[5002] != kids[1] ||
+		parentOf[kids[0]] != root || parentOf[kids[1]] != root || len(parentOf) != 2 {
+		t.Fatalf("restoredInPlace: %v, %v, %v", newPID, parentOf, okRestore)
+	}
+	if _, err := waitStops(p, tr, newPID, parentOf); err != nil {
+		t.Errorf("waitStops with the true parents: %v", err)
+	}
+	// A vpid the namespace does not have: walk instead.
+	es[2].pid = 999
+	if err := os.WriteFile(filepath.Join(dir, pstreeFile), pstreeImageOf(es...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if procs, ok := dumpedTree(p, root, dir); ok {
+		t.Errorf("dumpedTree with a vpid that is not there: %v", procs)
 	}
 }

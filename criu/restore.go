@@ -145,23 +145,18 @@ func sameTree(es []pstreeEntry, t *tree) bool {
 	return true
 }
 
-// restoredInPlace returns, for a tree restored in semundo's own PID
-// namespace, each dumped process's pid now (its pid at dump: CRIU
-// restores pids) and the parent each must have now, from the parents
-// file pre-restore wrote. ok is false when that does not apply (the root
-// in a PID namespace of its own, no parents file, one that does not
-// match the tree): the caller walks the restored tree then. The parents
-// are checked against each task's stat in waitStops, so a pid that is not
-// the restored process is never written into; reading them from the
-// tree's children files and status files had been 4 of post-resume's 30
-// ms for 100 processes (BenchmarkTree100).
+// restoredInPlace returns each dumped process's pid now and the parent
+// each must have now, from the parents file pre-restore wrote: CRIU
+// restores pids in the root's PID namespace, which are pids here too when
+// the root shares semundo's namespace, or translated by the kernel
+// (pidTranslator). ok is false when that does not apply (no parents file,
+// one that does not match the tree, a PID namespace of the tree's own on
+// a kernel before 6.11): the caller walks the restored tree then. The
+// parents are checked against each task's stat in waitStops, so a pid
+// that is not the restored process is never written into; reading them
+// from the tree's children files and status files had been 4 of
+// post-resume's 30 ms for 100 processes (BenchmarkTree100).
 func restoredInPlace(p procfs.FS, root int, handoff string, t *tree) (newPID, parentOf map[int]int, ok bool) {
-	if t.Tasks[0].VPID != root {
-		return nil, nil, false
-	}
-	if ns, err := p.NSpid(root); err != nil || len(ns) != 1 {
-		return nil, nil, false
-	}
 	b, err := os.ReadFile(filepath.Join(handoff, parentsFile))
 	if err != nil {
 		return nil, nil, false
@@ -177,12 +172,25 @@ func restoredInPlace(p procfs.FS, root int, handoff string, t *tree) (newPID, pa
 	if len(es) == 0 || !sameTree(es, t) {
 		return nil, nil, false
 	}
+	tr, ok := pidTranslator(p, root, t.Tasks[0].VPID)
+	if !ok {
+		return nil, nil, false
+	}
+	defer tr.close()
+	now := map[int]int{} // vpid -> pid now
+	for _, e := range es {
+		pid, err := tr.pid(e.pid)
+		if err != nil {
+			return nil, nil, false
+		}
+		now[e.pid] = pid
+	}
 	newPID, parentOf = map[int]int{}, map[int]int{}
 	for _, tk := range t.Tasks {
-		newPID[tk.PID] = tk.VPID
+		newPID[tk.PID] = now[tk.VPID]
 	}
 	for _, e := range es[1:] {
-		parentOf[e.pid] = e.ppid
+		parentOf[now[e.pid]] = now[e.ppid]
 	}
 	return newPID, parentOf, true
 }
@@ -198,6 +206,10 @@ type ResumeResult struct {
 	// Added: the tasks already ran and the saved adjustments were added to
 	// theirs (Options.AllowRunning).
 	Added bool
+	// FromPstree: the restored tasks were found by their pids and parents
+	// from CRIU's pstree.img, not by a walk of /proc (see
+	// restoredInPlace).
+	FromPstree bool
 }
 
 // stopWait bounds the wait for restored tasks to finish stopping: CRIU
@@ -256,7 +268,7 @@ func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 		states = nil
 		return nil, fail(err)
 	}
-	res := &ResumeResult{Tasks: len(t.Tasks)}
+	res := &ResumeResult{Tasks: len(t.Tasks), FromPstree: inPlace}
 	var lists []image.List
 	for _, l := range img.Lists {
 		if len(l.Entries) > 0 {
