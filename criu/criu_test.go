@@ -131,14 +131,7 @@ func TestTreeOfLists(t *testing.T) {
 			t.Errorf("image: multi-threaded child has tids %v, want 4", l.Processes[0].TIDs)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(dir, TreeFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := decodeTree(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := readTreeFile(t, dir)
 	if len(tr.Tasks) != 1+len(lt.kids) {
 		t.Errorf("%s has %d tasks, want %d", TreeFile, len(tr.Tasks), 1+len(lt.kids))
 	}
@@ -275,14 +268,7 @@ func TestPIDNamespace(t *testing.T) {
 	// The tree file pairs each host pid with its pid in the namespace,
 	// whether post-dump took the tree from pstree.img through the kernel's
 	// translation (Linux 6.11) or walked it.
-	b, err := os.ReadFile(filepath.Join(dir, TreeFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := decodeTree(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := readTreeFile(t, dir)
 	if len(tr.Tasks) != 1+len(lt.kids) || tr.Tasks[0].PID != lt.root {
 		t.Errorf("%s lists %+v, want root %d and its %d children", TreeFile, tr.Tasks, lt.root, len(lt.kids))
 	}
@@ -507,4 +493,18 @@ func sortedLines(s string) []string {
 	l := strings.Split(strings.TrimSpace(s), "\n")
 	slices.Sort(l)
 	return l
+}
+
+// readTreeFile reads and decodes the tree file post-dump wrote into dir.
+func readTreeFile(t *testing.T, dir string) *tree {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, TreeFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := decodeTree(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
 }
