@@ -47,15 +47,18 @@ func stoppedAtDump(dir string, vpid int) (bool, error) {
 
 // coreTaskState returns CoreEntry.tc.task_state from a core image.
 func coreTaskState(b []byte) (uint64, error) {
-	ne := binary.NativeEndian
-	if len(b) < 12 || ne.Uint32(b) != imgCommonMagic || ne.Uint32(b[4:]) != coreMagic {
-		return 0, errors.New("not a CRIU core image (wrong magic)")
+	body, err := imageBody(b, coreMagic, "core")
+	if err != nil {
+		return 0, err
 	}
-	n := uint64(ne.Uint32(b[8:]))
-	if n > uint64(len(b)-12) {
-		return 0, fmt.Errorf("entry of %d bytes in a file of %d: %w", n, len(b), errProto)
+	if len(body) == 0 {
+		return 0, fmt.Errorf("no entry: %w", errProto)
 	}
-	tc, ok, err := protoField(b[12:12+n], coreFieldTC, 2)
+	msg, _, err := nextEntry(body)
+	if err != nil {
+		return 0, err
+	}
+	tc, ok, err := protoField(msg, coreFieldTC, 2)
 	if err != nil {
 		return 0, err
 	}
@@ -70,6 +73,30 @@ func coreTaskState(b []byte) (uint64, error) {
 		return 0, fmt.Errorf("task core entry without task_state: %w", errProto)
 	}
 	return protoVarint(state)
+}
+
+// imageBody checks the two magics at the head of a CRIU image, the
+// common one and the image's own (what names it in the error), and
+// returns what follows them: the image's entries.
+func imageBody(b []byte, magic uint32, what string) ([]byte, error) {
+	ne := binary.NativeEndian
+	if len(b) < 8 || ne.Uint32(b) != imgCommonMagic || ne.Uint32(b[4:]) != magic {
+		return nil, fmt.Errorf("not a CRIU %s image (wrong magic)", what)
+	}
+	return b[8:], nil
+}
+
+// nextEntry splits the first entry off entries: a native-endian u32 size
+// and a protobuf message of that size.
+func nextEntry(entries []byte) (msg, rest []byte, err error) {
+	if len(entries) < 4 {
+		return nil, nil, fmt.Errorf("%d bytes where an entry's size belongs: %w", len(entries), errProto)
+	}
+	n := uint64(binary.NativeEndian.Uint32(entries))
+	if n > uint64(len(entries)-4) {
+		return nil, nil, fmt.Errorf("entry of %d bytes with %d left: %w", n, len(entries)-4, errProto)
+	}
+	return entries[4 : 4+n], entries[4+n:], nil
 }
 
 // protoField finds the first field num of wire type wt in a protobuf

@@ -1,8 +1,6 @@
 package criu
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -52,22 +50,17 @@ func pstreePIDs(dir string) ([]int, error) {
 // parsePstree decodes a pstree image: the two magics, then entries of a
 // native-endian u32 size and a PstreeEntry each.
 func parsePstree(b []byte) ([]pstreeEntry, error) {
-	ne := binary.NativeEndian
-	if len(b) < 8 || ne.Uint32(b) != imgCommonMagic || ne.Uint32(b[4:]) != pstreeMagic {
-		return nil, errors.New("not a CRIU pstree image (wrong magic)")
+	rest, err := imageBody(b, pstreeMagic, "pstree")
+	if err != nil {
+		return nil, err
 	}
 	var es []pstreeEntry
 	seen := map[int]bool{}
-	for rest := b[8:]; len(rest) > 0; {
-		if len(rest) < 4 {
-			return nil, fmt.Errorf("%d bytes after the last entry: %w", len(rest), errProto)
+	for len(rest) > 0 {
+		var msg []byte
+		if msg, rest, err = nextEntry(rest); err != nil {
+			return nil, err
 		}
-		n := uint64(ne.Uint32(rest))
-		if n > uint64(len(rest)-4) {
-			return nil, fmt.Errorf("entry of %d bytes with %d left: %w", n, len(rest)-4, errProto)
-		}
-		msg := rest[4 : 4+n]
-		rest = rest[4+n:]
 		var e [2]uint64
 		for i, num := range []uint64{pstreeFieldPID, pstreeFieldPPID} {
 			f, ok, err := protoField(msg, num, 0)
