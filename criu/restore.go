@@ -130,7 +130,7 @@ const parentsFile = "parents"
 // sameTree reports whether CRIU's pstree lists the processes of t, the
 // root first.
 func sameTree(es []pstreeEntry, t *tree) bool {
-	if len(es) != len(t.Tasks) || es[0].pid != t.Tasks[0].VPID {
+	if len(es) == 0 || len(es) != len(t.Tasks) || es[0].pid != t.Tasks[0].VPID {
 		return false
 	}
 	in := map[int]bool{}
@@ -169,7 +169,7 @@ func restoredInPlace(p procfs.FS, root int, handoff string, t *tree) (newPID, pa
 		}
 		es = append(es, e)
 	}
-	if len(es) == 0 || !sameTree(es, t) {
+	if !sameTree(es, t) {
 		return nil, nil, false
 	}
 	tr, ok := pidTranslator(p, root, t.Tasks[0].VPID)
