@@ -298,15 +298,70 @@ static __always_inline int syscall_of(struct task_struct *task, __u64 *arg0, __u
 	return -1;
 }
 
-/* 1 when the task is on no run queue and runs on no CPU. on_cpu exists
- * on SMP kernels; without it only this CPU runs, and it runs this. */
-static __always_inline int off_cpu(struct task_struct *task)
+/* zero_of returns 0, computed from v by an instruction the compiler cannot
+ * see through. A load whose address adds it depends on the load that gave
+ * v: arm64 performs such a load after that one (address dependencies are
+ * ordered, like every dependency there: syntactically, whatever the value),
+ * where two independent loads may be performed in either order. The JITs
+ * keep the instruction (arm64 cannot encode an AND with 0 as an immediate
+ * and ANDs with a register holding 0). x86 orders loads anyway. */
+static __always_inline __u64 zero_of(__u64 v)
 {
-	if (*(volatile int *)&task->on_rq)
+	asm volatile("%0 &= 0" : "+r"(v));
+	return v;
+}
+
+/* 1 when the task is on no run queue and runs on no CPU. on_cpu exists
+ * on SMP kernels; without it only this CPU runs, and it runs this. Its
+ * loads come after the load that gave after (see zero_of), on_cpu's after
+ * on_rq's, and *dep is 0 computed from the last, for the load that must
+ * follow them. */
+static __always_inline int off_cpu(struct task_struct *task, __u64 after, __u64 *dep)
+{
+	task = (void *)task + zero_of(after);
+	int v = *(volatile int *)&task->on_rq;
+	/* Taken before the test: after it the compiler knows v is 0, and
+	 * would pass the constant instead of the loaded register. */
+	__u64 z = zero_of(v);
+	if (v)
 		return 0;
-	if (bpf_core_field_exists(task->on_cpu) && *(volatile int *)&task->on_cpu)
-		return 0;
+	if (bpf_core_field_exists(task->on_cpu)) {
+		task = (void *)task + z;
+		v = *(volatile int *)&task->on_cpu;
+		z = zero_of(v);
+		if (v)
+			return 0;
+	}
+	*dep = z;
 	return 1;
+}
+
+/* switches reads the task's voluntary switch count after the load that gave
+ * dep. */
+static __always_inline unsigned long switches(struct task_struct *task, __u64 dep)
+{
+	task = (void *)task + dep;
+	return *(volatile unsigned long *)&task->nvcsw;
+}
+
+/* What fold_op_word ORs the copied operations into. */
+struct fold_ctx {
+	__u64 fold;
+	__u32 words;
+};
+
+/* bpf_loop callback: ORs word i of the operations copied after the
+ * waiter record into the fold (see waiter). */
+static long fold_op_word(__u32 i, void *c)
+{
+	struct fold_ctx *fc = c;
+	__u32 zero = 0;
+	struct wscratch *s = bpf_map_lookup_elem(&wscratch, &zero);
+
+	if (!s || i >= fc->words)
+		return 1;
+	fc->fold |= *(__u64 *)(s->buf + sizeof(struct semundo_wait) + 8 * (i & 1023));
+	return 0;
 }
 
 #define TASK_INTERRUPTIBLE 1
@@ -356,12 +411,18 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	 * balancing can take a while there), so a check then would pass while
 	 * what was read came from its run; on_cpu covers that stretch, and is
 	 * cleared only after the count. */
-	if (!off_cpu(task))
+	__u64 dep = 0;
+	if (!off_cpu(task, 0, &dep))
 		return;
-	unsigned long csw = *(volatile unsigned long *)&task->nvcsw;
-	char qb[128];
+	unsigned long csw = switches(task, dep);
+	/* Every read of the stack comes after the count: this one by its
+	 * address, the later ones by addresses read here. And every value
+	 * kept from the stack goes into fold, which the checks after the
+	 * reads depend on (see zero_of): on arm64 a load not so ordered could
+	 * be performed after those checks, in a run they did not see. */
+	char qb[128] = {};
 	__u32 qsize = bpf_core_type_size(struct sem_queue);
-	if (qsize > sizeof(qb) || bpf_probe_read_kernel(qb, qsize & 127, q))
+	if (qsize > sizeof(qb) || bpf_probe_read_kernel(qb, qsize & 127, (void *)q + zero_of(csw)))
 		return;
 	__u64 sleeper = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, sleeper) & 120));
 	__u64 sops = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, sops) & 120));
@@ -403,9 +464,16 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	__u32 n = (__u32)nsops * sizeof(struct sembuf);
 	if (bpf_probe_read_kernel(s->buf + sizeof(*rec), n & 8191, (void *)sops))
 		return;
+	struct fold_ctx fc = { .fold = back, .words = ((n & 8191) + 7) / 8 };
+	for (int i = 0; i < (int)(sizeof(qb) / 8); i++)
+		fc.fold |= *(__u64 *)(qb + 8 * i);
+	/* A callback, verified once: a loop with a break the verifier
+	 * unrolled added some 12 ms to every load. */
+	bpf_loop(fc.words, fold_op_word, &fc, 0);
+	__u64 fold = fc.fold;
 	/* Did not run meanwhile: what was read is one call's, whole. The
 	 * switch count is read last, after the task is seen off the CPU. */
-	if (!off_cpu(task) || *(volatile unsigned long *)&task->nvcsw != csw)
+	if (!off_cpu(task, fold, &dep) || switches(task, dep) != csw)
 		return;
 	rec->ops = nsops;
 	__u32 size = (sizeof(*rec) + (n & 8191) + 3) & ~3;
