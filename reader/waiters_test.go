@@ -94,6 +94,10 @@ func TestWaiterOps(t *testing.T) {
 		// Several operations wait on the set's own queue; the third blocks.
 		{"several", 1, "wait:%[1]d:0:-1,2:1,3:-2", 3, false,
 			[]sysvsem.Sembuf{{Num: 0, Op: -1}, {Num: 2, Op: 1}, {Num: 3, Op: -2}}, 2, false},
+		// More operations than the BPF check folds inline (10): the
+		// rest go through its bpf_loop callback.
+		{"long", 1, "wait:%[1]d:" + strings.Repeat("1:1,1:-1,", 8) + "2:-1,3:-2", 3, false,
+			append(slices.Repeat([]sysvsem.Sembuf{{Num: 1, Op: 1}, {Num: 1, Op: -1}}, 8), sysvsem.Sembuf{Num: 2, Op: -1}, sysvsem.Sembuf{Num: 3, Op: -2}), 17, false},
 		// An hour: the test ends long before, and kills it.
 		{"semtimedop", 0, "timed:3600000 wait:%[1]d:0:-1", 0, false, []sysvsem.Sembuf{{Num: 0, Op: -1}}, 0, true},
 	} {

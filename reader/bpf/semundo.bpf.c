@@ -350,14 +350,18 @@ struct fold_ctx {
 	__u32 words;
 };
 
-/* bpf_loop callback: ORs word i of the operations copied after the
- * waiter record into the fold (see waiter). */
+/* The words of copied operations the waiter check folds inline. */
+#define FOLD_INLINE 8
+
+/* bpf_loop callback: ORs word FOLD_INLINE + i of the operations copied
+ * after the waiter record into the fold (see waiter). */
 static long fold_op_word(__u32 i, void *c)
 {
 	struct fold_ctx *fc = c;
 	__u32 zero = 0;
 	struct wscratch *s = bpf_map_lookup_elem(&wscratch, &zero);
 
+	i += FOLD_INLINE;
 	if (!s || i >= fc->words)
 		return 1;
 	fc->fold |= *(__u64 *)(s->buf + sizeof(struct semundo_wait) + 8 * (i & 1023));
@@ -420,7 +424,7 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	 * kept from the stack goes into fold, which the checks after the
 	 * reads depend on (see zero_of): on arm64 a load not so ordered could
 	 * be performed after those checks, in a run they did not see. */
-	char qb[128] = {};
+	char qb[128];
 	__u32 qsize = bpf_core_type_size(struct sem_queue);
 	if (qsize > sizeof(qb) || bpf_probe_read_kernel(qb, qsize & 127, (void *)q + zero_of(csw)))
 		return;
@@ -434,6 +438,7 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	    bpf_probe_read_kernel(&back, sizeof(back), &((struct list_head *)next)->prev) ||
 	    back != (__u64)q + bpf_core_field_offset(struct sem_queue, list))
 		return;
+	__u64 fold = sleeper | sops | next | (__u32)nsops | back;
 	struct wscratch *s = bpf_map_lookup_elem(&wscratch, &zero);
 	if (!s)
 		return;
@@ -450,6 +455,7 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	rec->pad = 0;
 	if (bpf_core_field_exists(q->blocking)) {
 		__u64 b = *(__u64 *)(qb + (bpf_core_field_offset(struct sem_queue, blocking) & 120));
+		fold |= b;
 		if (b >= sops && b < sops + (__u64)nsops * sizeof(struct sembuf))
 			rec->blocking = (b - sops) / sizeof(struct sembuf);
 	}
@@ -464,13 +470,18 @@ static __always_inline void waiter(struct bpf_iter__task *ctx, struct task_struc
 	__u32 n = (__u32)nsops * sizeof(struct sembuf);
 	if (bpf_probe_read_kernel(s->buf + sizeof(*rec), n & 8191, (void *)sops))
 		return;
-	struct fold_ctx fc = { .fold = back, .words = ((n & 8191) + 7) / 8 };
-	for (int i = 0; i < (int)(sizeof(qb) / 8); i++)
-		fc.fold |= *(__u64 *)(qb + 8 * i);
-	/* A callback, verified once: a loop with a break the verifier
-	 * unrolled added some 12 ms to every load. */
-	bpf_loop(fc.words, fold_op_word, &fc, 0);
-	__u64 fold = fc.fold;
+	/* The first 8 words (10 operations) inline, past the copy's end too
+	 * (what lies there only adds to the fold); the rest, if any, in a
+	 * callback, verified once: a loop with a break the verifier unrolled
+	 * added some 12 ms to every load. */
+	for (int i = 0; i < FOLD_INLINE; i++)
+		fold |= *(__u64 *)(s->buf + sizeof(*rec) + 8 * i);
+	__u32 words = ((n & 8191) + 7) / 8;
+	if (words > FOLD_INLINE) {
+		struct fold_ctx fc = { .fold = fold, .words = words };
+		bpf_loop(words - FOLD_INLINE, fold_op_word, &fc, 0);
+		fold = fc.fold;
+	}
 	/* Did not run meanwhile: what was read is one call's, whole. The
 	 * switch count is read last, after the task is seen off the CPU. */
 	if (!off_cpu(task, fold, &dep) || switches(task, dep) != csw)
