@@ -30,8 +30,10 @@
 // entry is believed only for the task it names as its sleeper when that
 // task's own registers name the same set, because the entries live on the
 // sleepers' stacks and a woken sleeper's entry is soon garbage; and it is
-// read only while that task provably does not run (off every run queue, its
-// voluntary context switches unchanged across the reads). This needs
+// read only while that task provably does not run (off every run queue and
+// every CPU, its voluntary context switches unchanged across the reads; on
+// arm64, which may reorder loads, the reads are chained by address
+// dependencies so that none escapes that window). This needs
 // Linux 5.17 (bpf_loop, bpf_task_pt_regs); on older kernels
 // Snapshot.WaitersErr says so and the lists are read as before.
 package reader
