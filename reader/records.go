@@ -69,6 +69,27 @@ func (s *adjSlab) take(n int) []int16 {
 	return a
 }
 
+// entrySlab hands out room for a list's entries carved from large blocks,
+// as adjSlab does for adjustments: appended one by one into a slice of its
+// own, 10,000 lists of 2 entries grew 20,000 times, a sixth of a scan's
+// decoding in Go.
+type entrySlab struct{ free []Entry }
+
+// take returns an empty slice with room for n entries; nil (as a list
+// without entries had before, and append then allocates) for none or for a
+// count larger than any block.
+func (s *entrySlab) take(n uint32) []Entry {
+	if n == 0 || n > 1<<10 {
+		return nil
+	}
+	if int(n) > len(s.free) {
+		s.free = make([]Entry, 1<<12)
+	}
+	a := s.free[:0:n]
+	s.free = s.free[n:]
+	return a
+}
+
 // decodeEntries decodes n entry records from b into dst and returns the
 // bytes used. Entries of sets being removed are counted in *dropped and
 // left out; a set too large to copy is an error.

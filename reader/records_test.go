@@ -143,3 +143,24 @@ func TestSortWaiters(t *testing.T) {
 		})
 	}
 }
+
+// TestEntrySlab: neighbouring lists carved from one block never share
+// room: appending past one's count moves it, and leaves the next alone.
+func TestEntrySlab(t *testing.T) {
+	var s entrySlab
+	a, b := s.take(2), s.take(1)
+	if len(a) != 0 || cap(a) != 2 || len(b) != 0 || cap(b) != 1 {
+		t.Fatalf("take(2), take(1): len %d cap %d, len %d cap %d", len(a), cap(a), len(b), cap(b))
+	}
+	b = append(b, Entry{Semid: 7})
+	a = append(a, Entry{Semid: 1}, Entry{Semid: 2}, Entry{Semid: 3})
+	if b[0].Semid != 7 || len(a) != 3 || a[2].Semid != 3 {
+		t.Errorf("after the appends: a %+v, b %+v", a, b)
+	}
+	if big := s.take(1 << 20); big != nil {
+		t.Errorf("take of a count past any block gave cap %d, want nil", cap(big))
+	}
+	if z := s.take(0); z != nil {
+		t.Errorf("take(0) = %v, want nil, as a list without entries had", z)
+	}
+}

@@ -168,9 +168,15 @@ type builder struct {
 	tids   []int              // slab for their thread ids
 	chunks map[uint64][]chunk // by nonce
 	slab   adjSlab
-	lost   bool
-	waits  []Waiter
-	wslab  waitSlab
+	eslab  entrySlab
+	// The last command name made a string: consecutive processes often
+	// run the same program.
+	lastComm [16]int8
+	lastName string
+	haveComm bool
+	lost     bool
+	waits    []Waiter
+	wslab    waitSlab
 }
 
 type chunk struct {
@@ -239,7 +245,7 @@ func (b *builder) tasks(data []byte) ([]byte, error) {
 		if t.Flags&(iterSemundoTaskRing|iterSemundoTaskLost) == 0 {
 			var n int
 			var err error
-			lb.entries, n, err = decodeEntries(data[taskSize:], t.Entries, &b.slab, nil, &lb.dropped)
+			lb.entries, n, err = decodeEntries(data[taskSize:], t.Entries, &b.slab, b.eslab.take(t.Entries), &lb.dropped)
 			if err == errShort {
 				return data, nil
 			}
@@ -289,7 +295,7 @@ func (b *builder) snapshot() (*Snapshot, error) {
 		if len(lb.tasks) == 0 && len(b.procs) < cap(b.procs) && len(b.tids) < cap(b.tids) {
 			// The common case, one single-threaded process: no allocation.
 			b.tids = append(b.tids, int(o.Tid))
-			b.procs = append(b.procs, Process{PID: int(o.Tgid), Comm: commString(o.Comm), TIDs: b.tids[len(b.tids)-1 : len(b.tids) : len(b.tids)]})
+			b.procs = append(b.procs, Process{PID: int(o.Tgid), Comm: b.comm(o.Comm), TIDs: b.tids[len(b.tids)-1 : len(b.tids) : len(b.tids)]})
 			l.Processes = b.procs[len(b.procs)-1 : len(b.procs) : len(b.procs)]
 		} else {
 			l.Processes = processes(o, lb.tasks)
@@ -333,6 +339,14 @@ func (b *builder) snapshot() (*Snapshot, error) {
 		s.Lists = append(s.Lists, l)
 	}
 	return s, nil
+}
+
+// comm is commString, reusing the last name's string when it repeats.
+func (b *builder) comm(c [16]int8) string {
+	if !b.haveComm || c != b.lastComm {
+		b.lastComm, b.lastName, b.haveComm = c, commString(c), true
+	}
+	return b.lastName
 }
 
 func cmpEntry(a, b Entry) int { return int(a.Semid) - int(b.Semid) }
