@@ -254,7 +254,7 @@ func openRun(tb testing.TB, r *Reader) {
 
 // openDecode decodes the records openRun left into lists.
 func openDecode(tb testing.TB, r *Reader) {
-	b := newBuilder(r.lastLists+r.lastLists/8+16, 0)
+	b := newBuilder(r.lastLists+r.lastLists/8+16, 0, nil)
 	if err := r.oc.drain(b); err != nil {
 		tb.Fatal(err)
 	}

@@ -99,6 +99,10 @@ type Reader struct {
 	// pass to the next, sparing a scan most of its allocations.
 	buf       []byte
 	lastLists int
+	// lists is the builders' scratch, kept for the next pass: at 10,000
+	// lists it is a megabyte, and allocating it anew each pass made the
+	// garbage collector a visible part of a scan's time.
+	lists []listBuild
 	// lastWaits is the number of waiters of the last pass: a scan of
 	// 10,000 spares itself growing their slice (and the page faults of
 	// the copies) by starting at about that size.
@@ -631,8 +635,13 @@ const openCodedTries = 3
 // open-coded scan is not loaded, and the waiters.
 func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, error) {
 	// Sized from the last full pass, an eighth more.
-	fresh := func() *builder { return newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8) }
+	fresh := func() *builder {
+		b := newBuilder(r.lastLists+r.lastLists/8+16, r.lastWaits+r.lastWaits/8, r.lists)
+		r.lists = nil // the builder's now, until it is handed back
+		return b
+	}
 	b := fresh()
+	defer func() { r.lists = b.release() }()
 	for try := 0; r.oc != nil; try++ {
 		lost, err := r.oc.pass(b, r.taskInfo)
 		if err != nil {

@@ -186,19 +186,33 @@ type chunk struct {
 }
 
 // newBuilder sizes its buffers for about hint lists and waits waiters (the
-// last pass's).
-func newBuilder(hint, waits int) *builder {
+// last pass's). scratch, when not nil, is a released builder's list
+// scratch (release) to reuse.
+func newBuilder(hint, waits int, scratch []listBuild) *builder {
 	var ws []Waiter
 	if waits > 0 {
 		ws = make([]Waiter, 0, waits)
 	}
+	if cap(scratch) < hint {
+		scratch = make([]listBuild, 0, hint)
+	}
 	return &builder{
 		waits:  ws,
 		chunks: make(map[uint64][]chunk),
-		lists:  make([]listBuild, 0, hint),
+		lists:  scratch[:0],
 		procs:  make([]Process, 0, hint),
 		tids:   make([]int, 0, hint),
 	}
+}
+
+// release returns the builder's list scratch, cleared (so that it holds
+// no snapshot's entries alive), for another builder; the builder is not
+// used afterwards.
+func (b *builder) release() []listBuild {
+	s := b.lists
+	clear(s)
+	b.lists = nil
+	return s[:0]
 }
 
 // carrier returns the list that task records name id. Its carrier came
