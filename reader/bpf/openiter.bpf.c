@@ -208,8 +208,12 @@ int semundo_scan(void *ctx)
 	}
 	bpf_iter_task_new(&it, start, flags);
 	while ((task = bpf_iter_task_next(&it))) {
-		/* Most tasks stop here, with a direct load. */
-		if (!task->sysvsem.undo_list)
+		/* Most tasks stop here, with a direct load. Through an
+		 * untrusted alias (the cast costs no instruction): a load of
+		 * a pointer through a trusted one makes the verifier search
+		 * the kernel's BTF for the type's trusted fields by name. */
+		struct task_struct *t = bpf_rdonly_cast(task, bpf_core_type_id_kernel(struct task_struct));
+		if (!t->sysvsem.undo_list)
 			continue;
 		__u64 addr = 0;
 		bpf_probe_read_kernel(&addr, sizeof(addr), &task);
