@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -390,4 +391,53 @@ func TestLongList(t *testing.T) {
 		}
 		checkList(t, l, holder.Expect(ops, nsems), nsems)
 	})
+}
+
+// TestSnapshotOutlivesNextScan: a snapshot stays as it was while its reader
+// scans again (a reader reuses its scratch from pass to pass): every list of
+// the first scan, copied right after it, equals the list after two more
+// scans that saw other lists.
+func TestSnapshotOutlivesNextScan(t *testing.T) {
+	r := openReader(t)
+	s := holder.NewSet(t, 4)
+	holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 1, Val: 2, Undo: true}}, nil)
+	holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 3, Val: 1, Undo: true}, {Semid: s, Num: 0, Val: 1, Undo: true}}, nil)
+	first, err := r.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := deepCopyLists(first.Lists)
+	if len(copied) < 2 {
+		t.Fatalf("first scan: %d lists, want at least the 2 holders'", len(copied))
+	}
+	s2 := holder.NewSet(t, 2)
+	holder.Start(t, "wait", []holder.Op{{Semid: s2, Num: 1, Val: 5, Undo: true}}, nil)
+	for range 2 {
+		if _, err := r.Scan(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := deepCopyLists(first.Lists); !reflect.DeepEqual(got, copied) {
+		t.Errorf("the first snapshot changed while its reader scanned again:\nbefore %+v\nafter  %+v", copied, got)
+	}
+}
+
+// deepCopyLists copies lists with everything they point to.
+func deepCopyLists(ls []reader.List) []reader.List {
+	out := make([]reader.List, len(ls))
+	for i, l := range ls {
+		c := l
+		c.Processes = nil
+		for _, p := range l.Processes {
+			p.TIDs = slices.Clone(p.TIDs)
+			c.Processes = append(c.Processes, p)
+		}
+		c.Entries = nil
+		for _, e := range l.Entries {
+			e.Adj = slices.Clone(e.Adj)
+			c.Entries = append(c.Entries, e)
+		}
+		out[i] = c
+	}
+	return out
 }
