@@ -110,6 +110,9 @@ func TestWaiterLoadsChained(t *testing.T) {
 		if ins.OpCode.Class() != asm.ALU64Class || ins.OpCode.ALUOp() != asm.And || ins.OpCode.Source() != asm.ImmSource || ins.Constant != 0 {
 			continue
 		}
+		if i == 0 {
+			t.Fatal("the program starts with an AND with 0")
+		}
 		prev := insns[i-1]
 		if prev.OpCode.Class() == asm.ALU64Class && prev.OpCode.ALUOp() == asm.Mov && prev.OpCode.Source() == asm.ImmSource && prev.Dst == ins.Dst {
 			constant++
