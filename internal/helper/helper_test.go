@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,12 +24,13 @@ import (
 const (
 	envStatus  = "SEMUNDO_TEST_HELPER_STATUS"  // exitMain: the status to exit with
 	envPidFile = "SEMUNDO_TEST_HELPER_PIDFILE" // sleepMain: where to write its pid
+	envExecs   = "SEMUNDO_TEST_HELPER_EXECS"   // reexecMain: execs left
 )
 
 func TestMain(m *testing.M) {
 	// The fake helpers run before Init: "unregistered" is a program that
 	// never called it.
-	testenv.RunHelper(testenv.Helpers{"exit": exitMain, "sleep": sleepMain, "unregistered": unregisteredMain})
+	testenv.RunHelper(testenv.Helpers{"exit": exitMain, "sleep": sleepMain, "unregistered": unregisteredMain, "reexec": reexecMain})
 	Init()
 	os.Exit(m.Run())
 }
@@ -45,6 +48,42 @@ func exitMain(args []string) int {
 	fmt.Fprintf(os.Stderr, "\n%spid %d, args %q, own session %v\nsecond line\n", prefix, r.PID, args, sid == os.Getpid())
 	code, _ := strconv.Atoi(os.Getenv(envStatus))
 	return code
+}
+
+// reexecMain is a helper that executes itself again $SEMUNDO_TEST_HELPER_EXECS
+// times, each time from a thread other than its leader, as a Go program's
+// execve may run: the kernel then puts the executing thread in the
+// leader's place.
+func reexecMain([]string) int {
+	n, _ := strconv.Atoi(os.Getenv(envExecs))
+	if n <= 0 {
+		return 0
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return 3
+	}
+	// exec takes the first of duplicate variables: drop the old count.
+	var env []string
+	for _, kv := range testenv.HelperEnviron("reexec") {
+		if !strings.HasPrefix(kv, envExecs+"=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, envExecs+"="+strconv.Itoa(n-1))
+	failed := make(chan error)
+	var run func()
+	run = func() {
+		runtime.LockOSThread() // never unlocked: a leader stays taken
+		if unix.Gettid() == unix.Getpid() {
+			go run()
+			return
+		}
+		failed <- syscall.Exec(exe, []string{exe}, env)
+	}
+	go run()
+	<-failed
+	return 3
 }
 
 // sleepMain is a helper that never finishes: it writes its pid where
@@ -296,6 +335,52 @@ func TestRunDeadline(t *testing.T) {
 	if after := strings.Join(testenv.OwnFDs(t), ", "); after != before {
 		t.Errorf("descriptors before Run %q, after %q", before, after)
 	}
+}
+
+// TestCheckAttachThroughExec: a process that executes itself again and
+// again, each time from a thread other than its leader, is never "gone" to
+// Check while it lives. For a moment of each such execve its exiting
+// leader holds its pid, and pidfd_getfd answered ESRCH: the mount refused
+// writes to such a process with ENOENT (seen under load, in
+// TestMountUserNamespace).
+func TestCheckAttachThroughExec(t *testing.T) {
+	testenv.RequireRoot(t)
+	cmd := testenv.HelperCommand(t, "reexec")
+	cmd.Env = append(cmd.Env, envExecs+"=200")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	exited := func() bool {
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n == 1
+	}
+	checks, gone := 0, 0
+	for !exited() {
+		err := Check(context.Background(), nil, AccessAttach, pid)
+		switch {
+		case errors.Is(err, ErrNoProcess):
+			if !exited() {
+				gone++
+			}
+		case err != nil:
+			t.Fatalf("check %d: %v", checks, err)
+		}
+		checks++
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the re-executing helper: %v", err)
+	}
+	if gone > 0 || checks == 0 {
+		t.Errorf("%d of %d checks called the live process gone", gone, checks)
+	}
+	t.Logf("%d checks during 200 execs", checks)
 }
 
 func TestLimitedBuffer(t *testing.T) {

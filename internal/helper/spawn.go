@@ -120,6 +120,8 @@ type childProg struct {
 	errbuf                   [2]uint32  // step, errno
 	pidfdOut                 int32      // CLONE_PIDFD stores the child's pidfd here
 	_                        [4]byte
+	poll                     unix.PollFd   // groupExited's
+	noWait                   unix.Timespec // zero: groupExited polls without waiting
 }
 
 // childFail reports the failed step on the report pipe and exits.
@@ -234,7 +236,19 @@ func childCheck(p *childProg) {
 	case AccessNone:
 		return
 	case AccessAttach:
-		_, _, e = syscall.RawSyscall(unix.SYS_PIDFD_GETFD, p.pidfd, impossibleFD, 0)
+		// A process whose execve runs on a thread other than its
+		// leader (a Go program's may) has for a moment its exiting
+		// leader in its pid's place, and pidfd_getfd answers ESRCH
+		// (seen: writes through the mount refused with ENOENT, under
+		// load). Gone is when the pidfd says the thread group
+		// exited; until then, ask again.
+		for try := 0; ; try++ {
+			_, _, e = syscall.RawSyscall(unix.SYS_PIDFD_GETFD, p.pidfd, impossibleFD, 0)
+			if e != syscall.ESRCH || try == attachRetries || groupExited(p) {
+				break
+			}
+			syscall.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		}
 		switch e {
 		case syscall.EBADF:
 		case syscall.EPERM:
@@ -261,6 +275,23 @@ func childCheck(p *childProg) {
 	if _, _, e = syscall.RawSyscall6(unix.SYS_PIDFD_SEND_SIGNAL, p.pidfd, 0, 0, 0, 0, 0); e == syscall.ESRCH {
 		childExit(childGone)
 	}
+}
+
+// attachRetries bounds childCheck's questions while a target's leader
+// is being replaced by an execve: that takes microseconds.
+const attachRetries = 1000
+
+// groupExited reports whether the process p.pidfd holds has exited, all
+// its threads: its pidfd polls readable then, and not while one thread
+// replaces another as leader.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func groupExited(p *childProg) bool {
+	p.poll = unix.PollFd{Fd: int32(p.pidfd), Events: unix.POLLIN}
+	n, _, e := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.poll)), 1, uintptr(unsafe.Pointer(&p.noWait)), 0, 0, 0)
+	return e == 0 && n == 1 && p.poll.Revents&unix.POLLIN != 0
 }
 
 // childExec executes the helper in a session of its own, with p.fds as
