@@ -28,7 +28,7 @@ import (
 // open-coded scan, naming what is missing.
 func TestScanPathsAgree(t *testing.T) {
 	testenv.RequireRoot(t)
-	openCoded := kernelAtLeast(t, 6, 7)
+	openCoded := testenv.KernelAtLeast(t, 6, 7)
 	readers := map[string]*Options{
 		"seq":            {NoWaiters: true, path: pathSeq},
 		"seq-waiters":    {path: pathSeq},
@@ -137,10 +137,10 @@ func TestReaderInPIDNamespace(t *testing.T) {
 	testenv.RequireRoot(t)
 	s := holder.NewSet(t, 2)
 	outside := holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}, nil)
-	openCoded := kernelAtLeast(t, 6, 7)
+	openCoded := testenv.KernelAtLeast(t, 6, 7)
 	// bpf_loop and bpf_task_pt_regs: TestWaitersSupported checks that the
 	// reader says so where they are missing.
-	waiters := kernelAtLeast(t, 5, 17)
+	waiters := testenv.KernelAtLeast(t, 5, 17)
 	for _, c := range []struct{ name, arg string }{
 		{"host-proc", strconv.Itoa(s)},
 		{"own-proc", strconv.Itoa(s) + ",proc"},

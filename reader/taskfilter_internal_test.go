@@ -26,7 +26,7 @@ func TestTaskFilter(t *testing.T) {
 	}{{"seq", pathSeq}, {"open", pathOpen}} {
 		t.Run(p.name, func(t *testing.T) {
 			r, err := Open(&Options{NoWaiters: true, path: p.path})
-			if p.path == pathOpen && !kernelAtLeast(t, 6, 7) {
+			if p.path == pathOpen && !testenv.KernelAtLeast(t, 6, 7) {
 				// TestScanPathsAgree checks that Open says why.
 				if err == nil {
 					r.Close()
@@ -51,7 +51,7 @@ func testTaskFilter(t *testing.T, r *Reader) {
 	ops := []holder.Op{{Semid: s, Num: 1, Val: 3, Undo: true}}
 	h := holder.Start(t, "wait", ops, nil)
 	other := holder.Start(t, "wait", []holder.Op{{Semid: s, Num: 0, Val: 1, Undo: true}}, nil)
-	if !kernelAtLeast(t, 6, 1) {
+	if !testenv.KernelAtLeast(t, 6, 1) {
 		l, err := r.ReadProcess(h.PID)
 		if err != nil {
 			t.Fatal(err)
@@ -96,12 +96,6 @@ func testTaskFilter(t *testing.T, r *Reader) {
 			}
 		})
 	}
-}
-
-// kernelAtLeast is testenv.KernelAtLeast.
-func kernelAtLeast(t *testing.T, major, minor int) bool {
-	t.Helper()
-	return testenv.KernelAtLeast(t, major, minor)
 }
 
 // filteredScan runs a pass over the tasks f names.

@@ -128,11 +128,7 @@ func TestKernelRelease(t *testing.T) {
 	if got := strings.TrimSpace(string(b)); got != rel {
 		t.Errorf("/proc/sys/kernel/osrelease = %q, uname = %q", got, rel)
 	}
-	var major, minor int
-	if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err != nil {
-		t.Fatalf("release %q: %v", rel, err)
-	}
-	if major < 5 || major == 5 && minor < 8 {
+	if !testenv.KernelAtLeast(t, 5, 8) {
 		t.Errorf("kernel %s is older than 5.8, which semundo needs", rel)
 	}
 }
