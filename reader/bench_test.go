@@ -437,5 +437,5 @@ func BenchmarkScanWaiters(b *testing.B) {
 	b.ReportMetric(float64(fullT)/float64(undoT), "x-undo-only")
 	b.ReportMetric(per(seqT), "scan-undo-only-seq-ms")
 	b.ReportMetric(float64(fullT)/float64(seqT), "x-undo-only-seq")
-	b.Logf("undo-only scan through %s; the waiter scan through seq", ScanPath(undoOnly))
+	b.Logf("undo-only scan through %s; the waiter scan through %s", ScanPath(undoOnly), ScanPath(full))
 }

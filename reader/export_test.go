@@ -18,10 +18,23 @@ import (
 // kernels before 6.1, whose task iterator takes no pid filter.
 func OpenFullWalk() (*Reader, error) { return Open(&Options{noTaskFilter: true}) }
 
+// OpenSmallRing opens a reader whose open-coded scan, where Open takes it,
+// starts with a ring buffer of one page, which a pass of more records must
+// grow.
+func OpenSmallRing() (*Reader, error) { return Open(&Options{ocRing: 4096}) }
+
+// RingSize is the size of r's open-coded scan's ring buffer, 0 without
+// that scan.
+func RingSize(r *Reader) uint32 {
+	if r.oc == nil {
+		return 0
+	}
+	return r.oc.size
+}
+
 // SEMUNDO_TEST_SCAN=open runs the package's tests with every Reader reading
-// the lists through the open-coded scan (waiters still through the task
-// iterator), =seq through the task iterator; unset, each Open picks as it
-// does outside tests.
+// through the open-coded scan, =seq through the task iterator; unset, each
+// Open picks as it does outside tests.
 func init() {
 	switch v := os.Getenv("SEMUNDO_TEST_SCAN"); v {
 	case "":

@@ -128,6 +128,7 @@ type iterWscratch struct {
 		Nheads  uint32
 		Ipcns   uint32
 	}
+	Qb  [128]int8
 	Buf [8320]int8
 }
 
@@ -158,7 +159,6 @@ const (
 	iterVarUnusedEntry          = "unused_entry"
 	iterVarUnusedTask           = "unused_task"
 	iterVarUnusedWait           = "unused_wait"
-	iterVarWantLists            = "want_lists"
 	iterVarWantWaiters          = "want_waiters"
 )
 
@@ -239,7 +239,6 @@ type iterVariableSpecs struct {
 	UnusedEntry        *ebpf.VariableSpec `ebpf:"unused_entry"`
 	UnusedTask         *ebpf.VariableSpec `ebpf:"unused_task"`
 	UnusedWait         *ebpf.VariableSpec `ebpf:"unused_wait"`
-	WantLists          *ebpf.VariableSpec `ebpf:"want_lists"`
 	WantWaiters        *ebpf.VariableSpec `ebpf:"want_waiters"`
 }
 
@@ -302,7 +301,6 @@ type iterVariables struct {
 	UnusedEntry        *ebpf.Variable `ebpf:"unused_entry"`
 	UnusedTask         *ebpf.Variable `ebpf:"unused_task"`
 	UnusedWait         *ebpf.Variable `ebpf:"unused_wait"`
-	WantLists          *ebpf.Variable `ebpf:"want_lists"`
 	WantWaiters        *ebpf.Variable `ebpf:"want_waiters"`
 }
 

@@ -87,41 +87,49 @@ func TestWriteVerifierLogWritesWholeLog(t *testing.T) {
 	}
 }
 
-// TestWaiterLoadsChained checks the compiled waiter check for its ordering
-// chain (semundo.bpf.c, zero_of): each AND with 0 must take a register the
-// program loaded, not a constant the compiler knew. Six links: on_rq to
-// on_cpu to the switch count before the reads, the count to the first
-// stack read, and the fold of the stack's values to on_rq to on_cpu to the
-// count after them. A compiler that sees the value (a test of it first,
-// as a first version had) loads 0 into the register just before, and the
-// chain silently ends.
+// TestWaiterLoadsChained checks the compiled waiter check of both objects
+// (waiters.h, zero_of) for its ordering chain: each AND with 0 must take a
+// register the program loaded, not a constant the compiler knew. Six
+// links: on_rq to on_cpu to the switch count before the reads, the count to
+// the first stack read, and the fold of the stack's values to on_rq to
+// on_cpu to the count after them. A compiler that sees the value (a test of
+// it first, as a first version had) loads 0 into the register just before,
+// and the chain silently ends.
 func TestWaiterLoadsChained(t *testing.T) {
-	spec, err := loadIter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prog := spec.Programs["semundo_tasks"]
-	if prog == nil {
-		t.Fatal("no program semundo_tasks in the object")
-	}
-	insns := prog.Instructions
-	chained, constant := 0, 0
-	for i, ins := range insns {
-		if ins.OpCode.Class() != asm.ALU64Class || ins.OpCode.ALUOp() != asm.And || ins.OpCode.Source() != asm.ImmSource || ins.Constant != 0 {
-			continue
+	for _, c := range []struct {
+		object, prog string
+		load         func() (*ebpf.CollectionSpec, error)
+	}{
+		{"iter_bpfel.o", "semundo_tasks", loadIter},
+		{"openiter_bpfel.o", "semundo_scan", loadOpeniter},
+	} {
+		spec, err := c.load()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if i == 0 {
-			t.Fatal("the program starts with an AND with 0")
+		prog := spec.Programs[c.prog]
+		if prog == nil {
+			t.Fatalf("no program %s in %s", c.prog, c.object)
 		}
-		prev := insns[i-1]
-		if prev.OpCode.Class() == asm.ALU64Class && prev.OpCode.ALUOp() == asm.Mov && prev.OpCode.Source() == asm.ImmSource && prev.Dst == ins.Dst {
-			constant++
-			continue
+		insns := prog.Instructions
+		chained, constant := 0, 0
+		for i, ins := range insns {
+			if ins.OpCode.Class() != asm.ALU64Class || ins.OpCode.ALUOp() != asm.And || ins.OpCode.Source() != asm.ImmSource || ins.Constant != 0 {
+				continue
+			}
+			if i == 0 {
+				t.Fatalf("%s starts with an AND with 0", c.prog)
+			}
+			prev := insns[i-1]
+			if prev.OpCode.Class() == asm.ALU64Class && prev.OpCode.ALUOp() == asm.Mov && prev.OpCode.Source() == asm.ImmSource && prev.Dst == ins.Dst {
+				constant++
+				continue
+			}
+			chained++
 		}
-		chained++
-	}
-	// One constant is expected: the first check depends on nothing.
-	if chained != 6 || constant > 1 {
-		t.Errorf("the waiter check has %d ANDs with 0 of a loaded value and %d of a constant; want 6 and at most 1 (llvm-objdump -d reader/iter_bpfel.o shows them)", chained, constant)
+		// One constant is expected: the first check depends on nothing.
+		if chained != 6 || constant > 1 {
+			t.Errorf("the waiter check of %s has %d ANDs with 0 of a loaded value and %d of a constant; want 6 and at most 1 (llvm-objdump -d reader/%s shows them)", c.object, chained, constant, c.object)
+		}
 	}
 }

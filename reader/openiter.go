@@ -14,14 +14,14 @@ import (
 type scanPath int
 
 const (
-	// pathAuto: the open-coded scan where the kernel has it and no waiters
-	// are asked for, the seq_file task iterator otherwise.
+	// pathAuto: the open-coded scan where the kernel has it (and, for a
+	// reader with waiters, its verifier takes the waiter code), the
+	// seq_file task iterator otherwise.
 	pathAuto scanPath = iota
 	// pathSeq: the seq_file task iterator, one seq step per task.
 	pathSeq
-	// pathOpen: the open-coded scan for the lists, on any kernel that has
-	// it (Open fails on one that does not); waiters, when asked for, come
-	// from the seq_file iterator with its lists turned off.
+	// pathOpen: the open-coded scan, on any kernel that has it (Open
+	// fails on one that does not).
 	pathOpen
 )
 
@@ -115,8 +115,10 @@ func openIterRingSize(owners uint32) uint32 {
 const openIterRingMax = 1 << 30
 
 // loadOpenIter loads the open-coded scan for a reader at PID namespace
-// depth level (pass corrects it when the program finds another).
-func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, ring uint32) (*openIter, error) {
+// depth level (pass corrects it when the program finds another), reading
+// blocked semop callers too when sleepers, the size of their table, is not
+// 0.
+func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, ring, sleepers uint32) (*openIter, error) {
 	spec, err := loadOpeniter()
 	if err != nil {
 		return nil, fmt.Errorf("load open-coded BPF object: %w", err)
@@ -127,6 +129,9 @@ func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, rin
 	}
 	owners := ownersSize()
 	spec.Maps["owners"].MaxEntries = owners
+	if err := setWaiters(spec, sleepers); err != nil {
+		return nil, err
+	}
 	lopts.Cache = types
 	o := &openIter{spec: spec, lopts: lopts}
 	if ring == 0 {

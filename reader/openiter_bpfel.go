@@ -62,6 +62,40 @@ type openiterSetInfo struct {
 	Found   uint32
 }
 
+type openiterSleeper struct {
+	_       structs.HostLayout
+	Task    uint64
+	Session uint64
+	Q       uint64
+	Semid   int32
+	Ipcns   uint32
+}
+
+type openiterWalked struct {
+	_       structs.HostLayout
+	Session uint64
+	Ns      uint64
+	Semid   int32
+	Pad     uint32
+}
+
+type openiterWscratch struct {
+	_ structs.HostLayout
+	W struct {
+		_       structs.HostLayout
+		Sma     uint64
+		Head    uint64
+		Pos     uint64
+		Session uint64
+		H       uint32
+		Semid   int32
+		Nheads  uint32
+		Ipcns   uint32
+	}
+	Qb  [128]int8
+	Buf [8320]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -72,17 +106,25 @@ const (
 	openiterMapScratch           = "scratch"
 	openiterMapSets              = "sets"
 	openiterMapShown             = "shown"
+	openiterMapSleepers          = "sleepers"
+	openiterMapWalked            = "walked"
+	openiterMapWscratch          = "wscratch"
 	openiterProgSemundoScan      = "semundo_scan"
 	openiterProgSemundoScanFloor = "semundo_scan_floor"
 	openiterVarBatchesLost       = "batches_lost"
 	openiterVarFilterTgid        = "filter_tgid"
 	openiterVarFilterTid         = "filter_tid"
 	openiterVarNonceCounter      = "nonce_counter"
+	openiterVarNrSemop           = "nr_semop"
+	openiterVarNrSemtimedop      = "nr_semtimedop"
 	openiterVarPidnsLevel        = "pidns_level"
 	openiterVarReaderLevel       = "reader_level"
 	openiterVarRingBytes         = "ring_bytes"
 	openiterVarSessions          = "sessions"
+	openiterVarSleepersLost      = "sleepers_lost"
+	openiterVarSleepersMask      = "sleepers_mask"
 	openiterVarUnusedBatch       = "unused_batch"
+	openiterVarWantWaiters       = "want_waiters"
 )
 
 // loadOpeniter returns the embedded CollectionSpec for openiter.
@@ -135,12 +177,15 @@ type openiterProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type openiterMapSpecs struct {
-	Batches *ebpf.MapSpec `ebpf:"batches"`
-	Owners  *ebpf.MapSpec `ebpf:"owners"`
-	Records *ebpf.MapSpec `ebpf:"records"`
-	Scratch *ebpf.MapSpec `ebpf:"scratch"`
-	Sets    *ebpf.MapSpec `ebpf:"sets"`
-	Shown   *ebpf.MapSpec `ebpf:"shown"`
+	Batches  *ebpf.MapSpec `ebpf:"batches"`
+	Owners   *ebpf.MapSpec `ebpf:"owners"`
+	Records  *ebpf.MapSpec `ebpf:"records"`
+	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
+	Sets     *ebpf.MapSpec `ebpf:"sets"`
+	Shown    *ebpf.MapSpec `ebpf:"shown"`
+	Sleepers *ebpf.MapSpec `ebpf:"sleepers"`
+	Walked   *ebpf.MapSpec `ebpf:"walked"`
+	Wscratch *ebpf.MapSpec `ebpf:"wscratch"`
 }
 
 // openiterVariableSpecs contains global variables before they are loaded into the kernel.
@@ -151,11 +196,16 @@ type openiterVariableSpecs struct {
 	FilterTgid   *ebpf.VariableSpec `ebpf:"filter_tgid"`
 	FilterTid    *ebpf.VariableSpec `ebpf:"filter_tid"`
 	NonceCounter *ebpf.VariableSpec `ebpf:"nonce_counter"`
+	NrSemop      *ebpf.VariableSpec `ebpf:"nr_semop"`
+	NrSemtimedop *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
 	ReaderLevel  *ebpf.VariableSpec `ebpf:"reader_level"`
 	RingBytes    *ebpf.VariableSpec `ebpf:"ring_bytes"`
 	Sessions     *ebpf.VariableSpec `ebpf:"sessions"`
+	SleepersLost *ebpf.VariableSpec `ebpf:"sleepers_lost"`
+	SleepersMask *ebpf.VariableSpec `ebpf:"sleepers_mask"`
 	UnusedBatch  *ebpf.VariableSpec `ebpf:"unused_batch"`
+	WantWaiters  *ebpf.VariableSpec `ebpf:"want_waiters"`
 }
 
 // openiterObjects contains all objects after they have been loaded into the kernel.
@@ -178,12 +228,15 @@ func (o *openiterObjects) Close() error {
 //
 // It can be passed to loadOpeniterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type openiterMaps struct {
-	Batches *ebpf.Map `ebpf:"batches"`
-	Owners  *ebpf.Map `ebpf:"owners"`
-	Records *ebpf.Map `ebpf:"records"`
-	Scratch *ebpf.Map `ebpf:"scratch"`
-	Sets    *ebpf.Map `ebpf:"sets"`
-	Shown   *ebpf.Map `ebpf:"shown"`
+	Batches  *ebpf.Map `ebpf:"batches"`
+	Owners   *ebpf.Map `ebpf:"owners"`
+	Records  *ebpf.Map `ebpf:"records"`
+	Scratch  *ebpf.Map `ebpf:"scratch"`
+	Sets     *ebpf.Map `ebpf:"sets"`
+	Shown    *ebpf.Map `ebpf:"shown"`
+	Sleepers *ebpf.Map `ebpf:"sleepers"`
+	Walked   *ebpf.Map `ebpf:"walked"`
+	Wscratch *ebpf.Map `ebpf:"wscratch"`
 }
 
 func (m *openiterMaps) Close() error {
@@ -194,6 +247,9 @@ func (m *openiterMaps) Close() error {
 		m.Scratch,
 		m.Sets,
 		m.Shown,
+		m.Sleepers,
+		m.Walked,
+		m.Wscratch,
 	)
 }
 
@@ -205,11 +261,16 @@ type openiterVariables struct {
 	FilterTgid   *ebpf.Variable `ebpf:"filter_tgid"`
 	FilterTid    *ebpf.Variable `ebpf:"filter_tid"`
 	NonceCounter *ebpf.Variable `ebpf:"nonce_counter"`
+	NrSemop      *ebpf.Variable `ebpf:"nr_semop"`
+	NrSemtimedop *ebpf.Variable `ebpf:"nr_semtimedop"`
 	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
 	ReaderLevel  *ebpf.Variable `ebpf:"reader_level"`
 	RingBytes    *ebpf.Variable `ebpf:"ring_bytes"`
 	Sessions     *ebpf.Variable `ebpf:"sessions"`
+	SleepersLost *ebpf.Variable `ebpf:"sleepers_lost"`
+	SleepersMask *ebpf.Variable `ebpf:"sleepers_mask"`
 	UnusedBatch  *ebpf.Variable `ebpf:"unused_batch"`
+	WantWaiters  *ebpf.Variable `ebpf:"want_waiters"`
 }
 
 // openiterPrograms contains all programs after they have been loaded into the kernel.

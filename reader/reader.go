@@ -86,9 +86,9 @@ type Options struct {
 // serialized. Close releases the kernel objects.
 type Reader struct {
 	mu sync.Mutex
-	// oc is the open-coded scan, nil where the task iterator reads the
-	// lists. coll, iter and ring are the task iterator's, nil when the
-	// open-coded scan reads the lists and no waiters are asked for.
+	// oc is the open-coded scan, nil where the task iterator reads. coll,
+	// iter and ring are the task iterator's, nil with the open-coded
+	// scan.
 	oc    *openIter
 	coll  *ebpf.Collection
 	iter  *link.Iter
@@ -119,10 +119,9 @@ type Reader struct {
 	taskInfo iterTaskInfo
 }
 
-// Open loads the reader: from Linux 6.7, for a reader without waiters
-// (Options.NoWaiters), the open-coded scan, which walks every task in one
-// program run; otherwise, or where that scan cannot load, the BPF task
-// iterator, attached. It needs root, or CAP_BPF and CAP_PERFMON
+// Open loads the reader: from Linux 6.7 the open-coded scan, which walks
+// every task in one program run; otherwise, or where that scan cannot
+// load, the BPF task iterator, attached. It needs root, or CAP_BPF and CAP_PERFMON
 // (CAP_SYS_ADMIN before Linux 5.8). opts may be nil.
 func Open(opts *Options) (*Reader, error) {
 	if opts == nil {
@@ -151,66 +150,70 @@ func Open(opts *Options) (*Reader, error) {
 		// The bounded variant is the task iterator's.
 		path = pathSeq
 	}
-	if path == pathOpen || (path == pathAuto && opts.NoWaiters && !opts.Bounded) {
-		oc, err := tryOpenIter(types, lopts, opts, ph)
+	if path == pathOpen || (path == pathAuto && !opts.Bounded) {
+		oc, waitersErr, err := tryOpenIter(types, lopts, opts, ph)
 		if err != nil && path == pathOpen {
 			return nil, err
 		}
 		// Otherwise a kernel without it reads through the task iterator.
-		r.oc = oc
-	}
-	if r.oc != nil && opts.NoWaiters {
-		r.waitersErr = errWaitersOff
-		return r, nil
+		if oc != nil {
+			r.oc, r.waitersErr = oc, waitersErr
+			return r, nil
+		}
 	}
 	if err := r.openIter(opts, types, lopts, ph); err != nil {
-		if r.oc != nil {
-			r.oc.Close()
-		}
 		return nil, err
 	}
 	return r, nil
 }
 
-// tryOpenIter loads the open-coded scan where the kernel has it.
-func tryOpenIter(types *btf.Cache, lopts ebpf.CollectionOptions, opts *Options, ph *phases) (*openIter, error) {
+// tryOpenIter loads the open-coded scan where the kernel has it, reading
+// the waiters too unless opts.NoWaiters, and says why its snapshots carry
+// none when they do not.
+func tryOpenIter(types *btf.Cache, lopts ebpf.CollectionOptions, opts *Options, ph *phases) (oc *openIter, waitersErr, err error) {
 	level, err := pidnsLevel(procfs.NewDefaultFS())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ph.done("setup")
 	if err := openIterSupport(types); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ph.done("btf")
-	oc, err := loadOpenIter(types, level, lopts, opts.ocRing)
+	waitersErr = errWaitersOff
+	var sleepers uint32
+	if !opts.NoWaiters {
+		if waitersErr = waitersSupport(false, types); waitersErr == nil {
+			sleepers = opts.sleepersSize(ownersSize())
+		}
+		ph.done("probes")
+	}
+	oc, err = loadOpenIter(types, level, lopts, opts.ocRing, sleepers)
 	if err != nil {
 		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) || errors.Is(err, ErrNotSupported) {
-			// Not worth a second try in this process.
+		if sleepers == 0 && (errors.As(err, &ve) || errors.Is(err, ErrNotSupported)) {
+			// Not worth a second try in this process. A verifier
+			// that rejects the waiter code leaves the lists to this
+			// scan, and a reader with waiters to the task iterator,
+			// which reads them without it.
 			openIterFailed(fmt.Errorf("%w: %w", errOpenIterMissing, err))
 		}
 		if opts.VerifierLog != nil {
 			writeVerifierLog(opts.VerifierLog, err)
 		}
-		return nil, fmt.Errorf("load the open-coded BPF scan: %w", err)
+		return nil, nil, fmt.Errorf("load the open-coded BPF scan: %w", err)
 	}
 	ph.done("load")
-	return oc, nil
+	return oc, waitersErr, nil
 }
 
-// openIter loads and attaches the task iterator. With the open-coded scan
-// loaded it reads the waiters alone. The program takes the depth of the
-// reader's PID namespace from the reader's task, not from pidnsLevel.
+// openIter loads and attaches the task iterator. The program takes the
+// depth of the reader's PID namespace from the reader's task, not from
+// pidnsLevel.
 func (r *Reader) openIter(opts *Options, types *btf.Cache, lopts ebpf.CollectionOptions, ph *phases) error {
 	spec, err := loadIter()
 	if err != nil {
 		return fmt.Errorf("load BPF object: %w", err)
-	}
-	if r.oc != nil {
-		if err := spec.Variables["want_lists"].Set(uint32(0)); err != nil {
-			return fmt.Errorf("set want_lists: %w", err)
-		}
 	}
 	owners := ownersSize()
 	spec.Maps["owners"].MaxEntries = owners
@@ -234,22 +237,12 @@ func (r *Reader) openIter(opts *Options, types *btf.Cache, lopts ebpf.Collection
 	// Without waiters the table is never touched (want_waiters stays 0
 	// and the verifier drops that code): one slot, not a preallocated
 	// array of four per task.
-	sleepers := uint32(1)
+	var sleepers uint32
 	if waitersErr == nil {
-		sleepers = sleepersSize(owners)
-		if opts.sleepers != 0 {
-			sleepers = opts.sleepers
-		}
-		semop, semtimedop := syscallNumbers()
-		for name, v := range map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop} {
-			if err := spec.Variables[name].Set(v); err != nil {
-				return fmt.Errorf("set %s: %w", name, err)
-			}
-		}
+		sleepers = opts.sleepersSize(owners)
 	}
-	spec.Maps["sleepers"].MaxEntries = sleepers
-	if err := spec.Variables["sleepers_mask"].Set(sleepers - 1); err != nil {
-		return fmt.Errorf("set sleepers_mask: %w", err)
+	if err := setWaiters(spec, sleepers); err != nil {
+		return err
 	}
 	ph.done("probes")
 	if _, err := types.Kernel(); err != nil {
@@ -436,6 +429,14 @@ func ownersSize() uint32 {
 	return n
 }
 
+// sleepersSize is the waiter table's size for a reader of these options.
+func (o *Options) sleepersSize(owners uint32) uint32 {
+	if o.sleepers != 0 {
+		return o.sleepers
+	}
+	return sleepersSize(owners)
+}
+
 // sleepersSize sizes the waiter table: a power of two, so that the program
 // can mask a hash into it, at least owners (ownersSize: four times the
 // tasks).
@@ -528,8 +529,12 @@ func (r *Reader) scan(it iterOpener, full bool) (*Snapshot, error) {
 	snap.finish()
 	snap.WaitersErr = r.waitersErr
 	if r.waitersErr == nil {
+		coll := r.coll
+		if r.oc != nil {
+			coll = r.oc.coll
+		}
 		var lost uint64
-		if err := r.coll.Variables["sleepers_lost"].Get(&lost); err != nil {
+		if err := coll.Variables["sleepers_lost"].Get(&lost); err != nil {
 			snap.WaitersErr = fmt.Errorf("read the waiter table's count of lost sleepers: %w", err)
 		} else if lost != r.sleepersLost {
 			snap.WaitersErr = fmt.Errorf("%d blocked tasks found no room in the waiter table and are missing; retry: %w", lost-r.sleepersLost, ErrIncomplete)
@@ -585,10 +590,8 @@ func (r *Reader) ReadProcess(pid int) (*List, error) {
 	full := true
 	r.taskInfo = iterTaskInfo{}
 	if r.oc != nil {
-		// The open-coded scan reads the lists, the task iterator (if
-		// any) only waiters, which a list does not need. The scan
-		// visits the process's tasks alone, as a task-filtered link
-		// does, from the same filter.
+		// The scan visits the process's tasks alone, as a
+		// task-filtered link does, from the same filter.
 		it = nil
 		if !r.noTaskFilter {
 			r.taskInfo = processFilter(pid, st.Tgid)
@@ -630,9 +633,8 @@ const maxRead = readSize
 // buffer: it is sized to what the first try needed, twice over.
 const openCodedTries = 3
 
-// pass reads every list once: with the open-coded scan, then (unless iter
-// is nil) through the task iterator, which reads the lists too when the
-// open-coded scan is not loaded, and the waiters.
+// pass reads every list (and waiter) once: with the open-coded scan, or
+// through the task iterator iter.
 func (r *Reader) pass(iter iterOpener, readSize int, full bool) (*Snapshot, error) {
 	// Sized from the last full pass, an eighth more.
 	fresh := func() *builder {

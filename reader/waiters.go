@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/semundo/semundo/sysvsem"
@@ -74,6 +75,27 @@ func waitersSupport(bounded bool, types *btf.Cache) error {
 	var q *btf.Struct
 	if err := spec.TypeByName("sem_queue", &q); err != nil {
 		return fmt.Errorf("kernel BTF has no struct sem_queue, which blocked semop callers are read through: %w", ErrNotSupported)
+	}
+	return nil
+}
+
+// setWaiters makes a reader object (either one: they share waiters.h) read
+// blocked semop callers with a sleepers table of that many slots, a power
+// of two; 0 leaves them out, and the table at one slot: want_waiters stays
+// 0, and the verifier drops the code that would touch it.
+func setWaiters(spec *ebpf.CollectionSpec, sleepers uint32) error {
+	vars := map[string]uint32{"sleepers_mask": 0}
+	if sleepers != 0 {
+		semop, semtimedop := syscallNumbers()
+		vars = map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop, "sleepers_mask": sleepers - 1}
+	} else {
+		sleepers = 1
+	}
+	spec.Maps["sleepers"].MaxEntries = sleepers
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
 	}
 	return nil
 }

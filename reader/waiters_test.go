@@ -118,26 +118,37 @@ func TestWaiterOps(t *testing.T) {
 	}
 }
 
+// The open-coded scan's records travel in its ring buffer: a reader whose
+// ring starts at one page must grow it for the waiters too.
 func TestWaiterMany(t *testing.T) {
-	r := openReader(t)
+	small, err := reader.OpenSmallRing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { small.Close() })
 	const n = 50
 	id := holder.NewSetVal(t, 1, 0)
 	p := holder.StartWaiter(t, fmt.Sprintf("threads:%d", n), fmt.Sprintf("wait:%d:0:-1", id))
 	holder.BlockedOn(t, id, 0, n, false)
-	ws := scanWaiters(t, r, p.PID, n)
-	if len(ws) != n {
-		t.Fatalf("got %d waiters of pid %d, want %d", len(ws), p.PID, n)
+	for name, r := range map[string]*reader.Reader{"default": openReader(t), "small ring": small} {
+		ws := scanWaiters(t, r, p.PID, n)
+		if len(ws) != n {
+			t.Fatalf("%s reader: got %d waiters of pid %d, want %d", name, len(ws), p.PID, n)
+		}
+		tids := map[int]bool{}
+		for _, w := range ws {
+			checkWaiter(t, w, p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: -1}}, false)
+			if w.TID == p.PID || tids[w.TID] {
+				t.Errorf("%s reader: tid %d: the main thread, or reported twice", name, w.TID)
+			}
+			tids[w.TID] = true
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", p.PID, w.TID)); err != nil {
+				t.Errorf("%s reader: tid %d is no thread of pid %d: %v", name, w.TID, p.PID, err)
+			}
+		}
 	}
-	tids := map[int]bool{}
-	for _, w := range ws {
-		checkWaiter(t, w, p.PID, id, []sysvsem.Sembuf{{Num: 0, Op: -1}}, false)
-		if w.TID == p.PID || tids[w.TID] {
-			t.Errorf("tid %d: the main thread, or reported twice", w.TID)
-		}
-		tids[w.TID] = true
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", p.PID, w.TID)); err != nil {
-			t.Errorf("tid %d is no thread of pid %d: %v", w.TID, p.PID, err)
-		}
+	if reader.ScanPath(small) == "open" && reader.RingSize(small) <= 4096 {
+		t.Errorf("the open-coded scan's ring buffer stayed at %d bytes for %d waiters", reader.RingSize(small), n)
 	}
 }
 

@@ -52,6 +52,7 @@ static __always_inline __u32 pid_level(__u64 session)
 }
 
 #include "lists.h"
+#include "waiters.h"
 
 #define BATCH_SIZE (1 << 16)
 
@@ -137,6 +138,34 @@ static __always_inline __u64 pidns_of(struct task_struct *task)
 	return ns;
 }
 
+/* 1 when the pass reports the task: it has a pid in the reader's PID
+ * namespace, mine (0 for the initial one), and the filter, if any, names
+ * it. The iterator walks every task of the machine, not only those of the
+ * reader's namespace as the task iterator does. */
+static __always_inline int wanted(struct task_struct *task, __u64 mine)
+{
+	if (mine && pidns_of(task) != mine)
+		return 0;
+	if (filter_tid && pid_at_level(task, pidns_level) != filter_tid)
+		return 0;
+	if (filter_tgid && pid_at_level(BPF_CORE_READ(task, group_leader), pidns_level) != filter_tgid)
+		return 0;
+	return 1;
+}
+
+/* Reports the task when it is a blocked semop caller (waiters.h); a global
+ * function, checked once, like visit. */
+__attribute__((noinline)) int visit_waiter(__u64 task_addr, __u64 regs, __u64 session, __u64 mine)
+{
+	struct task_struct *task = bpf_rdonly_cast((void *)task_addr, bpf_core_type_id_kernel(struct task_struct));
+	__u32 zero = 0;
+	struct batch *out = bpf_map_lookup_elem(&batches, &zero);
+
+	if (out && task && wanted(task, mine))
+		waiter(out, session, task, task_addr, (void *)regs);
+	return 0;
+}
+
 /* Reports the task's list (its record, at least) when it has a pid in the
  * reader's PID namespace, mine (0 for the initial one). A global function,
  * which the verifier checks once: inlined in the iterator's loop, it was
@@ -150,15 +179,7 @@ __attribute__((noinline)) int visit(__u64 task_addr, __u64 session, __u64 mine)
 	__u32 zero = 0;
 	struct batch *out = bpf_map_lookup_elem(&batches, &zero);
 
-	if (!out || !task)
-		return 0;
-	/* The iterator walks every task of the machine, not only those of
-	 * the reader's namespace as the task iterator does. */
-	if (mine && pidns_of(task) != mine)
-		return 0;
-	if (filter_tid && pid_at_level(task, pidns_level) != filter_tid)
-		return 0;
-	if (filter_tgid && pid_at_level(BPF_CORE_READ(task, group_leader), pidns_level) != filter_tgid)
+	if (!out || !task || !wanted(task, mine))
 		return 0;
 	struct walk *w = begin(out, session, task, &rec);
 	if (!w)
@@ -213,11 +234,21 @@ int semundo_scan(void *ctx)
 		 * a pointer through a trusted one makes the verifier search
 		 * the kernel's BTF for the type's trusted fields by name. */
 		struct task_struct *t = bpf_rdonly_cast(task, bpf_core_type_id_kernel(struct task_struct));
-		if (!t->sysvsem.undo_list)
+		int waits = want_waiters && (t->__state & TASK_INTERRUPTIBLE) && !(t->flags & PF_KTHREAD);
+		if (!waits && !t->sysvsem.undo_list)
 			continue;
 		__u64 addr = 0;
 		bpf_probe_read_kernel(&addr, sizeof(addr), &task);
-		visit(addr, session, mine);
+		if (waits) {
+			/* The registers from the trusted task, which
+			 * bpf_task_pt_regs takes, as a number. */
+			long regs = bpf_task_pt_regs(task);
+			__u64 ra = 0;
+			bpf_probe_read_kernel(&ra, sizeof(ra), &regs);
+			visit_waiter(addr, ra, session, mine);
+		}
+		if (t->sysvsem.undo_list)
+			visit(addr, session, mine);
 	}
 	bpf_iter_task_destroy(&it);
 	if (start)
