@@ -109,9 +109,6 @@ type Reader struct {
 	lastWaits int
 	// waitersErr is why snapshots carry no waiters, nil when they do.
 	waitersErr error
-	// sleepersLost is the program's count of sleepers it could not note,
-	// as the last scan saw it.
-	sleepersLost uint64
 	// noTaskFilter is Options.noTaskFilter.
 	noTaskFilter bool
 	// taskInfo is the filter a task-filtered link is created with, and
@@ -533,12 +530,17 @@ func (r *Reader) scan(it iterOpener, full bool) (*Snapshot, error) {
 		if r.oc != nil {
 			coll = r.oc.coll
 		}
+		// The count of this scan's passes: cleared after each scan,
+		// not compared with the last scan's, because the open-coded
+		// scan's count starts again at 0 when its program loads again.
 		var lost uint64
 		if err := coll.Variables["sleepers_lost"].Get(&lost); err != nil {
 			snap.WaitersErr = fmt.Errorf("read the waiter table's count of lost sleepers: %w", err)
-		} else if lost != r.sleepersLost {
-			snap.WaitersErr = fmt.Errorf("%d blocked tasks found no room in the waiter table and are missing; retry: %w", lost-r.sleepersLost, ErrIncomplete)
-			r.sleepersLost = lost
+		} else if lost != 0 {
+			snap.WaitersErr = fmt.Errorf("the waiter table had no room for %d sleepers in this scan's passes, so blocked tasks are missing; retry: %w", lost, ErrIncomplete)
+			if err := coll.Variables["sleepers_lost"].Set(uint64(0)); err != nil {
+				return nil, fmt.Errorf("clear the waiter table's count of lost sleepers: %w", err)
+			}
 		}
 	}
 	return snap, nil

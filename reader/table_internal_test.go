@@ -65,9 +65,31 @@ func TestWaiterTableFull(t *testing.T) {
 			}
 			return false, nil
 		}
-		if !errors.Is(last, ErrIncomplete) || !strings.Contains(last.Error(), "no room in the waiter table") {
+		if !errors.Is(last, ErrIncomplete) || !strings.Contains(last.Error(), "the waiter table had no room") {
 			return false, fmt.Errorf("waiters error %v, want ErrIncomplete saying the table is full", last)
 		}
 		return true, nil
 	})
+	// Every later scan says so too, with the count of its own pass, also
+	// after the open-coded scan loads its program again (as a ring buffer
+	// that must grow makes it), whose count starts again at 0: a count
+	// compared with the last scan's called such a scan complete, or
+	// reported a wrapped difference.
+	for i := range 3 {
+		if i == 0 && r.oc != nil {
+			if err := r.oc.load(r.oc.size); err != nil {
+				t.Fatal(err)
+			}
+		}
+		snap, err := r.Scan()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lost int
+		if !errors.Is(snap.WaitersErr, ErrIncomplete) {
+			t.Errorf("scan %d after the first with a full table: waiters error %v with %d waiters, want ErrIncomplete", i+1, snap.WaitersErr, len(snap.Waiters))
+		} else if _, err := fmt.Sscanf(snap.WaitersErr.Error(), "the waiter table had no room for %d sleepers", &lost); err != nil || lost < 1 || lost > threads {
+			t.Errorf("scan %d after the first with a full table: %v, want a count of 1 to %d missing", i+1, snap.WaitersErr, threads)
+		}
+	}
 }
