@@ -118,8 +118,8 @@ type Reader struct {
 
 // Open loads the reader: from Linux 6.7 the open-coded scan, which walks
 // every task in one program run; otherwise, or where that scan cannot
-// load, the BPF task iterator, attached. It needs root, or CAP_BPF and CAP_PERFMON
-// (CAP_SYS_ADMIN before Linux 5.8). opts may be nil.
+// load, the BPF task iterator, attached. It needs root, or CAP_BPF and
+// CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8). opts may be nil.
 func Open(opts *Options) (*Reader, error) {
 	if opts == nil {
 		opts = &Options{}
