@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -121,7 +122,7 @@ type childProg struct {
 	pidfdOut                 int32      // CLONE_PIDFD stores the child's pidfd here
 	_                        [4]byte
 	poll                     unix.PollFd   // groupExited's
-	noWait                   unix.Timespec // zero: groupExited polls without waiting
+	wait                     unix.Timespec // groupExited's timeout, which ppoll overwrites
 }
 
 // childFail reports the failed step on the report pipe and exits.
@@ -241,13 +242,22 @@ func childCheck(p *childProg) {
 		// leader in its pid's place, and pidfd_getfd answers ESRCH
 		// (seen: writes through the mount refused with ENOENT, under
 		// load). Gone is when the pidfd says the thread group
-		// exited; until then, ask again.
+		// exited; until then, ask again: at once after a yield
+		// first, then after waiting on the pidfd, for a loaded
+		// machine may take milliseconds to let the old leader exit.
 		for try := 0; ; try++ {
 			_, _, e = syscall.RawSyscall(unix.SYS_PIDFD_GETFD, p.pidfd, impossibleFD, 0)
-			if e != syscall.ESRCH || try == attachRetries || groupExited(p) {
+			if e != syscall.ESRCH || try == attachYields+attachNaps {
 				break
 			}
-			syscall.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			if try < attachYields {
+				if groupExited(p, 0) {
+					break
+				}
+				syscall.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			} else if groupExited(p, attachNap) {
+				break
+			}
 		}
 		switch e {
 		case syscall.EBADF:
@@ -277,20 +287,33 @@ func childCheck(p *childProg) {
 	}
 }
 
-// attachRetries bounds childCheck's questions while a target's leader
-// is being replaced by an execve: that takes microseconds.
-const attachRetries = 1000
+// While a target's leader is being replaced by an execve, childCheck asks
+// again after a yield attachYields times (an idle machine is done within
+// them: microseconds), then after up to attachNap of waiting on the pidfd
+// attachNaps times: 100 ms more. 1,000 yields alone were too few for a
+// process under the race detector next to busy CPUs, where a check took
+// up to 39 ms (TestCheckAttachThroughExec failed 11 of 20 runs with the
+// yields alone). A process whose leader exited while its other threads
+// run answers ESRCH for good, and is called gone only after all of them,
+// about 0.1 s.
+const (
+	attachYields = 1000
+	attachNaps   = 100
+	attachNap    = int64(time.Millisecond)
+)
 
 // groupExited reports whether the process p.pidfd holds has exited, all
-// its threads: its pidfd polls readable then, and not while one thread
-// replaces another as leader.
+// its threads, waiting up to nap nanoseconds for it: its pidfd polls
+// readable then, and not while one thread replaces another as leader.
 //
 //go:nosplit
 //go:norace
 //go:nocheckptr
-func groupExited(p *childProg) bool {
+func groupExited(p *childProg, nap int64) bool {
 	p.poll = unix.PollFd{Fd: int32(p.pidfd), Events: unix.POLLIN}
-	n, _, e := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.poll)), 1, uintptr(unsafe.Pointer(&p.noWait)), 0, 0, 0)
+	// Set each time: ppoll writes back the time it did not wait.
+	p.wait = unix.Timespec{Nsec: nap}
+	n, _, e := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.poll)), 1, uintptr(unsafe.Pointer(&p.wait)), 0, 0, 0)
 	return e == 0 && n == 1 && p.poll.Revents&unix.POLLIN != 0
 }
 
