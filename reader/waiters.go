@@ -84,13 +84,14 @@ func waitersSupport(bounded bool, types *btf.Cache) error {
 // of two; 0 leaves them out, and the table at one slot: want_waiters stays
 // 0, and the verifier drops the code that would touch it.
 func setWaiters(spec *ebpf.CollectionSpec, sleepers uint32) error {
-	vars := map[string]uint32{"sleepers_mask": 0}
-	if sleepers != 0 {
-		semop, semtimedop := syscallNumbers()
-		vars = map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop, "sleepers_mask": sleepers - 1}
-	} else {
+	vars := map[string]uint32{}
+	if sleepers == 0 {
 		sleepers = 1
+	} else {
+		semop, semtimedop := syscallNumbers()
+		vars = map[string]uint32{"want_waiters": 1, "nr_semop": semop, "nr_semtimedop": semtimedop}
 	}
+	vars["sleepers_mask"] = sleepers - 1
 	spec.Maps["sleepers"].MaxEntries = sleepers
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {

@@ -234,7 +234,7 @@ int semundo_scan(void *ctx)
 		 * a pointer through a trusted one makes the verifier search
 		 * the kernel's BTF for the type's trusted fields by name. */
 		struct task_struct *t = bpf_rdonly_cast(task, bpf_core_type_id_kernel(struct task_struct));
-		int waits = want_waiters && (t->__state & TASK_INTERRUPTIBLE) && !(t->flags & PF_KTHREAD);
+		int waits = want_waiters && may_wait(t);
 		if (!waits && !t->sysvsem.undo_list)
 			continue;
 		__u64 addr = 0;

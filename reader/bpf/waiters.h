@@ -333,6 +333,13 @@ static long fold_op_word(__u32 i, void *c)
 #define TASK_INTERRUPTIBLE 1
 #define PF_KTHREAD 0x00200000
 
+/* 1 when the task may be a blocked semop caller: a user task in an
+ * interruptible sleep. */
+static __always_inline int may_wait(struct task_struct *task)
+{
+	return (task->__state & TASK_INTERRUPTIBLE) && !(task->flags & PF_KTHREAD);
+}
+
 /* Writes a waiter record to out when the task sleeps in semop on a set
  * whose queue holds it. key is the task's address, as a number (it is
  * hashed, and the verifier allows no shifts of a pointer), regs its user
@@ -342,7 +349,7 @@ static __always_inline void waiter(void *out, __u64 session, struct task_struct 
 	__u64 arg0 = 0, arg3 = 0;
 	__u32 zero = 0;
 
-	if (!(task->__state & TASK_INTERRUPTIBLE) || (task->flags & PF_KTHREAD))
+	if (!may_wait(task))
 		return;
 	int nr = syscall_of(regs, &arg0, &arg3);
 	if (nr < 0 || (nr != nr_semop && nr != nr_semtimedop))
