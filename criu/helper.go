@@ -332,11 +332,20 @@ func Serve(env Env, opts *Options) error {
 	var (
 		r       *reader.Reader
 		openErr error
+		handoff *handedOver
 	)
 	loaded := make(chan struct{})
 	restore := yieldCPU()
 	go func() {
 		r, openErr = opts.open()
+		if paired == ActionPostResume {
+			// The files pre-restore just wrote, read now rather than
+			// while the tree is held stopped. An error here is
+			// post-resume's to report: it reads them again.
+			if dir, err := handoffDir(env); err == nil {
+				handoff, _ = readHandoff(dir)
+			}
+		}
 		restore()
 		close(loaded)
 	}()
@@ -389,12 +398,12 @@ func Serve(env Env, opts *Options) error {
 			a.c.Close() // another user's: not a word to it
 			continue
 		}
-		return serveOne(a.c, env, paired, r, openErr, opts)
+		return serveOne(a.c, env, paired, r, openErr, handoff, opts)
 	}
 }
 
 // serveOne runs the one job of a helper over c.
-func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr error, opts *Options) error {
+func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr error, handoff *handedOver, opts *Options) error {
 	defer c.Close()
 	if openErr != nil {
 		writeMsg(c, helperHello{Why: openErr.Error()})
@@ -433,6 +442,7 @@ func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr
 		o.Injector = nil
 		o.OpenReader = func() (*reader.Reader, error) { return r, nil }
 		o.keepReader = true
+		o.handoff = handoff
 		start := time.Now()
 		if err := work(job.Env, &o); err != nil {
 			res.Error = err.Error()

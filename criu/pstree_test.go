@@ -188,18 +188,18 @@ func TestRestoredInPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, ok := restoredInPlace(p, me, handoff, tr); ok {
+	if _, _, ok := restoredInPlace(p, me, parentsIn(handoff), tr); ok {
 		t.Error("in place without a parents file")
 	}
 	write(fmt.Sprintf("%d 0\n%d %d\n", me, kids[0], me))
-	if _, _, ok := restoredInPlace(p, me, handoff, tr); ok {
+	if _, _, ok := restoredInPlace(p, me, parentsIn(handoff), tr); ok {
 		t.Error("in place with a parents file a process short")
 	}
 	write(fmt.Sprintf("%d 0\n%d %d\n%d %d\n", me, kids[0], me, kids[1], me))
-	if _, _, ok := restoredInPlace(p, kids[0], handoff, tr); ok {
+	if _, _, ok := restoredInPlace(p, kids[0], parentsIn(handoff), tr); ok {
 		t.Error("in place for another root")
 	}
-	newPID, parentOf, ok := restoredInPlace(p, me, handoff, tr)
+	newPID, parentOf, ok := restoredInPlace(p, me, parentsIn(handoff), tr)
 	if !ok || newPID[kids[1]] != kids[1] || parentOf[kids[1]] != me || len(parentOf) != 2 {
 		t.Fatalf("got %v, %v, %v", newPID, parentOf, ok)
 	}
@@ -208,7 +208,7 @@ func TestRestoredInPlace(t *testing.T) {
 	}
 	// A pid taken by another process: its parent gives it away.
 	write(fmt.Sprintf("%d 0\n%d %d\n%d %d\n", me, kids[0], me, kids[1], kids[0]))
-	newPID, parentOf, ok = restoredInPlace(p, me, handoff, tr)
+	newPID, parentOf, ok = restoredInPlace(p, me, parentsIn(handoff), tr)
 	if !ok {
 		t.Fatal("parents file refused")
 	}
@@ -267,7 +267,7 @@ func TestPIDTranslator(t *testing.T) {
 	// them by vpid.
 	tr := &tree{Format: treeFormat, Root: 5000, Tasks: []task{{PID: 5000, VPID: 1}, {PID: 5001, VPID: es[1].pid}, {PID: 5002, VPID: es[2].pid}}}
 	procs, okDump := dumpedTree(p, root, dir)
-	newPID, parentOf, okRestore := restoredInPlace(p, root, handoff, tr)
+	newPID, parentOf, okRestore := restoredInPlace(p, root, parentsIn(handoff), tr)
 	if !testenv.KernelAtLeast(t, 6, 11) {
 		if okDump || okRestore {
 			t.Errorf("a kernel before 6.11 translated pids: dump %v, restore %v", okDump, okRestore)
@@ -293,4 +293,13 @@ func TestPIDTranslator(t *testing.T) {
 	if procs, ok := dumpedTree(p, root, dir); ok {
 		t.Errorf("dumpedTree with a vpid that is not there: %v", procs)
 	}
+}
+
+// parentsIn returns the parents file in handoff, nil when there is none.
+func parentsIn(handoff string) []byte {
+	b, err := os.ReadFile(filepath.Join(handoff, parentsFile))
+	if err != nil {
+		return nil
+	}
+	return b
 }

@@ -146,7 +146,8 @@ func sameTree(es []pstreeEntry, t *tree) bool {
 }
 
 // restoredInPlace returns each dumped process's pid now and the parent
-// each must have now, from the parents file pre-restore wrote: CRIU
+// each must have now, from the parents file pre-restore wrote (b, nil
+// when there is none): CRIU
 // restores pids in the root's PID namespace, which are pids here too when
 // the root shares semundo's namespace, or translated by the kernel
 // (pidTranslator). ok is false when that does not apply (no parents file,
@@ -156,9 +157,8 @@ func sameTree(es []pstreeEntry, t *tree) bool {
 // that is not the restored process is never written into; reading them
 // from the tree's children files and status files had been 4 of
 // post-resume's 30 ms for 100 processes (BenchmarkTree100).
-func restoredInPlace(p procfs.FS, root int, handoff string, t *tree) (newPID, parentOf map[int]int, ok bool) {
-	b, err := os.ReadFile(filepath.Join(handoff, parentsFile))
-	if err != nil {
+func restoredInPlace(p procfs.FS, root int, b []byte, t *tree) (newPID, parentOf map[int]int, ok bool) {
+	if b == nil {
 		return nil, nil, false
 	}
 	var es []pstreeEntry
@@ -193,6 +193,35 @@ func restoredInPlace(p procfs.FS, root int, handoff string, t *tree) (newPID, pa
 		parentOf[now[e.pid]] = now[e.ppid]
 	}
 	return newPID, parentOf, true
+}
+
+// handedOver is what pre-restore left in the handoff directory, read.
+type handedOver struct {
+	dir     string
+	img     *image.Image
+	tree    *tree
+	parents []byte // the parents file; nil when there is none
+}
+
+// readHandoff reads the files pre-restore left in dir.
+func readHandoff(dir string) (*handedOver, error) {
+	img, err := image.ReadFile(filepath.Join(dir, ImageFile))
+	if err != nil {
+		return nil, err
+	}
+	treeData, err := os.ReadFile(filepath.Join(dir, TreeFile))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", TreeFile, err, ErrCorrupt)
+	}
+	t, err := decodeTree(treeData)
+	if err != nil {
+		return nil, err
+	}
+	h := &handedOver{dir: dir, img: img, tree: t}
+	if b, err := os.ReadFile(filepath.Join(dir, parentsFile)); err == nil {
+		h.parents = b
+	}
+	return h, nil
 }
 
 // ResumeResult says what Resume did.
@@ -231,21 +260,17 @@ const stopWait = 5 * time.Second
 // them.
 func Resume(root int, handoff string, opts *Options) (*ResumeResult, error) {
 	defer os.RemoveAll(handoff)
-	img, err := image.ReadFile(filepath.Join(handoff, ImageFile))
-	if err != nil {
-		return nil, err
+	h := opts.handedOver(handoff)
+	var err error
+	if h == nil {
+		if h, err = readHandoff(handoff); err != nil {
+			return nil, err
+		}
 	}
-	treeData, err := os.ReadFile(filepath.Join(handoff, TreeFile))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", TreeFile, err, ErrCorrupt)
-	}
-	t, err := decodeTree(treeData)
-	if err != nil {
-		return nil, err
-	}
+	img, t := h.img, h.tree
 	// pid at dump -> pid now; and, when taken from CRIU's pstree, the
 	// parent each must have now.
-	newPID, parentOf, inPlace := restoredInPlace(opts.proc(), root, handoff, t)
+	newPID, parentOf, inPlace := restoredInPlace(opts.proc(), root, h.parents, t)
 	if !inPlace {
 		if newPID, err = restoredTree(opts.proc(), root, t); err != nil {
 			return nil, err

@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/procfs"
 
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/undo"
@@ -285,5 +289,41 @@ func TestHandoffDir(t *testing.T) {
 	want = filepath.Join("/s", "criu-"+strconv.Itoa(os.Getppid())+"-"+strconv.FormatUint(pst.StartTime, 10))
 	if err != nil || got != want {
 		t.Errorf("got %q, %v; want %q", got, err, want)
+	}
+}
+
+// TestResumeHandedOver checks that post-resume takes the files the helper
+// read at pre-restore when they are those of its handoff directory, and
+// reads the directory otherwise.
+func TestResumeHandedOver(t *testing.T) {
+	empty := procfs.NewFS(t.TempDir()) // no process: Resume stops at the tree
+	img := &image.Image{Created: time.Now().UTC(), KernelRelease: "test", SemundoVersion: "test", IPCNamespace: 1}
+	tr := &tree{Format: treeFormat, Root: 4242, Tasks: []task{{PID: 4242, VPID: 4242}}}
+	for _, c := range []struct {
+		name     string
+		sameDir  bool
+		wantFile bool // the error is about the missing files
+	}{{"same directory", true, false}, {"another directory", false, true}} {
+		dir := filepath.Join(t.TempDir(), "handoff")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		h := &handedOver{dir: dir, img: img, tree: tr}
+		if !c.sameDir {
+			h.dir = dir + "-other"
+		}
+		_, err := Resume(4242, dir, &Options{Proc: empty, handoff: h})
+		if err == nil {
+			t.Fatalf("%s: Resume of a tree that does not exist succeeded", c.name)
+		}
+		if aboutFile := strings.Contains(err.Error(), ImageFile); aboutFile != c.wantFile {
+			t.Errorf("%s: %v: about %s: %v, want %v", c.name, err, ImageFile, aboutFile, c.wantFile)
+		}
+		if c.sameDir && !strings.Contains(err.Error(), "4242") {
+			t.Errorf("%s: %v does not name the tree's root", c.name, err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: the handoff directory is left: %v", c.name, err)
+		}
 	}
 }
