@@ -102,6 +102,7 @@ type Session struct {
 	stopSig      unix.Signal     // the signal the stub stops itself with after a call (stopSignal); 0: syscall stops
 	stopAt       uintptr         // where the thread stands in that signal's delivery stop
 	sigCgt       uint64          // the signals the process catches, when the thread was picked
+	picked       procfs.Status   // the seized thread's status, read just before the seize
 	atSelfStop   bool            // the thread sits in the stub's own signal stop, inside get_signal
 	early        earlySite       // the stub's place, found before the stop (findSiteEarly)
 	mem          int             // /proc/<pid>/task/<tid>/mem opened read-write, when memOpen
@@ -251,7 +252,7 @@ func (s *Session) attach(threads []procfs.Thread, leader *procfs.Status) error {
 		} else if st, err = s.proc.TaskStatus(s.pid, s.tid); err != nil {
 			continue // the thread went away; pick another
 		}
-		s.sigCgt = st.SigCgt
+		s.sigCgt, s.picked = st.SigCgt, st
 		var opts uintptr
 		if st.Seccomp != 0 && s.hooks.noSuspendSeccomp {
 			s.stats.SeccompActive = true
@@ -397,6 +398,18 @@ func (s *Session) Tid() int {
 		return 0
 	}
 	return s.tid
+}
+
+// ThreadStatus returns the /proc status of the traced thread as the
+// session read it, just before the seize: what a caller would read again
+// for the thread's credentials. A thread that runs until the session
+// stops it may change them meanwhile (the kernel checks the credentials
+// it has when an injected call runs).
+func (s *Session) ThreadStatus() procfs.Status {
+	if s == nil {
+		return procfs.Status{}
+	}
+	return s.picked
 }
 
 // Stats returns the session's figures so far.

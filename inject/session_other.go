@@ -2,7 +2,11 @@
 
 package inject
 
-import "runtime"
+import (
+	"runtime"
+
+	"github.com/semundo/semundo/internal/procfs"
+)
 
 // Session is one ptrace session on one thread of a target process. On this
 // platform no session can be created: every entry point returns an error
@@ -42,6 +46,9 @@ func (s *Session) Pid() int { return s.pidOrZero() }
 
 // Tid returns the id of the traced thread.
 func (s *Session) Tid() int { return 0 }
+
+// ThreadStatus returns nothing: no thread is traced on this platform.
+func (s *Session) ThreadStatus() procfs.Status { return procfs.Status{} }
 
 // Stats returns the session's figures so far.
 func (s *Session) Stats() Stats { return Stats{} }

@@ -50,9 +50,15 @@ func injectChecked(pid int, cur, want undo.List, opts *Options) (err error) {
 	// the target a stop per call; else from a thread that joins its
 	// namespace, which is cheaper than injected reads.
 	if own := ownNamespace(); own != 0 && namespaceOf(fmt.Sprintf("/proc/%d/ns/ipc", pid)) == own {
-		return injectOn(pid, cur, want, opts, &nsThread{ns: own, stay: true})
+		th := &nsThread{ns: own, stay: true}
+		defer th.caps.close()
+		return injectOn(pid, cur, want, opts, th)
 	}
-	return onThreadOfItsOwn(func() error { return injectOn(pid, cur, want, opts, &nsThread{ns: ownNamespace()}) })
+	return onThreadOfItsOwn(func() error {
+		th := &nsThread{ns: ownNamespace()}
+		defer th.caps.close()
+		return injectOn(pid, cur, want, opts, th)
+	})
 }
 
 // nsThread is the OS thread a write runs on, as far as namespaces go: the
@@ -64,6 +70,9 @@ func injectChecked(pid int, cur, want undo.List, opts *Options) (err error) {
 type nsThread struct {
 	ns          uint64
 	stay, moved bool
+	// caps: the answers of the capability walk for its targets, which
+	// in a restored container are all alike.
+	caps capCache
 }
 
 // namespaceOf returns the inode of the namespace file at path, 0 when it
@@ -133,7 +142,7 @@ func injectOn(pid int, cur, want undo.List, opts *Options, th *nsThread) (err er
 	var x *remote
 	var sets []*setState
 	s, err := inject.SeizeThen(pid, func(s *inject.Session) error {
-		x = &remote{s: s, local: th.local(pid, s.Tid()), early: true}
+		x = &remote{s: s, local: th.local(pid, s.Tid()), early: true, caps: &th.caps}
 		if !x.local {
 			return nil
 		}
@@ -219,6 +228,7 @@ func injectAll(jobs []Job, opts *Options) error {
 	// targets' namespace once and ends with the worker.
 	worker := func() error {
 		th := &nsThread{ns: ownNamespace()}
+		defer th.caps.close()
 		for {
 			mu.Lock()
 			if stopped || next == len(jobs) {
@@ -423,7 +433,8 @@ type remote struct {
 	// for a call's arguments (inject.ErrNoRoom), so they go to addr.
 	noRoom bool
 	cache  *Creds
-	semmsl int // from IPC_INFO, once read
+	caps   *capCache // the writer thread's, for the capability walk
+	semmsl int       // from IPC_INFO, once read
 	// local: the target is in the caller's IPC namespace, so reading a set
 	// (IPC_STAT, GETALL, IPC_INFO) need not run in the target. Changes
 	// (semop) always do: they belong to its undo list.
@@ -588,11 +599,19 @@ func (x *remote) creds() (*Creds, error) {
 	if x.cache == nil {
 		// The seized thread's: it makes the semop, and credentials are
 		// per thread (a zombie leader may show others).
-		c, err := ReadCreds(x.s.Tid())
-		if err != nil {
-			return nil, err
+		tid := x.s.Tid()
+		st := x.s.ThreadStatus()
+		if !x.early || st.Tgid == 0 {
+			// Once stopped the thread's credentials are fixed: read
+			// them as they are. Before the stop, a read now is no
+			// fresher than the seize's, which saves a status read per
+			// target.
+			var err error
+			if st, err = procfs.NewDefaultFS().Status(tid); err != nil {
+				return nil, fmt.Errorf("read credentials of pid %d: %w", tid, err)
+			}
 		}
-		x.cache = c
+		x.cache = credsIn(tid, st, x.caps)
 	}
 	return x.cache, nil
 }

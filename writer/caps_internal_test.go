@@ -1,0 +1,69 @@
+package writer
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+
+	"github.com/semundo/semundo/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// TestCapCache: the cached capability walk answers as the walk does, for
+// tasks in the host's namespaces, in a user namespace of their own that
+// shares the host's IPC namespace (no CAP_IPC_OWNER there), and in a user
+// namespace with an IPC namespace of its own (which it owns); targets
+// alike share one answer; close lets go of the namespaces.
+func TestCapCache(t *testing.T) {
+	testenv.RequireRoot(t)
+	start := func(flags uintptr) int {
+		cmd := exec.Command("sleep", "60")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
+		if flags&syscall.CLONE_NEWUSER != 0 {
+			cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}}
+			cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}}
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd.Process.Pid
+	}
+	// Root inside a user namespace has euid 100000 outside.
+	cases := []struct {
+		name string
+		pid  int
+		euid uint32
+		want bool
+	}{
+		{"host", os.Getpid(), 0, true},
+		{"own user namespace, host IPC namespace", start(syscall.CLONE_NEWUSER), 100000, false},
+		{"another user namespace, host IPC namespace", start(syscall.CLONE_NEWUSER), 100000, false},
+		{"own user and IPC namespaces", start(syscall.CLONE_NEWUSER | syscall.CLONE_NEWIPC), 100000, true},
+		{"host, once more", os.Getpid(), 0, true},
+	}
+	var c capCache
+	for _, tc := range cases {
+		uncached, err := (*capCache)(nil).over(tc.pid, tc.euid)
+		if err != nil || uncached != tc.want {
+			t.Fatalf("%s: the walk says %v, %v; want %v", tc.name, uncached, err, tc.want)
+		}
+		got, err := c.over(tc.pid, tc.euid)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: the cache says %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+	}
+	// The host, the child user namespaces sharing the host's IPC
+	// namespace (each its own), and the one with its own IPC namespace.
+	if len(c.answers) != 4 || len(c.held) != 8 {
+		t.Errorf("%d answers holding %d namespaces, want 4 holding 8", len(c.answers), len(c.held))
+	}
+	held := append([]int(nil), c.held...)
+	c.close()
+	for _, fd := range held {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+			t.Errorf("fd %d still open after close: %v", fd, err)
+		}
+	}
+}
