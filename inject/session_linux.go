@@ -167,8 +167,18 @@ func seizeWith(pid int, h hooks, before func(s *Session) error) (*Session, error
 	// goes away).
 	var threads []procfs.Thread
 	var lst procfs.Stat
+	kthread := false
 	if pid == s.pid && st.Threads == 1 && !st.Dead() {
-		lst, err = s.proc.Stat(s.pid)
+		// Where status says whether it is a kernel thread (a Kthread
+		// line, which newer kernels write), it says all the stat file
+		// would: a process of one thread has no I/O or user worker
+		// threads to leave out.
+		if st.KthreadKnown {
+			lst = procfs.Stat{Comm: st.Name, State: st.State, PPID: st.PPID, NumThreads: 1}
+			kthread = st.Kthread
+		} else {
+			lst, err = s.proc.Stat(s.pid)
+		}
 		threads = []procfs.Thread{{TID: s.pid, Stat: lst}}
 	} else if threads, err = s.proc.Threads(s.pid); err == nil {
 		if i := slices.IndexFunc(threads, func(t procfs.Thread) bool { return t.TID == s.pid }); i >= 0 {
@@ -180,7 +190,7 @@ func seizeWith(pid int, h hooks, before func(s *Session) error) (*Session, error
 	if err != nil {
 		return nil, s.fail("seize", ErrNoProcess, unix.ESRCH, "process vanished: check that it still runs")
 	}
-	if lst.KernelThread() {
+	if kthread || lst.KernelThread() {
 		return nil, s.fail("seize", ErrKernelThread, nil, fmt.Sprintf("%q is a kernel thread: it has no user memory and no undo list", lst.Comm))
 	}
 	if is32, ok := exeIs32Bit(s.pid); ok && is32 && !s.hooks.skipELFCheck {

@@ -181,6 +181,8 @@ func isState(s string) bool {
 
 // Status is the part of /proc/<pid>/status that semundo uses.
 type Status struct {
+	// Name is the task's command name, escaped as status writes it.
+	Name      string
 	State     byte
 	Tgid      int
 	PPID      int
@@ -198,6 +200,9 @@ type Status struct {
 	// blocked, ignored, caught.
 	SigPnd, ShdPnd, SigBlk, SigIgn, SigCgt uint64
 	CapEff                                 uint64 // effective capabilities
+	// Kthread: the task is a kernel thread. Known (KthreadKnown) only
+	// where the kernel writes the line, which older kernels do not.
+	Kthread, KthreadKnown bool
 }
 
 // Indexes into Status.UID and Status.GID.
@@ -281,8 +286,8 @@ func ParseStatus(b []byte) (Status, error) {
 		// them was most of the parse, and the injector parses a status
 		// while its target is stopped.
 		switch string(key) {
-		case "State", "Tgid", "PPid", "TracerPid", "Seccomp", "NSpid", "Threads", "Uid", "Gid", "Groups",
-			"SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "CapEff":
+		case "Name", "State", "Tgid", "PPid", "TracerPid", "Seccomp", "NSpid", "Threads", "Uid", "Gid", "Groups",
+			"SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "CapEff", "Kthread":
 		default:
 			continue
 		}
@@ -309,6 +314,12 @@ func ParseStatus(b []byte) (Status, error) {
 		}
 		var err error
 		switch string(key) {
+		case "Name":
+			st.Name = strings.TrimPrefix(string(val), "\t")
+		case "Kthread":
+			var k int
+			err = dec(&k)
+			st.Kthread, st.KthreadKnown = k != 0, true
 		case "State":
 			// "S (sleeping)": the letter, then its name.
 			if len(fields) == 0 || !isState(fields[0]) {

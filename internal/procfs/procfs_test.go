@@ -119,16 +119,20 @@ func TestStatusFixtures(t *testing.T) {
 func TestParseStatus(t *testing.T) {
 	const base = "Tgid:\t7\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t9 10\nCapEff:\t0000000000008000\n"
 	in := "Name:\tx y\nState:\tt (tracing stop)\nPPid:\t1\nTracerPid:\t99\nSeccomp:\t2\nNSpid:\t700\t7\n" +
-		base + "SigPnd:\t0000000000000100\nShdPnd:\t0000000000040000\nSigBlk:\t1\nSigIgn:\t2\nSigCgt:\t3\n"
+		base + "SigPnd:\t0000000000000100\nShdPnd:\t0000000000040000\nSigBlk:\t1\nSigIgn:\t2\nSigCgt:\t3\nKthread:\t1\n"
 	st, err := ParseStatus([]byte(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Status{State: 't', Tgid: 7, PPID: 1, TracerPid: 99, Seccomp: 2, NSpid: []int{700, 7},
+	want := Status{Name: "x y", Kthread: true, KthreadKnown: true, State: 't', Tgid: 7, PPID: 1, TracerPid: 99, Seccomp: 2, NSpid: []int{700, 7},
 		UID: [4]uint32{1, 2, 3, 4}, GID: [4]uint32{5, 6, 7, 8}, Groups: []uint32{9, 10},
 		SigPnd: 0x100, ShdPnd: 0x40000, SigBlk: 1, SigIgn: 2, SigCgt: 3, CapEff: 0x8000}
 	if fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Errorf("ParseStatus = %+v\nwant %+v", st, want)
+	}
+	// Kernels before the Kthread line: not known, not a kernel thread.
+	if st, err := ParseStatus([]byte(base)); err != nil || st.Kthread || st.KthreadKnown {
+		t.Errorf("ParseStatus without Kthread = %+v, %v; want it unknown", st, err)
 	}
 	if st.UID[Effective] != 2 || st.GID[Filesystem] != 8 {
 		t.Errorf("index constants: euid %d fsgid %d", st.UID[Effective], st.GID[Filesystem])
@@ -146,6 +150,7 @@ func TestParseStatus(t *testing.T) {
 		base + "NSpid:\t5\t0\n",
 		base + "TracerPid:\t1 2\n",
 		base + "SigPnd:\tg\n",
+		base + "Kthread:\tyes\n",
 	} {
 		if st, err := ParseStatus([]byte(in)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("ParseStatus(%q) = %+v, %v; want ErrMalformed", in, st, err)
