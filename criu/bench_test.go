@@ -30,6 +30,12 @@ import (
 func BenchmarkTree100(b *testing.B) {
 	rg := newRig(b)
 	rg.quiet = true
+	// semundo is built from the module around the working directory, not
+	// from the source this test binary was compiled from: a comparison of
+	// two builds must run each test binary in its own tree.
+	if wd, err := os.Getwd(); err == nil {
+		b.Logf("semundo built by go build in %s", wd)
+	}
 	// The script, wrapped to log how long each action took: bash's clock
 	// in $EPOCHREALTIME, not date(1), whose fork and exec fell inside the
 	// timed span (about 0.7 ms of each action).
