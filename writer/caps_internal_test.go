@@ -66,4 +66,15 @@ func TestCapCache(t *testing.T) {
 			t.Errorf("fd %d still open after close: %v", fd, err)
 		}
 	}
+	// A full cache answers without keeping more.
+	small := capCache{max: 1}
+	for _, tc := range cases {
+		if got, err := small.over(tc.pid, tc.euid); err != nil || got != tc.want {
+			t.Errorf("%s, cache of one: %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+	}
+	if len(small.answers) != 1 || len(small.held) != 2 {
+		t.Errorf("cache of one: %d answers holding %d namespaces, want 1 holding 2", len(small.answers), len(small.held))
+	}
+	small.close()
 }

@@ -62,7 +62,13 @@ func credsIn(pid int, st procfs.Status, caps *capCache) *Creds {
 type capCache struct {
 	answers map[capKey]bool
 	held    []int // the namespaces' descriptors, closed by close
+	max     int   // the most answers kept; 0 means capCacheMax
 }
+
+// capCacheMax bounds the descriptors a cache holds (two an answer): a write
+// into the tasks of thousands of containers, each in an IPC namespace of
+// its own, must not run out of descriptors for the /proc files it reads.
+const capCacheMax = 64
 
 type capKey struct {
 	user, ipc uint64
@@ -102,7 +108,11 @@ func (c *capCache) over(pid int, euid uint32) (bool, error) {
 	// may have entered since the stat calls.
 	k.user, k.ipc = inodeOf(user), inodeOf(ipc)
 	held, err := capOverIPCNamespace(k.user, ipc, euid)
-	if err != nil || k.user == 0 || k.ipc == 0 {
+	limit := c.max
+	if limit == 0 {
+		limit = capCacheMax
+	}
+	if err != nil || k.user == 0 || k.ipc == 0 || len(c.answers) >= limit {
 		unix.Close(user)
 		unix.Close(ipc)
 		return held, err
