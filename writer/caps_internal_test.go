@@ -2,10 +2,10 @@ package writer
 
 import (
 	"os"
-	"os/exec"
 	"syscall"
 	"testing"
 
+	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -17,18 +17,17 @@ import (
 // alike share one answer; close lets go of the namespaces.
 func TestCapCache(t *testing.T) {
 	testenv.RequireRoot(t)
+	// Holders, not sleep(1): the kernel matrix's guests have no
+	// coreutils.
 	start := func(flags uintptr) int {
-		cmd := exec.Command("sleep", "60")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
+		attr := &syscall.SysProcAttr{Cloneflags: flags}
 		if flags&syscall.CLONE_NEWUSER != 0 {
-			cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}}
-			cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}}
+			// setuid(0) inside the new namespace: uid 100000 outside.
+			attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+			attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}}
+			attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}}
 		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd.Process.Pid
+		return holder.Start(t, "wait", nil, attr).PID
 	}
 	// Root inside a user namespace has euid 100000 outside.
 	cases := []struct {
