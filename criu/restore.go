@@ -147,16 +147,16 @@ func sameTree(es []pstreeEntry, t *tree) bool {
 
 // restoredInPlace returns each dumped process's pid now and the parent
 // each must have now, from the parents file pre-restore wrote (b, nil
-// when there is none): CRIU
-// restores pids in the root's PID namespace, which are pids here too when
-// the root shares semundo's namespace, or translated by the kernel
-// (pidTranslator). ok is false when that does not apply (no parents file,
-// one that does not match the tree, a PID namespace of the tree's own on
-// a kernel before 6.11): the caller walks the restored tree then. The
-// parents are checked against each task's stat in waitStops, so a pid
-// that is not the restored process is never written into; reading them
-// from the tree's children files and status files had been 4 of
-// post-resume's 30 ms for 100 processes (BenchmarkTree100).
+// when there is none): CRIU restores pids in the root's PID namespace,
+// which are pids here too when the root shares semundo's namespace, or
+// translated by the kernel (pidTranslator). ok is false when that does
+// not apply (no parents file, one that does not match the tree, a PID
+// namespace of the tree's own on a kernel before 6.11): the caller walks
+// the restored tree then. The parents are checked against each task's
+// stat in waitStops, so a pid that is not the restored process is never
+// written into; reading them from the tree's children files and status
+// files had been 4 of post-resume's 30 ms for 100 processes
+// (BenchmarkTree100).
 func restoredInPlace(p procfs.FS, root int, b []byte, t *tree) (newPID, parentOf map[int]int, ok bool) {
 	if b == nil {
 		return nil, nil, false
