@@ -29,12 +29,16 @@ type Creds struct {
 
 // ReadCreds reads the credentials of pid (a process or a thread) from
 // /proc/<pid>/status, and its user and IPC namespaces.
-func ReadCreds(pid int) (*Creds, error) {
+func ReadCreds(pid int) (*Creds, error) { return readCreds(pid, nil) }
+
+// readCreds is ReadCreds, asking caps (when not nil) whether the task's
+// CAP_IPC_OWNER holds in its IPC namespace.
+func readCreds(pid int, caps *capCache) (*Creds, error) {
 	st, err := procfs.NewDefaultFS().Status(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read credentials of pid %d: %w", pid, err)
 	}
-	return credsIn(pid, st, nil), nil
+	return credsIn(pid, st, caps), nil
 }
 
 // credsIn returns the credentials in st, the status of task pid, asking
@@ -92,7 +96,7 @@ func (c *capCache) over(pid int, euid uint32) (bool, error) {
 		return capOverIPCNamespace(own, ipc, euid)
 	}
 	k := capKey{user: own, ipc: namespaceOf(fmt.Sprintf("/proc/%d/ns/ipc", pid)), euid: euid}
-	if held, ok := c.answers[k]; ok && k.ipc != 0 {
+	if held, ok := c.answers[k]; ok {
 		return held, nil
 	}
 	user, err := openNamespace(pid, "user")

@@ -600,18 +600,19 @@ func (x *remote) creds() (*Creds, error) {
 		// The seized thread's: it makes the semop, and credentials are
 		// per thread (a zombie leader may show others).
 		tid := x.s.Tid()
-		st := x.s.ThreadStatus()
-		if !x.early || st.Tgid == 0 {
-			// Once stopped the thread's credentials are fixed: read
-			// them as they are. Before the stop, a read now is no
-			// fresher than the seize's, which saves a status read per
-			// target.
-			var err error
-			if st, err = procfs.NewDefaultFS().Status(tid); err != nil {
-				return nil, fmt.Errorf("read credentials of pid %d: %w", tid, err)
+		if st := x.s.ThreadStatus(); x.early && st.Tgid != 0 {
+			// Before the stop the thread may change its credentials
+			// after any read: the seize's serves as well as a new one,
+			// which would cost a status read per target.
+			x.cache = credsIn(tid, st, x.caps)
+		} else {
+			// Once stopped they are fixed: read them as they are.
+			c, err := readCreds(tid, x.caps)
+			if err != nil {
+				return nil, err
 			}
+			x.cache = c
 		}
-		x.cache = credsIn(tid, st, x.caps)
 	}
 	return x.cache, nil
 }
