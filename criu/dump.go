@@ -44,29 +44,38 @@ func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, e
 		inTree[p.pid] = true
 		pids[i] = p.pid
 	}
+	// CRIU's core images (one per task: was it stopped?) are read while
+	// the lists and sets are: every step waits with the tree frozen, and
+	// the reads need no result of the others.
+	type coreStates struct {
+		stopped []bool
+		err     error
+	}
+	cores := make(chan coreStates, 1)
+	go func() {
+		st, err := mapParallel(len(procs), func(i int) (bool, error) { return stoppedAtDump(dir, procs[i].vpid) })
+		cores <- coreStates{st, err}
+	}()
 	// Lists first, then the sets (in CaptureFrozen), as checkpoint.Capture
 	// does.
-	snap, err := r.Scan()
+	img, err := captureHeld(r, pids, inTree, root, opts)
+	c := <-cores
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSharing(snap, pids, inTree, root); err != nil {
-		return nil, err
-	}
-	// One core image per task, read by one goroutine per CPU: CRIU waits
-	// for this action with the tree frozen.
-	states, err := mapParallel(len(procs), func(i int) (bool, error) { return stoppedAtDump(dir, procs[i].vpid) })
-	if err != nil {
-		return nil, err
+	if c.err != nil {
+		return nil, c.err
 	}
 	stopped := map[int]bool{}
 	for i, p := range procs {
-		stopped[p.pid] = states[i]
-		t.Tasks = append(t.Tasks, task{PID: p.pid, VPID: p.vpid, Stopped: states[i]})
+		stopped[p.pid] = c.stopped[i]
+		t.Tasks = append(t.Tasks, task{PID: p.pid, VPID: p.vpid, Stopped: c.stopped[i]})
 	}
-	img, err := checkpoint.CaptureFrozen(snap, pids, stopped, checkpoint.CaptureOptions{Version: opts.version(), SharedNamespace: true})
-	if err != nil {
-		return nil, err
+	for i := range img.Lists {
+		for j := range img.Lists[i].Processes {
+			ip := &img.Lists[i].Processes[j]
+			ip.Stopped = stopped[int(ip.PID)]
+		}
 	}
 	b, err := json.Marshal(t)
 	if err != nil {
@@ -85,6 +94,20 @@ func Dump(r *reader.Reader, root int, dir string, opts *Options) (*DumpResult, e
 		res.Entries += len(l.Entries)
 	}
 	return res, nil
+}
+
+// captureHeld scans the lists of pids (the held tree of root, inTree),
+// checks that CRIU can restore them, and builds their image; the image's
+// processes are all marked running (Dump marks the stopped ones).
+func captureHeld(r *reader.Reader, pids []int, inTree map[int]bool, root int, opts *Options) (*image.Image, error) {
+	snap, err := r.Scan()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSharing(snap, pids, inTree, root); err != nil {
+		return nil, err
+	}
+	return checkpoint.CaptureFrozen(snap, pids, nil, checkpoint.CaptureOptions{Version: opts.version(), SharedNamespace: true})
 }
 
 // checkSharing refuses lists that a restore by CRIU cannot give back: one
