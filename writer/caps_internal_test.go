@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -14,7 +15,8 @@ import (
 // tasks in the host's namespaces, in a user namespace of their own that
 // shares the host's IPC namespace (no CAP_IPC_OWNER there), and in a user
 // namespace with an IPC namespace of its own (which it owns); targets
-// alike share one answer; close lets go of the namespaces.
+// alike share one answer; close lets go of the namespaces; told each
+// task's IPC namespace (overIn), it answers alike.
 func TestCapCache(t *testing.T) {
 	testenv.RequireRoot(t)
 	// Holders, not sleep(1): the kernel matrix's guests have no
@@ -76,4 +78,20 @@ func TestCapCache(t *testing.T) {
 		t.Errorf("cache of one: %d answers holding %d namespaces, want 1 holding 2", len(small.answers), len(small.held))
 	}
 	small.close()
+	// Given each task's IPC namespace, as the writer reads it between the
+	// attach and the stop, the cache answers alike under the same keys.
+	var hinted capCache
+	for _, tc := range cases {
+		ipc := namespaceOf(fmt.Sprintf("/proc/%d/ns/ipc", tc.pid))
+		if ipc == 0 {
+			t.Fatalf("%s: cannot read its IPC namespace", tc.name)
+		}
+		if got, err := hinted.overIn(tc.pid, tc.euid, ipc); err != nil || got != tc.want {
+			t.Errorf("%s, IPC namespace given: %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+	}
+	if len(hinted.answers) != 4 {
+		t.Errorf("IPC namespaces given: %d answers, want 4", len(hinted.answers))
+	}
+	hinted.close()
 }

@@ -38,18 +38,18 @@ func readCreds(pid int, caps *capCache) (*Creds, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read credentials of pid %d: %w", pid, err)
 	}
-	return credsIn(pid, st, caps), nil
+	return credsIn(pid, st, caps, 0), nil
 }
 
 // credsIn returns the credentials in st, the status of task pid, asking
 // caps (when not nil) whether its CAP_IPC_OWNER holds in its IPC
-// namespace.
-func credsIn(pid int, st procfs.Status, caps *capCache) *Creds {
+// namespace, whose inode is ipc when the caller read it (else 0).
+func credsIn(pid int, st procfs.Status, caps *capCache, ipc uint64) *Creds {
 	c := credsOf(st)
 	if c.IPCOwner {
 		// Where the namespaces cannot be read the effective set stands:
 		// the kernel judges the injected semop in any case.
-		held, err := caps.over(pid, c.EUID)
+		held, err := caps.overIn(pid, c.EUID, ipc)
 		if err == nil {
 			c.IPCOwner = held
 		}
@@ -80,9 +80,13 @@ type capKey struct {
 }
 
 // over is capOverIPCNamespace for task pid, from the cache when it has
-// the answer (two stat calls, where the walk takes six calls or more). A
-// nil cache asks every time.
-func (c *capCache) over(pid int, euid uint32) (bool, error) {
+// the answer (two stat calls, one with overIn, where the walk takes six
+// calls or more). A nil cache asks every time.
+func (c *capCache) over(pid int, euid uint32) (bool, error) { return c.overIn(pid, euid, 0) }
+
+// overIn is over for a task whose IPC namespace's inode the caller has
+// just read (ipcIno; 0 if not): a stat call fewer per target.
+func (c *capCache) overIn(pid int, euid uint32, ipcIno uint64) (bool, error) {
 	own := namespaceOf(fmt.Sprintf("/proc/%d/ns/user", pid))
 	if own == 0 {
 		return false, fmt.Errorf("pid %d: cannot read its user namespace", pid)
@@ -95,7 +99,10 @@ func (c *capCache) over(pid int, euid uint32) (bool, error) {
 		defer unix.Close(ipc)
 		return capOverIPCNamespace(own, ipc, euid)
 	}
-	k := capKey{user: own, ipc: namespaceOf(fmt.Sprintf("/proc/%d/ns/ipc", pid)), euid: euid}
+	if ipcIno == 0 {
+		ipcIno = namespaceOf(fmt.Sprintf("/proc/%d/ns/ipc", pid))
+	}
+	k := capKey{user: own, ipc: ipcIno, euid: euid}
 	if held, ok := c.answers[k]; ok {
 		return held, nil
 	}

@@ -92,19 +92,20 @@ func ownNamespace() uint64 {
 }
 
 // local reports whether the sets of thread tid of pid, which is seized,
-// can be read from th's thread, joining its namespace when th may.
-func (th *nsThread) local(pid, tid int) bool {
+// can be read from th's thread, joining its namespace when th may. It
+// returns the inode of that thread's IPC namespace, 0 if unread.
+func (th *nsThread) local(pid, tid int) (uint64, bool) {
 	ns := namespaceOf(fmt.Sprintf("/proc/%d/task/%d/ns/ipc", pid, tid))
 	switch {
 	case ns == 0:
-		return false
+		return 0, false
 	case ns == th.ns:
-		return true
+		return ns, true
 	case th.stay || joinIPCNamespace(pid, tid) != nil:
-		return false
+		return ns, false
 	}
 	th.ns, th.moved = ns, true
-	return true
+	return ns, true
 }
 
 // onThreadOfItsOwn runs f on an OS thread that ends with it: f may change
@@ -142,7 +143,8 @@ func injectOn(pid int, cur, want undo.List, opts *Options, th *nsThread) (err er
 	var x *remote
 	var sets []*setState
 	s, err := inject.SeizeThen(pid, func(s *inject.Session) error {
-		x = &remote{s: s, local: th.local(pid, s.Tid()), early: true, caps: &th.caps}
+		x = &remote{s: s, early: true, caps: &th.caps}
+		x.ipcNS, x.local = th.local(pid, s.Tid())
 		if !x.local {
 			return nil
 		}
@@ -439,6 +441,9 @@ type remote struct {
 	// (IPC_STAT, GETALL, IPC_INFO) need not run in the target. Changes
 	// (semop) always do: they belong to its undo list.
 	local bool
+	// ipcNS: the inode of the seized thread's IPC namespace, as read
+	// between the attach and the stop (0 if unread).
+	ipcNS uint64
 	// early: the target is seized but not stopped yet, so nothing may be
 	// injected (semctl answers errNotStopped).
 	early bool
@@ -604,7 +609,7 @@ func (x *remote) creds() (*Creds, error) {
 			// Before the stop the thread may change its credentials
 			// after any read: the seize's serves as well as a new one,
 			// which would cost a status read per target.
-			x.cache = credsIn(tid, st, x.caps)
+			x.cache = credsIn(tid, st, x.caps, x.ipcNS)
 		} else {
 			// Once stopped they are fixed: read them as they are.
 			c, err := readCreds(tid, x.caps)
