@@ -71,10 +71,10 @@ func decode(data []byte) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	schema := withSchema
+	schema, noNull := schemaOptions()
 	// Without the text null no value is null: spare the per-value check.
 	if bytes.Contains(data, []byte("null")) {
-		schema = withSchemaNoNull
+		schema = noNull
 	}
 	im := new(Image)
 	if err := json.Unmarshal(data, im, json.RejectUnknownMembers(strict), schema); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"reflect"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
@@ -67,32 +68,32 @@ var (
 	}
 )
 
-// schema makes v2 decode the format's objects with decodeObject, and
-// "created" as time.Parse reads RFC 3339 (v2's own time parsing is
-// stricter than what Encode has always been able to read back).
-var schema = json.JoinUnmarshalers(
-	objectUnmarshaler(imageMembers, func(im *Image) { nilIfEmpty(&im.Sets); nilIfEmpty(&im.Lists); nilIfEmpty(&im.Warnings) }),
-	objectUnmarshaler(limitsMembers, nil),
-	objectUnmarshaler(setMembers, func(s *Set) { nilIfEmpty(&s.Values); nilIfEmpty(&s.Sempids) }),
-	objectUnmarshaler(listMembers, func(l *List) { nilIfEmpty(&l.Processes); nilIfEmpty(&l.Entries) }),
-	objectUnmarshaler(processMembers, func(p *Process) { nilIfEmpty(&p.TIDs) }),
-	objectUnmarshaler(entryMembers, func(e *Entry) { nilIfEmpty(&e.Adj) }),
-	json.UnmarshalFromFunc(unmarshalTime),
-)
-
-// withSchema is the option that applies schema. withSchemaNoNull also
-// reads the arrays of numbers and strings element by element, refusing a
-// null element, which v2 would read as a zero value; it is for input that
-// holds the text null at all, since it costs a call per element. (A
-// function that hands a value back to v2 would be cheaper, but the way to
-// say so differs between the module and Go 1.26's GOEXPERIMENT=jsonv2
-// package, which the module becomes when that experiment is on.)
-var (
-	withSchema       = json.WithUnmarshalers(schema)
-	withSchemaNoNull = json.WithUnmarshalers(json.JoinUnmarshalers(schema,
+// schemaOptions returns the options that make v2 decode the format's
+// objects with decodeObject, and "created" as time.Parse reads RFC 3339
+// (v2's own time parsing is stricter than what Encode has always been
+// able to read back). The second also reads the arrays of numbers and
+// strings element by element, refusing a null element, which v2 would
+// read as a zero value; it is for input that holds the text null at all,
+// since it costs a call per element. (A function that hands a value back
+// to v2 would be cheaper, but the way to say so differs between the
+// module and Go 1.26's GOEXPERIMENT=jsonv2 package, which the module
+// becomes when that experiment is on.) Built on first use, not at
+// package init: every semundo process links this package, most never
+// decode an image.
+var schemaOptions = sync.OnceValues(func() (withSchema, withSchemaNoNull json.Options) {
+	schema := json.JoinUnmarshalers(
+		objectUnmarshaler(imageMembers, func(im *Image) { nilIfEmpty(&im.Sets); nilIfEmpty(&im.Lists); nilIfEmpty(&im.Warnings) }),
+		objectUnmarshaler(limitsMembers, nil),
+		objectUnmarshaler(setMembers, func(s *Set) { nilIfEmpty(&s.Values); nilIfEmpty(&s.Sempids) }),
+		objectUnmarshaler(listMembers, func(l *List) { nilIfEmpty(&l.Processes); nilIfEmpty(&l.Entries) }),
+		objectUnmarshaler(processMembers, func(p *Process) { nilIfEmpty(&p.TIDs) }),
+		objectUnmarshaler(entryMembers, func(e *Entry) { nilIfEmpty(&e.Adj) }),
+		json.UnmarshalFromFunc(unmarshalTime),
+	)
+	return json.WithUnmarshalers(schema), json.WithUnmarshalers(json.JoinUnmarshalers(schema,
 		json.UnmarshalFromFunc(decodeArray[uint16]), json.UnmarshalFromFunc(decodeArray[int16]),
 		json.UnmarshalFromFunc(decodeArray[int32]), json.UnmarshalFromFunc(decodeArray[string])))
-)
+})
 
 // decodeArray reads an array of E, refusing null elements.
 func decodeArray[E any](dec *jsontext.Decoder, s *[]E) error {
