@@ -18,9 +18,8 @@ import (
 	"syscall"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/semundo/semundo/internal/atomicfile"
+	"github.com/semundo/semundo/internal/exposition"
 	"github.com/semundo/semundo/internal/waitfor"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
@@ -82,21 +81,9 @@ func defineMetrics(fs *flag.FlagSet, c *cli) func([]string) error {
 	}
 }
 
-// The exposition is Prometheus's own (client_model's families, common's
-// expfmt encoders) but not client_golang's registry: importing that
-// package costs every semundo process, a CRIU action in the tree's
-// downtime among them, about a millisecond of initialisers (its default
-// registry's Go and process collectors) before main runs.
-
 // writeMetrics writes fams in the text format.
-func writeMetrics(w io.Writer, fams []*dto.MetricFamily) error {
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range fams {
-		if err := enc.Encode(mf); err != nil {
-			return err
-		}
-	}
-	return nil
+func writeMetrics(w io.Writer, fams []exposition.Family) error {
+	return exposition.Write(w, exposition.Text, fams)
 }
 
 // serveMetrics serves /metrics on addr until SIGINT or SIGTERM.
@@ -159,31 +146,31 @@ var (
 )
 
 // families gathers the samples of one scrape by family.
-type families map[*gauge]*dto.MetricFamily
+type families map[*gauge]*exposition.Family
 
 // add records one sample of g, its label values in g's order.
 func (fs families) add(g *gauge, v float64, values ...string) {
-	mf := fs[g]
-	if mf == nil {
-		mf = &dto.MetricFamily{Name: &g.name, Help: &g.help, Type: dto.MetricType_GAUGE.Enum()}
-		fs[g] = mf
+	f := fs[g]
+	if f == nil {
+		f = &exposition.Family{Name: g.name, Help: g.help}
+		fs[g] = f
 	}
-	m := &dto.Metric{Gauge: &dto.Gauge{Value: &v}}
+	s := exposition.Series{Value: v}
 	for i, name := range g.labels {
-		m.Label = append(m.Label, &dto.LabelPair{Name: &name, Value: &values[i]})
+		s.Labels = append(s.Labels, exposition.Label{Name: name, Value: values[i]})
 	}
-	mf.Metric = append(mf.Metric, m)
+	f.Series = append(f.Series, s)
 }
 
 // sorted returns the families by name and each one's series by label
 // values, numerically where the values are numbers, so that one scrape
 // reads like the next.
-func (fs families) sorted() []*dto.MetricFamily {
-	out := make([]*dto.MetricFamily, 0, len(fs))
-	for _, mf := range fs {
-		slices.SortFunc(mf.Metric, func(a, b *dto.Metric) int {
-			for i := range a.Label {
-				x, y := a.Label[i].GetValue(), b.Label[i].GetValue()
+func (fs families) sorted() []exposition.Family {
+	out := make([]exposition.Family, 0, len(fs))
+	for _, f := range fs {
+		slices.SortFunc(f.Series, func(a, b exposition.Series) int {
+			for i := range a.Labels {
+				x, y := a.Labels[i].Value, b.Labels[i].Value
 				if c := cmp.Compare(len(x), len(y)); c != 0 {
 					return c
 				}
@@ -193,9 +180,9 @@ func (fs families) sorted() []*dto.MetricFamily {
 			}
 			return 0
 		})
-		out = append(out, mf)
+		out = append(out, *f)
 	}
-	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(out, func(a, b exposition.Family) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -206,7 +193,7 @@ type collector struct {
 }
 
 // gather scans and returns the metric families, sorted.
-func (c *collector) gather() ([]*dto.MetricFamily, error) {
+func (c *collector) gather() ([]exposition.Family, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	start := time.Now()
@@ -218,26 +205,17 @@ func (c *collector) gather() ([]*dto.MetricFamily, error) {
 	return fs.sorted(), nil
 }
 
-// ServeHTTP answers a scrape in the format it asks for (expfmt.Negotiate:
-// the text format unless it accepts protobuf), or with 500 and the scan's
-// error.
+// ServeHTTP answers a scrape in the format it asks for (the text format
+// unless it prefers protobuf), or with 500 and the scan's error.
 func (c *collector) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	fams, err := c.gather()
 	if err != nil {
 		http.Error(w, "semundo metrics: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	format := expfmt.Negotiate(req.Header)
+	format := exposition.Negotiate(req.Header.Get("Accept"))
 	w.Header().Set("Content-Type", string(format))
-	enc := expfmt.NewEncoder(w, format)
-	for _, mf := range fams {
-		if err := enc.Encode(mf); err != nil {
-			return // the scraper went away
-		}
-	}
-	if cl, ok := enc.(expfmt.Closer); ok {
-		cl.Close()
-	}
+	exposition.Write(w, format, fams) // an error: the scraper went away
 }
 
 // setUse is what one set's series count.
