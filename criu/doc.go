@@ -26,7 +26,11 @@
 // their work over a private unix socket, so that what the frozen or
 // stopped tree waits for is the work itself, and do it themselves when the
 // helper is missing or not ready. The helper exits with CRIU, after its
-// job, or when idle too long.
+// job, or when idle too long. The handover (the environment, the
+// socket's client side) is package internal/criuaction, which links
+// nothing else: cmd/semundo-criu-action runs post-dump and post-resume
+// with it alone, and so starts in about half the time semundo takes,
+// time that the tree waits for.
 //
 // CRIU restores the sets themselves (with the IPC namespace) and the pids
 // (in the tree's PID namespace, when it has one): a task is found again by

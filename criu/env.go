@@ -7,9 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 
+	"github.com/semundo/semundo/internal/criuaction"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/writer"
@@ -18,12 +17,12 @@ import (
 // The environment variables CRIU sets for an action script.
 const (
 	// EnvAction names the step CRIU is at, e.g. "post-dump".
-	EnvAction = "CRTOOLS_SCRIPT_ACTION"
+	EnvAction = criuaction.EnvAction
 	// EnvImageDir is CRIU's images directory, as a /proc/CRIUPID/fd/N path.
-	EnvImageDir = "CRTOOLS_IMAGE_DIR"
+	EnvImageDir = criuaction.EnvImageDir
 	// EnvInitPID is the tree's root, as a pid in CRIU's (the host's) PID
 	// namespace; at restore it is the restored root's new pid.
-	EnvInitPID = "CRTOOLS_INIT_PID"
+	EnvInitPID = criuaction.EnvInitPID
 )
 
 // The environment variables semundo adds, since CRIU passes no arguments.
@@ -32,17 +31,17 @@ const (
 	// lists into tasks that already run (a restore without
 	// --leave-stopped), adding the saved adjustments to whatever the tasks
 	// have built since.
-	EnvAllowRunning = "SEMUNDO_CRIU_ALLOW_RUNNING"
+	EnvAllowRunning = criuaction.EnvAllowRunning
 	// EnvStateDir overrides DefaultStateDir.
-	EnvStateDir = "SEMUNDO_CRIU_STATE_DIR"
+	EnvStateDir = criuaction.EnvStateDir
 )
 
 // The actions the companion acts on; it ignores every other one.
 const (
-	ActionPreDump    = "pre-dump"
-	ActionPostDump   = "post-dump"
-	ActionPreRestore = "pre-restore"
-	ActionPostResume = "post-resume"
+	ActionPreDump    = criuaction.ActionPreDump
+	ActionPostDump   = criuaction.ActionPostDump
+	ActionPreRestore = criuaction.ActionPreRestore
+	ActionPostResume = criuaction.ActionPostResume
 )
 
 // Files the companion writes into CRIU's images directory.
@@ -58,13 +57,13 @@ const (
 
 // DefaultStateDir is where pre-restore hands the files over to
 // post-resume: CRIU closes the images directory before post-resume.
-const DefaultStateDir = "/run/semundo/criu"
+const DefaultStateDir = criuaction.DefaultStateDir
 
 // Errors of the companion, to be tested with errors.Is.
 var (
 	// ErrEnv: CRIU's environment lacks a variable the action needs, or
 	// holds a malformed one.
-	ErrEnv = errors.New("bad CRIU action-script environment")
+	ErrEnv = criuaction.ErrEnv
 	// ErrShared: a list of the tree is shared with a process outside it.
 	ErrShared = errors.New("undo list shared with a process outside the dumped tree")
 	// ErrSharedInTree: two processes of the tree share one list (clone
@@ -80,63 +79,12 @@ var (
 )
 
 // Env is what CRIU tells an action script, plus semundo's own settings.
-type Env struct {
-	// Action is CRTOOLS_SCRIPT_ACTION.
-	Action string
-	// ImageDir is CRTOOLS_IMAGE_DIR, empty if unset.
-	ImageDir string
-	// InitPID is CRTOOLS_INIT_PID, 0 if unset (CRIU sets it once the
-	// root's pid is known: not at pre-restore).
-	InitPID int
-	// AllowRunning is SEMUNDO_CRIU_ALLOW_RUNNING.
-	AllowRunning bool
-	// StateDir is SEMUNDO_CRIU_STATE_DIR, empty for DefaultStateDir.
-	StateDir string
-	// NoHelper is SEMUNDO_CRIU_HELPER=0: every action does its own work.
-	NoHelper bool
-}
+type Env = criuaction.Env
 
 // ParseEnv reads the environment through lookup (os.LookupEnv). Only
 // values that are present and malformed are errors: which variables an
 // action needs is checked by Run.
-func ParseEnv(lookup func(string) (string, bool)) (Env, error) {
-	var e Env
-	e.Action, _ = lookup(EnvAction)
-	e.ImageDir, _ = lookup(EnvImageDir)
-	if v, ok := lookup(EnvInitPID); ok && v != "" {
-		pid, err := strconv.Atoi(v)
-		if err != nil || pid <= 0 {
-			return e, fmt.Errorf("%s=%q is not a pid: %w", EnvInitPID, v, ErrEnv)
-		}
-		e.InitPID = pid
-	}
-	var err error
-	if e.AllowRunning, err = envSwitch(lookup, EnvAllowRunning, false, "use 1 to allow, 0 or unset to refuse"); err != nil {
-		return e, err
-	}
-	e.StateDir, _ = lookup(EnvStateDir)
-	helper, err := envSwitch(lookup, EnvHelper, true, "use 0 to do without the helper")
-	if err != nil {
-		return e, err
-	}
-	e.NoHelper = !helper
-	return e, nil
-}
-
-// envSwitch reads an on/off variable: 1, true or yes; 0, false or no; unset
-// or empty gives def. Anything else is an error saying what to use.
-func envSwitch(lookup func(string) (string, bool), name string, def bool, use string) (bool, error) {
-	v, _ := lookup(name)
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "":
-		return def, nil
-	case "1", "true", "yes":
-		return true, nil
-	case "0", "false", "no":
-		return false, nil
-	}
-	return def, fmt.Errorf("%s=%q: %s: %w", name, v, use, ErrEnv)
-}
+func ParseEnv(lookup func(string) (string, bool)) (Env, error) { return criuaction.ParseEnv(lookup) }
 
 // Options tune Run. The zero value works.
 type Options struct {
@@ -235,7 +183,7 @@ func (o *Options) version() string {
 // the helper is missing or not ready, they do the work themselves and
 // say so in opts.Log. Serve is the helper.
 func Run(env Env, opts *Options) error {
-	helper := opts != nil && opts.Helper != nil && env.helper()
+	helper := opts != nil && opts.Helper != nil && !env.NoHelper
 	switch env.Action {
 	case ActionPreDump:
 		if !helper || env.ImageDir == "" {
@@ -257,21 +205,11 @@ func Run(env Env, opts *Options) error {
 			opts.logf("pre-dump: no helper (%v): post-dump will do all the work", err)
 		}
 		return nil
-	case ActionPostDump:
-		if err := needEnv(env, true); err != nil {
+	case ActionPostDump, ActionPostResume:
+		// The helper's part is package criuaction's, which
+		// semundo-criu-action runs too.
+		if done, err := criuaction.ThroughHelper(env, opts != nil && opts.Helper != nil, opts.logf); done {
 			return err
-		}
-		if helper {
-			if hd, err := handoffDir(env); err == nil {
-				done, why, err := callHelper(env, hd, opts)
-				if done {
-					return err
-				}
-				opts.logf("post-dump: not through the helper: %s", why)
-				// It held only the socket; a helper still alive has its
-				// listener, and exits with CRIU.
-				os.RemoveAll(hd)
-			}
 		}
 		return work(env, opts)
 	case ActionPreRestore:
@@ -290,22 +228,6 @@ func Run(env Env, opts *Options) error {
 			opts.logf("pre-restore: no helper (%v): post-resume will do all the work", err)
 		}
 		return nil
-	case ActionPostResume:
-		hd, err := handoffDir(env)
-		if err != nil {
-			return err
-		}
-		if _, err := os.Stat(hd); err != nil {
-			return nil // no semundo image at pre-restore: nothing to do
-		}
-		if helper {
-			done, why, err := callHelper(env, hd, opts)
-			if done {
-				return err
-			}
-			opts.logf("post-resume: not through the helper: %s", why)
-		}
-		return work(env, opts)
 	}
 	return nil
 }
@@ -366,12 +288,4 @@ func treeSource(fromPstree bool) string {
 }
 
 // needEnv checks the variables post-dump (root too) and pre-restore need.
-func needEnv(env Env, root bool) error {
-	if env.ImageDir == "" {
-		return fmt.Errorf("%s is not set at %s: run semundo criu-script only as CRIU's action script: %w", EnvImageDir, env.Action, ErrEnv)
-	}
-	if root && env.InitPID == 0 {
-		return fmt.Errorf("%s is not set at %s: run semundo criu-script only as CRIU's action script: %w", EnvInitPID, env.Action, ErrEnv)
-	}
-	return nil
-}
+func needEnv(env Env, root bool) error { return criuaction.NeedEnv(env, root) }

@@ -3,7 +3,6 @@ package criu
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/semundo/semundo/internal/criuaction"
 	"github.com/semundo/semundo/reader"
 	"golang.org/x/sys/unix"
 )
@@ -42,44 +42,20 @@ const HelperArg = "__criu-helper"
 
 // EnvHelper set to 0 (or false, no) makes every action do its own work,
 // with no helper.
-const EnvHelper = "SEMUNDO_CRIU_HELPER"
+const EnvHelper = criuaction.EnvHelper
 
-// helperSocket is the socket's name in the run's directory.
-const helperSocket = "helper.sock"
+// helperSocket is the socket's name in the run's directory. The
+// protocol's client side and its messages are package criuaction's:
+// semundo-criu-action speaks it without this package.
+const helperSocket = criuaction.SocketName
 
 const (
 	// helperIdle bounds a helper's life when no job comes: CRIU may run as
 	// a long-lived service, and a pidfd then never fires.
 	helperIdle = 10 * time.Minute
-	// helperReady bounds how long a post-* action waits for the helper to
-	// say it is ready (its reader loaded) before doing the work itself.
-	helperReady = 5 * time.Second
 	// helperRequest bounds how long the helper waits for the job once it
 	// said it is ready.
 	helperRequest = 5 * time.Second
-	// helperJob bounds the wait for the job's result. Once the job is
-	// handed over the post-* action cannot do it itself (that would write
-	// the lists twice): past this it fails, saying so.
-	helperJob = 2 * time.Minute
-)
-
-// The messages on the socket, one JSON line each: the helper sends
-// helperHello, the action sends helperRequest, the helper answers
-// helperResult.
-type (
-	helperHello struct {
-		// Ready: the helper can do the job. Else Why says why not, and
-		// the action does the work itself.
-		Ready bool   `json:"ready"`
-		Why   string `json:"why,omitempty"`
-	}
-	helperJobMsg struct {
-		Env Env `json:"env"`
-	}
-	helperResult struct {
-		Log   []string `json:"log,omitempty"`
-		Error string   `json:"error,omitempty"`
-	}
 )
 
 // startHelper is the pre-* action's part: it makes the run's directory
@@ -87,7 +63,7 @@ type (
 // helper with it. Failing is no error for CRIU: the post-* action then
 // does the work itself; the returned error says why, for the log.
 func startHelper(env Env, dir string, opts *Options) error {
-	if opts == nil || opts.Helper == nil || !env.helper() {
+	if opts == nil || opts.Helper == nil || env.NoHelper {
 		return errNoHelper
 	}
 	criuPID, err := criuPID(env)
@@ -102,7 +78,7 @@ func startHelper(env Env, dir string, opts *Options) error {
 	}
 	pf := os.NewFile(uintptr(pidfd), "criu-pidfd")
 	defer pf.Close()
-	if err := privateDir(filepath.Dir(dir)); err != nil {
+	if err := criuaction.PrivateDir(filepath.Dir(dir)); err != nil {
 		return err
 	}
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
@@ -110,7 +86,7 @@ func startHelper(env Env, dir string, opts *Options) error {
 			return err
 		}
 	}
-	if err := privateDir(dir); err != nil {
+	if err := criuaction.PrivateDir(dir); err != nil {
 		return err
 	}
 	path := filepath.Join(dir, helperSocket)
@@ -151,9 +127,6 @@ func startHelper(env Env, dir string, opts *Options) error {
 // errNoHelper: the helper is not configured or was turned off.
 var errNoHelper = errors.New("no helper configured")
 
-// helper reports whether the helper is wanted (EnvHelper).
-func (e Env) helper() bool { return !e.NoHelper }
-
 // criuPID is CRIU's pid, from CRTOOLS_IMAGE_DIR (see handoffDir).
 func criuPID(env Env) (int, error) {
 	hd, err := handoffDir(env)
@@ -166,110 +139,6 @@ func criuPID(env Env) (int, error) {
 		return 0, err
 	}
 	return pid, nil
-}
-
-// privateDir checks that dir is a directory of this process's user that
-// no other user can write into or look up in.
-func privateDir(dir string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return fmt.Errorf("semundo's state directory %s: %w", dir, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o077 != 0 {
-		return fmt.Errorf("%s must be a directory of uid %d closed to other users (it is uid %d, mode %#o): the helper is not started", dir, os.Geteuid(), st.Uid, st.Mode&0o7777)
-	}
-	return nil
-}
-
-// peerUID returns the uid of the process at the other end of c.
-func peerUID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if cerr != nil {
-		return 0, cerr
-	}
-	return int(cred.Uid), nil
-}
-
-// callHelper is the post-* action's part: it hands env's job to the
-// helper of this CRIU run, if there is one and it is ready in time. done
-// reports whether the helper took the job: if not, the caller does it
-// (why says why, for the log); if so, err is the job's outcome and the
-// helper's log lines are written to opts.Log.
-func callHelper(env Env, dir string, opts *Options) (done bool, why string, err error) {
-	path := filepath.Join(dir, helperSocket)
-	if _, err := os.Lstat(path); err != nil {
-		return false, "no helper was started", nil
-	}
-	if err := privateDir(dir); err != nil {
-		return false, err.Error(), nil
-	}
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		os.Remove(path)
-		return false, fmt.Sprintf("the helper is gone (%v)", err), nil
-	}
-	defer c.Close()
-	if uid, err := peerUID(c); err != nil || uid != os.Geteuid() {
-		return false, fmt.Sprintf("the helper socket's owner is uid %d, not %d (%v)", uid, os.Geteuid(), err), nil
-	}
-	in := bufio.NewReader(c)
-	c.SetDeadline(time.Now().Add(helperReady))
-	var hello helperHello
-	if err := readMsg(in, &hello); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return false, fmt.Sprintf("the helper was not ready within %v", helperReady), nil
-		}
-		return false, fmt.Sprintf("the helper is gone (%v)", err), nil
-	}
-	if !hello.Ready {
-		return false, "the helper cannot do it: " + hello.Why, nil
-	}
-	// From here on the helper owns the job.
-	c.SetDeadline(time.Now().Add(helperJob))
-	if err := writeMsg(c, helperJobMsg{Env: env}); err != nil {
-		return true, "", fmt.Errorf("hand the %s work to the helper: %w", env.Action, err)
-	}
-	var res helperResult
-	if err := readMsg(in, &res); err != nil {
-		return true, "", fmt.Errorf("the helper took the %s work and gave no result (%v): it may be half done; "+
-			"see the tasks' state", env.Action, err)
-	}
-	for _, l := range res.Log {
-		opts.logf("%s", l)
-	}
-	if res.Error != "" {
-		return true, "", errors.New(res.Error)
-	}
-	return true, "", nil
-}
-
-func readMsg(r *bufio.Reader, v any) error {
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
-}
-
-func writeMsg(c net.Conn, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = c.Write(append(b, '\n'))
-	return err
 }
 
 // Serve is the helper (HelperArg): it is started by the pre-dump or
@@ -394,7 +263,7 @@ func Serve(env Env, opts *Options) error {
 		if a.err != nil {
 			return a.err
 		}
-		if uid, err := peerUID(a.c); err != nil || uid != os.Geteuid() {
+		if uid, err := criuaction.PeerUID(a.c); err != nil || uid != os.Geteuid() {
 			a.c.Close() // another user's: not a word to it
 			continue
 		}
@@ -406,21 +275,21 @@ func Serve(env Env, opts *Options) error {
 func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr error, handoff *handedOver, opts *Options) error {
 	defer c.Close()
 	if openErr != nil {
-		writeMsg(c, helperHello{Why: openErr.Error()})
+		criuaction.WriteMsg(c, criuaction.Hello{Why: openErr.Error(), Protocol: criuaction.Protocol})
 		return nil
 	}
 	// Closed only once the answer is out (the job keeps it open).
 	defer r.Close()
 	c.SetDeadline(time.Now().Add(helperRequest))
-	if err := writeMsg(c, helperHello{Ready: true}); err != nil {
+	if err := criuaction.WriteMsg(c, criuaction.Hello{Ready: true, Protocol: criuaction.Protocol}); err != nil {
 		return nil // the action gave up waiting and does the work itself
 	}
-	var job helperJobMsg
-	if err := readMsg(bufio.NewReader(c), &job); err != nil {
+	var job criuaction.Job
+	if err := criuaction.ReadMsg(bufio.NewReader(c), &job); err != nil {
 		return nil // likewise
 	}
 	c.SetDeadline(time.Time{})
-	var res helperResult
+	var res criuaction.Result
 	switch {
 	case job.Env.Action != paired:
 		res.Error = fmt.Sprintf("the helper started at %s serves %s, not %s", env.Action, paired, job.Env.Action)
@@ -457,7 +326,7 @@ func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr
 			paired, env.Action, os.Getpid(), float64(took)/float64(time.Millisecond)))
 	}
 	c.SetDeadline(time.Now().Add(helperRequest))
-	writeMsg(c, res)
+	criuaction.WriteMsg(c, res)
 	return nil
 }
 

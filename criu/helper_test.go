@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/semundo/semundo/internal/criuaction"
 	"github.com/semundo/semundo/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -228,7 +229,7 @@ func TestHelperRefusesOtherUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range []string{state, hd} {
-		if err := privateDir(d); err != nil {
+		if err := criuaction.PrivateDir(d); err != nil {
 			t.Errorf("%v", err)
 		}
 	}
@@ -280,7 +281,7 @@ func TestHelperRefusesOtherUsers(t *testing.T) {
 	for _, p := range []string{filepath.Dir(base), base, state, hd} {
 		os.Chmod(p, 0o700)
 	}
-	if err := privateDir(hd); err != nil {
+	if err := criuaction.PrivateDir(hd); err != nil {
 		t.Fatal(err)
 	}
 
@@ -293,7 +294,7 @@ func TestHelperRefusesOtherUsers(t *testing.T) {
 	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
 	post := env
 	post.Action, post.InitPID = ActionPostDump, child.Process.Pid
-	done, why, err := callHelper(post, hd, opts)
+	done, why, err := criuaction.CallHelper(post, hd, opts.logf)
 	if !done {
 		t.Fatalf("the helper did not take the work: %s", why)
 	}
@@ -313,7 +314,7 @@ func TestHelperRefusesOtherUsers(t *testing.T) {
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
-	done, why, err = callHelper(post, hd, opts)
+	done, why, err = criuaction.CallHelper(post, hd, opts.logf)
 	if done || err != nil || !strings.Contains(why, "the helper is gone") {
 		t.Errorf("a stale socket: done %v, %q, %v; want the action to do the work itself", done, why, err)
 	}

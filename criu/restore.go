@@ -13,6 +13,7 @@ import (
 
 	"github.com/semundo/semundo/checkpoint"
 	"github.com/semundo/semundo/image"
+	"github.com/semundo/semundo/internal/criuaction"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/undo"
 	"github.com/semundo/semundo/writer"
@@ -20,29 +21,8 @@ import (
 )
 
 // handoffDir names the directory through which pre-restore hands the files
-// to post-resume of the same restore: one per CRIU process, named after
-// its pid and start time (so a reused pid never meets a stale directory).
-// CRIU's pid is the one in CRTOOLS_IMAGE_DIR (/proc/PID/fd/N), which every
-// action of one restore sees, even when a wrapper script does not exec.
-func handoffDir(env Env) (string, error) {
-	state := env.StateDir
-	if state == "" {
-		state = DefaultStateDir
-	}
-	pid := os.Getppid()
-	if rest, ok := strings.CutPrefix(env.ImageDir, "/proc/"); ok {
-		if p, _, ok := strings.Cut(rest, "/"); ok {
-			if n, err := strconv.Atoi(p); err == nil && n > 0 {
-				pid = n
-			}
-		}
-	}
-	st, err := procfs.NewDefaultFS().Stat(pid)
-	if err != nil {
-		return "", fmt.Errorf("CRIU process %d: %w", pid, err)
-	}
-	return filepath.Join(state, fmt.Sprintf("criu-%d-%d", pid, st.StartTime)), nil
-}
+// to post-resume of the same restore (criuaction.HandoffDir).
+func handoffDir(env Env) (string, error) { return criuaction.HandoffDir(env) }
 
 // removeStale removes the handoff directories of CRIU processes that no
 // longer run (a restore that failed before post-resume).
