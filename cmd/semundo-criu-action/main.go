@@ -69,8 +69,9 @@ func run(args []string, stdout, stderr io.Writer, execve func(string, []string, 
 		}
 		return 0
 	}
-	// semundo does the rest, without trying the helper again: this
-	// action already waited for it, and said why it did not take the work.
+	// semundo does the rest: at post-dump and post-resume without trying
+	// the helper again (this action already waited for it, and said why
+	// it did not take the work); any other action as it is.
 	path := *semundo
 	if path == "" {
 		self, err := os.Executable()
@@ -80,7 +81,10 @@ func run(args []string, stdout, stderr io.Writer, execve func(string, []string, 
 		}
 		path = filepath.Join(filepath.Dir(self), "semundo")
 	}
-	set := map[string]string{criuaction.EnvHelper: "0"}
+	set := map[string]string{}
+	if env.Action == criuaction.ActionPostDump || env.Action == criuaction.ActionPostResume {
+		set[criuaction.EnvHelper] = "0"
+	}
 	if env.AllowRunning {
 		set[criuaction.EnvAllowRunning] = "1"
 	}

@@ -108,11 +108,15 @@ func TestNoHelper(t *testing.T) {
 		}
 	}
 
-	// Beside this program by default; other actions go to semundo as they are.
+	// Beside this program by default; other actions go to semundo as they
+	// are, the helper not turned off (pre-dump starts it).
 	code, out, _, call = runWith(t, criuEnv("pre-dump", state), nil)
 	self, _ := os.Executable()
 	if call == nil || call.path != filepath.Join(filepath.Dir(self), "semundo") || out != "" {
-		t.Errorf("pre-dump: exit %d, stdout %q, exec %v; want semundo beside %s run at once", code, out, call, self)
+		t.Fatalf("pre-dump: exit %d, stdout %q, exec %v; want semundo beside %s run at once", code, out, call, self)
+	}
+	if slices.ContainsFunc(call.env, func(e string) bool { return strings.HasPrefix(e, criuaction.EnvHelper+"=") }) {
+		t.Errorf("pre-dump: semundo runs with the helper turned off: %q", call.env)
 	}
 }
 
