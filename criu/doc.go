@@ -29,7 +29,7 @@
 // job, or when idle too long. The handover (the environment, the
 // socket's client side) is package internal/criuaction, which links
 // nothing else: cmd/semundo-criu-action runs post-dump and post-resume
-// with it alone, and so starts in about half the time semundo takes,
+// with it alone, and so starts in about 60% of the time semundo takes,
 // time that the tree waits for.
 //
 // CRIU restores the sets themselves (with the IPC namespace) and the pids

@@ -1,9 +1,9 @@
 // Command semundo-criu-action runs CRIU's post-dump and post-resume
 // actions for semundo, the two during which CRIU holds the tree frozen or
 // stopped: it hands their work to the helper that `semundo criu-script`
-// started at pre-dump or pre-restore, and it starts in about half the
-// time of semundo itself, whose every package initialiser runs in every
-// process. That time is the container's downtime.
+// started at pre-dump or pre-restore, and it starts in about 60% of the
+// time semundo itself takes, whose every package initialiser runs in
+// every process. That time is the container's downtime.
 //
 // When no helper takes the work (none was started, it is gone or not
 // ready, it is of another release), it says why and executes

@@ -4,9 +4,9 @@
 // the helper that pre-dump or pre-restore started (package criu's Serve).
 //
 // It imports only the standard library, x/sys/unix and internal/procfs,
-// so that cmd/semundo-criu-action, which runs it, starts in about half the
-// time of the semundo command (whose package initialisers run in every
-// process), and that time is the container's downtime. Package criu
+// so that cmd/semundo-criu-action, which runs it, starts in about 60% of
+// the time the semundo command takes (whose package initialisers run in
+// every process), and that time is the container's downtime. Package criu
 // builds on it: its Env, ParseEnv and errors are this package's.
 package criuaction
 
