@@ -34,6 +34,13 @@ const exitUsage = 2
 func run(args []string, stdout, stderr io.Writer, execve func(string, []string, []string) error) int {
 	fs := flag.NewFlagSet("semundo-criu-action", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: semundo-criu-action [--semundo PATH] [--allow-running] [--state-dir DIR]\n\n"+
+			"CRIU's post-dump and post-resume actions for semundo: run by the wrapper script\n"+
+			"of docs/criu.md, with CRIU's environment. They go to the helper semundo started\n"+
+			"at pre-dump or pre-restore, or else to semundo criu-script.\n\n")
+		fs.PrintDefaults()
+	}
 	semundo := fs.String("semundo", "", "the semundo `PATH` to run when the helper does not take the work (default: semundo beside this program)")
 	allow := fs.Bool("allow-running", false, "as semundo criu-script's --allow-running")
 	state := fs.String("state-dir", "", "as semundo criu-script's --state-dir `DIR`")

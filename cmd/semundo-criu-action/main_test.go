@@ -60,6 +60,10 @@ func TestUsage(t *testing.T) {
 	if code != exitUsage || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, criuaction.EnvAction) || call != nil {
 		t.Errorf("without CRIU's environment: exit %d, stdout %q, stderr %q, exec %v; want exit 2 and one line naming %s", code, out, errs, call, criuaction.EnvAction)
 	}
+	code, out, errs, call = runWith(t, nil, errExec, "--help")
+	if code != 0 || out != "" || !strings.Contains(errs, "CRIU's post-dump and post-resume actions") || !strings.Contains(errs, "-semundo") || call != nil {
+		t.Errorf("--help: exit %d, stdout %q, stderr %q, exec %v; want exit 0 and what the program is, its flags", code, out, errs, call)
+	}
 	code, _, errs, call = runWith(t, criuEnv("post-dump", t.TempDir()), errExec, "extra")
 	if code != exitUsage || !strings.Contains(errs, "takes no arguments") || call != nil {
 		t.Errorf("with an argument: exit %d, stderr %q, exec %v; want exit 2", code, errs, call)

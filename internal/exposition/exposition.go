@@ -20,7 +20,9 @@ import (
 	"strings"
 )
 
-// Family is one gauge family: its name, help text and series.
+// Family is one gauge family: its name, help text and series. Names (the
+// family's and the labels') are written as they are: they must be valid
+// Prometheus names, as constant names are.
 type Family struct {
 	Name, Help string
 	Series     []Series
