@@ -20,6 +20,7 @@ import (
 	"github.com/semundo/semundo/internal/holder"
 	"github.com/semundo/semundo/internal/procfs"
 	"github.com/semundo/semundo/internal/testenv"
+	"github.com/semundo/semundo/reader"
 	"github.com/semundo/semundo/sysvsem"
 	"golang.org/x/sys/unix"
 )
@@ -269,10 +270,7 @@ func TestCaptureBlockedSemop(t *testing.T) {
 				if ret, errno, _ := w.result(t); ret != 0 {
 					t.Fatalf("semop returned %d errno %d after the post, want 0 (4 is EINTR)", ret, errno)
 				}
-				l, err := openReader(t).Read(w.pid)
-				if err != nil {
-					t.Fatal(err)
-				}
+				l := readStopped(t, w.pid)
 				var got []int16
 				for _, e := range l.Undo() {
 					if int(e.Semid) == set {
@@ -285,6 +283,40 @@ func TestCaptureBlockedSemop(t *testing.T) {
 			})
 		}
 	}
+}
+
+// readStopped reads pid's list with every thread of pid stopped. The claim
+// read is what the list holds; with busy, another thread of pid keeps
+// calling semop on the set, and each call takes the list's one entry off
+// the list and puts it back in front (lookup_undo). A walk that falls
+// entirely within that moment sees the list empty and cannot tell: about
+// one read in a hundred under go test -race here (see the reader's
+// Scan). Stopped, nothing moves it.
+func readStopped(t *testing.T, pid int) *reader.List {
+	t.Helper()
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Kill(pid, unix.SIGCONT)
+	if !testenv.Until(testenv.Patience, func() bool {
+		threads, err := procfs.NewDefaultFS().Threads(pid)
+		if err != nil || len(threads) == 0 {
+			return false
+		}
+		for _, th := range threads {
+			if th.Stat.State != 'T' {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("pid %d: not every thread stopped within %v of SIGSTOP", pid, testenv.Patience)
+	}
+	l, err := openReader(t).Read(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // TestCaptureBlockedSemtimedop: a semtimedop's timeout keeps running
