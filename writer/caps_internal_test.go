@@ -16,7 +16,7 @@ import (
 // shares the host's IPC namespace (no CAP_IPC_OWNER there), and in a user
 // namespace with an IPC namespace of its own (which it owns); targets
 // alike share one answer; close lets go of the namespaces; told each
-// task's IPC namespace (overIn), it answers alike.
+// task's IPC namespace, it answers alike.
 func TestCapCache(t *testing.T) {
 	testenv.RequireRoot(t)
 	// Holders, not sleep(1): the kernel matrix's guests have no
@@ -46,11 +46,11 @@ func TestCapCache(t *testing.T) {
 	}
 	var c capCache
 	for _, tc := range cases {
-		uncached, err := (*capCache)(nil).over(tc.pid, tc.euid)
+		uncached, err := (*capCache)(nil).over(tc.pid, tc.euid, 0)
 		if err != nil || uncached != tc.want {
 			t.Fatalf("%s: the walk says %v, %v; want %v", tc.name, uncached, err, tc.want)
 		}
-		got, err := c.over(tc.pid, tc.euid)
+		got, err := c.over(tc.pid, tc.euid, 0)
 		if err != nil || got != tc.want {
 			t.Errorf("%s: the cache says %v, %v; want %v", tc.name, got, err, tc.want)
 		}
@@ -70,7 +70,7 @@ func TestCapCache(t *testing.T) {
 	// A full cache answers without keeping more.
 	small := capCache{max: 1}
 	for _, tc := range cases {
-		if got, err := small.over(tc.pid, tc.euid); err != nil || got != tc.want {
+		if got, err := small.over(tc.pid, tc.euid, 0); err != nil || got != tc.want {
 			t.Errorf("%s, cache of one: %v, %v; want %v", tc.name, got, err, tc.want)
 		}
 	}
@@ -86,7 +86,7 @@ func TestCapCache(t *testing.T) {
 		if ipc == 0 {
 			t.Fatalf("%s: cannot read its IPC namespace", tc.name)
 		}
-		if got, err := hinted.overIn(tc.pid, tc.euid, ipc); err != nil || got != tc.want {
+		if got, err := hinted.over(tc.pid, tc.euid, ipc); err != nil || got != tc.want {
 			t.Errorf("%s, IPC namespace given: %v, %v; want %v", tc.name, got, err, tc.want)
 		}
 	}

@@ -49,7 +49,7 @@ func credsIn(pid int, st procfs.Status, caps *capCache, ipc uint64) *Creds {
 	if c.IPCOwner {
 		// Where the namespaces cannot be read the effective set stands:
 		// the kernel judges the injected semop in any case.
-		held, err := caps.overIn(pid, c.EUID, ipc)
+		held, err := caps.over(pid, c.EUID, ipc)
 		if err == nil {
 			c.IPCOwner = held
 		}
@@ -80,13 +80,10 @@ type capKey struct {
 }
 
 // over is capOverIPCNamespace for task pid, from the cache when it has
-// the answer (two stat calls, one with overIn, where the walk takes six
-// calls or more). A nil cache asks every time.
-func (c *capCache) over(pid int, euid uint32) (bool, error) { return c.overIn(pid, euid, 0) }
-
-// overIn is over for a task whose IPC namespace's inode the caller has
-// just read (ipcIno; 0 if not): a stat call fewer per target.
-func (c *capCache) overIn(pid int, euid uint32, ipcIno uint64) (bool, error) {
+// the answer (two stat calls, where the walk takes six calls or more; one
+// when the caller has just read the task's IPC namespace, whose inode it
+// passes as ipcIno, else 0). A nil cache asks every time.
+func (c *capCache) over(pid int, euid uint32, ipcIno uint64) (bool, error) {
 	own := namespaceOf(fmt.Sprintf("/proc/%d/ns/user", pid))
 	if own == 0 {
 		return false, fmt.Errorf("pid %d: cannot read its user namespace", pid)
