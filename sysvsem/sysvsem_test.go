@@ -176,7 +176,13 @@ func TestGuardValuesEndAtGuardPage(t *testing.T) {
 }
 
 func TestStat(t *testing.T) {
-	start := time.Now().Truncate(time.Second)
+	// The kernel stamps sem_ctime with ktime_get_real_seconds(): the
+	// timekeeper's seconds, advanced at a tick, which just after a second
+	// begins can still name the one before while time.Now (the clock
+	// source, read through) names the new one (a 6.12 guest of CI: Ctime
+	// 20:14:25 against a start at 20:14:26.0). A tick is at most 10 ms
+	// (HZ >= 100); 50 ms is the margin.
+	start := time.Now().Add(-50 * time.Millisecond).Truncate(time.Second)
 	id, key := newKeyedSet(t, 3, 0o640)
 	ds, err := Stat(id)
 	if err != nil {
