@@ -19,7 +19,8 @@
 # The packages come from `debootstrap --foreign --arch=arm64` (its first
 # stage only downloads and unpacks, so the host's APT state is untouched:
 # no dpkg --add-architecture); tree.c is built with Debian's
-# gcc-aarch64-linux-gnu (installed with apt-get when missing).
+# gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (installed with apt-get
+# when missing).
 #
 # The suite is sid for its CRIU 4.2: trixie's 4.1.1 builds its restorer
 # with Debian's -mbranch-protection=standard, and restoring the tasks' PAC
@@ -49,6 +50,12 @@ need() {
 need debootstrap debootstrap
 need readelf binutils
 need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+# The compiler only recommends its C library: without it tree.c finds the
+# host's headers and fails (bits/wordsize.h).
+if [ ! -e /usr/aarch64-linux-gnu/include/stdio.h ]; then
+  say "installing libc6-dev-arm64-cross for aarch64-linux-gnu-gcc"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libc6-dev-arm64-cross >/dev/null
+fi
 mkdir -p "$cache"
 
 # The first stage: packages downloaded into $cache/$suite-foreign, into a
