@@ -24,7 +24,8 @@ import (
 // deployed: by default, the script untimed. It reports the wall time of
 // each criu command, and for the timed runs the time spent in post-dump
 // and post-resume, the actions during which CRIU holds the tree frozen or
-// stopped.
+// stopped, and how many of the helper's dumps took the lists read when
+// CRIU wrote pstree.img (early-dumps, a fraction).
 //
 //	go test -run '^$' -bench BenchmarkTree100 -benchtime 5x ./criu/
 func BenchmarkTree100(b *testing.B) {
@@ -62,6 +63,7 @@ func BenchmarkTree100(b *testing.B) {
 	var dump, restore, inScriptDump, inScriptRestore [4]time.Duration
 	perAction := [4]map[string]time.Duration{nil, {}, {}, nil}
 	var helperJob [2]time.Duration // the helper's own time at post-dump, post-resume
+	early := 0                     // dumps whose lists the helper read as CRIU wrote pstree.img
 	for b.Loop() {
 		for v := range 4 {
 			script := v != alone
@@ -86,6 +88,9 @@ func BenchmarkTree100(b *testing.B) {
 			}
 			if v == helper {
 				helperJob[0] += helperTime(b, run.log, "post-dump")
+				if strings.Contains(run.log, earlyNote) {
+					early++
+				}
 			}
 			lt.kill(b)
 			rs := rg.restore(b, dir, script, script, env...)
@@ -123,6 +128,7 @@ func BenchmarkTree100(b *testing.B) {
 	b.ReportMetric(float64(restore[deployed])/float64(restore[alone]), "deployed-restore-x")
 	b.ReportMetric(ms(helperJob[0]), "helper-job-dump-ms")
 	b.ReportMetric(ms(helperJob[1]), "helper-job-restore-ms")
+	b.ReportMetric(float64(early)/float64(b.N), "early-dumps")
 	for v, name := range map[int]string{noHelper: "without the helper", helper: "with the helper"} {
 		var acts []string
 		for a, d := range perAction[v] {

@@ -118,6 +118,17 @@ type Options struct {
 	// while CRIU restored the tree (about a millisecond less while the
 	// tree is held stopped); nil, or another directory's, reads them.
 	handoff *handedOver
+	// early: post-dump's capture, taken by the helper when CRIU closed
+	// pstree.img (see Serve); Dump uses it if it still holds.
+	early *dumpCapture
+}
+
+// earlyDump returns the helper's early capture of root's tree in dir.
+func (o *Options) earlyDump(root int, dir string) *dumpCapture {
+	if o == nil || o.early == nil || o.early.root != root || o.early.dir != dir {
+		return nil
+	}
+	return o.early
 }
 
 func (o *Options) closeReader(r interface{ Close() error }) {
@@ -248,8 +259,12 @@ func work(env Env, opts *Options) error {
 		if err != nil {
 			return err
 		}
-		opts.logf("post-dump: saved %d undo lists (%d entries) of the %d processes of the tree of pid %d in %s (%s)",
-			res.Lists, res.Entries, res.Tasks, env.InitPID, ImageFile, treeSource(res.FromPstree))
+		var early string
+		if res.Early {
+			early = earlyNote
+		}
+		opts.logf("post-dump: saved %d undo lists (%d entries) of the %d processes of the tree of pid %d in %s (%s)%s",
+			res.Lists, res.Entries, res.Tasks, env.InitPID, ImageFile, treeSource(res.FromPstree), early)
 		return nil
 	case ActionPostResume:
 		hd, err := handoffDir(env)
@@ -278,6 +293,9 @@ func work(env Env, opts *Options) error {
 	}
 	return fmt.Errorf("no work at action %q", env.Action)
 }
+
+// earlyNote ends post-dump's log line when the lists were read early.
+const earlyNote = ", read as CRIU wrote pstree.img and found unchanged at post-dump"
 
 // treeSource says, in a log line, where the tree's processes were found.
 func treeSource(fromPstree bool) string {

@@ -3,6 +3,7 @@ package criu
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -197,6 +198,16 @@ func Serve(env Env, opts *Options) error {
 		}
 	}()
 
+	// At dump, CRIU closes pstree.img once it has seized and dumped every
+	// task, and a few steps before post-dump (the namespaces, cgroups and
+	// inventory come between): what post-dump reads can be read then,
+	// leaving post-dump to check that it still holds (Dump). Watched from
+	// the start, so that the close is not missed while the reader loads.
+	var pstreeClosed <-chan struct{}
+	if paired == ActionPostDump && env.InitPID != 0 && env.ImageDir != "" {
+		pstreeClosed = watchClose(env.ImageDir, pstreeFile)
+	}
+
 	// The slow part, while CRIU works.
 	var (
 		r       *reader.Reader
@@ -242,9 +253,23 @@ func Serve(env Env, opts *Options) error {
 		}
 	}()
 	idle := time.After(helperIdle)
+	var early *dumpCapture
 	for {
 		var a accepted
 		select {
+		case <-pstreeClosed:
+			pstreeClosed = nil
+			select {
+			case a = <-conns: // post-dump came already: the capture is its job
+			default:
+				if r == nil {
+					continue // the job will only be told why
+				}
+				if c, err := captureDump(r, env.InitPID, env.ImageDir, opts); err == nil && c.pstree != nil {
+					early = c
+				}
+				continue
+			}
 		case a = <-conns:
 		case <-criuGone:
 			// No post-* action will come: what pre-restore handed over
@@ -267,12 +292,12 @@ func Serve(env Env, opts *Options) error {
 			a.c.Close() // another user's: not a word to it
 			continue
 		}
-		return serveOne(a.c, env, paired, r, openErr, handoff, opts)
+		return serveOne(a.c, env, paired, r, openErr, handoff, early, opts)
 	}
 }
 
 // serveOne runs the one job of a helper over c.
-func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr error, handoff *handedOver, opts *Options) error {
+func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr error, handoff *handedOver, early *dumpCapture, opts *Options) error {
 	defer c.Close()
 	if openErr != nil {
 		criuaction.WriteMsg(c, criuaction.Hello{Why: openErr.Error(), Protocol: criuaction.Protocol})
@@ -312,6 +337,7 @@ func serveOne(c *net.UnixConn, env Env, paired string, r *reader.Reader, openErr
 		o.OpenReader = func() (*reader.Reader, error) { return r, nil }
 		o.keepReader = true
 		o.handoff = handoff
+		o.early = early
 		start := time.Now()
 		if err := work(job.Env, &o); err != nil {
 			res.Error = err.Error()
@@ -338,4 +364,45 @@ func runDir(env Env) string {
 		return ""
 	}
 	return d
+}
+
+// watchClose returns a channel closed when a file named name in dir is
+// closed after writing (inotify's IN_CLOSE_WRITE), nil when dir cannot be
+// watched. The watch ends with the process.
+func watchClose(dir, name string) <-chan struct{} {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CLOSE_WRITE|unix.IN_ONLYDIR); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	// Non-blocking, so that the runtime's poller waits, not a thread.
+	f := os.NewFile(uintptr(fd), "inotify")
+	closed := make(chan struct{})
+	go func() {
+		defer f.Close()
+		// Room for several events whose names are as long as a name can be.
+		buf := make([]byte, 8*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+		for {
+			n, err := f.Read(buf)
+			if err != nil {
+				return
+			}
+			for b := buf[:n]; len(b) >= unix.SizeofInotifyEvent; {
+				mask := binary.NativeEndian.Uint32(b[4:])
+				size := unix.SizeofInotifyEvent + int(binary.NativeEndian.Uint32(b[12:]))
+				if size > len(b) {
+					break
+				}
+				if mask&unix.IN_CLOSE_WRITE != 0 && string(bytes.TrimRight(b[unix.SizeofInotifyEvent:size], "\x00")) == name {
+					close(closed)
+					return
+				}
+				b = b[size:]
+			}
+		}
+	}()
+	return closed
 }

@@ -107,26 +107,31 @@ const maxPID = 1 << 22
 // 6.11, an images directory without pstree.img, as with CRIU's image
 // streamer, or one that does not parse): the caller then walks the tree.
 // At post-dump the tree is frozen and the walk had cost 3 of post-dump's
-// 11 ms for 100 processes (BenchmarkTree100).
-func dumpedTree(p procfs.FS, root int, dir string) (procs []proc, ok bool) {
-	pids, err := pstreePIDs(dir)
+// 11 ms for 100 processes (BenchmarkTree100). raw is pstree.img as read,
+// for a later look to tell whether it changed.
+func dumpedTree(p procfs.FS, root int, dir string) (procs []proc, raw []byte, ok bool) {
+	raw, err := procfs.ReadFile(filepath.Join(dir, pstreeFile))
 	if err != nil {
-		return nil, false
+		return nil, nil, false
 	}
-	tr, ok := pidTranslator(p, root, pids[0])
+	es, err := parsePstree(raw)
+	if err != nil {
+		return nil, nil, false
+	}
+	tr, ok := pidTranslator(p, root, es[0].pid)
 	if !ok {
-		return nil, false
+		return nil, nil, false
 	}
 	defer tr.close()
-	procs = make([]proc, len(pids))
-	for i, vpid := range pids {
-		pid, err := tr.pid(vpid)
+	procs = make([]proc, len(es))
+	for i, e := range es {
+		pid, err := tr.pid(e.pid)
 		if err != nil {
-			return nil, false
+			return nil, nil, false
 		}
-		procs[i] = proc{pid: pid, vpid: vpid}
+		procs[i] = proc{pid: pid, vpid: e.pid}
 	}
-	return procs, true
+	return procs, raw, true
 }
 
 // translator turns pids of a tree root's PID namespace into pids of

@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -100,7 +101,7 @@ func TestDumpedTree(t *testing.T) {
 	p := procfs.NewDefaultFS()
 	me, parent := os.Getpid(), os.Getppid()
 	dir := t.TempDir()
-	if _, ok := dumpedTree(p, me, dir); ok {
+	if _, _, ok := dumpedTree(p, me, dir); ok {
 		t.Error("used an images directory without pstree.img")
 	}
 	write := func(b []byte) {
@@ -109,19 +110,19 @@ func TestDumpedTree(t *testing.T) {
 		}
 	}
 	write(pstreeImage(me, parent))
-	procs, ok := dumpedTree(p, me, dir)
-	if !ok || !slices.Equal(procs, []proc{{me, me}, {parent, parent}}) {
-		t.Errorf("got %v, %v", procs, ok)
+	procs, raw, ok := dumpedTree(p, me, dir)
+	if !ok || !slices.Equal(procs, []proc{{me, me}, {parent, parent}}) || !bytes.Equal(raw, pstreeImage(me, parent)) {
+		t.Errorf("got %v, %v, pstree.img read as %x", procs, ok, raw)
 	}
 	write(pstreeImage(parent, me))
-	if _, ok := dumpedTree(p, me, dir); ok {
+	if _, _, ok := dumpedTree(p, me, dir); ok {
 		t.Error("used a pstree.img whose root is another process")
 	}
 	write(pstreeImage(me)[:10])
-	if _, ok := dumpedTree(p, me, dir); ok {
+	if _, _, ok := dumpedTree(p, me, dir); ok {
 		t.Error("used a truncated pstree.img")
 	}
-	if _, ok := dumpedTree(p, 1<<22+1, dir); ok {
+	if _, _, ok := dumpedTree(p, 1<<22+1, dir); ok {
 		t.Error("used a root that does not exist")
 	}
 }
@@ -266,7 +267,7 @@ func TestPIDTranslator(t *testing.T) {
 	// Dumped pids (the host's at dump) are arbitrary here: the restore maps
 	// them by vpid.
 	tr := &tree{Format: treeFormat, Root: 5000, Tasks: []task{{PID: 5000, VPID: 1}, {PID: 5001, VPID: es[1].pid}, {PID: 5002, VPID: es[2].pid}}}
-	procs, okDump := dumpedTree(p, root, dir)
+	procs, _, okDump := dumpedTree(p, root, dir)
 	newPID, parentOf, okRestore := restoredInPlace(p, root, parentsIn(handoff), tr)
 	if !testenv.KernelAtLeast(t, 6, 11) {
 		if okDump || okRestore {
@@ -290,7 +291,7 @@ func TestPIDTranslator(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, pstreeFile), pstreeImageOf(es...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if procs, ok := dumpedTree(p, root, dir); ok {
+	if procs, _, ok := dumpedTree(p, root, dir); ok {
 		t.Errorf("dumpedTree with a vpid that is not there: %v", procs)
 	}
 }
