@@ -54,7 +54,16 @@ const ringSize = 4 << 20
 // one entry short. Measured: 4 reads in 300 of a one-entry list that a
 // thread of its task keeps changing in a loop (checkpoint's
 // TestCaptureBlockedSemop under go test -race, before it stopped the task
-// to read). Tasks held still (frozen, stopped, seized) are read whole.
+// to read); 25 to 87 reads in 3,000 on the Intel Xeon of docs/benchmarks.md,
+// for a process whose own thread calls semop with SEM_UNDO back to back.
+// Tasks held still (frozen, stopped, seized) are read whole.
+//
+// Tried and dropped: taking the list's lock word held at the walk's end as
+// a change too (lookup_undo moves entries under it). With that thread
+// running, 27% of passes found it held, nine passes in a row often did
+// (the read failed instead of coming back short), and 1 read in 3,000 was
+// still short: a whole lock and unlock can fall between two reads of the
+// walk, and the list carries no count of its changes that could tell.
 const retries = 8
 
 // Options tune Open. The zero value is right for normal use.
