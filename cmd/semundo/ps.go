@@ -83,7 +83,7 @@ func writeTable(stdout io.Writer, lists []reader.List) error {
 	// The last column is not padded: its width does not matter.
 	for i := range lists {
 		l := &lists[i]
-		width[0] = max(width[0], len(appendPids(nil, l)))
+		width[0] = max(width[0], pidsLen(l))
 		width[1] = max(width[1], len(commOf(l)))
 		width[2] = max(width[2], uintLen(uint64(l.IPCNS)))
 		if len(l.Entries) == 0 {
@@ -164,6 +164,15 @@ func appendPids(b []byte, l *reader.List) []byte {
 		b = strconv.AppendInt(b, int64(p.PID), 10)
 	}
 	return b
+}
+
+// pidsLen is len(pidsOf(l)).
+func pidsLen(l *reader.List) int {
+	n := max(len(l.Processes)-1, 0) // the commas
+	for _, p := range l.Processes {
+		n += intLen(int64(p.PID))
+	}
+	return n
 }
 
 // uintLen and intLen are the lengths of v in decimal.
