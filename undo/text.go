@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+
+	"github.com/semundo/semundo/internal/decimal"
 )
 
 // Kinds of errors from Parse and Marshal; test with errors.Is. Every Parse
@@ -80,9 +82,9 @@ func (l List) AppendText(b []byte) ([]byte, error) {
 	}
 	n := 0
 	for i := range l {
-		n += decimalLen(int(l[i].Semid)) + 1
+		n += decimal.Len(int64(l[i].Semid)) + 1
 		for _, v := range l[i].Adj {
-			n += decimalLen(int(v)) + 1
+			n += decimal.Len(int64(v)) + 1
 		}
 	}
 	b = slices.Grow(b, n)
@@ -131,31 +133,6 @@ func writeOrder(l List, buf []int) ([]int, error) {
 		}
 	}
 	return order, nil
-}
-
-// decimalLen is the length of v in decimal, sign included.
-func decimalLen(v int) int {
-	n := 1
-	if v < 0 {
-		n++
-		v = -v
-	}
-	switch {
-	case v < 10:
-	case v < 100:
-		n++
-	case v < 1000:
-		n += 2
-	case v < 10000:
-		n += 3
-	default:
-		for v >= 10000 {
-			v /= 10
-			n++
-		}
-		n += 3
-	}
-	return n
 }
 
 // UnmarshalText implements encoding.TextUnmarshaler with Parse. On error *l

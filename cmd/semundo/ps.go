@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/semundo/semundo/internal/decimal"
 	"github.com/semundo/semundo/reader"
 )
 
@@ -52,13 +53,7 @@ func runPs(stdout io.Writer, asJSON, all bool) error {
 	return err
 }
 
-func pidsOf(l *reader.List) string {
-	s := make([]string, len(l.Processes))
-	for i, p := range l.Processes {
-		s[i] = strconv.Itoa(p.PID)
-	}
-	return strings.Join(s, ",")
-}
+func pidsOf(l *reader.List) string { return string(appendPids(nil, l)) }
 
 func commOf(l *reader.List) string {
 	if len(l.Processes) == 0 {
@@ -85,14 +80,14 @@ func writeTable(stdout io.Writer, lists []reader.List) error {
 		l := &lists[i]
 		width[0] = max(width[0], pidsLen(l))
 		width[1] = max(width[1], len(commOf(l)))
-		width[2] = max(width[2], uintLen(uint64(l.IPCNS)))
+		width[2] = max(width[2], decimal.Len(int64(l.IPCNS)))
 		if len(l.Entries) == 0 {
 			continue // "-" is narrower than every header
 		}
 		for _, e := range l.Entries {
-			width[3] = max(width[3], intLen(int64(e.Semid)))
+			width[3] = max(width[3], decimal.Len(int64(e.Semid)))
 			width[4] = max(width[4], len("0x00000000"))
-			width[5] = max(width[5], intLen(int64(len(e.Adj))))
+			width[5] = max(width[5], decimal.Len(int64(len(e.Adj))))
 		}
 	}
 	spaces := []byte(strings.Repeat(" ", slices.Max(width[:])+2))
@@ -127,7 +122,9 @@ func writeTable(stdout io.Writer, lists []reader.List) error {
 			}
 			b = append(b, "-\n"...)
 		}
-		prefix = append(prefix[:0], b[row:]...)
+		if len(l.Entries) > 1 {
+			prefix = append(prefix[:0], b[row:]...)
+		}
 		for j, e := range l.Entries {
 			if j > 0 {
 				b = append(b, prefix...)
@@ -170,25 +167,9 @@ func appendPids(b []byte, l *reader.List) []byte {
 func pidsLen(l *reader.List) int {
 	n := max(len(l.Processes)-1, 0) // the commas
 	for _, p := range l.Processes {
-		n += intLen(int64(p.PID))
+		n += decimal.Len(int64(p.PID))
 	}
 	return n
-}
-
-// uintLen and intLen are the lengths of v in decimal.
-func uintLen(v uint64) int {
-	n := 1
-	for ; v >= 10; v /= 10 {
-		n++
-	}
-	return n
-}
-
-func intLen(v int64) int {
-	if v < 0 {
-		return 1 + uintLen(uint64(-v))
-	}
-	return uintLen(uint64(v))
 }
 
 // hexKey is fmt's "0x%08x" of k, without fmt's cost per row.
