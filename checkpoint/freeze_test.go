@@ -298,19 +298,8 @@ func readStopped(t *testing.T, pid int) *reader.List {
 		t.Fatal(err)
 	}
 	defer unix.Kill(pid, unix.SIGCONT)
-	if !testenv.Until(testenv.Patience, func() bool {
-		threads, err := procfs.NewDefaultFS().Threads(pid)
-		if err != nil || len(threads) == 0 {
-			return false
-		}
-		for _, th := range threads {
-			if th.Stat.State != 'T' {
-				return false
-			}
-		}
-		return true
-	}) {
-		t.Fatalf("pid %d: not every thread stopped within %v of SIGSTOP", pid, testenv.Patience)
+	if err := checkpoint.WaitStopped(pid); err != nil {
+		t.Fatal(err)
 	}
 	l, err := openReader(t).Read(pid)
 	if err != nil {

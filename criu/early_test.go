@@ -2,6 +2,7 @@ package criu
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,7 +72,7 @@ func TestDumpEarly(t *testing.T) {
 	if !res.Early || res.Lists != 2 || res.Tasks != 2 {
 		t.Errorf("unchanged tree: %+v, want the early capture's 2 lists of 2 tasks", res)
 	}
-	if got, want := adjs(), map[int][]int16{a.PID: {-1, 0}, b.PID: {0, -2}}; !mapsEqual(got, want) {
+	if got, want := adjs(), map[int][]int16{a.PID: {-1, 0}, b.PID: {0, -2}}; !maps.EqualFunc(got, want, slices.Equal[[]int16]) {
 		t.Errorf("saved %v, want %v", got, want)
 	}
 	if tr := readTreeFile(t, dir); len(tr.Tasks) != 2 || tr.Tasks[0].Stopped || !tr.Tasks[1].Stopped {
@@ -90,7 +91,7 @@ func TestDumpEarly(t *testing.T) {
 	if res.Early {
 		t.Error("a list changed since the early capture, and post-dump saved that capture")
 	}
-	if got, want := adjs(), map[int][]int16{a.PID: {-1, 0}, b.PID: {0, 0}}; !mapsEqual(got, want) {
+	if got, want := adjs(), map[int][]int16{a.PID: {-1, 0}, b.PID: {0, 0}}; !maps.EqualFunc(got, want, slices.Equal[[]int16]) {
 		t.Errorf("after SETVAL: saved %v, want %v", got, want)
 	}
 
@@ -104,18 +105,6 @@ func TestDumpEarly(t *testing.T) {
 	if res.Early || res.Tasks != 1 {
 		t.Errorf("another pstree.img: %+v, want a new capture of 1 task", res)
 	}
-}
-
-func mapsEqual(a, b map[int][]int16) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || !slices.Equal(v, w) {
-			return false
-		}
-	}
-	return true
 }
 
 // TestWatchClose: the helper hears of pstree.img when it is closed after
