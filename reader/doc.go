@@ -16,13 +16,21 @@
 // one process's list without visiting the other tasks (Linux >= 6.1: the
 // task iterator's pid filter), naming only that process.
 //
-// From Linux 6.7 a Reader without waiters (Options.NoWaiters) reads the
-// lists with an open-coded task iterator instead (bpf_iter_task_* kfuncs):
-// one run of a BPF_PROG_TYPE_SYSCALL program walks every task and leaves
-// the same records in a ring buffer, sparing the seq_file step and the read
-// that the task iterator costs per task. Open picks it when the kernel's
-// BTF has those kfuncs and the program loads, and the task iterator
-// otherwise; the lists are the same either way.
+// From Linux 6.7 a Reader reads the lists with an open-coded task iterator
+// instead (bpf_iter_task_* kfuncs): one run of a BPF_PROG_TYPE_SYSCALL
+// program walks every task and leaves the same records in a ring buffer,
+// sparing the seq_file step and the read that the task iterator costs per
+// task. Open picks it when the kernel's BTF has those kfuncs and the
+// program loads, and the task iterator otherwise; the lists are the same
+// either way.
+//
+// Most of what Open costs is reading the kernel's BTF, which cilium/ebpf
+// decodes whole (20-30 ms) to relocate a program and find its kfuncs and
+// attach target. The open-coded scan's load takes what it needs (its
+// kfuncs' type IDs, and the types its CO-RE relocations look at) from
+// package kbtf instead, which reads them from the raw BTF in a few
+// milliseconds; the task iterator's load still takes cilium/ebpf's way,
+// which finds an iterator's attach target itself.
 //
 // The same pass reports the tasks blocked in semop or semtimedop
 // (Snapshot.Waiters): a task's saved registers say which call it sleeps in

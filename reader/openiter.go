@@ -68,6 +68,14 @@ func openIterSupport(types *btf.Cache) error {
 	return openIterProbe.err
 }
 
+// openIterKnown returns the remembered reason the open-coded scan cannot
+// be used, nil when there is none (yet).
+func openIterKnown() error {
+	openIterProbe.mu.Lock()
+	defer openIterProbe.mu.Unlock()
+	return openIterProbe.err
+}
+
 // openIterFailed remembers a load of the open-coded scan that failed, so
 // that later Opens of the process go straight to the seq_file iterator.
 func openIterFailed(err error) {
@@ -86,6 +94,9 @@ type openIter struct {
 	ring  *ringbuf.Reader
 	rec   ringbuf.Record
 	size  uint32
+	// kbtf: the load took the kfunc IDs and the CO-RE types from package
+	// kbtf (kerneltypes.go), not from cilium/ebpf's decoding.
+	kbtf bool
 }
 
 // scanPIDNSLevel is semundo_scan's SCAN_PIDNS_LEVEL.
@@ -114,11 +125,10 @@ func openIterRingSize(owners uint32) uint32 {
 // openIterRingMax bounds how far a pass grows the ring buffer.
 const openIterRingMax = 1 << 30
 
-// loadOpenIter loads the open-coded scan for a reader at PID namespace
-// depth level (pass corrects it when the program finds another), reading
-// blocked semop callers too when sleepers, the size of their table, is not
-// 0.
-func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, ring, sleepers uint32) (*openIter, error) {
+// openIterSpec is the open-coded scan's object for a reader at PID
+// namespace depth level (pass corrects it when the program finds
+// another).
+func openIterSpec(level int) (*ebpf.CollectionSpec, error) {
 	spec, err := loadOpeniter()
 	if err != nil {
 		return nil, fmt.Errorf("load open-coded BPF object: %w", err)
@@ -127,6 +137,13 @@ func loadOpenIter(types *btf.Cache, level int, lopts ebpf.CollectionOptions, rin
 	if err := spec.Variables["pidns_level"].Set(uint32(level)); err != nil {
 		return nil, fmt.Errorf("set pidns_level: %w", err)
 	}
+	return spec, nil
+}
+
+// loadOpenIter loads the open-coded scan of spec (openIterSpec), reading
+// blocked semop callers too when sleepers, the size of their table, is not
+// 0.
+func loadOpenIter(spec *ebpf.CollectionSpec, types *btf.Cache, lopts ebpf.CollectionOptions, ring, sleepers uint32) (*openIter, error) {
 	owners := ownersSize()
 	spec.Maps["owners"].MaxEntries = owners
 	if err := setWaiters(spec, sleepers); err != nil {

@@ -123,6 +123,7 @@ const (
 	openiterVarSessions          = "sessions"
 	openiterVarSleepersLost      = "sleepers_lost"
 	openiterVarSleepersMask      = "sleepers_mask"
+	openiterVarTaskStructBtfId   = "task_struct_btf_id"
 	openiterVarUnusedBatch       = "unused_batch"
 	openiterVarWantWaiters       = "want_waiters"
 )
@@ -192,20 +193,21 @@ type openiterMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type openiterVariableSpecs struct {
-	BatchesLost  *ebpf.VariableSpec `ebpf:"batches_lost"`
-	FilterTgid   *ebpf.VariableSpec `ebpf:"filter_tgid"`
-	FilterTid    *ebpf.VariableSpec `ebpf:"filter_tid"`
-	NonceCounter *ebpf.VariableSpec `ebpf:"nonce_counter"`
-	NrSemop      *ebpf.VariableSpec `ebpf:"nr_semop"`
-	NrSemtimedop *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
-	PidnsLevel   *ebpf.VariableSpec `ebpf:"pidns_level"`
-	ReaderLevel  *ebpf.VariableSpec `ebpf:"reader_level"`
-	RingBytes    *ebpf.VariableSpec `ebpf:"ring_bytes"`
-	Sessions     *ebpf.VariableSpec `ebpf:"sessions"`
-	SleepersLost *ebpf.VariableSpec `ebpf:"sleepers_lost"`
-	SleepersMask *ebpf.VariableSpec `ebpf:"sleepers_mask"`
-	UnusedBatch  *ebpf.VariableSpec `ebpf:"unused_batch"`
-	WantWaiters  *ebpf.VariableSpec `ebpf:"want_waiters"`
+	BatchesLost     *ebpf.VariableSpec `ebpf:"batches_lost"`
+	FilterTgid      *ebpf.VariableSpec `ebpf:"filter_tgid"`
+	FilterTid       *ebpf.VariableSpec `ebpf:"filter_tid"`
+	NonceCounter    *ebpf.VariableSpec `ebpf:"nonce_counter"`
+	NrSemop         *ebpf.VariableSpec `ebpf:"nr_semop"`
+	NrSemtimedop    *ebpf.VariableSpec `ebpf:"nr_semtimedop"`
+	PidnsLevel      *ebpf.VariableSpec `ebpf:"pidns_level"`
+	ReaderLevel     *ebpf.VariableSpec `ebpf:"reader_level"`
+	RingBytes       *ebpf.VariableSpec `ebpf:"ring_bytes"`
+	Sessions        *ebpf.VariableSpec `ebpf:"sessions"`
+	SleepersLost    *ebpf.VariableSpec `ebpf:"sleepers_lost"`
+	SleepersMask    *ebpf.VariableSpec `ebpf:"sleepers_mask"`
+	TaskStructBtfId *ebpf.VariableSpec `ebpf:"task_struct_btf_id"`
+	UnusedBatch     *ebpf.VariableSpec `ebpf:"unused_batch"`
+	WantWaiters     *ebpf.VariableSpec `ebpf:"want_waiters"`
 }
 
 // openiterObjects contains all objects after they have been loaded into the kernel.
@@ -257,20 +259,21 @@ func (m *openiterMaps) Close() error {
 //
 // It can be passed to loadOpeniterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type openiterVariables struct {
-	BatchesLost  *ebpf.Variable `ebpf:"batches_lost"`
-	FilterTgid   *ebpf.Variable `ebpf:"filter_tgid"`
-	FilterTid    *ebpf.Variable `ebpf:"filter_tid"`
-	NonceCounter *ebpf.Variable `ebpf:"nonce_counter"`
-	NrSemop      *ebpf.Variable `ebpf:"nr_semop"`
-	NrSemtimedop *ebpf.Variable `ebpf:"nr_semtimedop"`
-	PidnsLevel   *ebpf.Variable `ebpf:"pidns_level"`
-	ReaderLevel  *ebpf.Variable `ebpf:"reader_level"`
-	RingBytes    *ebpf.Variable `ebpf:"ring_bytes"`
-	Sessions     *ebpf.Variable `ebpf:"sessions"`
-	SleepersLost *ebpf.Variable `ebpf:"sleepers_lost"`
-	SleepersMask *ebpf.Variable `ebpf:"sleepers_mask"`
-	UnusedBatch  *ebpf.Variable `ebpf:"unused_batch"`
-	WantWaiters  *ebpf.Variable `ebpf:"want_waiters"`
+	BatchesLost     *ebpf.Variable `ebpf:"batches_lost"`
+	FilterTgid      *ebpf.Variable `ebpf:"filter_tgid"`
+	FilterTid       *ebpf.Variable `ebpf:"filter_tid"`
+	NonceCounter    *ebpf.Variable `ebpf:"nonce_counter"`
+	NrSemop         *ebpf.Variable `ebpf:"nr_semop"`
+	NrSemtimedop    *ebpf.Variable `ebpf:"nr_semtimedop"`
+	PidnsLevel      *ebpf.Variable `ebpf:"pidns_level"`
+	ReaderLevel     *ebpf.Variable `ebpf:"reader_level"`
+	RingBytes       *ebpf.Variable `ebpf:"ring_bytes"`
+	Sessions        *ebpf.Variable `ebpf:"sessions"`
+	SleepersLost    *ebpf.Variable `ebpf:"sleepers_lost"`
+	SleepersMask    *ebpf.Variable `ebpf:"sleepers_mask"`
+	TaskStructBtfId *ebpf.Variable `ebpf:"task_struct_btf_id"`
+	UnusedBatch     *ebpf.Variable `ebpf:"unused_batch"`
+	WantWaiters     *ebpf.Variable `ebpf:"want_waiters"`
 }
 
 // openiterPrograms contains all programs after they have been loaded into the kernel.

@@ -37,6 +37,10 @@ func TestScanPathsAgree(t *testing.T) {
 		"open":           {NoWaiters: true, path: pathOpen},
 		"open-waiters":   {path: pathOpen},
 		"open-smallring": {NoWaiters: true, path: pathOpen, ocRing: 4096},
+		// Loaded through cilium/ebpf's decoding of the kernel's BTF
+		// instead of package kbtf's (kerneltypes.go).
+		"open-cilium":         {NoWaiters: true, path: pathOpen, noKbtf: true},
+		"open-cilium-waiters": {path: pathOpen, noKbtf: true},
 	}
 	// The readers name their paths; "auto" means what Open picks by itself.
 	forced := testScanPath
@@ -61,6 +65,14 @@ func TestScanPathsAgree(t *testing.T) {
 		if got := rs[name].oc != nil; got != openCoded {
 			t.Errorf("%s reader on the open-coded scan: %v, want %v (Linux >= 6.7)", name, got, openCoded)
 		}
+	}
+	for name, r := range rs {
+		if r.oc != nil && r.oc.kbtf == readers[name].noKbtf {
+			t.Errorf("%s reader loaded with package kbtf's types: %v, want %v", name, r.oc.kbtf, !readers[name].noKbtf)
+		}
+	}
+	if openCoded && rs["open-cilium-waiters"].WaitersErr() != nil != (rs["open-waiters"].WaitersErr() != nil) {
+		t.Errorf("waiters through kbtf: %v; through cilium/ebpf: %v", rs["open-waiters"].WaitersErr(), rs["open-cilium-waiters"].WaitersErr())
 	}
 	// bpf_loop and bpf_task_pt_regs: TestWaitersSupported checks that the
 	// reader says so where they are missing.

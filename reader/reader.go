@@ -98,6 +98,10 @@ type Options struct {
 	// ocRing, when set, replaces the open-coded scan's first ring buffer
 	// size (openIterRingSize), so that a test can make it grow.
 	ocRing uint32
+	// noKbtf makes the open-coded scan's load take cilium/ebpf's way
+	// through the kernel's BTF instead of package kbtf's, so that tests
+	// compare the two.
+	noKbtf bool
 }
 
 // Reader reads undo lists through a loaded BPF program: the open-coded scan
@@ -151,7 +155,8 @@ func Open(opts *Options) (*Reader, error) {
 		return nil, err
 	}
 	// One decoding of the kernel's BTF (about 20-40 ms) serves the probes
-	// and the loads: cilium/ebpf's LoadKernelSpec does not cache.
+	// and the loads: cilium/ebpf's LoadKernelSpec does not cache. The
+	// open-coded scan's load needs none (kerneltypes.go).
 	types := btf.NewCache()
 	lopts := ebpf.CollectionOptions{Cache: types}
 	if opts.VerifierLog != nil {
@@ -187,24 +192,57 @@ func Open(opts *Options) (*Reader, error) {
 // the waiters too unless opts.NoWaiters, and says why its snapshots carry
 // none when they do not.
 func tryOpenIter(types *btf.Cache, lopts ebpf.CollectionOptions, opts *Options, ph *phases) (oc *openIter, waitersErr, err error) {
+	if err := openIterKnown(); err != nil {
+		return nil, nil, err
+	}
 	level, err := pidnsLevel(procfs.NewDefaultFS())
 	if err != nil {
 		return nil, nil, err
 	}
-	ph.done("setup")
-	if err := openIterSupport(types); err != nil {
+	spec, err := openIterSpec(level)
+	if err != nil {
 		return nil, nil, err
+	}
+	ph.done("setup")
+	var kt *kernelTypes
+	kerr := errKbtfOff
+	if !opts.noKbtf {
+		kt, kerr = openIterKernel(spec)
+	}
+	switch {
+	case kerr == nil:
+		lopts.Programs.KernelTypes = kt.spec
+	case errors.Is(kerr, errOpenIterMissing):
+		openIterFailed(kerr)
+		return nil, nil, kerr
+	default:
+		// kbtf could not read the kernel's BTF (or a test turned it
+		// off): cilium/ebpf decodes it, as for the task iterator.
+		if err := openIterSupport(types); err != nil {
+			return nil, nil, err
+		}
+		id, err := taskStructID(types)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := setTaskStructID(spec, id); err != nil {
+			return nil, nil, err
+		}
 	}
 	ph.done("btf")
 	waitersErr = errWaitersOff
 	var sleepers uint32
 	if !opts.NoWaiters {
-		if waitersErr = waitersSupport(false, types); waitersErr == nil {
+		semQueue := func() (bool, error) { return kernelHasStruct(types, "sem_queue") }
+		if kt != nil {
+			semQueue = func() (bool, error) { return kt.semQueue, nil }
+		}
+		if waitersErr = waitersSupport(false, semQueue); waitersErr == nil {
 			sleepers = opts.sleepersSize(ownersSize())
 		}
 		ph.done("probes")
 	}
-	oc, err = loadOpenIter(types, level, lopts, opts.ocRing, sleepers)
+	oc, err = loadOpenIter(spec, types, lopts, opts.ocRing, sleepers)
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if sleepers == 0 && (errors.As(err, &ve) || errors.Is(err, ErrNotSupported)) {
@@ -219,6 +257,7 @@ func tryOpenIter(types *btf.Cache, lopts ebpf.CollectionOptions, opts *Options, 
 		}
 		return nil, nil, fmt.Errorf("load the open-coded BPF scan: %w", err)
 	}
+	oc.kbtf = kt != nil
 	ph.done("load")
 	return oc, waitersErr, nil
 }
@@ -248,7 +287,7 @@ func (r *Reader) openIter(opts *Options, types *btf.Cache, lopts ebpf.Collection
 		// Options.Bounded, not the variant chosen: on a kernel without
 		// bpf_loop the helper probe says what is missing; "asked for"
 		// would blame an option nobody set.
-		waitersErr = waitersSupport(opts.Bounded, types)
+		waitersErr = waitersSupport(opts.Bounded, func() (bool, error) { return kernelHasStruct(types, "sem_queue") })
 	}
 	// Without waiters the table is never touched (want_waiters stays 0
 	// and the verifier drops that code): one slot, not a preallocated

@@ -52,8 +52,9 @@ const (
 // waitersSupport says whether this kernel lets the iterator find blocked
 // semop callers: it reads their registers (bpf_task_pt_regs, 5.15), walks
 // queues of any length (bpf_loop, 5.17), and needs the kernel's struct
-// sem_queue in its BTF. bounded is Options.Bounded.
-func waitersSupport(bounded bool, types *btf.Cache) error {
+// sem_queue in its BTF, which semQueue says it has. bounded is
+// Options.Bounded.
+func waitersSupport(bounded bool, semQueue func() (bool, error)) error {
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		return fmt.Errorf("reading blocked semop callers is implemented for amd64 and arm64, not %s: %w", runtime.GOARCH, ErrNotSupported)
 	}
@@ -68,15 +69,25 @@ func waitersSupport(bounded bool, types *btf.Cache) error {
 			return fmt.Errorf("reading blocked semop callers needs the BPF helper %s (%s): %w (%w)", h.name, waiterKernelRequirement, ErrNotSupported, err)
 		}
 	}
-	spec, err := types.Kernel()
+	ok, err := semQueue()
 	if err != nil {
-		return fmt.Errorf("read kernel BTF: %w (%w)", ErrNotSupported, err)
+		return err
 	}
-	var q *btf.Struct
-	if err := spec.TypeByName("sem_queue", &q); err != nil {
+	if !ok {
 		return fmt.Errorf("kernel BTF has no struct sem_queue, which blocked semop callers are read through: %w", ErrNotSupported)
 	}
 	return nil
+}
+
+// kernelHasStruct says whether the kernel's BTF, decoded by cilium/ebpf
+// into types, has a struct of that name.
+func kernelHasStruct(types *btf.Cache, name string) (bool, error) {
+	spec, err := types.Kernel()
+	if err != nil {
+		return false, fmt.Errorf("read kernel BTF: %w (%w)", ErrNotSupported, err)
+	}
+	var s *btf.Struct
+	return spec.TypeByName(name, &s) == nil, nil
 }
 
 // setWaiters makes a reader object (either one: they share waiters.h) read

@@ -40,6 +40,12 @@ extern void bpf_rcu_read_unlock(void) __ksym;
  * defined below, after the ring buffer it flushes to. */
 static __always_inline void emit(void *out, const void *data, __u32 len);
 
+/* The type ID of struct task_struct in the kernel's BTF, for
+ * bpf_rdonly_cast, set at load: not bpf_core_type_id_kernel, so that the
+ * program's CO-RE relocations need only the kernel's types and not their
+ * IDs (a load relocates against a subset of them: kerneltypes.go). */
+const volatile __u32 task_struct_btf_id = 0;
+
 /* The level of the reader's PID namespace (0 for the initial one), a
  * constant of the load: pids are reported as the reader sees them there. */
 const volatile __u32 pidns_level = 0;
@@ -157,7 +163,7 @@ static __always_inline int wanted(struct task_struct *task, __u64 mine)
  * function, checked once, like visit. */
 __attribute__((noinline)) int visit_waiter(__u64 task_addr, __u64 regs, __u64 session, __u64 mine)
 {
-	struct task_struct *task = bpf_rdonly_cast((void *)task_addr, bpf_core_type_id_kernel(struct task_struct));
+	struct task_struct *task = bpf_rdonly_cast((void *)task_addr, task_struct_btf_id);
 	__u32 zero = 0;
 	struct batch *out = bpf_map_lookup_elem(&batches, &zero);
 
@@ -174,7 +180,7 @@ __attribute__((noinline)) int visit_waiter(__u64 task_addr, __u64 regs, __u64 se
  * 6.8) and reads it through an untrusted pointer, as under RCU it may. */
 __attribute__((noinline)) int visit(__u64 task_addr, __u64 session, __u64 mine)
 {
-	struct task_struct *task = bpf_rdonly_cast((void *)task_addr, bpf_core_type_id_kernel(struct task_struct));
+	struct task_struct *task = bpf_rdonly_cast((void *)task_addr, task_struct_btf_id);
 	struct semundo_task rec = {};
 	__u32 zero = 0;
 	struct batch *out = bpf_map_lookup_elem(&batches, &zero);
@@ -233,7 +239,7 @@ int semundo_scan(void *ctx)
 		 * untrusted alias (the cast costs no instruction): a load of
 		 * a pointer through a trusted one makes the verifier search
 		 * the kernel's BTF for the type's trusted fields by name. */
-		struct task_struct *t = bpf_rdonly_cast(task, bpf_core_type_id_kernel(struct task_struct));
+		struct task_struct *t = bpf_rdonly_cast(task, task_struct_btf_id);
 		int waits = want_waiters && may_wait(t);
 		if (!waits && !t->sysvsem.undo_list)
 			continue;
