@@ -1,12 +1,14 @@
 package reader
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+	"github.com/semundo/semundo/internal/kbtf"
 	"github.com/semundo/semundo/internal/testenv"
 )
 
@@ -16,15 +18,46 @@ import (
 // outcome of every CO-RE relocation of the program (a kbtf subset that
 // lost a member, an offset or a type would relocate differently). And the
 // kfunc calls must have lost cilium/ebpf's kfunc mark, or its load would
-// decode the kernel's BTF anyway.
+// decode the kernel's BTF anyway. On a kernel without the scan's kfuncs
+// (before Linux 6.7) kbtf must find missing the ones cilium/ebpf does not
+// find either, and openIterKernel say the scan is missing.
 func TestKernelTypesAgree(t *testing.T) {
-	if !testenv.KernelAtLeast(t, 6, 7) {
-		t.Skip("the open-coded scan needs Linux >= 6.7 (its kfuncs); older kernels use the task iterator, which kbtf does not serve")
-	}
 	full, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Which of the program's kfuncs the kernel has, as kbtf and as
+	// cilium/ebpf see it: before Linux 6.7 some are missing, and kbtf must
+	// say so, for the reader to take the task iterator.
+	probe, err := openIterSpec(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kt0, err := kbtf.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := kt0.Find(kfuncNames(probe), nil)
+	kt0.Close()
+	complete := true
+	for _, name := range kfuncNames(probe) {
+		var fn *btf.Func
+		inKernel := full.TypeByName(name, &fn) == nil
+		if _, ok := found.Funcs[name]; ok != inKernel {
+			t.Errorf("kfunc %s: kbtf finds it %v, cilium/ebpf %v", name, ok, inKernel)
+		}
+		complete = complete && inKernel
+	}
+	if complete != testenv.KernelAtLeast(t, 6, 7) {
+		t.Errorf("every kfunc of the open-coded scan present: %v, on a kernel that is 6.7 or later: %v", complete, !complete)
+	}
+	if !complete {
+		if _, err := openIterKernel(probe); !errors.Is(err, errOpenIterMissing) {
+			t.Errorf("openIterKernel on a kernel without the open-coded scan's kfuncs: %v, want errOpenIterMissing", err)
+		}
+		return
+	}
+
 	fast, err := openIterSpec(0)
 	if err != nil {
 		t.Fatal(err)

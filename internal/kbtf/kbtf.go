@@ -71,8 +71,9 @@ const (
 
 var ne = binary.NativeEndian
 
-// Types is a raw BTF blob indexed by type ID. It does not own its bytes
-// beyond Close.
+// Types is a raw BTF blob indexed by type ID. It reads the blob in place:
+// Parse's caller must keep it unchanged while Types is in use; Close
+// unmaps the one Open mapped.
 type Types struct {
 	raw   []byte
 	types []byte // the type section
