@@ -21,9 +21,11 @@ import (
 // instead: the kfunc calls carry their IDs when cilium/ebpf sees them (and
 // no kfunc mark, so it does not look them up again), and the relocations
 // run against kbtf's subset of the kernel's types (ProgramOptions.
-// KernelTypes), which keeps the kernel's type IDs. The task iterator's
-// load does not take this path: cilium/ebpf finds an iterator's attach
-// target in the kernel's BTF itself, with no way to hand it the ID.
+// KernelTypes). The subset numbers its types anew, so the one kernel type
+// ID the program needs besides the kfuncs', task_struct's, is a constant
+// set at load (task_struct_btf_id). The task iterator's load does not
+// take this path: cilium/ebpf finds an iterator's attach target in the
+// kernel's BTF itself, with no way to hand it the ID.
 
 // kernelTypes is what the open-coded scan's load needs of the kernel's BTF.
 type kernelTypes struct {
@@ -47,14 +49,9 @@ func kfuncNames(spec *ebpf.CollectionSpec) []string {
 }
 
 // setKfuncIDs gives spec's kfunc calls their functions' type IDs in the
-// kernel's BTF, taking off cilium/ebpf's kfunc mark. It fails, wrapping
-// errOpenIterMissing, when the kernel lacks one.
-func setKfuncIDs(spec *ebpf.CollectionSpec, ids map[string]btf.TypeID) error {
-	for _, name := range kfuncNames(spec) {
-		if _, ok := ids[name]; !ok {
-			return fmt.Errorf("%w: no kfunc %s: %w", errOpenIterMissing, name, ErrNotSupported)
-		}
-	}
+// kernel's BTF, which ids must all have, taking off cilium/ebpf's kfunc
+// mark.
+func setKfuncIDs(spec *ebpf.CollectionSpec, ids map[string]btf.TypeID) {
 	for _, p := range spec.Programs {
 		for i := range p.Instructions {
 			ins := &p.Instructions[i]
@@ -65,7 +62,6 @@ func setKfuncIDs(spec *ebpf.CollectionSpec, ids map[string]btf.TypeID) error {
 			ins.Constant, ins.Offset = int64(ids[ins.Reference()]), 0
 		}
 	}
-	return nil
 }
 
 // taskStructID is struct task_struct's type ID in the kernel's BTF,
@@ -155,7 +151,13 @@ func openIterKernel(spec *ebpf.CollectionSpec) (*kernelTypes, error) {
 	}
 	defer kt.Close()
 	names := localTypeNames(spec)
-	found := kt.Find(kfuncNames(spec), append(names, "task_struct", "sem_queue"))
+	kfuncs := kfuncNames(spec)
+	found := kt.Find(kfuncs, append(names, "task_struct", "sem_queue"))
+	for _, name := range kfuncs {
+		if _, ok := found.Funcs[name]; !ok {
+			return nil, fmt.Errorf("%w: no kfunc %s: %w", errOpenIterMissing, name, ErrNotSupported)
+		}
+	}
 	var roots []btf.TypeID
 	for _, n := range names {
 		roots = append(roots, found.Types[n]...)
@@ -178,11 +180,9 @@ func openIterKernel(spec *ebpf.CollectionSpec) (*kernelTypes, error) {
 	if task == 0 {
 		return nil, fmt.Errorf("the kernel's BTF has no struct task_struct: %w", ErrNotSupported)
 	}
-	// Last: the spec is changed only once nothing can fail, so that the
-	// fallback to cilium/ebpf's way gets it as it was.
-	if err := setKfuncIDs(spec, found.Funcs); err != nil {
-		return nil, err
-	}
+	// Last: the spec is changed only once kbtf has all it needs, so that
+	// the fallback to cilium/ebpf's way gets it as it was.
+	setKfuncIDs(spec, found.Funcs)
 	if err := setTaskStructID(spec, task); err != nil {
 		return nil, err
 	}

@@ -291,7 +291,7 @@ func (t *Types) Subset(roots []btf.TypeID) ([]byte, error) {
 			return nil, fmt.Errorf("type ID %d past the last, %d: %w", id, len(t.offs)-1, ErrFormat)
 		}
 		newID[id] = 0
-		t.refs(id, false, func(ref *uint32) { queue = append(queue, btf.TypeID(*ref)) })
+		t.byValue(id, func(ref btf.TypeID) { queue = append(queue, ref) })
 	}
 	kept := make([]btf.TypeID, 0, len(newID))
 	for id := range newID {
@@ -364,15 +364,14 @@ func (t *Types) Subset(roots []btf.TypeID) ([]byte, error) {
 	return append(append(out, types...), strs...), nil
 }
 
-// refs calls f with each type ID that type id's record refers to, which
-// Subset follows: what it holds by value (and, when pointers is set, what
-// it points to).
-func (t *Types) refs(id btf.TypeID, pointers bool, f func(*uint32)) {
+// byValue calls f with each type that type id holds by value: those
+// Subset follows.
+func (t *Types) byValue(id btf.TypeID, f func(btf.TypeID)) {
 	off := int(t.offs[id])
-	// f only reads here: a copy of the record keeps the blob unwritten
-	// (it may be a read-only mapping).
+	// A copy: refsOf may write the record, and the blob may be a
+	// read-only mapping.
 	rec := append([]byte(nil), t.types[off:off+t.size(int(id))]...)
-	t.refsOf(rec, pointers, f)
+	t.refsOf(rec, false, func(ref *uint32) { f(btf.TypeID(*ref)) })
 }
 
 // refsOf calls f with a pointer to each type ID in the record rec (a copy,
