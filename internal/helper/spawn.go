@@ -290,15 +290,19 @@ func childCheck(p *childProg) {
 // While a target's leader is being replaced by an execve, childCheck asks
 // again after a yield attachYields times (an idle machine is done within
 // them: microseconds), then after up to attachNap of waiting on the pidfd
-// attachNaps times: 100 ms more. 1,000 yields alone were too few for a
+// attachNaps times: a second more. 1,000 yields alone were too few for a
 // process under the race detector next to busy CPUs, where a check took
 // up to 39 ms (TestCheckAttachThroughExec failed 11 of 20 runs with the
-// yields alone). A process whose leader exited while its other threads
-// run answers ESRCH for good, and is called gone only after all of them,
-// about 0.1 s.
+// yields alone); 100 naps (0.1 s) were, by elimination of the other
+// ESRCH answers a check can meet, too few once in CI's test step, two
+// packages' tests at a time on 2 CPUs (1 check of 131 called the process
+// gone; not reproduced in 200 runs beside each other). The budget costs nothing for a process that exited: the
+// pidfd says so at once. A process whose leader exited while its other
+// threads run answers ESRCH for good, and is called gone only after all of
+// them, about 1 s.
 const (
 	attachYields = 1000
-	attachNaps   = 100
+	attachNaps   = 1000
 	attachNap    = int64(time.Millisecond)
 )
 
