@@ -33,20 +33,6 @@ func readPstree(dir string) ([]pstreeEntry, error) {
 	return parsePstree(b)
 }
 
-// pstreePIDs returns the pids CRIU's pstree.img in dir lists, root first:
-// each process of the dumped tree, as a pid of the root's PID namespace.
-func pstreePIDs(dir string) ([]int, error) {
-	es, err := readPstree(dir)
-	if err != nil {
-		return nil, err
-	}
-	pids := make([]int, len(es))
-	for i, e := range es {
-		pids[i] = e.pid
-	}
-	return pids, nil
-}
-
 // parsePstree decodes a pstree image: the two magics, then entries of a
 // native-endian u32 size and a PstreeEntry each.
 func parsePstree(b []byte) ([]pstreeEntry, error) {

@@ -304,3 +304,17 @@ func parentsIn(handoff string) []byte {
 	}
 	return b
 }
+
+// pstreePIDs returns the pids CRIU's pstree.img in dir lists, root first:
+// each process of the dumped tree, as a pid of the root's PID namespace.
+func pstreePIDs(dir string) ([]int, error) {
+	es, err := readPstree(dir)
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, len(es))
+	for i, e := range es {
+		pids[i] = e.pid
+	}
+	return pids, nil
+}
